@@ -1,0 +1,13 @@
+"""The one error type a user sees: a single line naming the file and what is wrong with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class AvmatchError(Exception):
+    """A user-facing fault. The CLI prints ``str(err)`` on one line and exits with status 2."""
+
+    def __init__(self, message: str, path: str | Path | None = None):
+        self.path = None if path is None else str(path)
+        super().__init__(f"{self.path}: {message}" if self.path else message)
