@@ -1,0 +1,5 @@
+import sys
+
+from avmatch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,214 @@
+"""Command line: argument parsing only; each subcommand calls one library function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from avmatch.errors import AvmatchError
+
+
+def _options(pairs: list[str]) -> dict:
+    """``--option hidden=64 --option cell=gru`` -> {"hidden": 64, "cell": "gru"}."""
+    out = {}
+    for p in pairs:
+        key, sep, value = p.partition("=")
+        if not sep:
+            raise AvmatchError(f"--option wants KEY=VALUE, got {p!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _train_config(args, model: str):
+    from avmatch.train import TrainConfig
+
+    return TrainConfig(model=model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                       clip_grad=args.clip_grad, window_s=args.window, val_fraction=args.val_fraction,
+                       patience=args.patience, seed=args.seed, histograms=not args.no_histograms,
+                       model_options=_options(args.option))
+
+
+def cmd_models(args) -> None:
+    from avmatch.models import list_models
+
+    for m in list_models():
+        print(f"{m.name:10s} {m.summary}")
+
+
+def cmd_inspect(args) -> None:
+    from avmatch.models import build_model
+    from avmatch.models.base import parameter_table
+
+    if Path(args.model).exists():
+        from avmatch.checkpoint import load_trained
+
+        model = load_trained(args.model).model
+    else:
+        model = build_model(args.model, args.video_dim, args.audio_dim, **_options(args.option))
+    table = parameter_table(model)
+    width = max(len(n) for n, _ in table)
+    print(f"{model.name} (video {model.config['video_dim']}, audio {model.config['audio_dim']})")
+    for name, count in table:
+        print(f"  {name:{width}s} {count:>10,d}")
+    print(f"  {'total':{width}s} {sum(c for _, c in table):>10,d}")
+
+
+def cmd_train(args) -> None:
+    from avmatch.corpus import load_corpus
+    from avmatch.train import choose_model, train
+
+    corpus = load_corpus(args.corpus)
+    model = args.model or choose_model(corpus)
+    if not args.model:
+        print(f"avmatch: no --model given; using {model!r} for this corpus", file=sys.stderr)
+    result = train(corpus, args.output, _train_config(args, model), resume=args.resume)
+    print(f"{model}: best validation top-1 {result['val_top1']:.3f} at epoch {result['best_epoch']} "
+          f"of {result['epochs']} ({result['train_seconds']:.1f} s); run in {args.output}")
+
+
+def cmd_match(args) -> None:
+    from avmatch.checkpoint import load_trained
+    from avmatch.corpus import load_corpus
+    from avmatch.match import match_corpora
+
+    trained = load_trained(args.model)
+    result = match_corpora(trained, load_corpus(args.videos), load_corpus(args.audios),
+                           "greedy" if args.greedy else "hungarian")
+    written = result.write(args.output, heatmap=not args.no_heatmap)
+    print(f"matched {len(result.video_ids)} videos against {len(result.audio_ids)} audios "
+          f"({result.method}); wrote {', '.join(str(p) for p in written)}")
+
+
+def cmd_evaluate(args) -> None:
+    from avmatch.evaluate import evaluate_pairs
+
+    metrics = evaluate_pairs(args.pairs, args.key)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+        return
+    print(f"pairs: {metrics['pairs']}")
+    for k in ("one_to_one", "top1", "top5", "mrr"):
+        if k in metrics:
+            print(f"{k:10s} {metrics[k]:.3f}")
+    for w in metrics["wrong"]:
+        print(f"wrong: {w['video']} -> {w['chosen'] or '(unmatched)'} (true {w['true']})")
+
+
+def cmd_compare(args) -> None:
+    from avmatch.compare import compare
+    from avmatch.corpus import load_corpus
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    compare(load_corpus(args.corpus), models, args.output, _train_config(args, models[0]), args.test_fraction)
+    print((Path(args.output) / "compare.md").read_text())
+
+
+def cmd_make_features(args) -> None:
+    from avmatch.corpus import write_corpus
+    from avmatch.synthetic import make_feature_corpus
+
+    corpus = make_feature_corpus(args.clips, video_dim=args.video_dim, audio_dim=args.audio_dim, seed=args.seed)
+    write_corpus(corpus, args.output)
+    print(f"wrote {len(corpus.clips)} generated clips to {args.output}")
+
+
+def cmd_demo(args) -> None:
+    from avmatch.demo import run_demo
+
+    run_demo(args.output, quick=args.quick, seed=args.seed)
+
+
+def _add_train_options(p: argparse.ArgumentParser, epochs: int) -> None:
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--clip-grad", type=float, default=1.0, help="max gradient norm (0: no clipping)")
+    p.add_argument("--window", type=float, default=0.0, help="training window in seconds (0: whole clip)")
+    p.add_argument("--val-fraction", type=float, default=0.15)
+    p.add_argument("--patience", type=int, default=8, help="early stopping: epochs without a better validation top-1")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-histograms", action="store_true", help="skip TensorBoard histograms (faster)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="model option, repeatable")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="avmatch", description="Find which audio belongs to which silent video.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="list the models")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("inspect", help="per-layer parameter table of a model or a trained run")
+    p.add_argument("--model", required=True, help="model name or run folder / checkpoint")
+    p.add_argument("--video-dim", type=int, default=1024)
+    p.add_argument("--audio-dim", type=int, default=128)
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("train", help="train a model on a feature corpus")
+    p.add_argument("corpus")
+    p.add_argument("-o", "--output", required=True, help="run folder")
+    p.add_argument("--model", default=None, help="model name (default: the one that suits the corpus)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --output")
+    _add_train_options(p, epochs=30)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("match", help="match silent videos to audios with a trained model")
+    p.add_argument("videos")
+    p.add_argument("audios")
+    p.add_argument("--model", required=True, help="run folder or checkpoint")
+    p.add_argument("-o", "--output", default="pairs.csv")
+    p.add_argument("--greedy", action="store_true", help="each video's best audio instead of a one-to-one assignment")
+    p.add_argument("--no-heatmap", action="store_true")
+    p.set_defaults(func=cmd_match)
+
+    p = sub.add_parser("evaluate", help="score pairs.csv against a key")
+    p.add_argument("pairs")
+    p.add_argument("--key", required=True, help="CSV with columns video,audio")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("compare", help="train several models and tabulate them")
+    p.add_argument("corpus")
+    p.add_argument("--models", default="va-metric,lstm,gru,cnn,lstm-tw,lstm-cnn,dual")
+    p.add_argument("-o", "--output", default="compare")
+    p.add_argument("--test-fraction", type=float, default=0.3)
+    _add_train_options(p, epochs=20)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("make-features", help="write a generated feature corpus (for trying avmatch out)")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--clips", type=int, default=300)
+    p.add_argument("--video-dim", type=int, default=1024)
+    p.add_argument("--audio-dim", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_make_features)
+
+    p = sub.add_parser("demo", help="build a small corpus, train, match and report")
+    p.add_argument("-o", "--output", default="avmatch-demo")
+    p.add_argument("--quick", action="store_true", help="a smaller, faster smoke run")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except AvmatchError as err:
+        print(f"avmatch: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("avmatch: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Metrics of a matching against the true key: top-k, one-to-one accuracy, mean reciprocal rank."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from avmatch.errors import AvmatchError
+
+
+def ranks(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """1-based rank of the true column in each row (ties count against the truth)."""
+    true_scores = scores[np.arange(len(truth)), truth]
+    return (scores >= true_scores[:, None]).sum(1)
+
+
+def retrieval_metrics(scores: np.ndarray, truth: np.ndarray | None = None, ks: tuple[int, ...] = (1, 5)) -> dict:
+    """Top-k and MRR of video->audio (rows) and audio->video (columns) retrieval.
+
+    ``truth[i]`` is the column of video i's audio; by default the diagonal (square matrices).
+    Keys: ``top1``, ``top5`` (video->audio, the course's criterion), ``mrr``, ``a2v_top1`` ...
+    """
+    truth = np.arange(scores.shape[0]) if truth is None else np.asarray(truth)
+    known = truth >= 0
+    scores, truth = scores[known], truth[known]
+    out: dict[str, float] = {"n": int(len(truth))}
+    if not len(truth):
+        return out
+    r = ranks(scores, truth)
+    # audio -> video: the truth's row among the rows of the known pairs
+    r_a2v = ranks(scores[:, truth].T, np.arange(len(truth)))
+    for k in ks:
+        out[f"top{k}"] = float((r <= k).mean())
+        out[f"a2v_top{k}"] = float((r_a2v <= k).mean())
+    out["mrr"] = float((1.0 / r).mean())
+    out["a2v_mrr"] = float((1.0 / r_a2v).mean())
+    return out
+
+
+def read_pairs(path: str | Path, required: tuple[str, ...] = ("video", "audio")) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise AvmatchError("no such file", path)
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        if missing:
+            raise AvmatchError(f"CSV lacks column(s) {', '.join(missing)} (has: {', '.join(reader.fieldnames or [])})", path)
+        return list(reader)
+
+
+def evaluate_pairs(pairs_csv: str | Path, key_csv: str | Path) -> dict:
+    """Compare a ``pairs.csv`` written by ``avmatch match`` with a key (columns ``video,audio``).
+
+    One-to-one accuracy comes from the pairs; top-k and MRR from the score matrix saved beside them.
+    """
+    from avmatch.match import scores_path
+
+    pairs = {r["video"]: r for r in read_pairs(pairs_csv)}
+    key = {r["video"]: r["audio"] for r in read_pairs(key_csv)}
+    unknown = sorted(set(pairs) - set(key))
+    if not key:
+        raise AvmatchError("key is empty", key_csv)
+    wrong = [{"video": v, "chosen": pairs[v]["audio"] if v in pairs else "", "true": a}
+             for v, a in sorted(key.items()) if v not in pairs or pairs[v]["audio"] != a]
+    out: dict = {"pairs": len(key), "one_to_one": 1.0 - len(wrong) / len(key), "wrong": wrong,
+                 "not_in_key": unknown}
+    npz = scores_path(pairs_csv)
+    if npz.exists():
+        with np.load(npz, allow_pickle=False) as z:
+            scores, vids, aids = z["scores"], list(z["video_ids"]), list(z["audio_ids"])
+        col = {a: j for j, a in enumerate(aids)}
+        truth = np.array([col.get(key.get(v, ""), -1) for v in vids])
+        out.update({k: v for k, v in retrieval_metrics(scores, truth).items() if k != "n"})
+    return out

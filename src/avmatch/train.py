@@ -1,0 +1,219 @@
+"""The one training loop every model uses. Models differ by their score and loss, not by loops.
+
+A run folder holds ``config.json``, ``last.pt`` (every epoch, for ``--resume``), ``best.pt`` (best
+validation top-1, what ``avmatch match`` uses), ``metrics.json`` and TensorBoard events in ``tb/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from avmatch import losses
+from avmatch.atomic import write_text
+from avmatch.checkpoint import Trained, feature_stats, load_trained
+from avmatch.corpus import Clip, Corpus
+from avmatch.errors import AvmatchError
+from avmatch.evaluate import retrieval_metrics
+from avmatch.match import pad_batch, score_matrix
+from avmatch.models import build_model, model_entry
+from avmatch.models.base import parameter_table
+
+
+@dataclass
+class TrainConfig:
+    model: str = "dual"
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    clip_grad: float = 1.0  # max gradient norm; 0 turns clipping off
+    window_s: float = 0.0  # length of the random training window; 0 = whole clip
+    val_fraction: float = 0.15
+    patience: int = 8  # epochs without a better validation top-1 before stopping
+    negatives: int = 3  # mismatched pairs per matched pair, for pair losses
+    seed: int = 0
+    histograms: bool = True
+    model_options: dict = field(default_factory=dict)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def choose_model(corpus: Corpus) -> str:
+    """The model that suits a corpus when the user names none."""
+    return "dual"
+
+
+def _windows(clips: list[Clip], window_s: float, rates: tuple[float, float], rng: np.random.Generator):
+    """A random aligned window of each clip: the same seconds of video and audio."""
+    videos, audios = [], []
+    for c in clips:
+        dur_s = min(len(c.video) / rates[0], len(c.audio) / rates[1])
+        w = dur_s if window_s <= 0 else min(window_s, dur_s)
+        start_s = rng.uniform(0, dur_s - w) if dur_s > w else 0.0
+        for arr, rate, out in ((c.video, rates[0], videos), (c.audio, rates[1], audios)):
+            i0 = int(start_s * rate)
+            out.append(arr[i0 : max(i0 + 1, int((start_s + w) * rate))])
+    return videos, audios
+
+
+def _step_loss(model: nn.Module, v, v_len, a, a_len, negatives: int, rng: np.random.Generator) -> dict:
+    ev, ea = model.encode_video(v, v_len), model.encode_audio(a, a_len)
+    if model.loss == "infonce":
+        return losses.info_nce(model.score_matrix(ev, ea, v_len, a_len))
+    b = v.shape[0]
+    pos = model.score_pairs(ev, ea, v_len, a_len)
+    # each negative pairs video i with the audio of clip (i + shift) mod B, never its own
+    shifts = rng.choice(np.arange(1, b), size=min(negatives, b - 1), replace=False)
+    idx = torch.cat([(torch.arange(b) + int(s)) % b for s in shifts]).to(v.device)
+    vi = torch.arange(b, device=v.device).repeat(len(shifts))
+    neg = model.score_pairs(ev[vi], ea[idx], v_len[vi], a_len[idx])
+    if model.loss == "contrastive":
+        return losses.contrastive_margin(pos, neg)
+    return losses.pair_bce(pos, neg)
+
+
+def validate(trained: Trained, val: Corpus) -> tuple[dict, np.ndarray]:
+    scores = score_matrix(trained, [c.video for c in val.clips], [c.audio for c in val.clips])
+    return retrieval_metrics(scores), scores
+
+
+def _log_histograms(writer, model: nn.Module, trained: Trained, val: Corpus, scores: np.ndarray, step: int) -> None:
+    """The report's diagnostics: weights, gradients, layer outputs, matched vs mismatched scores."""
+    for name, p in model.named_parameters():
+        writer.add_histogram(f"weights/{name}", p.detach().cpu(), step)
+        if p.grad is not None:
+            writer.add_histogram(f"grads/{name}", p.grad.detach().cpu(), step)
+    hooks = []
+    for name, mod in model.named_modules():
+        if name and not list(mod.children()):
+            def hook(_m, _i, out, name=name):
+                out = out[0] if isinstance(out, tuple) else out
+                if isinstance(out, torch.nn.utils.rnn.PackedSequence):
+                    out = out.data
+                if torch.is_tensor(out):
+                    writer.add_histogram(f"outputs/{name}", out.detach().float().cpu(), step)
+            hooks.append(mod.register_forward_hook(hook))
+    clips = val.clips[: min(16, len(val.clips))]
+    score_matrix(trained, [c.video for c in clips], [c.audio for c in clips])
+    for h in hooks:
+        h.remove()
+    prob = 1 / (1 + np.exp(-scores)) if model.loss == "bce" else scores
+    eye = np.eye(len(scores), dtype=bool)
+    writer.add_histogram("scores/matched", prob[eye], step)
+    writer.add_histogram("scores/mismatched", prob[~eye], step)
+
+
+def train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: bool = False,
+          device: torch.device | None = None, progress: bool = True) -> dict:
+    """Train ``config.model`` on the paired clips of ``corpus``; returns the final metrics."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    run_dir = Path(run_dir)
+    device = device or default_device()
+    paired = corpus.paired()
+    if len(paired.clips) < 4:
+        raise AvmatchError(f"training needs at least 4 clips with both video and audio, found {len(paired.clips)}", corpus.root)
+    if resume:
+        if not (run_dir / "last.pt").exists():
+            raise AvmatchError("nothing to resume: no last.pt", run_dir)
+        saved = TrainConfig(**json.loads((run_dir / "config.json").read_text())["train"])
+        if saved.model != config.model:
+            raise AvmatchError(f"run was trained with model {saved.model!r}, not {config.model!r}", run_dir)
+        config = saved
+    model_entry(config.model)  # unknown names fail before any work
+    train_set, val_set = paired.split(config.val_fraction, config.seed)
+    if len(val_set.clips) < 2:
+        train_set, val_set = paired, paired  # tiny corpora: validate on the training clips
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, paired.video_dim, paired.audio_dim, **config.model_options).to(device)
+    trained = Trained(model, *feature_stats([c.video for c in train_set.clips]),
+                      *feature_stats([c.audio for c in train_set.clips]),
+                      extractor=dict(corpus.extractor), video_rate_hz=corpus.video_rate_hz,
+                      audio_rate_hz=corpus.audio_rate_hz)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs))
+    state = {"epoch": 0, "best_top1": -1.0, "best_mrr": -1.0, "bad_epochs": 0, "history": []}
+    if resume:
+        last = load_trained(run_dir / "last.pt", device)
+        model.load_state_dict(last.model.state_dict())
+        trained.video_mean, trained.video_std = last.video_mean, last.video_std
+        trained.audio_mean, trained.audio_std = last.audio_mean, last.audio_std
+        optimizer.load_state_dict(last.extra["optimizer"])
+        scheduler.load_state_dict(last.extra["scheduler"])
+        state = last.extra["state"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / "config.json", json.dumps({
+        "train": asdict(config), "corpus": str(corpus.root or ""), "extractor": corpus.extractor,
+        "train_clips": len(train_set.clips), "val_clips": len(val_set.clips), "device": str(device),
+        "parameters": sum(n for _, n in parameter_table(model)),
+    }, indent=2))
+    writer = SummaryWriter(str(run_dir / "tb"))
+    rates = (corpus.video_rate_hz, corpus.audio_rate_hz)
+    train_v = [trained.standardise(c.video, "video") for c in train_set.clips]
+    train_a = [trained.standardise(c.audio, "audio") for c in train_set.clips]
+    steps_per_epoch = math.ceil(len(train_v) / config.batch_size)
+    bar = tqdm(total=config.epochs * steps_per_epoch, initial=state["epoch"] * steps_per_epoch,
+               desc=f"train {config.model}", unit="step", disable=not progress, dynamic_ncols=True)
+    started = time.perf_counter()
+    while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
+        epoch = state["epoch"]
+        rng = np.random.default_rng([config.seed, epoch])  # per-epoch streams: a resumed run repeats them
+        torch.manual_seed(config.seed * 100_003 + epoch)
+        model.train()
+        order = rng.permutation(len(train_v))
+        for s in range(0, len(order), config.batch_size):
+            idx = order[s : s + config.batch_size]
+            if len(idx) < 2:
+                continue
+            clips = [Clip(str(i), train_v[i], train_a[i]) for i in idx]
+            vw, aw = _windows(clips, config.window_s, rates, rng)
+            (v, v_len), (a, a_len) = pad_batch(vw, device), pad_batch(aw, device)
+            terms = _step_loss(model, v, v_len, a, a_len, config.negatives, rng)
+            loss = sum(terms.values())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.clip_grad > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
+            optimizer.step()
+            step = bar.n
+            writer.add_scalar("loss/total", loss.item(), step)
+            for k, t in terms.items():
+                writer.add_scalar(f"loss/{k}", t.item(), step)
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", best_top1=f"{max(state['best_top1'], 0):.2f}")
+        scheduler.step()
+        metrics, scores = validate(trained, val_set)
+        for k in ("top1", "top5", "mrr", "a2v_top1"):
+            writer.add_scalar(f"val/{k}", metrics[k], epoch + 1)
+        writer.add_scalar("lr", optimizer.param_groups[0]["lr"], epoch + 1)
+        if config.histograms:
+            _log_histograms(writer, model, trained, val_set, scores, epoch + 1)
+        state["epoch"] = epoch + 1
+        state["history"].append({"epoch": epoch + 1, "loss": float(loss.item()), **metrics})
+        if (metrics["top1"], metrics["mrr"]) > (state["best_top1"], state["best_mrr"]):
+            state.update(best_top1=metrics["top1"], best_mrr=metrics["mrr"], bad_epochs=0, best_epoch=epoch + 1)
+            trained.extra = {}
+            trained.save(run_dir / "best.pt")
+        else:
+            state["bad_epochs"] += 1
+        trained.extra = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": state}
+        trained.save(run_dir / "last.pt")
+        trained.extra = {}
+    bar.close()
+    writer.close()
+    result = {"model": config.model, "epochs": state["epoch"], "best_epoch": state.get("best_epoch", 0),
+              "val_top1": state["best_top1"], "val_mrr": state["best_mrr"],
+              "train_seconds": round(time.perf_counter() - started, 2), "history": state["history"]}
+    write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
+    return result

@@ -1,0 +1,96 @@
+import csv
+
+import numpy as np
+import pytest
+
+from avmatch.errors import AvmatchError
+from avmatch.evaluate import evaluate_pairs, ranks, retrieval_metrics
+from avmatch.match import MatchResult, assign, margins
+
+
+def test_hungarian_beats_greedy_on_a_crafted_matrix():
+    # Video 0 and 1 both like audio 0 best; greedy gives both audio 0, the assignment resolves it.
+    scores = np.array([[0.9, 0.8, 0.0],
+                       [0.95, 0.1, 0.0],
+                       [0.0, 0.2, 0.7]])
+    assert assign(scores, "greedy").tolist() == [0, 0, 2]
+    assert assign(scores, "hungarian").tolist() == [1, 0, 2]
+
+
+def test_assignment_non_square_leaves_videos_unmatched():
+    scores = np.array([[0.1, 0.9], [0.8, 0.2], [0.5, 0.6]])
+    chosen = assign(scores)
+    assert sorted(c for c in chosen if c >= 0) == [0, 1]
+    assert (chosen == -1).sum() == 1
+    assert chosen.tolist() == [1, 0, -1]
+
+
+def test_assignment_survives_nan_scores():
+    scores = np.array([[np.nan, 1.0], [1.0, np.nan]])
+    assert assign(scores).tolist() == [1, 0]
+    assert assign(np.full((2, 2), np.nan)).tolist() in ([0, 1], [1, 0])
+
+
+def test_unknown_method_is_a_user_error():
+    with pytest.raises(AvmatchError, match="unknown assignment"):
+        assign(np.zeros((2, 2)), "magic")
+
+
+def test_margins_against_runner_up():
+    scores = np.array([[0.9, 0.5, 0.1], [0.2, 0.3, 0.4]])
+    m = margins(scores, np.array([0, 1]))
+    assert m[0] == pytest.approx(0.4)
+    assert m[1] == pytest.approx(-0.1)  # not its best audio: negative margin
+
+
+def brute_force_metrics(scores, truth):
+    """Loop version of top-k / MRR for cross-checking the vectorised one."""
+    top1 = top5 = rr = 0.0
+    for i, t in enumerate(truth):
+        better = sum(1 for j in range(scores.shape[1]) if scores[i, j] >= scores[i, t])
+        top1 += better <= 1
+        top5 += better <= 5
+        rr += 1 / better
+    n = len(truth)
+    return top1 / n, top5 / n, rr / n
+
+
+def test_retrieval_metrics_match_brute_force():
+    rng = np.random.default_rng(0)
+    for n in (1, 3, 7, 30):
+        scores = rng.normal(size=(n, n))
+        truth = rng.permutation(n)
+        got = retrieval_metrics(scores, truth)
+        assert (got["top1"], got["top5"], got["mrr"]) == pytest.approx(brute_force_metrics(scores, truth))
+        got_a2v = retrieval_metrics(scores.T[:, :], np.argsort(truth))
+        assert got["a2v_top1"] == pytest.approx(got_a2v["top1"])
+
+
+def test_ties_count_against_the_truth():
+    assert ranks(np.zeros((3, 3)), np.arange(3)).tolist() == [3, 3, 3]
+
+
+def test_evaluate_pairs_from_written_match(tmp_path):
+    scores = np.array([[0.9, 0.1, 0.3], [0.2, 0.8, 0.7], [0.1, 0.85, 0.6]])
+    result = MatchResult(["v0", "v1", "v2"], ["a0", "a1", "a2"], scores, assign(scores), "hungarian")
+    written = result.write(tmp_path / "pairs.csv")
+    assert all(p.exists() for p in written)
+    with open(tmp_path / "pairs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["video"] for r in rows] == ["v0", "v1", "v2"]
+    assert set(rows[0]) == {"video", "audio", "score", "margin"}
+    key = tmp_path / "key.csv"
+    key.write_text("video,audio\nv0,a0\nv1,a1\nv2,a2\n")
+    metrics = evaluate_pairs(tmp_path / "pairs.csv", key)
+    # Hungarian gives v1->a2, v2->a1: one of three right; top-1 rows: v0 right, v1 right, v2 wrong.
+    assert metrics["one_to_one"] == pytest.approx(1 / 3)
+    assert metrics["top1"] == pytest.approx(2 / 3)
+    assert metrics["top5"] == 1.0
+    assert {w["video"] for w in metrics["wrong"]} == {"v1", "v2"}
+
+
+def test_evaluate_rejects_a_key_without_columns(tmp_path):
+    (tmp_path / "pairs.csv").write_text("video,audio,score,margin\nv0,a0,1,1\n")
+    (tmp_path / "key.csv").write_text("clip,sound\nv0,a0\n")
+    with pytest.raises(AvmatchError, match="key.csv.*lacks column"):
+        evaluate_pairs(tmp_path / "pairs.csv", tmp_path / "key.csv")
