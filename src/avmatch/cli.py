@@ -78,7 +78,7 @@ def cmd_match(args) -> None:
 
     trained = load_trained(args.model)
     result = match_corpora(trained, load_corpus(args.videos), load_corpus(args.audios),
-                           "greedy" if args.greedy else "hungarian")
+                           "greedy" if args.greedy else "hungarian", args.normalise, args.max_offset)
     written = result.write(args.output, heatmap=not args.no_heatmap)
     print(f"matched {len(result.video_ids)} videos against {len(result.audio_ids)} audios "
           f"({result.method}); wrote {', '.join(str(p) for p in written)}")
@@ -92,7 +92,7 @@ def cmd_evaluate(args) -> None:
         print(json.dumps(metrics, indent=2))
         return
     print(f"pairs: {metrics['pairs']}")
-    for k in ("one_to_one", "top1", "top5", "mrr"):
+    for k in ("one_to_one", "top1", "top5", "mrr", "offset_mae_s", "offset_within_40ms"):
         if k in metrics:
             print(f"{k:10s} {metrics[k]:.3f}")
     for w in metrics["wrong"]:
@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="run folder or checkpoint")
     p.add_argument("-o", "--output", default="pairs.csv")
     p.add_argument("--greedy", action="store_true", help="each video's best audio instead of a one-to-one assignment")
+    p.add_argument("--normalise", default="dual-softmax", choices=["dual-softmax", "none"],
+                   help="score normalisation before assigning (counters 'hub' audios)")
+    p.add_argument("--max-offset", type=float, default=None, help="seconds of lag searched by timing models (default: as trained, 2 s)")
     p.add_argument("--no-heatmap", action="store_true")
     p.set_defaults(func=cmd_match)
 

@@ -54,12 +54,14 @@ def read_pairs(path: str | Path, required: tuple[str, ...] = ("video", "audio"))
 def evaluate_pairs(pairs_csv: str | Path, key_csv: str | Path) -> dict:
     """Compare a ``pairs.csv`` written by ``avmatch match`` with a key (columns ``video,audio``).
 
-    One-to-one accuracy comes from the pairs; top-k and MRR from the score matrix saved beside them.
+    One-to-one accuracy comes from the pairs; top-k and MRR from the score matrix saved beside them;
+    when the key has ``offset_s``, the offset error over the correctly matched pairs.
     """
     from avmatch.match import scores_path
 
     pairs = {r["video"]: r for r in read_pairs(pairs_csv)}
-    key = {r["video"]: r["audio"] for r in read_pairs(key_csv)}
+    key_rows = read_pairs(key_csv)
+    key = {r["video"]: r["audio"] for r in key_rows}
     unknown = sorted(set(pairs) - set(key))
     if not key:
         raise AvmatchError("key is empty", key_csv)
@@ -67,6 +69,12 @@ def evaluate_pairs(pairs_csv: str | Path, key_csv: str | Path) -> dict:
              for v, a in sorted(key.items()) if v not in pairs or pairs[v]["audio"] != a]
     out: dict = {"pairs": len(key), "one_to_one": 1.0 - len(wrong) / len(key), "wrong": wrong,
                  "not_in_key": unknown}
+    if key_rows and "offset_s" in key_rows[0] and all(pairs.get(r["video"], {}).get("offset_s") for r in key_rows):
+        err = np.array([abs(float(pairs[r["video"]]["offset_s"]) - float(r["offset_s"]))
+                        for r in key_rows if pairs[r["video"]]["audio"] == r["audio"]])
+        if len(err):
+            out.update(offset_mae_s=float(err.mean()), offset_median_s=float(np.median(err)),
+                       offset_within_40ms=float((err <= 0.040 + 1e-9).mean()))
     npz = scores_path(pairs_csv)
     if npz.exists():
         with np.load(npz, allow_pickle=False) as z:

@@ -36,3 +36,18 @@ def info_nce(logits: Tensor) -> dict[str, Tensor]:
         "infonce_v2a": F.cross_entropy(logits, target) / 2,
         "infonce_a2v": F.cross_entropy(logits.T, target) / 2,
     }
+
+
+def sync_nce(lag_logits: Tensor, target_lag: Tensor) -> dict[str, Tensor]:
+    """InfoNCE over every (clip, lag) candidate: the true one is the same clip at its true lag.
+
+    ``lag_logits`` (B, B, L): video i against audio j at lag index l; ``target_lag`` (B,): the lag
+    index at which video i meets its own audio. Negatives are the other clips at every lag and the
+    same clip at every wrong lag, so the scores must get the timing right, not only the content.
+    """
+    b, _, n_lags = lag_logits.shape
+    target = torch.arange(b, device=lag_logits.device) * n_lags + target_lag
+    return {
+        "sync_v2a": F.cross_entropy(lag_logits.reshape(b, -1), target) / 2,
+        "sync_a2v": F.cross_entropy(lag_logits.transpose(0, 1).reshape(b, -1), target) / 2,
+    }

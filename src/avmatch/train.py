@@ -40,6 +40,7 @@ class TrainConfig:
     val_fraction: float = 0.15
     patience: int = 8  # epochs without a better validation top-1 before stopping
     negatives: int = 3  # mismatched pairs per matched pair, for pair losses
+    max_shift_s: float = -1.0  # timing models: random audio shift in training; -1 = half the lag range
     seed: int = 0
     histograms: bool = True
     model_options: dict = field(default_factory=dict)
@@ -50,33 +51,52 @@ def default_device() -> torch.device:
 
 
 def choose_model(corpus: Corpus) -> str:
-    """The model that suits a corpus when the user names none."""
+    """The model that suits a corpus when the user names none: the timing-aware one for frame-rate
+    features (several rows a second, both modalities at one rate), else the embedding model."""
+    if corpus.video_rate_hz == corpus.audio_rate_hz and corpus.video_rate_hz >= 5:
+        return "sync"
     return "dual"
 
 
-def _windows(clips: list[Clip], window_s: float, rates: tuple[float, float], rng: np.random.Generator):
-    """A random aligned window of each clip: the same seconds of video and audio."""
-    videos, audios = [], []
+def _windows(clips: list[Clip], window_s: float, rates: tuple[float, float], rng: np.random.Generator,
+             max_shift_s: float = 0.0):
+    """A random window of each clip: video seconds [t0, t0 + w), audio [t0 + d, t0 + d + w).
+
+    The shift d is drawn in ±max_shift_s (0: aligned windows). Returns the video windows, the
+    audio windows and each shift in audio rows (the audio's true lag is minus that).
+    """
+    videos, audios, shifts = [], [], []
     for c in clips:
         dur_s = min(len(c.video) / rates[0], len(c.audio) / rates[1])
-        w = dur_s if window_s <= 0 else min(window_s, dur_s)
-        start_s = rng.uniform(0, dur_s - w) if dur_s > w else 0.0
-        for arr, rate, out in ((c.video, rates[0], videos), (c.audio, rates[1], audios)):
-            i0 = int(start_s * rate)
-            out.append(arr[i0 : max(i0 + 1, int((start_s + w) * rate))])
-    return videos, audios
+        shift_s = rng.uniform(-max_shift_s, max_shift_s) if max_shift_s > 0 else 0.0
+        shift_s = float(np.clip(shift_s, -dur_s / 2, dur_s / 2))
+        shift_s = round(shift_s * rates[1]) / rates[1]  # whole rows, so the target lag is exact
+        room = dur_s - abs(shift_s)
+        w = room if window_s <= 0 else min(window_s, room)
+        lo = max(0.0, -shift_s)
+        t0 = rng.uniform(lo, lo + room - w) if room > w else lo
+        for arr, rate, start, out in ((c.video, rates[0], t0, videos), (c.audio, rates[1], t0 + shift_s, audios)):
+            i0 = int(round(start * rate))
+            out.append(arr[i0 : max(i0 + 1, i0 + int(round(w * rate)))])
+        shifts.append(int(round(shift_s * rates[1])))
+    return videos, audios, shifts
 
 
-def _step_loss(model: nn.Module, v, v_len, a, a_len, negatives: int, rng: np.random.Generator) -> dict:
+def _step_loss(model: nn.Module, v, v_len, a, a_len, shifts: list[int], negatives: int,
+               rng: np.random.Generator) -> dict:
     ev, ea = model.encode_video(v, v_len), model.encode_audio(a, a_len)
+    if model.loss == "sync":
+        # audio window starts `shift` rows late, so video row t meets audio row t - shift
+        target = torch.tensor([model.max_lag - s for s in shifts], device=v.device)
+        return losses.sync_nce(model.scale() * model.lag_matrix(ev, ea, v_len, a_len), target)
     if model.loss == "infonce":
         return losses.info_nce(model.score_matrix(ev, ea, v_len, a_len))
     b = v.shape[0]
     pos = model.score_pairs(ev, ea, v_len, a_len)
     # each negative pairs video i with the audio of clip (i + shift) mod B, never its own
-    shifts = rng.choice(np.arange(1, b), size=min(negatives, b - 1), replace=False)
-    idx = torch.cat([(torch.arange(b) + int(s)) % b for s in shifts]).to(v.device)
-    vi = torch.arange(b, device=v.device).repeat(len(shifts))
+    offsets = rng.choice(np.arange(1, b), size=min(negatives, b - 1), replace=False)
+    idx = torch.cat([(torch.arange(b) + int(s)) % b for s in offsets]).to(v.device)
+    vi = torch.arange(b, device=v.device).repeat(len(offsets))
     neg = model.score_pairs(ev[vi], ea[idx], v_len[vi], a_len[idx])
     if model.loss == "contrastive":
         return losses.contrastive_margin(pos, neg)
@@ -160,6 +180,13 @@ def train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: bool
     }, indent=2))
     writer = SummaryWriter(str(run_dir / "tb"))
     rates = (corpus.video_rate_hz, corpus.audio_rate_hz)
+    max_shift_s = 0.0
+    if model.loss == "sync":
+        if rates[0] != rates[1]:
+            raise AvmatchError(f"model {config.model!r} needs video and audio features at one rate, "
+                               f"not {rates[0]} and {rates[1]} Hz", corpus.root)
+        half = model.max_lag / rates[1] / 2
+        max_shift_s = min(config.max_shift_s, 2 * half) if config.max_shift_s >= 0 else half
     train_v = [trained.standardise(c.video, "video") for c in train_set.clips]
     train_a = [trained.standardise(c.audio, "audio") for c in train_set.clips]
     steps_per_epoch = math.ceil(len(train_v) / config.batch_size)
@@ -177,9 +204,9 @@ def train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: bool
             if len(idx) < 2:
                 continue
             clips = [Clip(str(i), train_v[i], train_a[i]) for i in idx]
-            vw, aw = _windows(clips, config.window_s, rates, rng)
+            vw, aw, shifts = _windows(clips, config.window_s, rates, rng, max_shift_s)
             (v, v_len), (a, a_len) = pad_batch(vw, device), pad_batch(aw, device)
-            terms = _step_loss(model, v, v_len, a, a_len, config.negatives, rng)
+            terms = _step_loss(model, v, v_len, a, a_len, shifts, config.negatives, rng)
             loss = sum(terms.values())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -57,4 +57,4 @@ def build_model(name: str, video_dim: int, audio_dim: int, **config) -> nn.Modul
 
 
 # Model families register themselves on import.
-from avmatch.models import conv, dual, pair, recurrent  # noqa: E402,F401
+from avmatch.models import conv, dual, pair, recurrent, sync  # noqa: E402,F401
