@@ -73,11 +73,13 @@ def cmd_train(args) -> None:
 
 def cmd_match(args) -> None:
     from avmatch.checkpoint import load_trained
-    from avmatch.corpus import load_corpus
+    from avmatch.extract import open_features
     from avmatch.match import match_corpora
 
     trained = load_trained(args.model)
-    result = match_corpora(trained, load_corpus(args.videos), load_corpus(args.audios),
+    videos = open_features(args.videos, trained.extractor, args.workers)
+    audios = open_features(args.audios, trained.extractor, args.workers)
+    result = match_corpora(trained, videos, audios,
                            "greedy" if args.greedy else "hungarian", args.normalise, args.max_offset)
     written = result.write(args.output, heatmap=not args.no_heatmap)
     print(f"matched {len(result.video_ids)} videos against {len(result.audio_ids)} audios "
@@ -106,6 +108,23 @@ def cmd_compare(args) -> None:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     compare(load_corpus(args.corpus), models, args.output, _train_config(args, models[0]), args.test_fraction)
     print((Path(args.output) / "compare.md").read_text())
+
+
+def cmd_extract(args) -> None:
+    from avmatch.extract import extract
+
+    summary = extract(args.sources, args.output, args.extractor, options=_options(args.option),
+                      workers=args.workers, paired=args.paired)
+    print(summary.line())
+    if summary.failed:
+        print(f"failed files and reasons: {Path(args.output) / 'failed.csv'}")
+
+
+def cmd_extractors(args) -> None:
+    from avmatch.extractors import list_extractors
+
+    for e in list_extractors():
+        print(f"{e.name:10s} v{e.version}  {(e.__doc__ or '').strip().splitlines()[0]}")
 
 
 def cmd_make_features(args) -> None:
@@ -159,8 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("match", help="match silent videos to audios with a trained model")
-    p.add_argument("videos")
-    p.add_argument("audios")
+    p.add_argument("videos", help="feature corpus, or media file/folder (extracted with the run's extractor, cached)")
+    p.add_argument("audios", help="feature corpus, or media file/folder")
+    p.add_argument("--workers", type=int, default=1, help="extraction processes for media input")
     p.add_argument("--model", required=True, help="run folder or checkpoint")
     p.add_argument("-o", "--output", default="pairs.csv")
     p.add_argument("--greedy", action="store_true", help="each video's best audio instead of a one-to-one assignment")
@@ -183,6 +203,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-fraction", type=float, default=0.3)
     _add_train_options(p, epochs=20)
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("extract", help="extract feature sequences from media files into a corpus")
+    p.add_argument("sources", nargs="+", help="media files and/or folders (searched recursively)")
+    p.add_argument("-o", "--output", required=True, help="corpus folder (a rerun resumes it)")
+    p.add_argument("--extractor", default="default")
+    p.add_argument("--workers", type=int, default=1, help="processes decoding in parallel")
+    p.add_argument("--paired", action="store_true", help="every file must have video and audio (a training folder)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="extractor option, repeatable")
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("extractors", help="list the feature extractors")
+    p.set_defaults(func=cmd_extractors)
 
     p = sub.add_parser("make-features", help="write a generated feature corpus (for trying avmatch out)")
     p.add_argument("-o", "--output", required=True)

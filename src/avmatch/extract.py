@@ -1,0 +1,195 @@
+"""``avmatch extract``: media files -> a feature corpus, resumable, in parallel, never dying on one file.
+
+Workers decode and compute features; only this process writes, so the corpus manifest has a single
+writer. Each finished file is on disk (array, then manifest line) before the next is recorded, so a
+killed run resumes where it stopped: files already done with the same extractor version are skipped.
+Files that fail are listed with the reason in ``failed.csv`` beside the manifest.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from avmatch.atomic import write_text
+from avmatch.corpus import append_clip, done_entries
+from avmatch.errors import AvmatchError
+from avmatch.extractors import get_extractor
+
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v"}
+AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus"}
+MEDIA_SUFFIXES = VIDEO_SUFFIXES | AUDIO_SUFFIXES
+
+
+@dataclass
+class ExtractSummary:
+    done: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    media_s: float = 0.0
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        return (f"extracted {self.done} files ({self.media_s:.0f} s of media in {self.seconds:.1f} s), "
+                f"skipped {self.skipped} already done, {len(self.failed)} failed")
+
+
+def find_media(sources: list[str | Path]) -> list[tuple[Path, str]]:
+    """Every media file under the sources (files or folders, recursive) with its clip id: the path
+    relative to the folder it was found in, without the suffix."""
+    found: dict[str, Path] = {}
+    for src in map(Path, sources):
+        if src.is_dir():
+            files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES)
+            pairs = [(p, p.relative_to(src).with_suffix("").as_posix()) for p in files]
+        elif src.is_file():
+            pairs = [(src, src.stem)]
+        else:
+            raise AvmatchError("no such file or folder", src)
+        for path, clip_id in pairs:
+            found.setdefault(clip_id, path)
+    return [(p, cid) for cid, p in sorted(found.items())]
+
+
+def extract_file(path: str, extractor_name: str, options: dict, paired: bool) -> dict:
+    """Features of one file: {"video": array?, "audio": array?, "duration_s": float}. Runs in a worker."""
+    from avmatch.media import probe
+
+    extractor = get_extractor(extractor_name, **options)
+    info = probe(path)
+    if paired and not (info.has_video and info.has_audio):
+        raise AvmatchError("has no audio stream; a training clip needs both" if info.has_video
+                           else "has no video stream; a training clip needs both", path)
+    if not (info.has_video or info.has_audio):
+        raise AvmatchError("has neither a video nor an audio stream", path)
+    out: dict = {"duration_s": info.duration_s or 0.0}
+    if info.has_video:
+        out["video"] = extractor.video(path)
+    if info.has_audio:
+        out["audio"] = extractor.audio(path)
+    return out
+
+
+def _reason(err: BaseException, path: Path) -> str:
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return text.removeprefix(f"{path}: ")
+
+
+def extract(sources: list[str | Path], out: str | Path, extractor_name: str = "default", *,
+            options: dict | None = None, workers: int = 1, paired: bool = False,
+            progress: bool = True) -> ExtractSummary:
+    """Extract features of every media file under ``sources`` into the corpus folder ``out``."""
+    out = Path(out)
+    options = options or {}
+    extractor = get_extractor(extractor_name, **options)
+    files = find_media(sources)
+    if not files:
+        raise AvmatchError("no media files found (looked for " + ", ".join(sorted(MEDIA_SUFFIXES)) + ")",
+                           ", ".join(map(str, sources)))
+    done = done_entries(out) if (out / "manifest.jsonl").exists() else {}
+    summary = ExtractSummary()
+    todo = []
+    for path, clip_id in files:
+        rows = [done.get((str(path), m)) for m in ("video", "audio")]
+        rows = [r for r in rows if r is not None]
+        if rows and all(r.get("extractor") == extractor.name and r.get("extractor_version") == extractor.version
+                        for r in rows):
+            summary.skipped += 1
+        else:
+            todo.append((path, clip_id))
+    started = time.perf_counter()
+    bar = tqdm(total=len(files), initial=summary.skipped, desc=f"extract ({extractor.name})", unit="file",
+               disable=not progress, dynamic_ncols=True)
+
+    def record(path: Path, clip_id: str, result: dict | None, err: BaseException | None) -> None:
+        if err is not None:
+            summary.failed.append((str(path), _reason(err, path)))
+        else:
+            for modality in ("video", "audio"):
+                if modality in result:
+                    rate = extractor.video_rate_hz if modality == "video" else extractor.audio_rate_hz
+                    append_clip(out, clip_id, modality, result[modality], rate_hz=rate, source=str(path),
+                                extractor=extractor.name, extractor_version=extractor.version)
+            summary.done += 1
+            summary.media_s += result["duration_s"]
+        bar.update(1)
+        elapsed = max(time.perf_counter() - started, 1e-9)
+        bar.set_postfix(files_s=f"{summary.done / elapsed:.1f}", media_s_per_s=f"{summary.media_s / elapsed:.1f}",
+                        failed=len(summary.failed))
+
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        if workers <= 1:
+            for path, clip_id in todo:
+                try:
+                    record(path, clip_id, extract_file(str(path), extractor_name, options, paired), None)
+                except Exception as err:  # one bad file must not end the batch
+                    record(path, clip_id, None, err)
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = {pool.submit(extract_file, str(p), extractor_name, options, paired): (p, cid)
+                           for p, cid in todo}
+                for fut in as_completed(futures):
+                    path, clip_id = futures[fut]
+                    err = fut.exception()
+                    record(path, clip_id, None if err else fut.result(), err)
+    finally:
+        bar.close()
+        summary.seconds = time.perf_counter() - started
+        _write_failed(out / "failed.csv", summary.failed)
+    return summary
+
+
+def _write_failed(path: Path, failed: list[tuple[str, str]]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["file", "reason"])
+    writer.writerows(sorted(failed))
+    write_text(path, buf.getvalue())
+
+
+def default_workers() -> int:
+    return max(1, min(4, (os.cpu_count() or 1)))
+
+
+def is_media_source(path: str | Path) -> bool:
+    """True for a media file, or a folder that holds media files and is not a feature corpus."""
+    path = Path(path)
+    if path.is_file():
+        return path.suffix.lower() in MEDIA_SUFFIXES
+    if not path.is_dir() or (path / "manifest.jsonl").exists() or any(path.glob("*/*feat.npy")) \
+            or (path / "vfeat").is_dir():
+        return False
+    return any(p.suffix.lower() in MEDIA_SUFFIXES for p in path.rglob("*") if p.is_file())
+
+
+def cache_dir(path: str | Path, extractor: dict) -> Path:
+    """Where the features of a media folder are cached for a given extractor and its settings."""
+    import hashlib
+    import json
+
+    root = Path(os.environ.get("AVMATCH_CACHE", Path.home() / ".cache" / "avmatch"))
+    key = json.dumps([str(Path(path).resolve()), extractor], sort_keys=True, default=str)
+    return root / "features" / f"{Path(path).name}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+
+
+def open_features(path: str | Path, extractor: dict, workers: int = 1, progress: bool = True):
+    """A feature corpus at ``path``, or the features of the media at ``path`` extracted (and cached)
+    with the given extractor (as recorded in a trained run)."""
+    from avmatch.corpus import load_corpus
+
+    if not is_media_source(path):
+        return load_corpus(path)
+    out = cache_dir(path, extractor)
+    summary = extract([path], out, extractor.get("name", "default"), options=extractor.get("params", {}),
+                      workers=workers, progress=progress)
+    if summary.failed and progress:
+        print(f"avmatch: {len(summary.failed)} file(s) under {path} failed; see {out / 'failed.csv'}")
+    return load_corpus(out)
