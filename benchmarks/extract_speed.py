@@ -1,0 +1,118 @@
+"""Extraction speed against a bare PyAV decode of the same files, in CPU seconds. Prints numbers only.
+
+    python benchmarks/extract_speed.py [--files 40] [--duration 5] [--size 320x240] [--workers 1]
+
+Generates the media first (``avmatch.scenes.make_corpus`` when it exists, else ``tests/mediagen.py``),
+then times, in the same run and on the same files:
+  bare:    every video frame and every audio frame decoded, nothing else (one pass over each file)
+  extract: ``avmatch.extract.extract(files, out, "default")``: probe, decode, resample, features, corpus
+CPU time is this process's (all threads) plus that of finished worker processes. The ratio extract / bare
+says how much the features cost on top of decoding (target: at most 1.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+
+from avmatch.media import probe
+
+
+def cpu_s() -> float:
+    """CPU seconds of this process (all its threads) and of its reaped child processes."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def make_media(out_dir: Path, n: int, duration_s: float, size: tuple[int, int], seed: int = 0) -> list[Path]:
+    """``n`` clips of ``duration_s`` with events on screen and in the sound track."""
+    try:
+        from avmatch.scenes import make_corpus
+    except ImportError:
+        make_corpus = None
+    if make_corpus is not None:
+        kwargs = {"duration_s": duration_s, "seed": seed}
+        if "size" in inspect.signature(make_corpus).parameters:
+            kwargs["size"] = size
+        make_corpus(out_dir, n, **kwargs)
+        from avmatch.extract import find_media
+
+        return [p for p, _ in find_media([out_dir])]
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # no scene generator yet
+    from mediagen import make_clip
+
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        events = np.sort(rng.uniform(0.2, duration_s - 0.3, max(1, int(duration_s / 1.5))))
+        paths.append(make_clip(out_dir / f"clip{i:03d}.mp4", duration_s=duration_s, size=size,
+                               events=tuple(events.tolist())))
+    return paths
+
+
+def bare_decode(paths: list[Path]) -> int:
+    """Decode every frame of every video and audio stream, and nothing more. Returns the frame count."""
+    frames = 0
+    for path in paths:
+        with av.open(str(path)) as container:
+            streams = [s for s in (*container.streams.video, *container.streams.audio)]
+            for s in container.streams.video:
+                s.thread_type = "AUTO"  # as avmatch.media decodes
+            for packet in container.demux(*streams):
+                frames += len(packet.decode())
+    return frames
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=40)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per file")
+    parser.add_argument("--size", default="320x240", help="WIDTHxHEIGHT of the generated video")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--extractor", default="default")
+    args = parser.parse_args(argv)
+    size = tuple(int(v) for v in args.size.lower().split("x"))
+
+    root = Path(tempfile.mkdtemp(prefix="avmatch-speed-"))
+    try:
+        media = root / "media"
+        media.mkdir()
+        t0 = time.perf_counter()
+        paths = make_media(media, args.files, args.duration, size)
+        media_s = sum(probe(p).duration_s for p in paths)
+        print(f"generated {len(paths)} files, {media_s:.0f} s of media, {size[0]}x{size[1]}, "
+              f"in {time.perf_counter() - t0:.1f} s")
+
+        bare_decode(paths[:2])  # warm up: codecs loaded, files in the page cache
+        c0, w0 = cpu_s(), time.perf_counter()
+        frames = bare_decode(paths)
+        bare_cpu, bare_wall = cpu_s() - c0, time.perf_counter() - w0
+
+        from avmatch.extract import extract
+
+        c0, w0 = cpu_s(), time.perf_counter()
+        summary = extract([media], root / "features", args.extractor, workers=args.workers, progress=False)
+        ext_cpu, ext_wall = cpu_s() - c0, time.perf_counter() - w0
+        if summary.failed:
+            print(f"warning: {len(summary.failed)} files failed, e.g. {summary.failed[0]}")
+
+        print(f"bare decode : {bare_cpu:7.2f} CPU s ({bare_wall:6.2f} s wall), {frames} frames, "
+              f"{media_s / bare_cpu:8.1f} media-s per CPU-s")
+        print(f"extract     : {ext_cpu:7.2f} CPU s ({ext_wall:6.2f} s wall), {summary.done} files, "
+              f"{media_s / ext_cpu:8.1f} media-s per CPU-s  [{args.extractor}, workers={args.workers}]")
+        print(f"extract / bare CPU: {ext_cpu / bare_cpu:.2f}  (target <= 1.5)")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

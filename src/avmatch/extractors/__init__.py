@@ -1,0 +1,121 @@
+"""Feature extractors: media file -> (T, D) float32 feature sequences, one per modality.
+
+Each extractor is a class registered by name::
+
+    @register_extractor("mine")
+    class Mine(Extractor):
+        version = 1
+        def __init__(self, fps: float = 25.0): ...
+
+A new extractor is one module plus one import line at the bottom of this file. Options are the
+keyword arguments of ``__init__``; :func:`get_extractor` checks their names and converts strings
+(from ``--option key=value``) to the type of the default.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from avmatch.errors import AvmatchError
+
+
+class Extractor:
+    """Base class. Subclasses set ``version`` (bump it when the features change, so cached features
+    are re-extracted), the rates and the dimensions, and implement :meth:`video` and :meth:`audio`."""
+
+    name: ClassVar[str] = ""
+    version: ClassVar[int] = 1
+    video_rate_hz: float = 1.0
+    audio_rate_hz: float = 1.0
+    video_dim: int = 0
+    audio_dim: int = 0
+
+    def video(self, path: str | Path) -> np.ndarray:
+        """Visual features of a media file, (T, video_dim) float32 at ``video_rate_hz``."""
+        raise NotImplementedError
+
+    def audio(self, path: str | Path) -> np.ndarray:
+        """Audio features of a media file, (T, audio_dim) float32 at ``audio_rate_hz``."""
+        raise NotImplementedError
+
+    def params(self) -> dict[str, Any]:
+        """The options this extractor was built with (plain values), enough to rebuild it."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        """Name, version and options: what a corpus manifest or a checkpoint records."""
+        return {"name": self.name, "version": self.version, "params": self.params(),
+                "video_rate_hz": self.video_rate_hz, "audio_rate_hz": self.audio_rate_hz,
+                "video_dim": self.video_dim, "audio_dim": self.audio_dim}
+
+
+_REGISTRY: dict[str, type[Extractor]] = {}
+
+
+def register_extractor(name: str):
+    """Class decorator: make an :class:`Extractor` subclass available under ``name``."""
+
+    def wrap(cls: type[Extractor]) -> type[Extractor]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"extractor {name!r} is already registered")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def list_extractors() -> list[type[Extractor]]:
+    """The registered extractor classes, by name."""
+    return [_REGISTRY[n] for n in sorted(_REGISTRY)]
+
+
+def extractor_options(name: str) -> dict[str, Any]:
+    """The options of an extractor and their defaults."""
+    cls = _lookup(name)
+    sig = inspect.signature(cls.__init__)
+    return {p.name: p.default for p in list(sig.parameters.values())[1:]
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def get_extractor(name: str, **options: Any) -> Extractor:
+    """Build the extractor registered as ``name`` with the given options."""
+    cls = _lookup(name)
+    known = extractor_options(name)
+    for key, value in list(options.items()):
+        if key not in known:
+            raise AvmatchError(f"extractor {name!r} has no option {key!r}; options: "
+                               + (", ".join(f"{k}={v!r}" for k, v in known.items()) or "none"))
+        options[key] = _coerce(name, key, value, known[key])
+    return cls(**options)
+
+
+def _lookup(name: str) -> type[Extractor]:
+    if name not in _REGISTRY:
+        raise AvmatchError(f"unknown extractor {name!r}; choose from: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def _coerce(name: str, key: str, value: Any, default: Any) -> Any:
+    if default is None or default is inspect.Parameter.empty or isinstance(value, type(default)):
+        return value
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str) and value.lower() in ("1", "true", "yes", "0", "false", "no"):
+                return value.lower() in ("1", "true", "yes")
+            raise ValueError
+        if isinstance(default, int) and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return type(default)(value)
+    except (TypeError, ValueError):
+        raise AvmatchError(f"extractor {name!r}: option {key}={value!r} should be a "
+                           f"{type(default).__name__}") from None
+
+
+# Registration happens on import: one line per extractor module.
+from avmatch.extractors import classic, frames  # noqa: E402,F401
+from avmatch.extractors import pretrained  # noqa: E402,F401

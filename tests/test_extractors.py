@@ -1,0 +1,181 @@
+"""Feature extractors: the registry, shapes and rates, event timing, determinism, speed (printed)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import av
+import numpy as np
+import pytest
+
+from avmatch.errors import AvmatchError
+from avmatch.extractors import Extractor, get_extractor, list_extractors, register_extractor
+from avmatch.extractors.spectral import LogMel, mel_filterbank
+from avmatch.media import read_audio
+from mediagen import EVENTS
+
+EVENT_ROWS = [round(e * 25) for e in EVENTS]  # 12 and 32 at 25 rows a second
+
+
+def peaks(x: np.ndarray, n: int) -> list[int]:
+    return sorted(int(i) for i in np.argsort(x)[-n:])
+
+
+def test_registry_lists_and_builds():
+    names = [e.name for e in list_extractors()]
+    assert {"default", "classic"} <= set(names)
+    for cls in list_extractors():
+        try:
+            extractor = get_extractor(cls.name)
+        except AvmatchError as err:  # needs an optional package or a weights file the user names
+            assert "pip install" in str(err) or "weights=PATH" in str(err), err
+            continue
+        assert isinstance(extractor, Extractor) and extractor.name == cls.name
+        assert isinstance(extractor.version, int)
+        json.dumps(extractor.describe())  # plain values, fit for a manifest
+        assert get_extractor(cls.name, **extractor.params()).params() == extractor.params()
+
+
+def test_registry_errors_and_option_strings():
+    with pytest.raises(AvmatchError, match="unknown extractor 'nope'"):
+        get_extractor("nope")
+    with pytest.raises(AvmatchError, match="no option 'colour'"):
+        get_extractor("default", colour=True)
+    with pytest.raises(AvmatchError, match="should be a float"):
+        get_extractor("default", fps="fast")
+    extractor = get_extractor("default", fps="12.5")  # as --option fps=12.5 would give it
+    assert extractor.fps == 12.5 and extractor.video_rate_hz == extractor.audio_rate_hz == 12.5
+
+
+def test_register_a_new_extractor():
+    @register_extractor("test-constant")
+    class Constant(Extractor):
+        """constant features"""
+
+        def __init__(self, value: float = 1.0):
+            self.value = value
+
+        def params(self):
+            return {"value": self.value}
+
+    assert get_extractor("test-constant", value="2").params() == {"value": 2.0}
+    with pytest.raises(ValueError, match="already registered"):
+        register_extractor("test-constant")(type("Other", (Extractor,), {}))
+
+
+@pytest.mark.parametrize("name", ["default", "classic"])
+def test_every_extractor_on_a_clip(clip_mp4, name):
+    extractor = get_extractor(name)
+    video, audio = extractor.video(clip_mp4), extractor.audio(clip_mp4)
+    assert video.dtype == audio.dtype == np.float32
+    assert video.shape[1] == extractor.video_dim and audio.shape[1] == extractor.audio_dim
+    assert np.isfinite(video).all() and np.isfinite(audio).all()
+    assert len(video) == pytest.approx(2.0 * extractor.video_rate_hz, abs=1)
+    assert len(audio) == pytest.approx(2.0 * extractor.audio_rate_hz, abs=1)
+    assert abs(len(video) - len(audio)) <= 2
+
+
+def test_default_events_line_up(clip_mp4):
+    extractor = get_extractor("default")
+    video, audio = extractor.video(clip_mp4), extractor.audio(clip_mp4)
+    assert video.shape == (50, 113) and audio.shape == (50, 42)
+    onset = audio[:, 40]
+    motion = video[:, -1]
+    for row in EVENT_ROWS:
+        assert abs(int(np.argmax(onset[row - 3:row + 4])) - 3) <= 1
+        assert onset[row - 1:row + 2].max() > 5 * np.median(onset)
+    # a flash is seen starting and ending: four motion peaks, two at the event frames
+    motion_peaks = peaks(motion, 4)
+    for row in EVENT_ROWS:
+        assert min(abs(p - row) for p in motion_peaks) <= 1
+    assert peaks(onset, 2) == pytest.approx(EVENT_ROWS, abs=1)
+    # the loudness and the bands rise during the tone burst
+    assert audio[EVENT_ROWS[0] + 1, 41] > audio[EVENT_ROWS[0] - 3, 41] + 1.0
+
+
+def test_default_sees_an_audio_offset(media):
+    path = media.clip("late.mp4", audio_offset_s=0.2)
+    onset = get_extractor("default").audio(path)[:, 40]
+    assert peaks(onset, 2) == pytest.approx([r + 5 for r in EVENT_ROWS], abs=1)
+
+
+def test_default_on_single_stream_files(media):
+    extractor = get_extractor("default")
+    audio = extractor.audio(media.audio("tone.wav"))
+    assert audio.shape == (50, 42)
+    assert peaks(audio[:, 40], 2) == pytest.approx(EVENT_ROWS, abs=1)
+    video = extractor.video(media.clip("silent.mp4", with_audio=False))
+    assert video.shape == (50, 113)
+    with pytest.raises(AvmatchError, match="no audio stream"):
+        extractor.audio(media.clip("silent.mp4", with_audio=False))
+
+
+def test_default_features_do_not_depend_on_the_clip(media):
+    """Fixed scaling: the same picture and sound give the same rows in a longer clip."""
+    extractor = get_extractor("default")
+    short, long = media.clip("clip.mp4"), media.clip("long.mp4", duration_s=3.0)
+    np.testing.assert_allclose(extractor.video(short)[:45], extractor.video(long)[:45], atol=0.05)
+    np.testing.assert_allclose(extractor.audio(short)[:45, :40], extractor.audio(long)[:45, :40], atol=0.3)
+
+
+def test_classic_layout(media):
+    path = media.clip("three.mp4", duration_s=3.0, size=(96, 64))
+    extractor = get_extractor("classic")
+    video, audio = extractor.video(path), extractor.audio(path)
+    assert video.shape == (3, 1024) and audio.shape == (3, 128)
+    assert np.abs(video).max() <= 2.0 and video.std() > 0.05
+    np.testing.assert_array_equal(video, get_extractor("classic").video(path))  # seeded projection
+    assert not np.allclose(video, get_extractor("classic", seed=1).video(path))
+    # the seconds with a flash and a tone differ from the quiet one
+    assert np.linalg.norm(audio[0] - audio[2]) > np.linalg.norm(audio[0] - audio[1]) * 0.5
+
+
+def test_logmel_streams_like_one_block():
+    rng = np.random.default_rng(0)
+    signal = rng.standard_normal(16000 * 3 + 123).astype(np.float32) * 0.1
+    logmel = LogMel(16000, hop=640, win=1280, n_mels=40)
+    whole = np.concatenate([m for m, _ in logmel.rows([signal])])
+    cuts = np.sort(rng.integers(0, signal.size, 20))
+    pieces = np.concatenate([m for m, _ in logmel.rows(np.split(signal, cuts))])
+    assert whole.shape == (round(signal.size / 640), 40)
+    np.testing.assert_allclose(pieces, whole, atol=1e-4)
+    odd = LogMel(16000, hop=16000 / 30, win=1067, n_mels=40)  # 30 fps: a fractional hop
+    assert len(np.concatenate([m for m, _ in odd.rows(np.split(signal, cuts))])) == round(signal.size * 30 / 16000)
+
+
+def test_mel_filterbank_covers_the_band():
+    fb = mel_filterbank(16000, 512, 64, 125.0, 7500.0)
+    assert fb.shape == (64, 257) and (fb.sum(axis=1) > 0).all()
+    centres = fb.argmax(axis=1)
+    assert (np.diff(centres) >= 0).all()
+
+
+def test_speed_against_bare_decode(media):
+    """Printed, never asserted: extraction time against a bare PyAV decode of the same file."""
+    path = media.clip("ten_seconds.mp4", duration_s=10.0, size=(320, 240), events=(1, 3, 5, 7, 9))
+
+    def bare():
+        with av.open(str(path)) as c:
+            c.streams.video[0].thread_type = "AUTO"
+            for _ in c.decode(video=0):
+                pass
+        with av.open(str(path)) as c:
+            for _ in c.decode(audio=0):
+                pass
+
+    def best(fn):
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    base = best(bare)
+    for name in ("default", "classic"):
+        extractor = get_extractor(name)
+        took = best(lambda e=extractor: (e.video(path), e.audio(path)))
+        print(f"\n{name}: extract {took * 1e3:.0f} ms, bare decode {base * 1e3:.0f} ms, ratio {took / base:.2f} "
+              f"(10 s clip, 320x240 H.264 + AAC)")
+    assert read_audio(path).size == pytest.approx(160000, abs=800)
