@@ -7,10 +7,17 @@ modality. :func:`load_corpus` also reads the course's classic layouts.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from avmatch.atomic import atomic_path, write_text
+from avmatch.errors import AvmatchError
 
 
 @dataclass
@@ -51,3 +58,267 @@ class Corpus:
 
     def _with(self, clips: list[Clip]) -> Corpus:
         return Corpus(clips, self.video_rate_hz, self.audio_rate_hz, dict(self.extractor), self.root)
+
+
+# ------------------------------------------------------------------------------------------ on disk
+#
+# avmatch's own format: a folder with
+#   manifest.jsonl   one JSON line per (clip, modality): clip, modality, file, source, rate_hz, dims,
+#                    extractor, extractor_version; a later line for the same (clip, modality) wins
+#   corpus.json      optional: the full description of the extractor that made the corpus
+#   arrays/*.npy     one (T, D) float32 array per line of the manifest
+# The manifest is appended to one finished clip at a time (array first, then its line), so a killed
+# writer leaves at worst one torn last line, which readers ignore.
+
+MANIFEST = "manifest.jsonl"
+CORPUS_INFO = "corpus.json"
+MODALITIES = ("video", "audio")
+CLASSIC_FILES = {"video": "vfeat.npy", "audio": "afeat.npy"}
+CLASSIC_DIMS = {"video": 1024, "audio": 128}
+
+
+def _safe_name(clip_id: str, modality: str) -> str:
+    """A file name for a clip id (which may hold slashes or odd characters), unique per id."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", clip_id).strip("._")[:80] or "clip"
+    return f"{stem}-{hashlib.sha1(clip_id.encode()).hexdigest()[:8]}.{modality}.npy"
+
+
+def _save_array(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        np.save(tmp, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
+
+
+def append_clip(root: str | Path, clip_id: str, modality: str, array: np.ndarray, *, rate_hz: float,
+                source: str = "", extractor: str = "", extractor_version: int = 0) -> None:
+    """Add one clip's features of one modality to the corpus at ``root`` (array, then manifest line)."""
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+    array = np.asarray(array, dtype=np.float32)
+    if array.ndim != 2:
+        raise AvmatchError(f"{modality} features of clip {clip_id!r} should be (T, D), got shape {array.shape}", source)
+    root = Path(root)
+    name = f"arrays/{_safe_name(clip_id, modality)}"
+    _save_array(root / name, array)
+    row = {"clip": clip_id, "modality": modality, "file": name, "source": source, "rate_hz": float(rate_hz),
+           "dims": int(array.shape[1]), "frames": int(array.shape[0]), "extractor": extractor,
+           "extractor_version": int(extractor_version)}
+    with open(root / MANIFEST, "a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_manifest(root: str | Path) -> list[dict]:
+    """The manifest's rows, later rows for the same (clip, modality) replacing earlier ones.
+
+    A torn last line (a writer killed mid-line) is ignored; any other bad line is an error.
+    """
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise AvmatchError(f"no {MANIFEST} here", root)
+    text = path.read_text()
+    lines = text.split("\n")
+    rows: dict[tuple[str, str], dict] = {}
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError("not an object")
+            key = (str(row["clip"]), str(row["modality"]))
+            for k in ("file", "rate_hz"):
+                row[k]  # noqa: B018 - presence check
+        except (ValueError, KeyError) as err:
+            if n == len(lines) and not text.endswith("\n"):
+                continue  # torn last line of an interrupted writer
+            raise AvmatchError(f"line {n} is not a valid manifest row ({type(err).__name__}: {err})", path) from None
+        if key[1] not in MODALITIES:
+            raise AvmatchError(f"line {n}: modality must be video or audio, got {key[1]!r}", path)
+        rows[key] = row
+    return list(rows.values())
+
+
+def done_entries(root: str | Path) -> dict[tuple[str, str], dict]:
+    """Manifest rows by (source file, modality) whose array is on disk: what a resumed extraction skips."""
+    root = Path(root)
+    out = {}
+    for row in read_manifest(root):
+        if (root / row["file"]).is_file():
+            out[(row.get("source", ""), row["modality"])] = row
+    return out
+
+
+def write_corpus(corpus: Corpus, root: str | Path) -> Path:
+    """Write ``corpus`` in avmatch's own format (arrays first, the manifest last and atomically)."""
+    root = Path(root)
+    lines = []
+    for clip in corpus.clips:
+        for modality in MODALITIES:
+            array = getattr(clip, modality)
+            if array is None:
+                continue
+            name = f"arrays/{_safe_name(clip.id, modality)}"
+            _save_array(root / name, array)
+            rate = corpus.video_rate_hz if modality == "video" else corpus.audio_rate_hz
+            lines.append(json.dumps({"clip": clip.id, "modality": modality, "file": name, "source": clip.source,
+                                     "rate_hz": float(rate), "dims": int(array.shape[1]),
+                                     "frames": int(array.shape[0]), "extractor": corpus.extractor.get("name", ""),
+                                     "extractor_version": corpus.extractor.get("version", 0)}))
+    write_text(root / CORPUS_INFO, json.dumps({"extractor": corpus.extractor}, indent=2, default=str))
+    write_text(root / MANIFEST, "".join(line + "\n" for line in lines))
+    return root
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+
+def dequantize(x: np.ndarray, max_value: float = 2.0, min_value: float = -2.0) -> np.ndarray:
+    """YouTube-8M's uint8 features back to floats spanning [min_value, max_value] (its own formula:
+    each code maps near the centre of its bin, so 0 -> -1.992 and 255 -> 2.008 for the default range)."""
+    span = max_value - min_value
+    return (x.astype(np.float32) * (span / 255.0) + (span / 512.0 + min_value)).astype(np.float32)
+
+
+def load_array(path: str | Path, expect_dim: int | None = None) -> np.ndarray:
+    """One feature file as a validated (T, D) float32 array; every fault is a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise AvmatchError("missing feature file", path)
+    try:
+        x = np.load(path, allow_pickle=False)
+    except ValueError as err:
+        if "pickle" in str(err).lower():
+            raise AvmatchError("holds a pickled object array; avmatch reads plain numeric arrays only", path) from None
+        raise AvmatchError(f"not a readable .npy file ({str(err).splitlines()[0][:120]})", path) from None
+    except (OSError, EOFError) as err:
+        raise AvmatchError(f"not a readable .npy file ({type(err).__name__}: {str(err).splitlines()[0][:120]})", path) from None
+    if not isinstance(x, np.ndarray):
+        raise AvmatchError("not a single .npy array", path)
+    if x.dtype == np.uint8:
+        x = dequantize(x)
+    elif x.dtype.kind != "f":
+        raise AvmatchError(f"dtype {x.dtype} is not a float or uint8 feature array", path)
+    if x.ndim != 2:
+        raise AvmatchError(f"should be a (T, D) array, got shape {x.shape}", path)
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise AvmatchError(f"is empty (shape {x.shape})", path)
+    if expect_dim is not None and x.shape[1] != expect_dim:
+        raise AvmatchError(f"has {x.shape[1]} dims per row, expected {expect_dim}", path)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        rows = np.flatnonzero(bad.any(axis=1))
+        raise AvmatchError(f"holds NaN or inf in {len(rows)} row(s), first at row {rows[0]}", path)
+    return x.astype(np.float32, copy=False)
+
+
+def _inside(root: Path, rel: str, origin: Path) -> Path:
+    """``root / rel``, refusing absolute paths and paths that climb out of ``root``."""
+    if Path(rel).is_absolute() or ".." in Path(rel).parts:
+        raise AvmatchError(f"path {rel!r} leaves the corpus folder; only paths inside it are read", origin)
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise AvmatchError(f"path {rel!r} leaves the corpus folder (through a link); refused", origin)
+    return path
+
+
+def _check_dims(clips: list[Clip], origin: Path) -> None:
+    """Every clip's features of one modality must have the same number of dims."""
+    for modality in MODALITIES:
+        first = None
+        for clip in clips:
+            x = getattr(clip, modality)
+            if x is None:
+                continue
+            if first is None:
+                first = (clip, x.shape[1])
+            elif x.shape[1] != first[1]:
+                raise AvmatchError(f"{modality} features of clip {clip.id!r} have {x.shape[1]} dims but clip "
+                                   f"{first[0].id!r} has {first[1]}", clip.source or origin)
+
+
+def _load_own(root: Path) -> Corpus:
+    rows = read_manifest(root)
+    if not rows:
+        raise AvmatchError(f"empty corpus: {MANIFEST} lists no clips", root)
+    rates = {m: {float(r["rate_hz"]) for r in rows if r["modality"] == m} for m in MODALITIES}
+    for m, found in rates.items():
+        if len(found) > 1:
+            raise AvmatchError(f"{m} features at several rates ({sorted(found)} Hz) in one corpus", root / MANIFEST)
+    clips: dict[str, Clip] = {}
+    for row in rows:
+        clip = clips.setdefault(str(row["clip"]), Clip(str(row["clip"]), source=str(row.get("source", ""))))
+        setattr(clip, row["modality"], load_array(_inside(root, str(row["file"]), root / MANIFEST)))
+    info_path = root / CORPUS_INFO
+    extractor = {"name": rows[0].get("extractor", ""), "version": rows[0].get("extractor_version", 0)}
+    if info_path.is_file():
+        try:
+            extractor = json.loads(info_path.read_text())["extractor"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise AvmatchError(f"malformed ({type(err).__name__}: {err})", info_path) from None
+    corpus = Corpus(list(clips.values()), rates["video"].pop() if rates["video"] else 1.0,
+                    rates["audio"].pop() if rates["audio"] else 1.0, extractor, root)
+    _check_dims(corpus.clips, root)
+    return corpus
+
+
+def _classic_clip(clip_id: str, files: dict[str, Path], origin: Path) -> Clip:
+    """A clip of the course's layout: both modalities, one row per second, the same number of rows."""
+    missing = [m for m in MODALITIES if not files[m].is_file()]
+    if missing:
+        have = [m for m in MODALITIES if m not in missing]
+        raise AvmatchError(f"clip {clip_id!r} has {CLASSIC_FILES[have[0]] if have else 'no feature file'} but no "
+                           f"{CLASSIC_FILES[missing[0]]}", files[missing[0]])
+    clip = Clip(clip_id, load_array(files["video"]), load_array(files["audio"]), source=str(files["video"].parent))
+    if len(clip.video) != len(clip.audio):
+        raise AvmatchError(f"clip {clip_id!r}: vfeat has {len(clip.video)} rows but afeat has {len(clip.audio)} "
+                           "(one row per second each)", files["audio"])
+    return clip
+
+
+def _classic(clips: list[Clip], root: Path) -> Corpus:
+    if not clips:
+        raise AvmatchError("empty corpus: no clips found", root)
+    _check_dims(clips, root)
+    return Corpus(clips, 1.0, 1.0, {"name": "classic-course", "version": 1}, root)
+
+
+def _load_file_list(list_path: Path) -> Corpus:
+    """A text file with one clip folder per line (relative to the list's folder), as the course's
+    starter code uses; blank lines and lines starting with # are skipped."""
+    root = list_path.parent
+    clips = []
+    for n, line in enumerate(list_path.read_text().splitlines(), 1):
+        rel = line.strip()
+        if not rel or rel.startswith("#"):
+            continue
+        folder = _inside(root, rel, list_path)
+        if not folder.is_dir():
+            raise AvmatchError(f"line {n}: no such clip folder {rel!r}", list_path)
+        clips.append(_classic_clip(rel, {m: folder / f for m, f in CLASSIC_FILES.items()}, list_path))
+    return _classic(clips, list_path)
+
+
+def load_corpus(path: str | Path) -> Corpus:
+    """Read a feature corpus: avmatch's own folder (``manifest.jsonl``), the course's classic layout
+    (one folder per clip with ``vfeat.npy`` and ``afeat.npy``), its flat variant (``vfeat/NNNN.npy`` and
+    ``afeat/NNNN.npy``) or a ``.txt`` list of clip folders. Every fault is one line naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise AvmatchError("no such corpus folder or file list", path)
+    if path.is_file():
+        if path.suffix.lower() in (".txt", ".lst", ".list"):
+            return _load_file_list(path)
+        raise AvmatchError("not a corpus: give a folder, or a .txt list of clip folders", path)
+    if (path / MANIFEST).is_file():
+        return _load_own(path)
+    flat = {m: path / Path(f).stem for m, f in CLASSIC_FILES.items()}  # vfeat/, afeat/
+    if any(d.is_dir() for d in flat.values()):
+        ids = sorted({p.stem for d in flat.values() if d.is_dir() for p in d.glob("*.npy")})
+        return _classic([_classic_clip(i, {m: flat[m] / f"{i}.npy" for m in MODALITIES}, path) for i in ids], path)
+    folders = sorted(p for p in path.iterdir() if p.is_dir() and any((p / f).exists() for f in CLASSIC_FILES.values()))
+    if folders:
+        return _classic([_classic_clip(p.name, {m: p / f for m, f in CLASSIC_FILES.items()}, path)
+                         for p in folders], path)
+    raise AvmatchError("empty corpus: no manifest.jsonl, no clip folders with vfeat.npy/afeat.npy and no "
+                       "vfeat/ or afeat/ folders here", path)

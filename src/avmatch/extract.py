@@ -9,7 +9,9 @@ Files that fail are listed with the reason in ``failed.csv`` beside the manifest
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -19,7 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from avmatch.atomic import write_text
-from avmatch.corpus import append_clip, done_entries
+from avmatch.corpus import CORPUS_INFO, MANIFEST, append_clip, done_entries
 from avmatch.errors import AvmatchError
 from avmatch.extractors import get_extractor
 
@@ -93,7 +95,8 @@ def extract(sources: list[str | Path], out: str | Path, extractor_name: str = "d
     if not files:
         raise AvmatchError("no media files found (looked for " + ", ".join(sorted(MEDIA_SUFFIXES)) + ")",
                            ", ".join(map(str, sources)))
-    done = done_entries(out) if (out / "manifest.jsonl").exists() else {}
+    _claim_corpus(out, extractor.describe())
+    done = done_entries(out) if (out / MANIFEST).exists() else {}
     summary = ExtractSummary()
     todo = []
     for path, clip_id in files:
@@ -147,6 +150,21 @@ def extract(sources: list[str | Path], out: str | Path, extractor_name: str = "d
     return summary
 
 
+def _claim_corpus(out: Path, extractor: dict) -> None:
+    """Record the extractor in ``corpus.json``; refuse to mix features of another extractor into a corpus."""
+    info = out / CORPUS_INFO
+    if info.is_file():
+        try:
+            had = json.loads(info.read_text())["extractor"]
+        except (ValueError, KeyError, TypeError):
+            had = None
+        if had is not None and (had.get("name"), had.get("params")) != (extractor["name"], extractor["params"]):
+            raise AvmatchError(f"corpus was made with extractor {had.get('name')!r} {had.get('params')}; "
+                               f"extract with {extractor['name']!r} {extractor['params']} into another folder", out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(info, json.dumps({"extractor": extractor}, indent=2, default=str))
+
+
 def _write_failed(path: Path, failed: list[tuple[str, str]]) -> None:
     buf = io.StringIO()
     writer = csv.writer(buf)
@@ -164,7 +182,7 @@ def is_media_source(path: str | Path) -> bool:
     path = Path(path)
     if path.is_file():
         return path.suffix.lower() in MEDIA_SUFFIXES
-    if not path.is_dir() or (path / "manifest.jsonl").exists() or any(path.glob("*/*feat.npy")) \
+    if not path.is_dir() or (path / MANIFEST).exists() or any(path.glob("*/*feat.npy")) \
             or (path / "vfeat").is_dir():
         return False
     return any(p.suffix.lower() in MEDIA_SUFFIXES for p in path.rglob("*") if p.is_file())
@@ -172,9 +190,6 @@ def is_media_source(path: str | Path) -> bool:
 
 def cache_dir(path: str | Path, extractor: dict) -> Path:
     """Where the features of a media folder are cached for a given extractor and its settings."""
-    import hashlib
-    import json
-
     root = Path(os.environ.get("AVMATCH_CACHE", Path.home() / ".cache" / "avmatch"))
     key = json.dumps([str(Path(path).resolve()), extractor], sort_keys=True, default=str)
     return root / "features" / f"{Path(path).name}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"

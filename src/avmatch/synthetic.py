@@ -1,0 +1,95 @@
+"""A generated feature corpus: clips whose two modalities share a hidden event sequence.
+
+Each clip has a hidden sequence of events (sparse bursts of a few latent "sources") plus a clip-wide
+content vector. The visual features see the events and the content through one fixed random
+projection, the audio features through another, a fraction of a second later (a random delay),
+and each modality also carries its own private, unshared nuisance signal and noise. A model has to
+learn the two projections and the timing to tell clips apart; chance top-1 is 1/N.
+
+The "world" (the projections) depends on ``world_seed`` only, so corpora made with different seeds
+but the same world and dims are train and test data of one task.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from avmatch.atomic import write_text
+from avmatch.corpus import Clip, Corpus
+
+LATENT = 16  # hidden sources
+PRIVATE = 8  # nuisance dims seen by one modality only
+
+
+def _world(video_dim: int, audio_dim: int, world_seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng([world_seed, video_dim, audio_dim])
+    return {"video": rng.standard_normal((LATENT + PRIVATE, video_dim)) / np.sqrt(LATENT + PRIVATE),
+            "audio": rng.standard_normal((LATENT + PRIVATE, audio_dim)) / np.sqrt(LATENT + PRIVATE)}
+
+
+def _events(t: int, rng: np.random.Generator) -> np.ndarray:
+    """(t, LATENT): sparse bursts of the hidden sources that decay over a couple of rows."""
+    z = (rng.random((t, LATENT)) < 0.12) * rng.uniform(0.5, 1.5, (t, LATENT))
+    out = np.zeros_like(z)
+    acc = np.zeros(LATENT)
+    for i in range(t):
+        acc = 0.5 * acc + z[i]
+        out[i] = acc
+    return out
+
+
+def make_feature_corpus(n: int, video_dim: int = 1024, audio_dim: int = 128, min_len: int = 20,
+                        max_len: int = 40, seed: int = 0, world_seed: int = 0, noise: float = 0.6,
+                        max_delay: int = 1) -> Corpus:
+    """``n`` paired clips of ``min_len``..``max_len`` rows (one row per second, classic-style)."""
+    if n < 1 or not 1 <= min_len <= max_len:
+        raise ValueError(f"need n >= 1 and 1 <= min_len <= max_len, got {n}, {min_len}, {max_len}")
+    world = _world(video_dim, audio_dim, world_seed)
+    rng = np.random.default_rng(seed)
+    clips = []
+    width = len(str(n - 1))
+    for i in range(n):
+        t = int(rng.integers(min_len, max_len + 1))
+        delay = int(rng.integers(0, max_delay + 1))
+        content = rng.normal(0.0, 0.7, LATENT)  # what the clip is about, seen by both modalities
+        events = _events(t + delay, rng) + content
+        seen = {"video": events[delay:], "audio": events[: t]}  # audio lags the picture by `delay` rows
+        feats = {}
+        for m, dim in (("video", video_dim), ("audio", audio_dim)):
+            private = np.cumsum(rng.normal(0, 0.4, (t, PRIVATE)), axis=0) + rng.normal(0, 1.0, PRIVATE)
+            x = np.concatenate([seen[m], private], axis=1) @ world[m]
+            feats[m] = np.tanh(x + noise * rng.standard_normal((t, dim))).astype(np.float32)
+        clips.append(Clip(f"clip{i:0{width}d}", feats["video"], feats["audio"], source="generated"))
+    return Corpus(clips, 1.0, 1.0, {"name": "synthetic", "version": 1,
+                                    "params": {"world_seed": world_seed, "noise": noise}})
+
+
+def shuffle_for_matching(corpus: Corpus, seed: int = 0) -> tuple[Corpus, Corpus, list[tuple[str, str]]]:
+    """Split paired clips into silent videos and audios under random names in random order.
+
+    Returns (videos, audios, key) where key lists (video id, audio id) of the true pairs.
+    """
+    rng = np.random.default_rng(seed)
+    paired = corpus.paired().clips
+    width = max(4, len(str(len(paired))))
+    v_names = [f"v{k:0{width}d}" for k in rng.permutation(len(paired))]
+    a_names = [f"a{k:0{width}d}" for k in rng.permutation(len(paired))]
+    videos = [Clip(v_names[i], video=c.video, source=c.source) for i, c in enumerate(paired)]
+    audios = [Clip(a_names[i], audio=c.audio, source=c.source) for i, c in enumerate(paired)]
+    key = sorted(zip(v_names, a_names, strict=True))
+    order_v, order_a = rng.permutation(len(videos)), rng.permutation(len(audios))
+    return (corpus._with([videos[i] for i in order_v]), corpus._with([audios[i] for i in order_a]), key)
+
+
+def write_key(key: list[tuple], path: str | Path, columns: tuple[str, ...] = ("video", "audio")) -> Path:
+    """The answer key as CSV (``video,audio`` and any further columns given)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(columns)
+    writer.writerows(key)
+    write_text(path, buf.getvalue())
+    return Path(path)

@@ -1,0 +1,175 @@
+"""Feature corpora on disk: avmatch's own format, the course's layouts, and every bad file as one line."""
+
+import json
+
+import numpy as np
+import pytest
+
+from avmatch.corpus import (Clip, Corpus, append_clip, dequantize, done_entries, load_corpus, read_manifest,
+                            write_corpus)
+from avmatch.errors import AvmatchError
+from avmatch.synthetic import make_feature_corpus, shuffle_for_matching, write_key
+
+
+def classic(root, clips=3, t=6, vdim=1024, adim=128, dtype=np.float32):
+    rng = np.random.default_rng(0)
+    for i in range(clips):
+        d = root / f"{i:04d}"
+        d.mkdir(parents=True)
+        for name, dim in (("vfeat.npy", vdim), ("afeat.npy", adim)):
+            x = rng.uniform(-2, 2, (t, dim))
+            np.save(d / name, (rng.integers(0, 256, (t, dim)) if dtype == np.uint8 else x).astype(dtype))
+    return root
+
+
+def one_line(fn, *fragments):
+    with pytest.raises(AvmatchError) as err:
+        fn()
+    text = str(err.value)
+    assert "\n" not in text, text
+    for f in fragments:
+        assert f in text, text
+    return text
+
+
+def test_own_format_round_trip(tmp_path):
+    corpus = make_feature_corpus(12, video_dim=10, audio_dim=6, min_len=3, max_len=9, seed=1)
+    corpus.clips[0].audio = None  # a silent video
+    corpus.clips[1] = Clip("sub/dir clip", audio=corpus.clips[1].audio)  # a lone audio, odd id
+    write_corpus(corpus, tmp_path / "c")
+    back = load_corpus(tmp_path / "c")
+    assert [c.id for c in back.clips] == [c.id for c in corpus.clips]
+    for a, b in zip(corpus.clips, back.clips, strict=True):
+        for m in ("video", "audio"):
+            x, y = getattr(a, m), getattr(b, m)
+            assert (x is None) == (y is None)
+            if x is not None:
+                np.testing.assert_array_equal(x, y)
+    assert back.extractor["name"] == "synthetic" and (back.video_dim, back.audio_dim) == (10, 6)
+    assert len(back.paired().clips) == 10
+
+
+def test_classic_layouts_and_file_list(tmp_path):
+    root = classic(tmp_path / "course")
+    corpus = load_corpus(root)
+    assert [c.id for c in corpus.clips] == ["0000", "0001", "0002"]
+    assert corpus.clips[0].video.shape == (6, 1024) and corpus.clips[0].audio.shape == (6, 128)
+    flat = tmp_path / "flat"
+    for m in ("vfeat", "afeat"):
+        (flat / m).mkdir(parents=True)
+        for i in range(2):
+            np.save(flat / m / f"{i:04d}.npy", np.zeros((5, 1024 if m == "vfeat" else 128), np.float32))
+    assert [c.id for c in load_corpus(flat).clips] == ["0000", "0001"]
+    lst = tmp_path / "train.txt"
+    lst.write_text("course/0002\n\n# a comment\ncourse/0000\n")
+    assert [c.id for c in load_corpus(lst).clips] == ["course/0002", "course/0000"]
+
+
+def test_uint8_is_dequantised_like_youtube8m(tmp_path):
+    corpus = load_corpus(classic(tmp_path / "q", dtype=np.uint8))
+    x = corpus.clips[0].video
+    assert x.dtype == np.float32 and -2 < x.min() < -1.9 and 1.9 < x.max() < 2.01
+    assert dequantize(np.array([0, 128, 255], np.uint8)).tolist() == pytest.approx([-2 + 4 / 512, 4 / 512 + 4 * 128 / 255 - 2,
+                                                                                   2 + 4 / 512], abs=1e-6)
+
+
+@pytest.mark.parametrize("fault, fragments", [
+    ("shape", ["vfeat.npy", "(T, D)"]),
+    ("nan", ["afeat.npy", "NaN"]),
+    ("inf", ["vfeat.npy", "NaN or inf"]),
+    ("dtype", ["vfeat.npy", "dtype int64"]),
+    ("object", ["afeat.npy", "pickled"]),
+    ("missing", ["0001", "no afeat.npy"]),
+    ("rows", ["0000", "rows"]),
+    ("dims", ["0001", "dims"]),
+    ("junk", ["vfeat.npy", "not a readable .npy"]),
+])
+def test_bad_feature_files_are_one_line_errors(tmp_path, fault, fragments):
+    root = classic(tmp_path / "c", clips=2)
+    v, a = root / "0000" / "vfeat.npy", root / "0000" / "afeat.npy"
+    if fault == "shape":
+        np.save(v, np.zeros((6, 4, 3), np.float32))
+    elif fault == "nan":
+        x = np.zeros((6, 128), np.float32)
+        x[3, 5] = np.nan
+        np.save(a, x)
+    elif fault == "inf":
+        x = np.zeros((6, 1024), np.float32)
+        x[0, 0] = np.inf
+        np.save(v, x)
+    elif fault == "dtype":
+        np.save(v, np.zeros((6, 1024), np.int64))
+    elif fault == "object":
+        np.save(a, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    elif fault == "missing":
+        (root / "0001" / "afeat.npy").unlink()
+    elif fault == "rows":
+        np.save(a, np.zeros((5, 128), np.float32))
+    elif fault == "dims":
+        np.save(root / "0001" / "vfeat.npy", np.zeros((6, 512), np.float32))
+    elif fault == "junk":
+        v.write_bytes(b"\x93NUMPY garbage")
+    one_line(lambda: load_corpus(root), *fragments)
+
+
+def test_empty_and_missing_corpora(tmp_path):
+    (tmp_path / "empty").mkdir()
+    one_line(lambda: load_corpus(tmp_path / "empty"), "empty corpus")
+    one_line(lambda: load_corpus(tmp_path / "nope"), "no such corpus")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "manifest.jsonl").write_text("")
+    one_line(lambda: load_corpus(tmp_path / "m"), "empty corpus")
+
+
+def test_manifest_paths_cannot_leave_the_corpus(tmp_path):
+    outside = tmp_path / "secret.npy"
+    np.save(outside, np.zeros((3, 4), np.float32))
+    for rel in ("../secret.npy", str(outside)):
+        root = tmp_path / f"c{len(rel)}"
+        root.mkdir()
+        (root / "manifest.jsonl").write_text(json.dumps({"clip": "x", "modality": "video", "file": rel,
+                                                         "rate_hz": 1.0}) + "\n")
+        one_line(lambda root=root: load_corpus(root), "leaves the corpus folder")
+    lst = tmp_path / "sub" / "list.txt"
+    lst.parent.mkdir()
+    lst.write_text("../c14\n")
+    one_line(lambda: load_corpus(lst), "list.txt", "leaves the corpus folder")
+
+
+def test_manifest_append_resume_and_torn_line(tmp_path):
+    root = tmp_path / "c"
+    append_clip(root, "a", "video", np.ones((4, 3)), rate_hz=25.0, source="/m/a.mp4", extractor="default",
+                extractor_version=1)
+    append_clip(root, "a", "audio", np.ones((4, 2)), rate_hz=25.0, source="/m/a.mp4", extractor="default",
+                extractor_version=1)
+    with open(root / "manifest.jsonl", "a") as f:
+        f.write('{"clip": "b", "modal')  # a writer killed mid-line
+    assert len(read_manifest(root)) == 2
+    assert set(done_entries(root)) == {("/m/a.mp4", "video"), ("/m/a.mp4", "audio")}
+    corpus = load_corpus(root)
+    assert corpus.video_rate_hz == 25.0 and corpus.clips[0].video.shape == (4, 3)
+    (root / "manifest.jsonl").write_text('{"clip": "a"\n{"clip": "b", "modality": "video"}\n')
+    one_line(lambda: load_corpus(root), "manifest.jsonl", "line 1")
+
+
+def test_generated_corpus_is_linked_and_shuffles(tmp_path):
+    corpus = make_feature_corpus(20, video_dim=16, audio_dim=8, min_len=5, max_len=10, seed=2)
+    lengths = {len(c.video) for c in corpus.clips}
+    assert len(lengths) > 1 and all(len(c.video) == len(c.audio) for c in corpus.clips)
+    again = make_feature_corpus(20, video_dim=16, audio_dim=8, min_len=5, max_len=10, seed=2)
+    np.testing.assert_array_equal(corpus.clips[3].audio, again.clips[3].audio)
+    videos, audios, key = shuffle_for_matching(corpus, seed=0)
+    assert all(c.audio is None for c in videos.clips) and all(c.video is None for c in audios.clips)
+    by_id = {c.id: c for c in audios.clips}
+    src = {id(c.audio): c for c in corpus.clips}
+    for v_id, a_id in key:  # the key names the audio that came with the video
+        video = next(c for c in videos.clips if c.id == v_id).video
+        assert src[id(by_id[a_id].audio)].video is video
+    write_key(key, tmp_path / "key.csv")
+    assert (tmp_path / "key.csv").read_text().splitlines()[0] == "video,audio"
+
+
+def test_a_corpus_is_a_plain_dataclass():
+    c = Corpus([Clip("x", np.zeros((2, 3), np.float32), np.zeros((2, 1), np.float32))])
+    train, val = c.split(0.5)
+    assert len(train.clips) + len(val.clips) == 1
