@@ -18,6 +18,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from avmatch.atomic import write_text
@@ -71,11 +72,21 @@ def extract_file(path: str, extractor_name: str, options: dict, paired: bool) ->
                            else "has no video stream; a training clip needs both", path)
     if not (info.has_video or info.has_audio):
         raise AvmatchError("has neither a video nor an audio stream", path)
+    audio_file = Path(path).suffix.lower() in AUDIO_SUFFIXES
+    if audio_file and not info.has_audio:
+        raise AvmatchError("has no audio stream (an audio file is read for its sound only)", path)
     out: dict = {"duration_s": info.duration_s or 0.0}
-    if info.has_video:
+    if info.has_video and not audio_file:
         out["video"] = extractor.video(path)
     if info.has_audio:
         out["audio"] = extractor.audio(path)
+    for modality in ("video", "audio"):
+        x = out.get(modality)
+        if x is not None and (x.ndim != 2 or len(x) == 0):
+            raise AvmatchError(f"too short: its {modality} gives no feature rows "
+                               f"({info.duration_s or 0:.2f} s, extractor {extractor.name!r})", path)
+        if x is not None and not np.isfinite(x).all():
+            raise AvmatchError(f"its {modality} features hold NaN or inf (extractor {extractor.name!r})", path)
     return out
 
 
@@ -163,6 +174,8 @@ def _claim_corpus(out: Path, extractor: dict) -> None:
                                f"extract with {extractor['name']!r} {extractor['params']} into another folder", out)
     out.mkdir(parents=True, exist_ok=True)
     write_text(info, json.dumps({"extractor": extractor}, indent=2, default=str))
+    for stale in out.glob("arrays/.*.tmp*"):  # left by a writer that was killed mid-file
+        stale.unlink(missing_ok=True)
 
 
 def _write_failed(path: Path, failed: list[tuple[str, str]]) -> None:

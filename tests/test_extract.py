@@ -1,0 +1,114 @@
+"""``avmatch extract``: a batch of real media files into a corpus, bad files reported, killed runs resumed."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from avmatch.cli import main
+from avmatch.corpus import load_corpus, read_manifest
+from avmatch.errors import AvmatchError
+from avmatch.extract import extract
+from mediagen import make_audio, make_clip
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory) -> Path:
+    """Three good clips, a silent video, an audio file, and every kind of bad file."""
+    root = tmp_path_factory.mktemp("batch")
+    for i in range(3):
+        make_clip(root / f"good{i}.mp4", duration_s=1.0, events=(0.2 + 0.1 * i,))
+    (root / "sub").mkdir()
+    make_clip(root / "sub" / "silent.mp4", duration_s=1.0, with_audio=False)
+    make_audio(root / "voice.wav", duration_s=1.0)
+    (root / "zero.mp4").write_bytes(b"")
+    (root / "notes.mp4").write_text("not a video, just text\n" * 40)
+    good = (root / "good0.mp4").read_bytes()
+    (root / "corrupt.mkv").write_bytes(good[:200] + bytes(range(256)) * 40)
+    make_clip(root / "noaudio.m4a", duration_s=1.0, with_audio=False)  # an "audio" file holding only video
+    return root
+
+
+def failed_rows(corpus: Path) -> dict[str, str]:
+    with open(corpus / "failed.csv", newline="") as f:
+        return {Path(r["file"]).name: r["reason"] for r in csv.DictReader(f)}
+
+
+def test_batch_reports_bad_files_and_finishes(batch, tmp_path):
+    summary = extract([batch], tmp_path / "c", progress=False)
+    assert summary.done == 5 and len(summary.failed) == 4
+    reasons = failed_rows(tmp_path / "c")
+    assert set(reasons) == {"zero.mp4", "notes.mp4", "corrupt.mkv", "noaudio.m4a"}
+    assert "empty" in reasons["zero.mp4"]
+    assert "not a readable media file" in reasons["notes.mp4"]
+    assert "no audio stream" in reasons["noaudio.m4a"]
+    assert all(r and "\n" not in r for r in reasons.values())
+    corpus = load_corpus(tmp_path / "c")
+    kinds = {c.id: (c.video is not None, c.audio is not None) for c in corpus.clips}
+    assert kinds == {"good0": (True, True), "good1": (True, True), "good2": (True, True),
+                     "sub/silent": (True, False), "voice": (False, True)}
+    assert corpus.video_rate_hz == corpus.audio_rate_hz == 25.0
+    assert corpus.extractor["name"] == "default" and corpus.extractor["params"]["fps"] == 25.0
+    # a rerun redoes nothing and still reports the bad files
+    again = extract([batch], tmp_path / "c", progress=False)
+    assert again.done == 0 and again.skipped == 5 and len(again.failed) == 4
+
+
+def test_paired_training_folder_rejects_single_stream_files(batch, tmp_path):
+    summary = extract([batch], tmp_path / "p", paired=True, progress=False)
+    reasons = failed_rows(tmp_path / "p")
+    assert "no audio stream; a training clip needs both" in reasons["silent.mp4"]
+    assert "no video stream" in reasons["voice.wav"]
+    assert summary.done == 3
+
+
+def test_another_extractor_cannot_mix_into_a_corpus(batch, tmp_path):
+    extract([batch / "good0.mp4"], tmp_path / "c", progress=False)
+    with pytest.raises(AvmatchError, match="made with extractor 'default'"):
+        extract([batch / "good1.mp4"], tmp_path / "c", "classic", progress=False)
+
+
+def test_cli_extract_summary_and_missing_source(batch, tmp_path, capsys):
+    assert main(["extract", str(batch / "good0.mp4"), str(batch / "voice.wav"), "-o", str(tmp_path / "c"),
+                 "--workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "extracted 2 files" in out and "0 failed" in out
+    assert main(["extract", str(tmp_path / "nothing"), "-o", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no such file or folder" in err
+
+
+def test_killed_extraction_resumes_without_redoing_work(tmp_path):
+    src = tmp_path / "media"
+    src.mkdir()
+    for i in range(14):
+        make_clip(src / f"c{i:02d}.mp4", duration_s=2.0, size=(160, 120), events=(0.3 + 0.05 * i,))
+    out = tmp_path / "corpus"
+    cmd = [sys.executable, "-m", "avmatch", "extract", str(src), "-o", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    manifest = out / "manifest.jsonl"
+    while time.monotonic() < deadline and proc.poll() is None:
+        if manifest.exists() and manifest.read_text().count("\n") >= 6:  # three files done
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = {r["source"] for r in read_manifest(out)}
+    assert 3 <= len(done_before) < 14, "the run should be killed part way"
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / "arrays").glob("*.npy")}
+    summary = extract([src], out, progress=False)
+    assert summary.skipped >= len(done_before) and summary.done + summary.skipped == 14 and not summary.failed
+    for p, t in mtimes.items():  # nothing already done was written again
+        if p.exists() and any(Path(s).stem in p.name for s in done_before):
+            assert p.stat().st_mtime_ns == t
+    corpus = load_corpus(out)
+    assert len(corpus.clips) == 14 and all(c.video is not None and c.audio is not None for c in corpus.clips)
+    assert not list(out.glob("**/.*.tmp*"))  # no temporary file left behind
