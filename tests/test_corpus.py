@@ -138,16 +138,20 @@ def test_manifest_paths_cannot_leave_the_corpus(tmp_path):
 
 def test_manifest_append_resume_and_torn_line(tmp_path):
     root = tmp_path / "c"
-    append_clip(root, "a", "video", np.ones((4, 3)), rate_hz=25.0, source="/m/a.mp4", extractor="default",
-                extractor_version=1)
-    append_clip(root, "a", "audio", np.ones((4, 2)), rate_hz=25.0, source="/m/a.mp4", extractor="default",
-                extractor_version=1)
-    with open(root / "manifest.jsonl", "a") as f:
-        f.write('{"clip": "b", "modal')  # a writer killed mid-line
-    assert len(read_manifest(root)) == 2
-    assert set(done_entries(root)) == {("/m/a.mp4", "video"), ("/m/a.mp4", "audio")}
+    rates = {"video": 25.0, "audio": 25.0}
+    append_clip(root, "a", {"video": np.ones((4, 3)), "audio": np.ones((4, 2))}, rates_hz=rates,
+                source="/m/a.mp4", extractor="default", extractor_version=1)
+    append_clip(root, "b", {"video": np.ones((4, 3)), "audio": np.ones((4, 2))}, rates_hz=rates,
+                source="/m/b.mp4", extractor="default", extractor_version=1)
+    append_clip(root, "c", {"audio": np.ones((5, 2))}, rates_hz=rates, source="/m/c.wav")
+    lines = (root / "manifest.jsonl").read_text().splitlines(keepends=True)
+    # a crash that kept b's video line but tore its audio line: b is not done, a and c are
+    (root / "manifest.jsonl").write_text("".join(lines[:3] + [lines[4]]) + lines[3][:25])
+    assert len(read_manifest(root)) == 4
+    assert set(done_entries(root)) == {"/m/a.mp4", "/m/c.wav"}
     corpus = load_corpus(root)
     assert corpus.video_rate_hz == 25.0 and corpus.clips[0].video.shape == (4, 3)
+    assert [(c.id, c.video is None, c.audio is None) for c in corpus.clips] == [("a", False, False), ("c", True, False)]
     (root / "manifest.jsonl").write_text('{"clip": "a"\n{"clip": "b", "modality": "video"}\n')
     one_line(lambda: load_corpus(root), "manifest.jsonl", "line 1")
 

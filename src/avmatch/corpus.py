@@ -88,22 +88,27 @@ def _save_array(path: Path, array: np.ndarray) -> None:
         np.save(tmp, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
 
 
-def append_clip(root: str | Path, clip_id: str, modality: str, array: np.ndarray, *, rate_hz: float,
+def append_clip(root: str | Path, clip_id: str, features: dict[str, np.ndarray], *, rates_hz: dict[str, float],
                 source: str = "", extractor: str = "", extractor_version: int = 0) -> None:
-    """Add one clip's features of one modality to the corpus at ``root`` (array, then manifest line)."""
-    if modality not in MODALITIES:
-        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
-    array = np.asarray(array, dtype=np.float32)
-    if array.ndim != 2:
-        raise AvmatchError(f"{modality} features of clip {clip_id!r} should be (T, D), got shape {array.shape}", source)
-    root = Path(root)
-    name = f"arrays/{_safe_name(clip_id, modality)}"
-    _save_array(root / name, array)
-    row = {"clip": clip_id, "modality": modality, "file": name, "source": source, "rate_hz": float(rate_hz),
-           "dims": int(array.shape[1]), "frames": int(array.shape[0]), "extractor": extractor,
-           "extractor_version": int(extractor_version)}
-    with open(root / MANIFEST, "a") as f:
-        f.write(json.dumps(row) + "\n")
+    """Add one clip (its features by modality) to the corpus at ``root``: arrays first, then all its
+    manifest lines in one write. Each line names every modality of the clip, so a reader can tell a
+    clip whose lines were torn apart by a crash from one that has a single modality."""
+    lines = []
+    for modality, array in features.items():
+        if modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+        array = np.asarray(array, dtype=np.float32)
+        if array.ndim != 2:
+            raise AvmatchError(f"{modality} features of clip {clip_id!r} should be (T, D), got shape {array.shape}",
+                               source)
+        name = f"arrays/{_safe_name(clip_id, modality)}"
+        _save_array(Path(root) / name, array)
+        lines.append(json.dumps({"clip": clip_id, "modality": modality, "file": name, "source": source,
+                                 "rate_hz": float(rates_hz[modality]), "dims": int(array.shape[1]),
+                                 "frames": int(array.shape[0]), "modalities": sorted(features),
+                                 "extractor": extractor, "extractor_version": int(extractor_version)}))
+    with open(Path(root) / MANIFEST, "a") as f:
+        f.write("".join(line + "\n" for line in lines))
         f.flush()
         os.fsync(f.fileno())
 
@@ -139,14 +144,16 @@ def read_manifest(root: str | Path) -> list[dict]:
     return list(rows.values())
 
 
-def done_entries(root: str | Path) -> dict[tuple[str, str], dict]:
-    """Manifest rows by (source file, modality) whose array is on disk: what a resumed extraction skips."""
+def done_entries(root: str | Path) -> dict[str, dict]:
+    """The source files finished in this corpus, each with one of its manifest rows: every modality
+    the file gave has its line and its array on disk. What a resumed extraction skips."""
     root = Path(root)
-    out = {}
+    rows: dict[str, dict[str, dict]] = {}
     for row in read_manifest(root):
         if (root / row["file"]).is_file():
-            out[(row.get("source", ""), row["modality"])] = row
-    return out
+            rows.setdefault(row.get("source", ""), {})[row["modality"]] = row
+    return {src: next(iter(by_m.values())) for src, by_m in rows.items()
+            if set(next(iter(by_m.values())).get("modalities", by_m)) <= set(by_m)}
 
 
 def write_corpus(corpus: Corpus, root: str | Path) -> Path:
@@ -245,6 +252,11 @@ def _load_own(root: Path) -> Corpus:
     for m, found in rates.items():
         if len(found) > 1:
             raise AvmatchError(f"{m} features at several rates ({sorted(found)} Hz) in one corpus", root / MANIFEST)
+    have: dict[str, set[str]] = {}
+    for row in rows:
+        have.setdefault(str(row["clip"]), set()).add(row["modality"])
+    # a clip whose lines a crash tore apart is left out: a resumed extraction writes it again
+    rows = [r for r in rows if set(r.get("modalities", [r["modality"]])) <= have[str(r["clip"])]]
     clips: dict[str, Clip] = {}
     for row in rows:
         clip = clips.setdefault(str(row["clip"]), Clip(str(row["clip"]), source=str(row.get("source", ""))))

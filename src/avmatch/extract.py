@@ -111,10 +111,8 @@ def extract(sources: list[str | Path], out: str | Path, extractor_name: str = "d
     summary = ExtractSummary()
     todo = []
     for path, clip_id in files:
-        rows = [done.get((str(path), m)) for m in ("video", "audio")]
-        rows = [r for r in rows if r is not None]
-        if rows and all(r.get("extractor") == extractor.name and r.get("extractor_version") == extractor.version
-                        for r in rows):
+        row = done.get(str(path))
+        if row and (row.get("extractor"), row.get("extractor_version")) == (extractor.name, extractor.version):
             summary.skipped += 1
         else:
             todo.append((path, clip_id))
@@ -126,11 +124,10 @@ def extract(sources: list[str | Path], out: str | Path, extractor_name: str = "d
         if err is not None:
             summary.failed.append((str(path), _reason(err, path)))
         else:
-            for modality in ("video", "audio"):
-                if modality in result:
-                    rate = extractor.video_rate_hz if modality == "video" else extractor.audio_rate_hz
-                    append_clip(out, clip_id, modality, result[modality], rate_hz=rate, source=str(path),
-                                extractor=extractor.name, extractor_version=extractor.version)
+            features = {m: result[m] for m in ("video", "audio") if m in result}
+            append_clip(out, clip_id, features, rates_hz={"video": extractor.video_rate_hz,
+                                                          "audio": extractor.audio_rate_hz},
+                        source=str(path), extractor=extractor.name, extractor_version=extractor.version)
             summary.done += 1
             summary.media_s += result["duration_s"]
         bar.update(1)
