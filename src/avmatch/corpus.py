@@ -246,8 +246,6 @@ def _check_dims(clips: list[Clip], origin: Path) -> None:
 
 def _load_own(root: Path) -> Corpus:
     rows = read_manifest(root)
-    if not rows:
-        raise AvmatchError(f"empty corpus: {MANIFEST} lists no clips", root)
     rates = {m: {float(r["rate_hz"]) for r in rows if r["modality"] == m} for m in MODALITIES}
     for m, found in rates.items():
         if len(found) > 1:
@@ -257,6 +255,8 @@ def _load_own(root: Path) -> Corpus:
         have.setdefault(str(row["clip"]), set()).add(row["modality"])
     # a clip whose lines a crash tore apart is left out: a resumed extraction writes it again
     rows = [r for r in rows if set(r.get("modalities", [r["modality"]])) <= have[str(r["clip"])]]
+    if not rows:
+        raise AvmatchError(f"empty corpus: {MANIFEST} lists no complete clip", root)
     clips: dict[str, Clip] = {}
     for row in rows:
         clip = clips.setdefault(str(row["clip"]), Clip(str(row["clip"]), source=str(row.get("source", ""))))

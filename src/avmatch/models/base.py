@@ -116,3 +116,21 @@ def xavier_init(module: nn.Module) -> None:
                     nn.init.xavier_normal_(p)
                 else:
                     nn.init.zeros_(p)
+
+
+def parameter_table(model: nn.Module) -> list[tuple[str, int]]:
+    """Per-layer parameter counts, as the report tabulated them: (module path, count) rows in
+    registration order, one per leaf module that owns parameters and one per parameter held directly
+    by a non-leaf module (e.g. ``logit_scale``). The counts sum to the model's total."""
+    rows: list[tuple[str, int]] = []
+    seen: set[int] = set()  # a shared parameter is counted once, where it first appears
+    for mod_name, mod in model.named_modules():
+        own = [(n, p) for n, p in mod.named_parameters(recurse=False) if id(p) not in seen]
+        seen.update(id(p) for _, p in own)
+        if not own:
+            continue
+        if next(mod.children(), None) is None and mod_name:
+            rows.append((mod_name, sum(p.numel() for _, p in own)))
+        else:
+            rows.extend((f"{mod_name}.{n}" if mod_name else n, p.numel()) for n, p in own)
+    return rows
