@@ -112,3 +112,27 @@ def test_killed_extraction_resumes_without_redoing_work(tmp_path):
     corpus = load_corpus(out)
     assert len(corpus.clips) == 14 and all(c.video is not None and c.audio is not None for c in corpus.clips)
     assert not list(out.glob("**/.*.tmp*"))  # no temporary file left behind
+
+
+def test_dask_cluster_gives_the_same_corpus(batch, tmp_path):
+    pytest.importorskip("dask.distributed")
+    local = extract([batch], tmp_path / "local", progress=False)
+    on_cluster = extract([batch], tmp_path / "cluster", progress=False, cluster="", workers=2)
+    assert (on_cluster.done, sorted(on_cluster.failed)) == (local.done, sorted(local.failed))
+    assert failed_rows(tmp_path / "cluster") == failed_rows(tmp_path / "local")
+    a, b = load_corpus(tmp_path / "local"), load_corpus(tmp_path / "cluster")
+    assert sorted(c.id for c in a.clips) == sorted(c.id for c in b.clips)
+    by_id = {c.id: c for c in b.clips}
+    for clip in a.clips:
+        for m in ("video", "audio"):
+            x, y = getattr(clip, m), getattr(by_id[clip.id], m)
+            assert (x is None and y is None) or (x == y).all()
+    again = extract([batch], tmp_path / "cluster", progress=False, cluster="", workers=2)
+    assert again.done == 0 and again.skipped == local.done  # resumable like the local path
+
+
+def test_unreachable_scheduler_is_one_line(batch, tmp_path, monkeypatch):
+    pytest.importorskip("dask.distributed")
+    monkeypatch.setattr("avmatch.extract.DASK_CONNECT_TIMEOUT_S", 2)
+    with pytest.raises(AvmatchError, match="cannot reach the Dask scheduler"):
+        extract([batch / "good0.mp4"], tmp_path / "c", progress=False, cluster="tcp://127.0.0.1:9")

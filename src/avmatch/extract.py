@@ -8,12 +8,15 @@ Files that fail are listed with the reason in ``failed.csv`` beside the manifest
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
+import logging
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +32,7 @@ from avmatch.extractors import get_extractor
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v"}
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus"}
 MEDIA_SUFFIXES = VIDEO_SUFFIXES | AUDIO_SUFFIXES
+DASK_CONNECT_TIMEOUT_S = 20  # Dask retries a refused connection until this runs out
 
 
 @dataclass
@@ -97,8 +101,12 @@ def _reason(err: BaseException, path: Path) -> str:
 
 def extract(sources: list[str | Path], out: str | Path, extractor_name: str = "default", *,
             options: dict | None = None, workers: int = 1, paired: bool = False,
-            progress: bool = True) -> ExtractSummary:
-    """Extract features of every media file under ``sources`` into the corpus folder ``out``."""
+            progress: bool = True, cluster: str | None = None) -> ExtractSummary:
+    """Extract features of every media file under ``sources`` into the corpus folder ``out``.
+
+    ``workers`` > 1 decodes in that many local processes; ``cluster`` runs every file as a task on a
+    Dask cluster (an address, or "" for a local cluster of ``workers`` processes). Only this process
+    writes the corpus, whichever way the features are computed."""
     out = Path(out)
     options = options or {}
     extractor = get_extractor(extractor_name, **options)
@@ -137,25 +145,56 @@ def extract(sources: list[str | Path], out: str | Path, extractor_name: str = "d
 
     out.mkdir(parents=True, exist_ok=True)
     try:
-        if workers <= 1:
-            for path, clip_id in todo:
-                try:
-                    record(path, clip_id, extract_file(str(path), extractor_name, options, paired), None)
-                except Exception as err:  # one bad file must not end the batch
-                    record(path, clip_id, None, err)
-        else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = {pool.submit(extract_file, str(p), extractor_name, options, paired): (p, cid)
-                           for p, cid in todo}
-                for fut in as_completed(futures):
-                    path, clip_id = futures[fut]
-                    err = fut.exception()
-                    record(path, clip_id, None if err else fut.result(), err)
+        for path, clip_id, result, err in _results(todo, (extractor_name, options, paired), workers, cluster):
+            record(path, clip_id, result, err)
     finally:
         bar.close()
         summary.seconds = time.perf_counter() - started
         _write_failed(out / "failed.csv", summary.failed)
     return summary
+
+
+def _results(todo: list[tuple[Path, str]], args: tuple, workers: int, cluster: str | None) -> Iterator[tuple]:
+    """(path, clip id, features or None, error or None) for every file, in order of completion:
+    in this process, in a local process pool, or as tasks on a Dask cluster."""
+    if cluster is not None:
+        yield from _dask_results(todo, args, workers, cluster)
+    elif workers <= 1:
+        for path, clip_id in todo:
+            try:
+                yield path, clip_id, extract_file(str(path), *args), None
+            except Exception as err:  # one bad file must not end the batch
+                yield path, clip_id, None, err
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(extract_file, str(p), *args): (p, cid) for p, cid in todo}
+            for fut in as_completed(futures):
+                err = fut.exception()
+                yield *futures[fut], None if err else fut.result(), err
+
+
+def _dask_results(todo: list[tuple[Path, str]], args: tuple, workers: int, address: str) -> Iterator[tuple]:
+    """Files as Dask tasks: on the scheduler at ``address``, or on a local cluster of ``workers``
+    processes when the address is empty. Workers need avmatch installed and the files at the same paths."""
+    try:
+        import dask.distributed as dd
+    except ImportError:
+        raise AvmatchError("--cluster needs Dask: pip install 'avmatch[cluster]'") from None
+    with contextlib.ExitStack() as stack:
+        if address:
+            try:
+                client = stack.enter_context(dd.Client(address, timeout=f"{DASK_CONNECT_TIMEOUT_S}s"))
+            except (OSError, TimeoutError) as err:
+                raise AvmatchError(f"cannot reach the Dask scheduler: {str(err).splitlines()[0]}", address) from None
+        else:
+            cluster = stack.enter_context(dd.LocalCluster(n_workers=max(1, workers), threads_per_worker=1,
+                                                          processes=True, dashboard_address=None,
+                                                          silence_logs=logging.ERROR))
+            client = stack.enter_context(dd.Client(cluster))
+        futures = {client.submit(extract_file, str(p), *args, pure=False): (p, cid) for p, cid in todo}
+        for fut in dd.as_completed(list(futures)):
+            err = fut.exception() if fut.status == "error" else None
+            yield *futures[fut], None if err else fut.result(), err
 
 
 def _claim_corpus(out: Path, extractor: dict) -> None:
