@@ -114,7 +114,7 @@ def cmd_extract(args) -> None:
     from avmatch.extract import extract
 
     summary = extract(args.sources, args.output, args.extractor, options=_options(args.option),
-                      workers=args.workers, paired=args.paired)
+                      workers=args.workers, paired=args.paired, cluster=args.cluster)
     print(summary.line())
     if summary.failed:
         print(f"failed files and reasons: {Path(args.output) / 'failed.csv'}")
@@ -210,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extractor", default="default")
     p.add_argument("--workers", type=int, default=1, help="processes decoding in parallel")
     p.add_argument("--paired", action="store_true", help="every file must have video and audio (a training folder)")
+    p.add_argument("--cluster", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run files as Dask tasks: on the scheduler at ADDRESS (tcp://host:8786), or on a local "
+                        "cluster of --workers processes when no address is given")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="extractor option, repeatable")
     p.set_defaults(func=cmd_extract)
 
