@@ -1,0 +1,208 @@
+"""Every registered model: builds, trains a step, ignores padding, rebuilds from its checkpoint config."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from avmatch import losses
+from avmatch.models import build_model, list_models
+from avmatch.models.base import EmbeddingModel, parameter_table
+
+VIDEO_DIM, AUDIO_DIM = 24, 12
+NAMES = [e.name for e in list_models()]
+
+
+def _batch(n: int, dim: int, lengths: list[int], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded (n, max(lengths), dim) random clips, padding zero, and their lengths."""
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.tensor(lengths[:n])
+    x = torch.randn(n, int(lens.max()), dim, generator=g)
+    x[torch.arange(x.shape[1])[None, :] >= lens[:, None]] = 0.0
+    return x, lens
+
+
+def _with_garbage(x: torch.Tensor, lengths: torch.Tensor, extra: int, seed: int) -> torch.Tensor:
+    """The same clips with large random values in every padding row, plus ``extra`` more rows."""
+    g = torch.Generator().manual_seed(seed)
+    out = 50 * torch.randn(x.shape[0], x.shape[1] + extra, x.shape[2], generator=g)
+    real = torch.arange(out.shape[1])[None, :] < lengths[:, None]
+    out[real] = torch.nn.functional.pad(x, (0, 0, 0, extra))[real]
+    return out
+
+
+def _loss(model, v, v_len, a, a_len) -> torch.Tensor:
+    """The objective the training loop would use for this model (see ``train._step_loss``)."""
+    ev, ea = model.encode_video(v, v_len), model.encode_audio(a, a_len)
+    if model.loss == "sync":
+        target = torch.full((v.shape[0],), model.max_lag)
+        terms = losses.sync_nce(model.scale() * model.lag_matrix(ev, ea, v_len, a_len), target)
+    elif model.loss == "infonce":
+        terms = losses.info_nce(model.score_matrix(ev, ea, v_len, a_len))
+    else:
+        pos = model.score_pairs(ev, ea, v_len, a_len)
+        shift = torch.roll(torch.arange(v.shape[0]), 1)
+        neg = model.score_pairs(ev, ea[shift], v_len, a_len[shift])
+        fn = losses.contrastive_margin if model.loss == "contrastive" else losses.pair_bce
+        terms = fn(pos, neg)
+    return sum(terms.values())
+
+
+V_LENS, A_LENS = [9, 5, 7, 3, 8], [6, 9, 4, 7, 5]  # lengths differ within a batch and between modalities
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_model_trains_a_step_and_scores_consistently(name):
+    torch.manual_seed(0)
+    model = build_model(name, VIDEO_DIM, AUDIO_DIM)
+    assert model.loss in ("bce", "contrastive", "infonce", "sync")
+    v, v_len = _batch(4, VIDEO_DIM, V_LENS, 1)
+    a, a_len = _batch(4, AUDIO_DIM, A_LENS, 2)
+    model.train()
+    loss = _loss(model, v, v_len, a, a_len)
+    assert torch.isfinite(loss)
+    loss.backward()
+    params = dict(model.named_parameters())
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in params.values())
+    assert sum(float(p.grad.abs().sum()) for p in params.values()) > 0
+
+    model.eval()
+    v, v_len = _batch(5, VIDEO_DIM, V_LENS, 3)
+    a, a_len = _batch(4, AUDIO_DIM, A_LENS, 4)
+    with torch.no_grad():
+        ev, ea = model.encode_video(v, v_len), model.encode_audio(a, a_len)
+        matrix = model.score_matrix(ev, ea, v_len, a_len)
+        pairs = model.score_pairs(ev[:4], ea, v_len[:4], a_len)
+    assert matrix.shape == (5, 4) and pairs.shape == (4,)
+    assert torch.isfinite(matrix).all()
+    torch.testing.assert_close(matrix.diagonal(), pairs, rtol=1e-4, atol=1e-4)
+    assert matrix.std() > 0  # scores depend on the pair
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_padding_never_changes_a_result(name, mode):
+    torch.manual_seed(0)
+    model = build_model(name, VIDEO_DIM, AUDIO_DIM, dropout=0.0)  # train mode then is deterministic
+    model.train(mode == "train")
+    v, v_len = _batch(5, VIDEO_DIM, V_LENS, 5)
+    a, a_len = _batch(5, AUDIO_DIM, A_LENS, 6)
+    v_junk, a_junk = _with_garbage(v, v_len, 3, 7), _with_garbage(a, a_len, 2, 8)
+    with torch.no_grad():
+        ev, ea = model.encode_video(v, v_len), model.encode_audio(a, a_len)
+        ev_j, ea_j = model.encode_video(v_junk, v_len), model.encode_audio(a_junk, a_len)
+        if ev.dim() == 3:  # sequence encoders: compare the real rows
+            ev_j, ea_j = ev_j[:, : ev.shape[1]], ea_j[:, : ea.shape[1]]
+            real = torch.arange(ev.shape[1])[None, :] < v_len[:, None]
+            assert (ev[~real] == 0).all()
+        torch.testing.assert_close(ev_j, ev, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(ea_j, ea, rtol=1e-4, atol=1e-5)
+        scores = model.score_matrix(model.encode_video(v, v_len), model.encode_audio(a, a_len), v_len, a_len)
+        scores_j = model.score_matrix(model.encode_video(v_junk, v_len), model.encode_audio(a_junk, a_len),
+                                      v_len, a_len)
+    torch.testing.assert_close(scores_j, scores, rtol=1e-4, atol=1e-4)
+
+
+def test_padding_check_can_fail():
+    """The garbage rows are real garbage: an unmasked mean over them would differ."""
+    v, v_len = _batch(5, VIDEO_DIM, V_LENS, 5)
+    assert not torch.allclose(_with_garbage(v, v_len, 3, 7).mean(1), v.mean(1), atol=1e-3)
+
+
+def test_lstm_cnn_has_the_reports_parameter_counts():
+    model = build_model("lstm-cnn", 1024, 128)
+    table = dict(parameter_table(model))
+    assert table == {
+        "video.lstm1": 279_040, "video.lstm2": 33_280, "audio.lstm1": 49_664, "audio.lstm2": 33_280,
+        "layers.0.conv": 104, "layers.0.norm": 8, "layers.1.conv": 808, "layers.1.norm": 16,
+        "layers.2.conv": 3_216, "layers.2.norm": 32, "head": 65,
+    }
+    assert 4 * (64 * 1024 + 64 * 64 + 64 + 64) == 279_040
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_parameter_table_covers_every_parameter(name):
+    model = build_model(name, VIDEO_DIM, AUDIO_DIM)
+    table = parameter_table(model)
+    names = [n for n, _ in table]
+    assert len(names) == len(set(names)) and all(c > 0 for _, c in table)
+    assert sum(c for _, c in table) == sum(p.numel() for p in model.parameters())
+    if isinstance(model, EmbeddingModel):
+        assert "logit_scale" in names
+
+
+OPTIONS = {"dual": {"embed_dim": 32, "hidden": 48}, "lstm-cnn": {"interleave": False}, "cnn": {"channels": [16, 24]},
+           "gru": {"layers": 1, "pool": "last"}}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_survives_a_rebuild_from_name_and_config(name):
+    torch.manual_seed(0)
+    model = build_model(name, VIDEO_DIM, AUDIO_DIM, **OPTIONS.get(name, {}))
+    v, v_len = _batch(3, VIDEO_DIM, V_LENS, 9)
+    a, a_len = _batch(3, AUDIO_DIM, A_LENS, 10)
+    model.train()
+    with torch.no_grad():  # move batch-norm running statistics off their initial values
+        model.encode_video(v, v_len), model.encode_audio(a, a_len)
+    config = json.loads(json.dumps(model.config))  # checkpoints store plain values
+    dims = config.pop("video_dim"), config.pop("audio_dim")
+    torch.manual_seed(1)  # a different initialisation, so only the loaded state can make them agree
+    rebuilt = build_model(model.name, *dims, **config)
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    model.eval(), rebuilt.eval()
+    with torch.no_grad():
+        want = model.score_matrix(model.encode_video(v, v_len), model.encode_audio(a, a_len), v_len, a_len)
+        got = rebuilt.score_matrix(rebuilt.encode_video(v, v_len), rebuilt.encode_audio(a, a_len), v_len, a_len)
+    torch.testing.assert_close(got, want)
+
+
+def test_embedding_models_return_unit_vectors():
+    model = build_model("dual", VIDEO_DIM, AUDIO_DIM, embed_dim=16).eval()
+    v, v_len = _batch(4, VIDEO_DIM, V_LENS, 11)
+    with torch.no_grad():
+        ev = model.encode_video(v, v_len)
+    assert ev.shape == (4, 16)
+    torch.testing.assert_close(ev.norm(dim=-1), torch.ones(4))
+
+
+def _synthetic_pairs(n: int, g: torch.Generator, project: torch.Tensor):
+    """Video clips of 5-10 rows; each audio is a fixed linear projection of its video plus noise."""
+    lens = torch.randint(5, 11, (n,), generator=g)
+    v = torch.randn(n, 10, VIDEO_DIM, generator=g)
+    v[torch.arange(10)[None, :] >= lens[:, None]] = 0.0
+    a = v @ project + 0.5 * torch.randn(n, 10, AUDIO_DIM, generator=g)
+    a[torch.arange(10)[None, :] >= lens[:, None]] = 0.0
+    return v, a, lens
+
+
+def test_dual_learns_a_synthetic_correspondence():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small matrices: extra threads only wait on each other on a busy machine
+    try:
+        top1 = _train_dual_on_synthetic_pairs(steps=150)
+    finally:
+        torch.set_num_threads(threads)
+    assert top1 > 0.5, f"top-1 {top1:.2f} on held-out pairs (chance 1/64)"
+
+
+def _train_dual_on_synthetic_pairs(steps: int) -> float:
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    project = torch.randn(VIDEO_DIM, AUDIO_DIM, generator=g) / VIDEO_DIM**0.5
+    model = build_model("dual", VIDEO_DIM, AUDIO_DIM, hidden=128, embed_dim=64)  # half width: fast on CPU
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    model.train()
+    for _ in range(steps):
+        v, a, lens = _synthetic_pairs(32, g, project)
+        logits = model.score_matrix(model.encode_video(v, lens), model.encode_audio(a, lens))
+        loss = sum(losses.info_nce(logits).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    v, a, lens = _synthetic_pairs(64, g, project)  # held-out clips
+    with torch.no_grad():
+        scores = model.score_matrix(model.encode_video(v, lens), model.encode_audio(a, lens))
+    return (scores.argmax(1) == torch.arange(64)).float().mean().item()
