@@ -1,0 +1,156 @@
+"""Training, matching and the CLI end to end on small generated feature corpora."""
+
+import json
+
+import numpy as np
+import pytest
+
+from avmatch.checkpoint import load_trained
+from avmatch.cli import main
+from avmatch.corpus import write_corpus
+from avmatch.errors import AvmatchError
+from avmatch.evaluate import retrieval_metrics
+from avmatch.match import match_corpora, score_matrix
+from avmatch.synthetic import make_feature_corpus, shuffle_for_matching, write_key
+from avmatch.train import TrainConfig, train
+
+DIMS = {"video_dim": 48, "audio_dim": 24}
+
+
+@pytest.fixture(scope="module")
+def split():
+    """260 training clips and 40 test pairs of a generated corpus."""
+    return make_feature_corpus(300, min_len=6, max_len=12, seed=3, **DIMS).split(40 / 300, seed=0)
+
+
+@pytest.fixture(scope="module")
+def small():
+    return make_feature_corpus(60, min_len=5, max_len=9, seed=4, **DIMS)
+
+
+@pytest.fixture(scope="module")
+def dual_run(split, tmp_path_factory):
+    run = tmp_path_factory.mktemp("run") / "dual"
+    result = train(split[0], run, TrainConfig(model="dual", epochs=10, batch_size=32, seed=0, histograms=False),
+                   progress=False)
+    return run, result
+
+
+def test_short_training_clearly_beats_chance(dual_run, split):
+    run, result = dual_run
+    test = split[1]
+    scores = score_matrix(load_trained(run), [c.video for c in test.clips], [c.audio for c in test.clips])
+    metrics = retrieval_metrics(scores)
+    chance_top1 = 1 / len(test.clips)
+    assert metrics["top1"] >= 10 * chance_top1, metrics
+    assert metrics["top5"] >= 0.6, metrics
+    for name in ("config.json", "best.pt", "last.pt", "metrics.json"):
+        assert (run / name).exists()
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+
+
+def test_match_recovers_a_shuffled_test_set(dual_run, split):
+    run, _ = dual_run
+    videos, audios, key = shuffle_for_matching(split[1], seed=1)
+    result = match_corpora(load_trained(run), videos, audios)
+    truth = dict(key)
+    right = sum(truth[r["video"]] == r["audio"] for r in result.rows())
+    assert right / len(key) >= 0.4
+    assert len({r["audio"] for r in result.rows()}) == len(key)  # one-to-one
+
+
+def test_resume_ends_like_an_uninterrupted_run(small, tmp_path, monkeypatch):
+    import avmatch.train as train_module
+
+    cfg = TrainConfig(model="gru", epochs=4, batch_size=16, seed=5, histograms=False, patience=99)
+    straight = train(small, tmp_path / "a", cfg, progress=False)
+    real_validate, calls = train_module.validate, []
+
+    def crash_in_third_epoch(*args, **kwargs):  # after its training steps, before its checkpoint
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_validate(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "validate", crash_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(small, tmp_path / "b", cfg, progress=False)
+    monkeypatch.undo()
+    resumed = train(small, tmp_path / "b", cfg, resume=True, progress=False)
+    assert resumed["epochs"] == 4
+    for a, b in zip(straight["history"], resumed["history"], strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-6)
+        assert a["top1"] == pytest.approx(b["top1"])
+
+
+def test_resume_without_a_run_is_a_clear_error(small, tmp_path):
+    with pytest.raises(AvmatchError, match="nothing to resume"):
+        train(small, tmp_path / "none", TrainConfig(model="dual", epochs=1), resume=True, progress=False)
+
+
+def test_cli_end_to_end(tmp_path, capsys):
+    corpus = make_feature_corpus(60, min_len=8, max_len=14, seed=7, **DIMS)
+    train_set, test_set = corpus.split(0.33, seed=0)
+    write_corpus(train_set, tmp_path / "train")
+    videos, audios, key = shuffle_for_matching(test_set, seed=0)
+    write_corpus(videos, tmp_path / "videos")
+    write_corpus(audios, tmp_path / "audios")
+    write_key(key, tmp_path / "key.csv")
+    assert main(["train", str(tmp_path / "train"), "-o", str(tmp_path / "run"), "--model", "lstm",
+                 "--epochs", "2"]) == 0
+    # the report's diagnostics are in TensorBoard: curves, and histograms of weights, gradients,
+    # layer outputs and matched vs mismatched scores
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"histograms": 0}).Reload()
+    tags = events.Tags()
+    assert {"loss/total", "val/top1", "val/top5"} <= set(tags["scalars"])
+    for prefix in ("weights/", "grads/", "outputs/"):
+        assert any(t.startswith(prefix) for t in tags["histograms"]), prefix
+    assert {"scores/matched", "scores/mismatched"} <= set(tags["histograms"])
+    assert len(events.Histograms("scores/matched")) == 2  # one per epoch
+    assert main(["match", str(tmp_path / "videos"), str(tmp_path / "audios"), "--model", str(tmp_path / "run"),
+                 "-o", str(tmp_path / "pairs.csv")]) == 0
+    assert (tmp_path / "pairs.heatmap.png").stat().st_size > 1000
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "pairs.csv"), "--key", str(tmp_path / "key.csv"), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert 0.0 <= metrics["one_to_one"] <= 1.0 and "top5" in metrics and metrics["pairs"] == len(key)
+
+
+def test_cli_inspect_matches_the_reports_table(capsys):
+    assert main(["inspect", "--model", "lstm-cnn"]) == 0
+    out = capsys.readouterr().out
+    for count in ("279,040", "49,664", "33,280", "104", "808", "3,216", "65"):
+        assert count in out, out
+
+
+def _one_line_error(capsys, argv, *fragments):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for f in fragments:
+        assert f in err, err
+    return err
+
+
+def test_cli_bad_inputs_fail_with_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad"
+    (bad / "clip1").mkdir(parents=True)
+    np.save(bad / "clip1" / "vfeat.npy", np.zeros((5, 4, 3), np.float32))
+    np.save(bad / "clip1" / "afeat.npy", np.zeros((5, 128), np.float32))
+    _one_line_error(capsys, ["train", str(bad), "-o", str(tmp_path / "r")], "vfeat.npy")
+    assert not (tmp_path / "r").exists()
+    (tmp_path / "empty").mkdir()
+    _one_line_error(capsys, ["train", str(tmp_path / "empty"), "-o", str(tmp_path / "r")], "empty")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    _one_line_error(capsys, ["match", str(bad), str(bad), "--model", str(tmp_path / "junk.pt")], "junk.pt")
+
+
+def test_checkpoint_of_another_model_is_refused(dual_run, tmp_path, capsys):
+    run, _ = dual_run
+    other = make_feature_corpus(6, min_len=5, max_len=6, video_dim=20, audio_dim=10, seed=1)
+    write_corpus(other, tmp_path / "other")
+    _one_line_error(capsys, ["match", str(tmp_path / "other"), str(tmp_path / "other"), "--model", str(run),
+                             "-o", str(tmp_path / "p.csv")], "dims")
+    assert not (tmp_path / "p.csv").exists()
