@@ -9,7 +9,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # so tests can `import mediagen` under any import mode
 
+import torch  # noqa: E402
+
 from mediagen import make_audio, make_clip  # noqa: E402
+
+# The models under test are small: one thread avoids OpenMP overhead and, on a shared 2-core
+# machine, threads spinning against each other (measured here: 3 s with one thread, 11 s with two).
+torch.set_num_threads(1)
 
 
 class MediaFiles:

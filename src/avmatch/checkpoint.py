@@ -7,6 +7,7 @@ so a downloaded checkpoint cannot run code; the schema is checked before anythin
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,30 +66,141 @@ def feature_stats(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return rows.mean(0).astype(np.float32), np.maximum(rows.std(0), 1e-4).astype(np.float32)
 
 
+def _why(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:160]}" if text else type(err).__name__
+
+
+def _load_fault(err: BaseException) -> str:
+    """What torch.load's long weights-only message boils down to."""
+    text = str(err)
+    if "Weights only load failed" not in text:
+        return _why(err)
+    found = re.search(r"unsupported GLOBAL (\S+)", text)
+    if found:
+        return f"it holds Python objects ({found.group(1)}), which could run code when loaded: refused"
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    return f"not a torch file of tensors and plain values ({found.group(1).strip()[:80] if found else 'unpickling refused'})"
+
+
+def _listed(names: list[str], most: int = 3) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def _is_count(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x > 0
+
+
+def _check_schema(state: object, path: Path) -> None:
+    """Everything :func:`load_trained` uses, checked before any of it is used: one line per fault."""
+    from avmatch.models import list_models
+
+    def fail(message: str):
+        raise AvmatchError(message, path)
+
+    if not isinstance(state, dict):
+        fail(f"not an avmatch checkpoint (a torch file holding a {type(state).__name__})")
+    if state.get("format") != FORMAT:
+        if state and all(torch.is_tensor(v) for v in state.values()):
+            fail("not an avmatch checkpoint but a bare state_dict (weights without the model's name and "
+                 "config); avmatch reads the runs `avmatch train` writes")
+        fail(f"not an avmatch checkpoint (its 'format' is {state.get('format')!r:.40}, not {FORMAT!r})")
+    version = state.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        fail(f"malformed checkpoint: format_version is {version!r:.40}, not a whole number")
+    if version > FORMAT_VERSION:
+        fail(f"checkpoint format {version} is newer than this avmatch reads ({FORMAT_VERSION}); "
+             f"it was written by avmatch {state.get('avmatch_version', '?')!s:.20}: upgrade avmatch")
+    name = state.get("model")
+    known = [m.name for m in list_models()]
+    if not isinstance(name, str) or name not in known:
+        fail(f"checkpoint of model {name!r:.40}, which this avmatch does not have (it has: {', '.join(known)}); "
+             "a newer avmatch or another program wrote it")
+    config = state.get("model_config")
+    if config is None:
+        fail("malformed checkpoint: no model_config")
+    if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
+        fail(f"malformed checkpoint: model_config is a {type(config).__name__}, not a table of options")
+    for key in ("video_dim", "audio_dim"):
+        if not _is_count(config.get(key)):
+            fail(f"malformed checkpoint: model_config's {key} is {config.get(key)!r:.40}, not a positive whole number")
+    weights = state.get("state_dict")
+    if not isinstance(weights, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in weights.items()):
+        fail("malformed checkpoint: state_dict is not a table of named tensors")
+    stats = state.get("stats")
+    if not isinstance(stats, dict):
+        fail("malformed checkpoint: no feature statistics (stats)")
+    for key in ("video_mean", "video_std", "audio_mean", "audio_std"):
+        x, dim = stats.get(key), config[key.split("_")[0] + "_dim"]
+        if not torch.is_tensor(x) or tuple(x.shape) != (dim,) or not x.is_floating_point():
+            got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            fail(f"malformed checkpoint: stats {key} should be {dim} floats, got {got}")
+        if not torch.isfinite(x).all() or (key.endswith("std") and not (x > 0).all()):
+            fail(f"malformed checkpoint: stats {key} holds NaN, inf{' or values <= 0' if key.endswith('std') else ''}")
+    rates = state.get("rates")
+    if not isinstance(rates, dict):
+        fail("malformed checkpoint: no feature rates (rates)")
+    for key in ("video_hz", "audio_hz"):
+        rate = rates.get(key)
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < float("inf"):
+            fail(f"malformed checkpoint: rates {key} is {rate!r:.40}, not a positive number")
+    for key in ("extractor", "extra"):
+        if not isinstance(state.get(key, {}), dict):
+            fail(f"malformed checkpoint: {key} is a {type(state[key]).__name__}, not a table")
+
+
+def _check_weights(model: nn.Module, weights: dict, name: str, path: Path) -> None:
+    """The saved tensors are exactly the ones the rebuilt model has, with the same shapes, all finite."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    if missing or unexpected:
+        parts = ([f"{len(missing)} missing ({_listed(missing)})"] if missing else []) + \
+                ([f"{len(unexpected)} unknown ({_listed(unexpected)})"] if unexpected else [])
+        raise AvmatchError(f"weights do not fit model {name!r}: {'; '.join(parts)}; a checkpoint of another "
+                           "model or version?", path)
+    for k, v in expected.items():
+        if tuple(weights[k].shape) != tuple(v.shape):
+            raise AvmatchError(f"weights do not fit model {name!r}: {k} has shape {tuple(weights[k].shape)}, "
+                               f"the model's is {tuple(v.shape)}", path)
+        if weights[k].is_floating_point() and not torch.isfinite(weights[k]).all():
+            raise AvmatchError(f"weight {k} holds NaN or inf: the run diverged or the file is damaged", path)
+
+
 def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Trained:
-    """Load a checkpoint file, or the best checkpoint of a run folder."""
+    """Load a checkpoint file, or the best checkpoint of a run folder.
+
+    ``torch.load(weights_only=True)`` unpickles tensors and plain values only, never code; then the
+    schema (format, version, model name, config, statistics, rates) and every weight's name and
+    shape against the rebuilt model are checked before the model is used. Each fault is one line."""
+    import warnings
+
     path = Path(path)
     if path.is_dir():
         path = path / "best.pt" if (path / "best.pt").exists() else path / "last.pt"
-    if not path.exists():
+    if not path.is_file():
         raise AvmatchError("no such checkpoint (give a run folder or a .pt file)", path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle, zip and unpickler errors all mean the same to a user
-        raise AvmatchError(f"not a loadable avmatch checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]})", path) from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise AvmatchError("not an avmatch checkpoint", path)
-    if state.get("format_version", 0) > FORMAT_VERSION:
-        raise AvmatchError(f"checkpoint format {state['format_version']} is newer than this avmatch reads ({FORMAT_VERSION}); upgrade avmatch", path)
+        with warnings.catch_warnings():  # torch warns about odd pickle protocols on stderr: the error says it
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - pickle, zip and unpickler errors all mean the same to a user
+        raise AvmatchError(f"not a loadable avmatch checkpoint ({_load_fault(err)})", path) from None
+    _check_schema(state, path)
     config = dict(state["model_config"])
     video_dim, audio_dim = config.pop("video_dim"), config.pop("audio_dim")
-    model = build_model(state["model"], video_dim, audio_dim, **config)
+    try:
+        model = build_model(state["model"], video_dim, audio_dim, **config)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise AvmatchError(f"its model_config does not fit model {state['model']!r}: a checkpoint of another "
+                           f"model or version? ({_why(err)})", path) from None
+    _check_weights(model, state["state_dict"], state["model"], path)
     try:
         model.load_state_dict(state["state_dict"])
     except RuntimeError as err:
-        raise AvmatchError(f"weights do not fit model {state['model']!r}: {str(err).splitlines()[0][:160]}", path) from None
+        raise AvmatchError(f"weights do not fit model {state['model']!r}: {_why(err)}", path) from None
     model.to(device).eval()
-    stats = {k: v.numpy() for k, v in state["stats"].items()}
+    stats = {k: state["stats"][k].float().numpy() for k in ("video_mean", "video_std", "audio_mean", "audio_std")}
     return Trained(model, **stats, extractor=state.get("extractor", {}),
-                   video_rate_hz=state["rates"]["video_hz"], audio_rate_hz=state["rates"]["audio_hz"],
+                   video_rate_hz=float(state["rates"]["video_hz"]), audio_rate_hz=float(state["rates"]["audio_hz"]),
                    extra=state.get("extra", {}))

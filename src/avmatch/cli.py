@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -60,15 +61,20 @@ def cmd_inspect(args) -> None:
 
 def cmd_train(args) -> None:
     from avmatch.corpus import load_corpus
-    from avmatch.train import choose_model, train
+    from avmatch.train import choose_model, launch_processes, train
 
+    if args.ddp > 1 and "WORLD_SIZE" not in os.environ:  # the processes it starts find WORLD_SIZE set
+        launch_processes(args.ddp, args.argv)
+        return
+    first = os.environ.get("RANK", "0") == "0"  # under torchrun, one process speaks
     corpus = load_corpus(args.corpus)
     model = args.model or choose_model(corpus)
-    if not args.model:
+    if not args.model and first:
         print(f"avmatch: no --model given; using {model!r} for this corpus", file=sys.stderr)
     result = train(corpus, args.output, _train_config(args, model), resume=args.resume)
-    print(f"{model}: best validation top-1 {result['val_top1']:.3f} at epoch {result['best_epoch']} "
-          f"of {result['epochs']} ({result['train_seconds']:.1f} s); run in {args.output}")
+    if first:
+        print(f"{model}: best validation top-1 {result['val_top1']:.3f} at epoch {result['best_epoch']} "
+              f"of {result['epochs']} ({result['train_seconds']:.1f} s); run in {args.output}")
 
 
 def cmd_match(args) -> None:
@@ -80,10 +86,52 @@ def cmd_match(args) -> None:
     videos = open_features(args.videos, trained.extractor, args.workers)
     audios = open_features(args.audios, trained.extractor, args.workers)
     result = match_corpora(trained, videos, audios,
-                           "greedy" if args.greedy else "hungarian", args.normalise, args.max_offset)
+                           "greedy" if args.greedy else "hungarian", args.normalise, args.max_offset,
+                           mode=args.mode, candidates=args.candidates,
+                           retriever=load_trained(args.retriever) if args.retriever else None, retrieval=args.retrieval)
     written = result.write(args.output, heatmap=not args.no_heatmap)
     print(f"matched {len(result.video_ids)} videos against {len(result.audio_ids)} audios "
-          f"({result.method}); wrote {', '.join(str(p) for p in written)}")
+          f"({result.method}{', two-stage' if result.sparse else ''}); wrote {', '.join(str(p) for p in written)}")
+    if args.greedy:
+        return
+    unmatched_videos, unmatched_audios = int((result.chosen < 0).sum()), result.unmatched_audios()
+    if unmatched_videos or unmatched_audios:
+        print(f"left unmatched: {unmatched_videos} videos (empty audio in {args.output}), {len(unmatched_audios)} audios"
+              + (f": {', '.join(unmatched_audios[:10])}{' ...' if len(unmatched_audios) > 10 else ''}"
+                 if unmatched_audios else ""))
+
+
+def cmd_index(args) -> None:
+    from avmatch.checkpoint import load_trained
+    from avmatch.extract import open_features
+    from avmatch.index import index_corpus
+
+    trained = load_trained(args.model)
+    corpus = open_features(args.corpus, trained.extractor, args.workers)
+    index = index_corpus(trained, corpus, args.kind, model=str(args.model), nlist=args.nlist, nprobe=args.nprobe,
+                         hnsw_m=args.hnsw_m, ef_search=args.ef_search)
+    index.save(args.output)
+    print(f"indexed {len(index.video_ids)} videos and {len(index.audio_ids)} audios "
+          f"({index.kind}, {index.audio.d} dims) in {args.output}")
+    for direction, r in index.recall.items():
+        print(f"recall {direction} vs exact search ({r['queries']} queries): "
+              + ", ".join(f"{k} {v:.3f}" for k, v in r.items() if k.startswith("recall")))
+
+
+def cmd_search(args) -> None:
+    from avmatch.index import load_index
+
+    index = load_index(args.index)
+    hits = index.search(args.query, args.k, audio=args.audio)
+    own, other = ("audio", "video") if args.audio else ("video", "audio")
+    if args.json:
+        print(json.dumps({q: [{other: c, "score": s} for c, s in h] for q, h in zip(args.query, hits, strict=True)},
+                         indent=2))
+        return
+    print(f"{own},rank,{other},score")
+    for q, h in zip(args.query, hits, strict=True):
+        for rank, (clip, score) in enumerate(h, 1):
+            print(f"{q},{rank},{clip},{score:.6g}")
 
 
 def cmd_evaluate(args) -> None:
@@ -94,7 +142,7 @@ def cmd_evaluate(args) -> None:
         print(json.dumps(metrics, indent=2))
         return
     print(f"pairs: {metrics['pairs']}")
-    for k in ("one_to_one", "top1", "top5", "mrr", "offset_mae_s", "offset_within_40ms"):
+    for k in ("one_to_one", "top1", "top5", "mrr", "in_candidates", "offset_mae_s", "offset_within_40ms"):
         if k in metrics:
             print(f"{k:10s} {metrics[k]:.3f}")
     for w in metrics["wrong"]:
@@ -174,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="run folder")
     p.add_argument("--model", default=None, help="model name (default: the one that suits the corpus)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output")
+    p.add_argument("--ddp", type=int, default=0, metavar="N",
+                   help="train with DistributedDataParallel in N local processes (starts torchrun; "
+                        "--batch-size stays the global batch)")
     _add_train_options(p, epochs=30)
     p.set_defaults(func=cmd_train)
 
@@ -188,7 +239,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score normalisation before assigning (counters 'hub' audios)")
     p.add_argument("--max-offset", type=float, default=None, help="seconds of lag searched by timing models (default: as trained, 2 s)")
     p.add_argument("--no-heatmap", action="store_true")
+    p.add_argument("--mode", default="auto", choices=["auto", "dense", "two-stage"],
+                   help="dense: score every pair; two-stage: score each video's top candidates only "
+                        "(auto: dense up to 5000 x 5000 pairs)")
+    p.add_argument("--candidates", type=int, default=None, metavar="K", help="two-stage: audios retrieved per video (default 10)")
+    p.add_argument("--retriever", default=None, metavar="RUN",
+                   help="two-stage: embedding model that retrieves the candidates (default: --model)")
+    p.add_argument("--retrieval", default="flat", choices=["flat", "ivf", "hnsw"],
+                   help="two-stage: FAISS index that retrieves them (flat: exact)")
     p.set_defaults(func=cmd_match)
+
+    p = sub.add_parser("index", help="export a corpus's video and audio embeddings into a FAISS index")
+    p.add_argument("corpus", help="feature corpus, or media file/folder")
+    p.add_argument("--model", required=True, help="run folder or checkpoint of an embedding model")
+    p.add_argument("-o", "--output", required=True, help="index folder")
+    p.add_argument("--kind", default="flat", choices=["flat", "ivf", "hnsw"],
+                   help="flat: exact inner product; ivf, hnsw: approximate, recall reported")
+    p.add_argument("--nlist", type=int, default=None, help="ivf: cells (default about 4 sqrt(N))")
+    p.add_argument("--nprobe", type=int, default=None, help="ivf: cells searched per query (default nlist/8)")
+    p.add_argument("--hnsw-m", type=int, default=32, help="hnsw: links per node")
+    p.add_argument("--ef-search", type=int, default=128, help="hnsw: search beam width")
+    p.add_argument("--workers", type=int, default=1, help="extraction processes for media input")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("search", help="the best audios for a video (or videos for an audio) in an index")
+    p.add_argument("index")
+    p.add_argument("query", nargs="+", help="clip ids in the index")
+    p.add_argument("-k", type=int, default=5, help="results per query")
+    p.add_argument("--audio", action="store_true", help="queries are audio clips; find their videos")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("evaluate", help="score pairs.csv against a key")
     p.add_argument("pairs")
@@ -237,15 +317,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # for commands that relaunch themselves
     try:
         args.func(args)
     except AvmatchError as err:
-        print(f"avmatch: error: {err}", file=sys.stderr)
+        print(f"avmatch: error: {_one_line(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("avmatch: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:  # the system said no (disk full, no permission, ...) to a file avmatch touched
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"avmatch: error: {where}{_one_line(err.strerror or str(err) or type(err).__name__)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("avmatch: error: out of memory; try fewer clips, a smaller --batch-size or shorter media", file=sys.stderr)
+        return 2
+    except Exception as err:  # a bug, not a bad input: one line, the traceback on request
+        if os.environ.get("AVMATCH_DEBUG"):
+            raise
+        print(f"avmatch: internal error ({type(err).__name__}: {_one_line(str(err))}); rerun with "
+              "AVMATCH_DEBUG=1 for the traceback and please report it", file=sys.stderr)
+        return 1
     return 0
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split("\n")).strip()[:1000]
 
 
 if __name__ == "__main__":

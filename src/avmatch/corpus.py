@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -83,6 +84,18 @@ def _safe_name(clip_id: str, modality: str) -> str:
     return f"{stem}-{hashlib.sha1(clip_id.encode()).hexdigest()[:8]}.{modality}.npy"
 
 
+def _read_text(path: Path) -> str:
+    """A small text file (manifest, file list, corpus.json) as str; bytes that are not UTF-8 are a
+    one-line error, not a UnicodeDecodeError."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise AvmatchError(f"not UTF-8 text (byte {err.start} is {err.object[err.start]:#04x}); "
+                           "is this the right file?", path) from None
+    except OSError as err:
+        raise AvmatchError(f"cannot read: {err.strerror or err}", path) from None
+
+
 def _save_array(path: Path, array: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         np.save(tmp, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
@@ -107,10 +120,45 @@ def append_clip(root: str | Path, clip_id: str, features: dict[str, np.ndarray],
                                  "rate_hz": float(rates_hz[modality]), "dims": int(array.shape[1]),
                                  "frames": int(array.shape[0]), "modalities": sorted(features),
                                  "extractor": extractor, "extractor_version": int(extractor_version)}))
+    _drop_torn_line(Path(root) / MANIFEST)
     with open(Path(root) / MANIFEST, "a") as f:
         f.write("".join(line + "\n" for line in lines))
         f.flush()
         os.fsync(f.fileno())
+
+
+def _drop_torn_line(path: Path) -> None:
+    """Cut a torn last line (a writer killed mid-line) before appending, so the next row does not
+    join it into one bad line in the middle of the file."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        data = f.read()
+        f.truncate(data.rfind(b"\n") + 1)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _check_row(row: object) -> tuple[str, str]:
+    """The (clip, modality) key of a manifest row; ValueError/KeyError/TypeError if it is malformed."""
+    if not isinstance(row, dict):
+        raise ValueError(f"not a JSON object but a {type(row).__name__}")
+    clip, modality, file, rate = row["clip"], row["modality"], row["file"], row["rate_hz"]
+    if isinstance(clip, bool) or not isinstance(clip, (str, int)) or clip == "":
+        raise ValueError(f"clip must be a name, got {clip!r:.40}")
+    if not isinstance(file, str) or not file.strip():
+        raise ValueError(f"file must be a path inside the corpus folder, got {file!r:.40}")
+    _check_relative(file)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate <= 0:
+        raise ValueError(f"rate_hz must be a positive number, got {rate!r:.40}")
+    both = row.get("modalities", [modality])
+    if not isinstance(both, list) or not all(isinstance(m, str) for m in both):
+        raise ValueError(f"modalities must be a list of names, got {both!r:.40}")
+    return str(clip), str(modality)
 
 
 def read_manifest(root: str | Path) -> list[dict]:
@@ -121,7 +169,7 @@ def read_manifest(root: str | Path) -> list[dict]:
     path = Path(root) / MANIFEST
     if not path.is_file():
         raise AvmatchError(f"no {MANIFEST} here", root)
-    text = path.read_text()
+    text = _read_text(path)
     lines = text.split("\n")
     rows: dict[tuple[str, str], dict] = {}
     for n, line in enumerate(lines, 1):
@@ -129,15 +177,13 @@ def read_manifest(root: str | Path) -> list[dict]:
             continue
         try:
             row = json.loads(line)
-            if not isinstance(row, dict):
-                raise ValueError("not an object")
-            key = (str(row["clip"]), str(row["modality"]))
-            for k in ("file", "rate_hz"):
-                row[k]  # noqa: B018 - presence check
-        except (ValueError, KeyError) as err:
+            key = _check_row(row)
+        except (ValueError, KeyError, TypeError, RecursionError) as err:
             if n == len(lines) and not text.endswith("\n"):
                 continue  # torn last line of an interrupted writer
-            raise AvmatchError(f"line {n} is not a valid manifest row ({type(err).__name__}: {err})", path) from None
+            why = (f"no {err}" if isinstance(err, KeyError) else "JSON nested too deeply"
+                   if isinstance(err, RecursionError) else _why(err))
+            raise AvmatchError(f"line {n} is not a valid manifest row ({why})", path) from None
         if key[1] not in MODALITIES:
             raise AvmatchError(f"line {n}: modality must be video or audio, got {key[1]!r}", path)
         rows[key] = row
@@ -150,7 +196,7 @@ def done_entries(root: str | Path) -> dict[str, dict]:
     root = Path(root)
     rows: dict[str, dict[str, dict]] = {}
     for row in read_manifest(root):
-        if (root / row["file"]).is_file():
+        if _inside(root, row["file"], root / MANIFEST).is_file():
             rows.setdefault(row.get("source", ""), {})[row["modality"]] = row
     return {src: next(iter(by_m.values())) for src, by_m in rows.items()
             if set(next(iter(by_m.values())).get("modalities", by_m)) <= set(by_m)}
@@ -187,42 +233,86 @@ def dequantize(x: np.ndarray, max_value: float = 2.0, min_value: float = -2.0) -
     return (x.astype(np.float32) * (span / 255.0) + (span / 512.0 + min_value)).astype(np.float32)
 
 
+def _why(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:120]}" if text else type(err).__name__
+
+
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from a .npy header, checked against the file's size before anything is loaded,
+    so a header that claims terabytes costs nothing and a pickle is never touched."""
+    from numpy.lib import format as npformat
+
+    try:
+        with open(path, "rb") as f:
+            version = npformat.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = npformat.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = npformat.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"format version {version} (avmatch reads 1.0 and 2.0)")
+            data_start = f.tell()
+    except Exception as err:  # noqa: BLE001 - any fault of the header reads the same to a user
+        raise AvmatchError(f"not a readable .npy file ({_why(err)})", path) from None
+    if dtype.hasobject:
+        raise AvmatchError("holds a pickled object array; avmatch reads plain numeric arrays only", path)
+    if dtype != np.uint8 and dtype.kind != "f":
+        raise AvmatchError(f"dtype {dtype} is not a float or uint8 feature array", path)
+    if len(shape) != 2:
+        raise AvmatchError(f"should be a (T, D) array, got shape {shape}", path)
+    need = math.prod(shape) * dtype.itemsize
+    have = path.stat().st_size - data_start
+    if need > have:
+        raise AvmatchError(f"truncated or corrupt: its header says shape {shape} ({need:,} bytes of {dtype}) "
+                           f"but the file holds {have:,}", path)
+    return shape, dtype
+
+
 def load_array(path: str | Path, expect_dim: int | None = None) -> np.ndarray:
-    """One feature file as a validated (T, D) float32 array; every fault is a one-line error."""
+    """One feature file as a validated (T, D) float32 array; every fault is a one-line error.
+    Reads the header before the data and never unpickles (``allow_pickle=False``)."""
     path = Path(path)
     if not path.is_file():
-        raise AvmatchError("missing feature file", path)
+        raise AvmatchError("is a folder, not a .npy feature file" if path.is_dir() else "missing feature file", path)
+    shape, _ = _npy_header(path)
+    if shape[0] == 0 or shape[1] == 0:
+        raise AvmatchError(f"is empty (shape {shape})", path)
+    if expect_dim is not None and shape[1] != expect_dim:
+        raise AvmatchError(f"has {shape[1]} dims per row, expected {expect_dim}", path)
     try:
         x = np.load(path, allow_pickle=False)
-    except ValueError as err:
-        if "pickle" in str(err).lower():
-            raise AvmatchError("holds a pickled object array; avmatch reads plain numeric arrays only", path) from None
-        raise AvmatchError(f"not a readable .npy file ({str(err).splitlines()[0][:120]})", path) from None
-    except (OSError, EOFError) as err:
-        raise AvmatchError(f"not a readable .npy file ({type(err).__name__}: {str(err).splitlines()[0][:120]})", path) from None
-    if not isinstance(x, np.ndarray):
+    except Exception as err:  # noqa: BLE001
+        raise AvmatchError(f"not a readable .npy file ({_why(err)})", path) from None
+    if not isinstance(x, np.ndarray) or x.shape != shape:
         raise AvmatchError("not a single .npy array", path)
     if x.dtype == np.uint8:
-        x = dequantize(x)
-    elif x.dtype.kind != "f":
-        raise AvmatchError(f"dtype {x.dtype} is not a float or uint8 feature array", path)
-    if x.ndim != 2:
-        raise AvmatchError(f"should be a (T, D) array, got shape {x.shape}", path)
-    if x.shape[0] == 0 or x.shape[1] == 0:
-        raise AvmatchError(f"is empty (shape {x.shape})", path)
-    if expect_dim is not None and x.shape[1] != expect_dim:
-        raise AvmatchError(f"has {x.shape[1]} dims per row, expected {expect_dim}", path)
+        return dequantize(x)
     bad = ~np.isfinite(x)
     if bad.any():
         rows = np.flatnonzero(bad.any(axis=1))
         raise AvmatchError(f"holds NaN or inf in {len(rows)} row(s), first at row {rows[0]}", path)
-    return x.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):
+        x = x.astype(np.float32, copy=False)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        rows = np.flatnonzero(bad.any(axis=1))
+        raise AvmatchError(f"holds values too large for float32 in {len(rows)} row(s), first at row {rows[0]}", path)
+    return x
+
+
+def _check_relative(rel: str) -> None:
+    """ValueError for an absolute path or one with '..' (it could leave the corpus folder)."""
+    if Path(rel).is_absolute() or ".." in Path(rel).parts or "\0" in rel:
+        raise ValueError(f"path {rel!r} leaves the corpus folder; only paths inside it are read")
 
 
 def _inside(root: Path, rel: str, origin: Path) -> Path:
-    """``root / rel``, refusing absolute paths and paths that climb out of ``root``."""
-    if Path(rel).is_absolute() or ".." in Path(rel).parts:
-        raise AvmatchError(f"path {rel!r} leaves the corpus folder; only paths inside it are read", origin)
+    """``root / rel``, refusing absolute paths and paths that climb out of ``root`` (also through links)."""
+    try:
+        _check_relative(rel)
+    except ValueError as err:
+        raise AvmatchError(str(err), origin) from None
     path = (root / rel).resolve()
     if not path.is_relative_to(root.resolve()):
         raise AvmatchError(f"path {rel!r} leaves the corpus folder (through a link); refused", origin)
@@ -241,7 +331,7 @@ def _check_dims(clips: list[Clip], origin: Path) -> None:
                 first = (clip, x.shape[1])
             elif x.shape[1] != first[1]:
                 raise AvmatchError(f"{modality} features of clip {clip.id!r} have {x.shape[1]} dims but clip "
-                                   f"{first[0].id!r} has {first[1]}", clip.source or origin)
+                                   f"{first[0].id!r} has {first[1]}", origin)
 
 
 def _load_own(root: Path) -> Corpus:
@@ -265,9 +355,11 @@ def _load_own(root: Path) -> Corpus:
     extractor = {"name": rows[0].get("extractor", ""), "version": rows[0].get("extractor_version", 0)}
     if info_path.is_file():
         try:
-            extractor = json.loads(info_path.read_text())["extractor"]
-        except (ValueError, KeyError, TypeError) as err:
-            raise AvmatchError(f"malformed ({type(err).__name__}: {err})", info_path) from None
+            extractor = json.loads(_read_text(info_path))["extractor"]
+            if not isinstance(extractor, dict):
+                raise TypeError(f"'extractor' should be an object, not a {type(extractor).__name__}")
+        except (ValueError, KeyError, TypeError, RecursionError) as err:
+            raise AvmatchError(f"malformed ({_why(err)})", info_path) from None
     corpus = Corpus(list(clips.values()), rates["video"].pop() if rates["video"] else 1.0,
                     rates["audio"].pop() if rates["audio"] else 1.0, extractor, root)
     _check_dims(corpus.clips, root)
@@ -300,7 +392,7 @@ def _load_file_list(list_path: Path) -> Corpus:
     starter code uses; blank lines and lines starting with # are skipped."""
     root = list_path.parent
     clips = []
-    for n, line in enumerate(list_path.read_text().splitlines(), 1):
+    for n, line in enumerate(_read_text(list_path).splitlines(), 1):
         rel = line.strip()
         if not rel or rel.startswith("#"):
             continue
@@ -322,6 +414,8 @@ def load_corpus(path: str | Path) -> Corpus:
         if path.suffix.lower() in (".txt", ".lst", ".list"):
             return _load_file_list(path)
         raise AvmatchError("not a corpus: give a folder, or a .txt list of clip folders", path)
+    if not path.is_dir():
+        raise AvmatchError("is not a regular file or folder (a pipe, socket or device); not a corpus", path)
     if (path / MANIFEST).is_file():
         return _load_own(path)
     flat = {m: path / Path(f).stem for m, f in CLASSIC_FILES.items()}  # vfeat/, afeat/

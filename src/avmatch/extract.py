@@ -50,19 +50,29 @@ class ExtractSummary:
 
 def find_media(sources: list[str | Path]) -> list[tuple[Path, str]]:
     """Every media file under the sources (files or folders, recursive) with its clip id: the path
-    relative to the folder it was found in, without the suffix."""
-    found: dict[str, Path] = {}
+    relative to the folder it was found in, without the suffix. Files that would share an id
+    (``a.mp4`` and ``a.wav``) keep their suffix in it (``a.mp4``, ``a.wav``), so none is dropped."""
+    found: dict[str, list[Path]] = {}
     for src in map(Path, sources):
         if src.is_dir():
             files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES)
             pairs = [(p, p.relative_to(src).with_suffix("").as_posix()) for p in files]
         elif src.is_file():
             pairs = [(src, src.stem)]
+        elif src.exists():
+            raise AvmatchError("is not a regular file or folder (a pipe, socket or device)", src)
         else:
             raise AvmatchError("no such file or folder", src)
         for path, clip_id in pairs:
-            found.setdefault(clip_id, path)
-    return [(p, cid) for cid, p in sorted(found.items())]
+            same = found.setdefault(clip_id, [])
+            if not any(p.resolve() == path.resolve() for p in same):  # a file given twice is one file
+                same.append(path)
+    out: dict[str, Path] = {}
+    for clip_id, paths in found.items():
+        for n, path in enumerate(paths):
+            cid = clip_id if len(paths) == 1 else f"{clip_id}{path.suffix}"
+            out[cid if cid not in out else f"{cid}#{n}"] = path
+    return [(p, cid) for cid, p in sorted(out.items())]
 
 
 def extract_file(path: str, extractor_name: str, options: dict, paired: bool) -> dict:
@@ -95,7 +105,11 @@ def extract_file(path: str, extractor_name: str, options: dict, paired: bool) ->
 
 
 def _reason(err: BaseException, path: Path) -> str:
-    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    """One line for failed.csv: the fault without the file name (the row has it)."""
+    lines = str(err).strip().splitlines()
+    text = lines[0] if lines else type(err).__name__
+    if not isinstance(err, AvmatchError):  # not a fault avmatch knows: say what broke
+        text = f"unexpected {type(err).__name__}: {text}" if lines else f"unexpected {text}"
     return text.removeprefix(f"{path}: ")
 
 
@@ -151,6 +165,8 @@ def extract(sources: list[str | Path], out: str | Path, extractor_name: str = "d
         bar.close()
         summary.seconds = time.perf_counter() - started
         _write_failed(out / "failed.csv", summary.failed)
+    if len(files) == 1 and summary.failed and all(Path(s).is_file() for s in sources):
+        raise AvmatchError(*reversed(summary.failed[0]))  # one file asked for: its fault is the command's
     return summary
 
 

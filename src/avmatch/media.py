@@ -10,7 +10,9 @@ file stay in sync; for a file with one stream, that stream's start is time zero.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,9 @@ from avmatch.errors import AvmatchError
 
 OPEN_TIMEOUT_S = 20.0  # a local file never needs this; it bounds a stalled network mount or pipe
 MAX_BAD_PACKETS = 50  # corrupt packets skipped before the file is called corrupt
+MAX_PIXELS = 8192 * 4320  # 8K: a header claiming larger frames is refused before any frame is decoded
+MAX_DURATION_S = 12 * 3600.0  # longer media (by its header or its timestamps) is refused: decoding is bounded
+TIMESTAMP_SLACK_S = 5.0  # frames this far past the header's duration are corrupt timestamps, skipped
 
 Size = tuple[int, int] | int | None
 
@@ -55,23 +60,53 @@ def _check_file(path: str | Path) -> str:
         raise AvmatchError("no such file", path)
     if os.path.isdir(path):
         raise AvmatchError("is a folder, not a media file", path)
+    if not stat.S_ISREG(os.stat(path).st_mode):  # reading a pipe or a device may never end
+        raise AvmatchError("is not a regular file (a pipe, socket or device); avmatch reads media files", path)
     if os.path.getsize(path) == 0:
         raise AvmatchError("empty file (0 bytes)", path)
     return path
 
 
 def _first_line(err: BaseException) -> str:
+    if isinstance(err, av.FFmpegError) and getattr(err, "strerror", None):
+        return str(err.strerror)  # "Invalid data found when processing input", not the C call that said it
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds:.0f} s"
+
+
+def _check_video_size(stream, path: str) -> None:
+    """Refuse a frame size in the header that no real clip has, before a decoder allocates it."""
+    w, h = stream.codec_context.width, stream.codec_context.height
+    if w and h and w * h > MAX_PIXELS:
+        raise AvmatchError(f"its header says frames of {w}x{h} pixels; avmatch decodes at most "
+                           f"{MAX_PIXELS / 1e6:.0f} megapixels (8K), so the file is corrupt or not a clip", path)
+
+
+def _horizon_s(stream, container, start_s: float, path: str) -> float:
+    """Latest timestamp (from time zero) a frame of ``stream`` may have: the header's duration plus a
+    little, never more than MAX_DURATION_S. Decoding stops growing there whatever the timestamps say."""
+    declared = _stream_duration(stream, container, start_s)
+    if declared is not None and declared > MAX_DURATION_S:
+        raise AvmatchError(f"lasts {_hours(declared)} by its header; avmatch reads media up to "
+                           f"{_hours(MAX_DURATION_S)} (cut it first, or the header is corrupt)", path)
+    if declared is None or declared <= 0:
+        return MAX_DURATION_S
+    return min(declared + max(TIMESTAMP_SLACK_S, 0.05 * declared), MAX_DURATION_S)
 
 
 def _open(path: str | Path):
     path = _check_file(path)
     try:
         return av.open(path, timeout=OPEN_TIMEOUT_S, metadata_errors="replace")
-    except av.error.InvalidDataError:
+    except (av.error.InvalidDataError, av.error.EOFError):
         raise AvmatchError("not a readable media file (unknown format, or corrupt/truncated)", path) from None
     except (av.FFmpegError, OSError, ValueError) as err:
+        if getattr(err, "errno", None) == errno.EIO:  # ffmpeg's answer to a header that stops short
+            raise AvmatchError("not a readable media file (its header is truncated or corrupt)", path) from None
         raise AvmatchError(f"cannot open media: {_first_line(err)}", path) from None
 
 
@@ -132,7 +167,8 @@ def _decode(container, streams: list, path: str) -> Iterator[tuple[int, object]]
                                    path) from None
             continue
         except av.FFmpegError as err:
-            raise AvmatchError(f"cannot decode: {_first_line(err)}", path) from None
+            raise AvmatchError(f"cannot decode its {packet.stream.type} stream (corrupt or unsupported data: "
+                               f"{_first_line(err)})", path) from None
         for frame in frames:
             decoded = True
             yield packet.stream.index, frame
@@ -148,6 +184,11 @@ def probe(path: str | Path) -> MediaInfo:
         if video is None and audio is None:
             raise AvmatchError("has neither a video nor an audio stream", path)
         start_s = _start_s(container)
+        if video is not None:
+            _check_video_size(video, path)
+        for s in (video, audio):
+            if s is not None:
+                _horizon_s(s, container, start_s, path)
         info: dict = dict(path=path, container=container.format.name, has_video=video is not None,
                           has_audio=audio is not None, start_s=start_s)
         firsts = _first_frames(container, [s for s in (video, audio) if s is not None], path)
@@ -218,8 +259,10 @@ def iter_video_frames(path: str | Path, fps: float = 25.0, size: Size = None, gr
         stream = _video_stream(container)
         if stream is None:
             raise AvmatchError("has no video stream", path)
+        _check_video_size(stream, path)
         stream.thread_type = "AUTO"
         start_s = _start_s(container)
+        horizon = _horizon_s(stream, container, start_s, path)
         step = 1.0 / fps
         k = 0  # next output frame
         buf: list[np.ndarray] = []
@@ -261,6 +304,8 @@ def iter_video_frames(path: str | Path, fps: float = 25.0, size: Size = None, gr
                 t = float(frame.pts * (frame.time_base or stream.time_base)) - start_s
             if last_t is not None and t <= last_t:  # out of order or duplicate timestamp: keep the first
                 continue
+            if t > horizon:  # a timestamp past the header's end (a damaged file): filling up to it never ends
+                continue
             if last_t is not None:
                 last_gap = t - last_t
             item = [frame, None]
@@ -300,6 +345,7 @@ def iter_audio(path: str | Path, sample_rate: int = 16000, chunk_s: float = 10.0
             raise AvmatchError("has no audio stream", path)
         stream = container.streams.audio[0]
         start_s = _start_s(container)
+        horizon = _horizon_s(stream, container, start_s, path)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate, frame_size=frame_n)
         # Encoders pad the last packet (AAC: up to 1024 samples). An MP4 track's duration is exact and
         # says where the sound really ends; elsewhere a duration may be a guess from the bit rate.
@@ -339,7 +385,11 @@ def iter_audio(path: str | Path, sample_rate: int = 16000, chunk_s: float = 10.0
             if first:
                 first = False
                 if frame.pts is not None:
-                    lead = round((float(frame.pts * (frame.time_base or stream.time_base)) - start_s) * sample_rate)
+                    lead_s = float(frame.pts * (frame.time_base or stream.time_base)) - start_s
+                    if lead_s > horizon:
+                        raise AvmatchError(f"corrupt media: its first sound is stamped {_hours(lead_s)} in, past the "
+                                           "end its header gives", path)
+                    lead = round(lead_s * sample_rate)
                     if lead > 0:
                         parts.append(np.zeros(lead, np.float32))
                         held += lead

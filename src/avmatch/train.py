@@ -2,19 +2,27 @@
 
 A run folder holds ``config.json``, ``last.pt`` (every epoch, for ``--resume``), ``best.pt`` (best
 validation top-1, what ``avmatch match`` uses), ``metrics.json`` and TensorBoard events in ``tb/``.
+
+Under ``torchrun`` (RANK, WORLD_SIZE, LOCAL_RANK set) the same loop trains with DistributedDataParallel:
+every process builds the same global batch and encodes its own rows of it, the encodings are
+all-gathered so the loss sees the whole global batch's negatives, and rank 0 alone validates and
+writes the run folder. ``batch_size`` is the global batch, so N processes follow the 1-process run.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
+import torch.distributed as dist
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from avmatch import losses
@@ -82,9 +90,53 @@ def _windows(clips: list[Clip], window_s: float, rates: tuple[float, float], rng
     return videos, audios, shifts
 
 
+@dataclass(frozen=True)
+class _Shard:
+    """Under DDP, the rows of a global batch of ``n`` clips that process ``rank`` of ``world`` encodes:
+    contiguous, as even as can be (the first ``n % world`` processes take one more)."""
+
+    rank: int
+    world: int
+    n: int
+
+    @property
+    def sizes(self) -> list[int]:
+        return [self.n // self.world + (r < self.n % self.world) for r in range(self.world)]
+
+    @property
+    def rows(self) -> slice:
+        lo = sum(self.sizes[: self.rank])
+        return slice(lo, lo + self.sizes[self.rank])
+
+    def gather(self, x: Tensor) -> Tensor:
+        """This process's rows (b, ...) -> the global batch's (n, ...); gradients flow back to each
+        row's process (the backward sums what every process's loss asks of that row)."""
+        # what torch 2.13 names in place of the deprecated torch.distributed.nn.functional.all_gather
+        from torch.distributed._functional_collectives import all_gather_single_autograd
+
+        m = max(self.sizes)  # the gather wants one shape everywhere: pad with zero rows, then drop them
+        full = all_gather_single_autograd(torch.cat([x, x.new_zeros((m - len(x), *x.shape[1:]))]), 0,
+                                          dist.group.WORLD)  # (world * m, ...)
+        return torch.cat([full[r * m : r * m + k] for r, k in enumerate(self.sizes)])
+
+    def mean(self, terms: dict) -> dict:
+        """The mean over processes of each (detached) loss term: the global batch's loss, for logs."""
+        values = torch.stack([t.detach() for t in terms.values()])
+        dist.all_reduce(values)
+        return dict(zip(terms, values / self.world, strict=True))
+
+
 def _step_loss(model: nn.Module, v, v_len, a, a_len, shifts: list[int], negatives: int,
-               rng: np.random.Generator) -> dict:
-    ev, ea = model.encode_video(v, v_len), model.encode_audio(a, a_len)
+               rng: np.random.Generator, shard: _Shard | None = None) -> dict:
+    if shard is None:
+        ev, ea = model.encode_video(v, v_len), model.encode_audio(a, a_len)
+    else:
+        # Each process encodes its rows of the global batch (v, a) and gathers everyone's. Embedding
+        # and timing losses are then the global batch's loss on every process; the gather's backward
+        # sums world identical gradients per row and DDP divides by world: the 1-process gradient.
+        rows = shard.rows
+        ev = shard.gather(model.encode_video(v[rows], v_len[rows]))
+        ea = shard.gather(model.encode_audio(a[rows], a_len[rows]))
     if model.loss == "sync":
         # audio window starts `shift` rows late, so video row t meets audio row t - shift
         target = torch.tensor([model.max_lag - s for s in shifts], device=v.device)
@@ -92,15 +144,55 @@ def _step_loss(model: nn.Module, v, v_len, a, a_len, shifts: list[int], negative
     if model.loss == "infonce":
         return losses.info_nce(model.score_matrix(ev, ea, v_len, a_len))
     b = v.shape[0]
-    pos = model.score_pairs(ev, ea, v_len, a_len)
+    if shard is None:
+        pos = model.score_pairs(ev, ea, v_len, a_len)
+        own = torch.arange(b)
+    else:  # a process scores the pairs of its own videos, negatives drawn from the global batch
+        own = torch.arange(b)[shard.rows]
+        pos = model.score_pairs(ev[own], ea[own], v_len[own], a_len[own])
     # each negative pairs video i with the audio of clip (i + shift) mod B, never its own
     offsets = rng.choice(np.arange(1, b), size=min(negatives, b - 1), replace=False)
-    idx = torch.cat([(torch.arange(b) + int(s)) % b for s in offsets]).to(v.device)
-    vi = torch.arange(b, device=v.device).repeat(len(offsets))
+    idx = torch.cat([(own + int(s)) % b for s in offsets]).to(v.device)
+    vi = own.to(v.device).repeat(len(offsets))
     neg = model.score_pairs(ev[vi], ea[idx], v_len[vi], a_len[idx])
-    if model.loss == "contrastive":
-        return losses.contrastive_margin(pos, neg)
-    return losses.pair_bce(pos, neg)
+    terms = losses.contrastive_margin(pos, neg) if model.loss == "contrastive" else losses.pair_bce(pos, neg)
+    if shard is not None:
+        # the terms are means over this process's share of the pairs; share * world makes DDP's
+        # average of the gradients the 1-process gradient
+        terms = {k: t * (len(own) * shard.world / b) for k, t in terms.items()}
+    return terms
+
+
+class _Step(nn.Module):
+    """The training step's loss as a module. DistributedDataParallel averages the gradients of what
+    runs inside its forward(), and a step calls encode_*/score_* rather than the model's forward, so
+    the step itself is what DDP wraps (no hand-written all-reduce, and DDP overlaps it with backward)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args):
+        return _step_loss(self.model, *args)
+
+
+def _distributed(device: torch.device | None) -> tuple[int, int, torch.device, bool]:
+    """Rank, world size and device from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK), and
+    whether this call started the process group (nccl on GPUs, gloo on CPU). Outside torchrun, or
+    with one process: rank 0 of 1 and nothing is started."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, device or default_device(), False
+    if device is None:
+        device = default_device()
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)  # one GPU per process
+    started = not dist.is_initialized()
+    if started:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device, started
 
 
 def validate(trained: Trained, val: Corpus) -> tuple[dict, np.ndarray]:
@@ -134,13 +226,26 @@ def _log_histograms(writer, model: nn.Module, trained: Trained, val: Corpus, sco
     writer.add_histogram("scores/mismatched", prob[~eye], step)
 
 
+def launch_processes(processes: int, argv: list[str]) -> None:
+    """Run ``python -m avmatch ARGV`` as ``processes`` DDP processes on this machine, as
+    ``torchrun --standalone --nproc-per-node N -m avmatch ARGV`` does (a free port is chosen)."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    try:
+        torchrun(["--standalone", "--nproc-per-node", str(processes), "-m", "avmatch", *argv])
+    except ChildFailedError:
+        raise AvmatchError(f"a training process of {processes} failed (its error is above)") from None
+
+
 def train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: bool = False,
           device: torch.device | None = None, progress: bool = True) -> dict:
     """Train ``config.model`` on the paired clips of ``corpus``; returns the final metrics."""
     from torch.utils.tensorboard import SummaryWriter
 
     run_dir = Path(run_dir)
-    device = device or default_device()
+    rank, world, device, own_group = _distributed(device)
+    main = rank == 0  # the one process that validates, logs and writes the run folder
     paired = corpus.paired()
     if len(paired.clips) < 4:
         raise AvmatchError(f"training needs at least 4 clips with both video and audio, found {len(paired.clips)}", corpus.root)
@@ -152,6 +257,9 @@ def train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: bool
             raise AvmatchError(f"run was trained with model {saved.model!r}, not {config.model!r}", run_dir)
         config = saved
     model_entry(config.model)  # unknown names fail before any work
+    if config.batch_size < max(2, world):
+        per_process = f" and one per process ({world} processes share it)" if world > 1 else ""
+        raise AvmatchError(f"batch size {config.batch_size} is too small: a batch needs at least 2 clips{per_process}")
     train_set, val_set = paired.split(config.val_fraction, config.seed)
     if len(val_set.clips) < 2:
         train_set, val_set = paired, paired  # tiny corpora: validate on the training clips
@@ -172,13 +280,22 @@ def train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: bool
         optimizer.load_state_dict(last.extra["optimizer"])
         scheduler.load_state_dict(last.extra["scheduler"])
         state = last.extra["state"]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / "config.json", json.dumps({
-        "train": asdict(config), "corpus": str(corpus.root or ""), "extractor": corpus.extractor,
-        "train_clips": len(train_set.clips), "val_clips": len(val_set.clips), "device": str(device),
-        "parameters": sum(n for _, n in parameter_table(model)),
-    }, indent=2))
-    writer = SummaryWriter(str(run_dir / "tb"))
+    step_loss = partial(_step_loss, model)
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step_loss = DistributedDataParallel(_Step(model), device_ids=[device.index] if device.type == "cuda" else None)
+    writer = None
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in run_dir.glob(".*.tmp*"):  # left by a run killed while writing a checkpoint
+            stale.unlink(missing_ok=True)
+        write_text(run_dir / "config.json", json.dumps({
+            "train": asdict(config), "corpus": str(corpus.root or ""), "extractor": corpus.extractor,
+            "train_clips": len(train_set.clips), "val_clips": len(val_set.clips), "device": str(device),
+            "processes": world, "parameters": sum(n for _, n in parameter_table(model)),
+        }, indent=2))
+        writer = SummaryWriter(str(run_dir / "tb"))
     rates = (corpus.video_rate_hz, corpus.audio_rate_hz)
     max_shift_s = 0.0
     if model.loss == "sync":
@@ -191,56 +308,71 @@ def train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: bool
     train_a = [trained.standardise(c.audio, "audio") for c in train_set.clips]
     steps_per_epoch = math.ceil(len(train_v) / config.batch_size)
     bar = tqdm(total=config.epochs * steps_per_epoch, initial=state["epoch"] * steps_per_epoch,
-               desc=f"train {config.model}", unit="step", disable=not progress, dynamic_ncols=True)
+               desc=f"train {config.model}", unit="step", disable=not (progress and main), dynamic_ncols=True)
     started = time.perf_counter()
     while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
         epoch = state["epoch"]
         rng = np.random.default_rng([config.seed, epoch])  # per-epoch streams: a resumed run repeats them
-        torch.manual_seed(config.seed * 100_003 + epoch)
+        torch.manual_seed(config.seed * 100_003 + epoch + 1_000_003 * rank)  # each process its own dropout
         model.train()
+        # every process draws the same order and windows: the global batches of a 1-process run
         order = rng.permutation(len(train_v))
         for s in range(0, len(order), config.batch_size):
             idx = order[s : s + config.batch_size]
-            if len(idx) < 2:
+            if len(idx) < max(2, world):
                 continue
             clips = [Clip(str(i), train_v[i], train_a[i]) for i in idx]
             vw, aw, shifts = _windows(clips, config.window_s, rates, rng, max_shift_s)
             (v, v_len), (a, a_len) = pad_batch(vw, device), pad_batch(aw, device)
-            terms = _step_loss(model, v, v_len, a, a_len, shifts, config.negatives, rng)
+            shard = _Shard(rank, world, len(idx)) if world > 1 else None
+            terms = step_loss(v, v_len, a, a_len, shifts, config.negatives, rng, shard)
             loss = sum(terms.values())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.clip_grad > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
             optimizer.step()
-            step = bar.n
-            writer.add_scalar("loss/total", loss.item(), step)
-            for k, t in terms.items():
-                writer.add_scalar(f"loss/{k}", t.item(), step)
+            if shard is not None:  # log the global batch's loss, not this process's share of it
+                terms = shard.mean(terms)
+                loss = sum(terms.values())
+            if writer is not None:
+                step = epoch * steps_per_epoch + s // config.batch_size
+                writer.add_scalar("loss/total", loss.item(), step)
+                for k, t in terms.items():
+                    writer.add_scalar(f"loss/{k}", t.item(), step)
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", best_top1=f"{max(state['best_top1'], 0):.2f}")
         scheduler.step()
-        metrics, scores = validate(trained, val_set)
-        for k in ("top1", "top5", "mrr", "a2v_top1"):
-            writer.add_scalar(f"val/{k}", metrics[k], epoch + 1)
-        writer.add_scalar("lr", optimizer.param_groups[0]["lr"], epoch + 1)
-        if config.histograms:
-            _log_histograms(writer, model, trained, val_set, scores, epoch + 1)
-        state["epoch"] = epoch + 1
-        state["history"].append({"epoch": epoch + 1, "loss": float(loss.item()), **metrics})
-        if (metrics["top1"], metrics["mrr"]) > (state["best_top1"], state["best_mrr"]):
-            state.update(best_top1=metrics["top1"], best_mrr=metrics["mrr"], bad_epochs=0, best_epoch=epoch + 1)
+        if main:
+            metrics, scores = validate(trained, val_set)
+            for k in ("top1", "top5", "mrr", "a2v_top1"):
+                writer.add_scalar(f"val/{k}", metrics[k], epoch + 1)
+            writer.add_scalar("lr", optimizer.param_groups[0]["lr"], epoch + 1)
+            if config.histograms:
+                _log_histograms(writer, model, trained, val_set, scores, epoch + 1)
+            state["epoch"] = epoch + 1
+            state["history"].append({"epoch": epoch + 1, "loss": float(loss.item()), **metrics})
+            if (metrics["top1"], metrics["mrr"]) > (state["best_top1"], state["best_mrr"]):
+                state.update(best_top1=metrics["top1"], best_mrr=metrics["mrr"], bad_epochs=0, best_epoch=epoch + 1)
+                trained.extra = {}
+                trained.save(run_dir / "best.pt")
+            else:
+                state["bad_epochs"] += 1
+            trained.extra = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": state}
+            trained.save(run_dir / "last.pt")
             trained.extra = {}
-            trained.save(run_dir / "best.pt")
-        else:
-            state["bad_epochs"] += 1
-        trained.extra = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": state}
-        trained.save(run_dir / "last.pt")
-        trained.extra = {}
+        if world > 1:  # rank 0's validation decides for everyone: same early stop on every process
+            box = [state]
+            dist.broadcast_object_list(box, src=0)
+            state = box[0]
     bar.close()
-    writer.close()
     result = {"model": config.model, "epochs": state["epoch"], "best_epoch": state.get("best_epoch", 0),
               "val_top1": state["best_top1"], "val_mrr": state["best_mrr"],
               "train_seconds": round(time.perf_counter() - started, 2), "history": state["history"]}
-    write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
+    if main:
+        writer.close()
+        write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
+    if own_group:
+        dist.barrier()  # leave together: a process that tears gloo down while another still talks aborts
+        dist.destroy_process_group()
     return result

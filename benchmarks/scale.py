@@ -1,0 +1,202 @@
+"""Matching at scale: wall time, peak memory and accuracy of two-stage matching for N = 1k .. 100k,
+against the dense exact matching where it fits. Prints numbers only; asserts nothing about time.
+
+    python benchmarks/scale.py [--sizes 1000,10000,100000] [--dim 128] [--noise 2.0] [--candidates 10]
+                               [--dense-up-to 10000] [--hubs 0.5] [--norm-n 5000] [--dual 2000]
+
+Data: synthetic embeddings with a planted matching, video_i a random unit vector in ``--dim``
+dimensions and audio_i = normalise(video_i + noise * g_i / sqrt(dim)), g_i standard normal; the score
+is 10 * cosine. Every measurement runs in a child process (a fresh interpreter), so its peak resident
+memory (ru_maxrss) is its own; "base MiB" is the child's peak before matching (interpreter, torch,
+faiss and the embeddings). "CPU s" is the matching's user + system time over all threads: on a machine
+shared with other work the wall time grows, the CPU time much less.
+
+Printed: for each N, the dense exact matching (where N <= --dense-up-to) and the two-stage one: wall
+time, peak memory, one-to-one accuracy against the planted truth, and the two-stage accuracy as a share
+of the dense one. Then what the sparse dual softmax gains (on a variant with "hub" audios that lean
+towards every video, --hubs), and the floor: one dense N x d by d x N product at N = 10k.
+``--dual N`` also trains a ``dual`` model on a generated corpus and matches N clips both ways.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+CHILD = r"""
+import json, resource, sys, time
+import numpy as np
+
+job = json.loads(sys.argv[1])
+peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux: KiB)
+cpu = lambda: (lambda r: r.ru_utime + r.ru_stime)(resource.getrusage(resource.RUSAGE_SELF))
+
+
+def planted(n, dim, noise, hubs, seed, chunk=16384):
+    # audio_i = normalise(video_i + noise); with hubs, videos lean along u and some audios further
+    rng = np.random.default_rng(seed)
+    u = rng.standard_normal(dim).astype(np.float32)
+    u /= np.linalg.norm(u)
+    video, audio = np.empty((n, dim), np.float32), np.empty((n, dim), np.float32)
+    for s in range(0, n, chunk):
+        m = min(chunk, n - s)
+        v = rng.standard_normal((m, dim), dtype=np.float32)
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        if hubs:
+            v += 0.3 * u
+            v /= np.linalg.norm(v, axis=1, keepdims=True)
+        a = v + noise * rng.standard_normal((m, dim), dtype=np.float32) / np.sqrt(dim)
+        if hubs:
+            a += hubs * np.abs(rng.standard_normal((m, 1), dtype=np.float32)) * u
+        a /= np.linalg.norm(a, axis=1, keepdims=True)
+        video[s : s + m], audio[s : s + m] = v, a
+    return video, audio
+
+
+from avmatch.match import assign, match_embeddings, normalise
+
+video, audio = planted(job["n"], job["dim"], job["noise"], job["hubs"], job["seed"])
+out = {"base_mib": peak()}
+t, c = time.perf_counter(), cpu()
+if job["mode"] == "dense":
+    scores = job["scale"] * (video @ audio.T)  # (N, N) float32
+    chosen = assign(normalise(scores, job["normalisation"]), job["method"])
+elif job["mode"] == "floor":
+    for _ in range(3):
+        t = time.perf_counter()
+        video @ audio.T
+        out.setdefault("runs_s", []).append(time.perf_counter() - t)
+    chosen = np.zeros(0, np.int64)
+else:
+    _, _, chosen = match_embeddings(video, audio, job["k"], job["scale"], 0.0, job["method"], job["normalisation"],
+                                    job["kind"], job["outside_sample"])
+out["wall_s"] = time.perf_counter() - t
+out["cpu_s"] = cpu() - c
+out["peak_mib"] = peak()
+out["accuracy"] = float((chosen == np.arange(len(chosen))).mean()) if len(chosen) else None
+out["unmatched"] = int((chosen < 0).sum())
+if job.get("save"):
+    np.save(job["save"], chosen)
+print(json.dumps(out))
+"""
+
+
+def run_child(job: dict) -> dict:
+    done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(job)], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"child failed for {job}:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def job_of(args, n: int, mode: str, **extra) -> dict:
+    return {"n": n, "dim": args.dim, "noise": args.noise, "hubs": 0.0, "seed": args.seed, "mode": mode,
+            "scale": 10.0, "k": args.candidates, "method": "hungarian", "normalisation": "dual-softmax",
+            "kind": args.retrieval, "outside_sample": 1024, **extra}
+
+
+def line(n, what, r, extra=""):
+    acc = "" if r.get("accuracy") is None else f"{r['accuracy']:.4f}"
+    print(f"{n:>7d}  {what:<28s} {r['wall_s']:8.2f}  {r['cpu_s']:8.2f}  {r['peak_mib']:8.0f}  {r['base_mib']:8.0f}  "
+          f"{acc:>8s}  {extra}", flush=True)
+
+
+def scale_table(args, tmp: str) -> None:
+    print(f"planted matching: d={args.dim}, noise={args.noise}, score = 10 cos; two-stage: K={args.candidates}, "
+          f"{args.retrieval} retrieval, dual softmax with sampled outside mass, Hungarian (LAPJVsp) + leftovers")
+    print(f"{'N':>7s}  {'matching':<28s} {'wall s':>8s}  {'CPU s':>8s}  {'peak MiB':>8s}  {'base MiB':>8s}  {'accuracy':>8s}  "
+          "vs dense exact")
+    for n in args.sizes:
+        dense = None
+        if n <= args.dense_up_to:
+            dense = run_child(job_of(args, n, "dense", save=f"{tmp}/dense{n}.npy"))
+            line(n, "dense exact (Hungarian)", dense)
+        two = run_child(job_of(args, n, "two-stage", save=f"{tmp}/two{n}.npy"))
+        extra = "(dense does not fit)"
+        if dense:
+            agree = (np.load(f"{tmp}/two{n}.npy") == np.load(f"{tmp}/dense{n}.npy")).mean()
+            extra = f"{100 * two['accuracy'] / dense['accuracy']:.2f}% of its accuracy, same pair for {100 * agree:.2f}%"
+        line(n, f"two-stage K={args.candidates}", two, extra)
+
+
+def normalisation_table(args) -> None:
+    n = args.norm_n
+    print(f"\nwhat the sparse dual softmax gains: N={n}, with hub audios (--hubs {args.hubs}) and without")
+    print(f"{'N':>7s}  {'matching':<28s} {'wall s':>8s}  {'CPU s':>8s}  {'peak MiB':>8s}  {'base MiB':>8s}  {'accuracy':>8s}")
+    for hubs in (args.hubs, 0.0):
+        for method in ("hungarian", "greedy"):
+            for label, mode, norm, sample in (("dense, raw", "dense", "none", 0),
+                                              ("dense, dual softmax", "dense", "dual-softmax", 0),
+                                              ("two-stage, raw", "two-stage", "none", 0),
+                                              ("two-stage, dual sm. cands", "two-stage", "dual-softmax", 0),
+                                              ("two-stage, dual sm. +outside", "two-stage", "dual-softmax", 1024)):
+                r = run_child(job_of(args, n, mode, hubs=hubs, method=method, normalisation=norm, outside_sample=sample))
+                line(n, f"{label}", r, f"{method}, hubs {hubs}")
+
+
+def floor(args) -> None:
+    r = run_child(job_of(args, 10_000, "floor"))
+    best = min(r["runs_s"])
+    print(f"\nfloor: one dense 10000x{args.dim} @ {args.dim}x10000 float32 product: {best:.3f} s "
+          f"(x100 for 100k x 100k: {100 * best:.0f} s)")
+
+
+def dual_run(args, n: int) -> None:
+    """Train ``dual`` on a generated corpus, then match n shuffled test clips densely and two-stage."""
+    import tempfile
+    from pathlib import Path
+
+    from avmatch.checkpoint import load_trained
+    from avmatch.match import match_corpora
+    from avmatch.synthetic import make_feature_corpus, shuffle_for_matching
+    from avmatch.train import TrainConfig, train
+
+    dims = {"video_dim": 64, "audio_dim": 32, "min_len": 8, "max_len": 16}
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        train(make_feature_corpus(1500, seed=1, **dims), Path(tmp) / "run",
+              TrainConfig(model="dual", epochs=15, batch_size=64, histograms=False), progress=False)
+        print(f"\ntrained dual on 1500 generated clips in {time.perf_counter() - t:.0f} s")
+        trained = load_trained(Path(tmp) / "run")
+        videos, audios, key = shuffle_for_matching(make_feature_corpus(n, seed=2, **dims), seed=3)
+        truth = dict(key)
+        for mode in ("dense", "two-stage"):
+            t = time.perf_counter()
+            result = match_corpora(trained, videos, audios, mode=mode, candidates=args.candidates)
+            acc = np.mean([truth[r["video"]] == r["audio"] for r in result.rows()])
+            print(f"dual, N={n}, {mode:9s}: {time.perf_counter() - t:6.2f} s, one-to-one accuracy {acc:.4f}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="1000,10000,100000")
+    p.add_argument("--dim", type=int, default=128)
+    p.add_argument("--noise", type=float, default=2.0)
+    p.add_argument("--candidates", type=int, default=10)
+    p.add_argument("--retrieval", default="flat", choices=["flat", "ivf", "hnsw"])
+    p.add_argument("--dense-up-to", type=int, default=10_000, help="largest N also matched densely")
+    p.add_argument("--hubs", type=float, default=0.5, help="hub strength of the normalisation comparison (0: skip it)")
+    p.add_argument("--norm-n", type=int, default=5000, help="N of the normalisation comparison")
+    p.add_argument("--dual", type=int, default=0, metavar="N", help="also match N clips with a trained dual model")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    args.sizes = [int(s) for s in args.sizes.split(",")]
+    import os
+    import tempfile
+
+    print(f"{os.cpu_count()} CPUs; python {sys.version.split()[0]}")
+    with tempfile.TemporaryDirectory() as tmp:
+        scale_table(args, tmp)
+    if args.hubs:
+        normalisation_table(args)
+    floor(args)
+    if args.dual:
+        dual_run(args, args.dual)
+
+
+if __name__ == "__main__":
+    main()

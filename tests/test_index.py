@@ -1,0 +1,149 @@
+"""The FAISS embedding index: exact search equals brute force, approximate kinds report their
+recall, indexes survive a save/load round trip, and ``avmatch index`` / ``avmatch search`` work."""
+
+import json
+
+import numpy as np
+import pytest
+
+from avmatch.checkpoint import load_trained
+from avmatch.cli import main
+from avmatch.corpus import write_corpus
+from avmatch.errors import AvmatchError
+from avmatch.index import (
+    build_index,
+    index_corpus,
+    index_embeddings,
+    load_index,
+    measure_recall,
+    search,
+    vectors,
+)
+from avmatch.synthetic import make_feature_corpus
+from avmatch.train import TrainConfig, train
+
+
+def unit(rows, dim, seed):
+    x = np.random.default_rng(seed).standard_normal((rows, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def brute_force(queries, base, k):
+    sims = queries @ base.T
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(sims, order, 1), order
+
+
+def test_flat_search_equals_brute_force():
+    base, queries = unit(500, 24, 0), unit(40, 24, 1)
+    sims, ids = search(build_index(base, "flat"), queries, 7)
+    want_sims, want_ids = brute_force(queries, base, 7)
+    assert np.allclose(sims, want_sims, atol=1e-5)
+    assert (ids == want_ids).mean() > 0.99  # only float ties may swap
+    assert np.allclose(np.take_along_axis(queries @ base.T, ids, 1), want_sims, atol=1e-5)
+    sims, ids = search(build_index(base[:3], "flat"), queries, 7)  # k beyond the rows held
+    assert ids.shape == (40, 3)
+
+
+def test_approximate_kinds_report_recall():
+    base = unit(4000, 32, 2)
+    queries = base[:300] + 0.05 * unit(300, 32, 3)  # near-duplicates: easy for any index
+    for kind in ("ivf", "hnsw"):
+        index = build_index(base, kind)
+        recall = measure_recall(index, base, queries, k=10)
+        assert set(recall) == {"queries", "recall@1", "recall@10"}
+        assert 0.0 <= recall["recall@10"] <= 1.0 and recall["recall@1"] >= 0.9, (kind, recall)
+    # an IVF index that probes every cell is exact; probing one cell of many is not, on random data
+    assert measure_recall(build_index(base, "ivf", nlist=16, nprobe=16), base, unit(200, 32, 4))["recall@10"] == 1.0
+    assert measure_recall(build_index(base, "ivf", nlist=64, nprobe=1), base, unit(200, 32, 4))["recall@10"] < 0.9
+    with pytest.raises(AvmatchError, match="unknown index kind"):
+        build_index(base, "lsh")
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_save_load_round_trip(tmp_path, kind):
+    video, audio = unit(300, 16, 5), unit(250, 16, 6)
+    vids, aids = [f"v{i}" for i in range(300)], [f"a{j}" for j in range(250)]
+    index = index_embeddings(vids, video, aids, audio, kind, scale=20.0, bias=-3.0, model="run", nprobe=4)
+    assert (index.recall != {}) == (kind != "flat")
+    index.save(tmp_path / "idx")
+    back = load_index(tmp_path / "idx")
+    assert (back.video_ids, back.audio_ids, back.kind, back.scale, back.bias, back.model) == \
+        (vids, aids, kind, 20.0, -3.0, "run")
+    assert back.recall == json.loads(json.dumps(index.recall))
+    assert np.allclose(vectors(back.video, np.arange(300)), video, atol=1e-6)
+    queries = ["v0", "v7", "v299"]
+    assert back.search(queries, 5) == index.search(queries, 5)
+    assert back.search(["a3"], 4, audio=True) == index.search(["a3"], 4, audio=True)
+
+
+def test_search_by_id_both_ways_with_model_scores():
+    video, audio = unit(200, 16, 7), unit(150, 16, 8)
+    index = index_embeddings([f"v{i}" for i in range(200)], video, [f"a{j}" for j in range(150)], audio,
+                             scale=10.0, bias=-1.0)
+    hits = index.search(["v5"], 3)[0]
+    want_sims, want_ids = brute_force(video[5:6], audio, 3)
+    assert [c for c, _ in hits] == [f"a{j}" for j in want_ids[0]]
+    assert np.allclose([s for _, s in hits], 10.0 * want_sims[0] - 1.0, atol=1e-4)
+    back = index.search(["a9"], 3, audio=True)[0]
+    _, want_ids = brute_force(audio[9:10], video, 3)
+    assert [c for c, _ in back] == [f"v{i}" for i in want_ids[0]]
+    with pytest.raises(AvmatchError, match="no video clip 'a9'"):
+        index.search(["a9"], 3)
+
+
+def test_load_rejects_what_is_not_an_index(tmp_path):
+    with pytest.raises(AvmatchError, match="no index.json"):
+        load_index(tmp_path)
+    (tmp_path / "index.json").write_text('{"format": "something-else"}')
+    with pytest.raises(AvmatchError, match="not an avmatch index"):
+        load_index(tmp_path)
+    index_embeddings(["v0", "v1"], unit(2, 4, 0), ["a0"], unit(1, 4, 1)).save(tmp_path / "ok")
+    (tmp_path / "ok" / "audio.faiss").write_bytes(b"garbage")
+    with pytest.raises(AvmatchError, match="audio.faiss.*unreadable"):
+        load_index(tmp_path / "ok")
+
+
+@pytest.fixture(scope="module")
+def dual_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("index")
+    corpus = make_feature_corpus(100, video_dim=32, audio_dim=16, min_len=6, max_len=10, seed=1)
+    write_corpus(corpus, root / "feats")
+    train(corpus, root / "run", TrainConfig(model="dual", epochs=3, batch_size=32, seed=0, histograms=False,
+                                            model_options={"hidden": 128, "embed_dim": 64}), progress=False)
+    return root, corpus
+
+
+def test_cli_index_and_search_end_to_end(dual_run, capsys):
+    root, corpus = dual_run
+    assert main(["index", str(root / "feats"), "--model", str(root / "run"), "-o", str(root / "idx")]) == 0
+    assert "indexed 100 videos and 100 audios (flat" in capsys.readouterr().out
+    # the CLI's index is the library's
+    trained = load_trained(root / "run")
+    lib = index_corpus(trained, corpus)
+    ids = [c.id for c in corpus.clips[:5]]
+    assert main(["search", str(root / "idx"), *ids, "-k", "3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "video,rank,audio,score" and len(lines) == 1 + 5 * 3
+    got = [line.split(",") for line in lines[1:]]
+    want = lib.search(ids, 3)
+    assert [(g[0], g[2]) for g in got] == [(q, c) for q, hits in zip(ids, want, strict=True) for c, _ in hits]
+    assert np.allclose([float(g[3]) for g in got], [s for hits in want for _, s in hits], atol=1e-3)
+    # a trained model finds most clips' own audio among the top 3
+    assert np.mean([any(c == q for c, _ in hits) for q, hits in zip([c.id for c in corpus.clips],
+                                                                      lib.search([c.id for c in corpus.clips], 3),
+                                                                      strict=True)]) > 0.25  # chance: 0.03
+    assert main(["search", str(root / "idx"), ids[0], "--audio", "-k", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert list(out) == [ids[0]] and len(out[ids[0]]) == 2 and set(out[ids[0]][0]) == {"video", "score"}
+    assert main(["search", str(root / "idx"), "nope"]) == 2
+    assert "no video clip 'nope'" in capsys.readouterr().err
+
+
+def test_cli_index_hnsw_reports_recall(dual_run, capsys):
+    root, _ = dual_run
+    assert main(["index", str(root / "feats"), "--model", str(root / "run"), "-o", str(root / "hnsw"),
+                 "--kind", "hnsw"]) == 0
+    out = capsys.readouterr().out
+    assert "(hnsw" in out and "recall video->audio" in out and "recall audio->video" in out
+    assert load_index(root / "hnsw").recall["video->audio"]["recall@10"] > 0.9
