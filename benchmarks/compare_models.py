@@ -1,6 +1,6 @@
 """The report's table on a generated feature corpus: every model trained and scored on the same split.
 
-    python benchmarks/compare_models.py [--clips 300] [--test-fraction 0.3] [--epochs 20] [--out DIR]
+    python benchmarks/compare_models.py [--clips 300] [--test-fraction 0.3] [--epochs 20] [--window S] [--out DIR]
 
 Generates a classic-shaped corpus (1024-d visual, 128-d audio, one row per second, 20-40 s clips;
 see avmatch/synthetic.py), holds out the test pairs, trains each model with the same settings and
@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=300)
     ap.add_argument("--test-fraction", type=float, default=0.3)
     ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--window", type=float, default=0.0, help="random training window in seconds (0: whole clips)")
     ap.add_argument("--models", default=",".join(REPORT_MODELS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="keep the runs here (default: a temporary folder)")
@@ -39,7 +40,7 @@ def main() -> None:
     corpus = make_feature_corpus(args.clips, seed=args.seed)
     out = Path(args.out or tempfile.mkdtemp(prefix="avmatch-compare-"))
     started = time.perf_counter()
-    config = TrainConfig(epochs=args.epochs, seed=args.seed, histograms=False)
+    config = TrainConfig(epochs=args.epochs, seed=args.seed, histograms=False, window_s=args.window)
     compare(corpus, models, out, config, test_fraction=args.test_fraction, progress=False)
     print((out / "compare.md").read_text())
     print(f"total {time.perf_counter() - started:.0f} s; runs in {out}")

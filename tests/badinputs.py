@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from mediagen import make_audio, make_clip  # noqa: E402
+from mediagen import faststart, make_audio, make_clip  # noqa: E402
 
 TIME_LIMIT_S = 20.0  # a reader still busy after this long on a 1 s clip is hanging
 HANDLED = ("ok", "error")
@@ -116,19 +116,6 @@ def exploit_marker(root: Path) -> Path:
 # ------------------------------------------------------------------------------------------ media
 
 
-def _faststart(src: Path, dst: Path) -> Path:
-    """Remux with the index at the front, so a cut file still opens."""
-    import av
-
-    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
-        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
-        for packet in inp.demux():
-            if packet.dts is not None:
-                packet.stream = streams[packet.stream.index]
-                out.mux(packet)
-    return dst
-
-
 def _huge_rawvideo(path: Path, side: int) -> Path:
     """A Matroska file of raw 256x256 gray frames whose header says the frames are ``side`` x ``side``."""
     import av
@@ -175,7 +162,7 @@ def _no_av_streams(path: Path) -> Path:
 def media_cases(root: Path) -> list[Case]:
     root.mkdir(parents=True, exist_ok=True)
     good = {ext: make_clip(root / f"_good.{ext}", duration_s=1.0, size=(64, 48)) for ext in ("mp4", "mkv", "webm")}
-    fast = _faststart(good["mp4"], root / "_fast.mp4")
+    fast = faststart(good["mp4"], root / "_fast.mp4")
     cases: list[Case] = []
 
     def add(name: str, data: bytes | None, fault: str, expect: str = "error", **by) -> None:

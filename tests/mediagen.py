@@ -139,3 +139,14 @@ def make_audio(path: str | Path, duration_s: float = 2.0, sample_rate: int = 441
         astream.layout = {1: "mono", 2: "stereo", 6: "5.1"}[channels]
         _write_audio(out, astream, tone_track(duration_s, sample_rate, events, offset_s, channels))
     return path
+
+
+def faststart(src: str | Path, dst: str | Path) -> Path:
+    """Remux with the index at the front, so a cut file still opens."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        for packet in inp.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+    return Path(dst)

@@ -5,8 +5,16 @@ import json
 import numpy as np
 import pytest
 
-from avmatch.corpus import (Clip, Corpus, append_clip, dequantize, done_entries, load_corpus, read_manifest,
-                            write_corpus)
+from avmatch.corpus import (
+    Clip,
+    Corpus,
+    append_clip,
+    dequantize,
+    done_entries,
+    load_corpus,
+    read_manifest,
+    write_corpus,
+)
 from avmatch.errors import AvmatchError
 from avmatch.synthetic import make_feature_corpus, shuffle_for_matching, write_key
 

@@ -23,16 +23,7 @@ TRAIN_ARGS = ["--model", "gru", "--epochs", str(EPOCHS), "--batch-size", "8", "-
               "--no-histograms", "--option", "hidden=16", "--option", "layers=1", "--option", "embed_dim=8"]
 
 
-@pytest.fixture
-def one_thread():
-    """Run in-process training like the killed child processes: on one thread (same float sums)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_training_killed_at_random_moments_resumes_to_the_same_metrics(tmp_path, one_thread):
+def test_training_killed_at_random_moments_resumes_to_the_same_metrics(tmp_path):
     corpus = make_feature_corpus(40, video_dim=10, audio_dim=6, min_len=5, max_len=10, seed=1)
     write_corpus(corpus, tmp_path / "corpus")
     config = TrainConfig(model="gru", epochs=EPOCHS, batch_size=8, seed=4, patience=99, histograms=False,

@@ -8,7 +8,6 @@ import time
 import tracemalloc
 
 import numpy as np
-import pytest
 import torch
 
 from avmatch.checkpoint import Trained
@@ -30,15 +29,7 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_matching_2000_by_2000_is_bounded(one_thread):
+def test_matching_2000_by_2000_is_bounded():
     n = 2000
     torch.manual_seed(0)
     model = build_model("dual", 8, 6, hidden=16, embed_dim=8, blocks=1)

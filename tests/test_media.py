@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import time
 
-import av
 import numpy as np
 import pytest
 
 from avmatch.errors import AvmatchError
 from avmatch.media import iter_audio, iter_video_frames, probe, read_audio, read_video
-from mediagen import EVENTS, FLASH_S, has_encoder, make_clip
+from mediagen import EVENTS, FLASH_S, faststart, has_encoder, make_clip
 
 SR = 16000
 
@@ -167,17 +166,6 @@ def test_missing_empty_and_non_media_files(tmp_path):
     assert "folder" in _one_line_error(tmp_path)
 
 
-def _faststart(src, dst):
-    """Remux with the index at the front, so a cut file still opens."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
-        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
-        for packet in inp.demux():
-            if packet.dts is not None:
-                packet.stream = streams[packet.stream.index]
-                out.mux(packet)
-    return dst
-
-
 @pytest.mark.parametrize("kind", ["mp4", "faststart.mp4", "mkv", "mp3", "garbled.mp4"])
 def test_damaged_files_fail_cleanly_or_decode_less(media, tmp_path, kind):
     if kind == "mp3":
@@ -185,7 +173,7 @@ def test_damaged_files_fail_cleanly_or_decode_less(media, tmp_path, kind):
     elif kind == "mkv":
         good = media.clip("clip.mkv")
     else:
-        good = _faststart(media.clip("clip.mp4"), tmp_path / "fast.mp4") if kind != "mp4" else media.clip("clip.mp4")
+        good = faststart(media.clip("clip.mp4"), tmp_path / "fast.mp4") if kind != "mp4" else media.clip("clip.mp4")
     data = bytearray(good.read_bytes())
     if kind == "garbled.mp4":  # random bytes over a tenth of the file, index intact
         start = len(data) // 3

@@ -117,5 +117,4 @@ def _coerce(name: str, key: str, value: Any, default: Any) -> Any:
 
 
 # Registration happens on import: one line per extractor module.
-from avmatch.extractors import classic, frames  # noqa: E402,F401
-from avmatch.extractors import pretrained  # noqa: E402,F401
+from avmatch.extractors import classic, frames, pretrained  # noqa: E402,F401
