@@ -94,3 +94,13 @@ def test_evaluate_rejects_a_key_without_columns(tmp_path):
     (tmp_path / "key.csv").write_text("clip,sound\nv0,a0\n")
     with pytest.raises(AvmatchError, match="key.csv.*lacks column"):
         evaluate_pairs(tmp_path / "pairs.csv", tmp_path / "key.csv")
+
+
+def test_evaluate_rejects_unreadable_csv_and_bad_offsets(tmp_path):
+    (tmp_path / "pairs.csv").write_bytes(b"video,audio\n\xff\xfe\x00v0,a0\n")
+    (tmp_path / "key.csv").write_text("video,audio,offset_s\nv0,a0,soon\n")
+    with pytest.raises(AvmatchError, match="pairs.csv: not a readable UTF-8 CSV"):
+        evaluate_pairs(tmp_path / "pairs.csv", tmp_path / "key.csv")
+    (tmp_path / "pairs.csv").write_text("video,audio,score,margin,offset_s,offset_conf\nv0,a0,1,1,0.5,1\n")
+    with pytest.raises(AvmatchError, match="key.csv: offset_s of video 'v0' is not a number: 'soon'"):
+        evaluate_pairs(tmp_path / "pairs.csv", tmp_path / "key.csv")

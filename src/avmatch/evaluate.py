@@ -70,12 +70,22 @@ def read_pairs(path: str | Path, required: tuple[str, ...] = ("video", "audio"))
     path = Path(path)
     if not path.is_file():
         raise AvmatchError("no such file", path)
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise AvmatchError(f"CSV lacks column(s) {', '.join(missing)} (has: {', '.join(reader.fieldnames or [])})", path)
-        return list(reader)
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in required if c not in (reader.fieldnames or [])]
+            if missing:
+                raise AvmatchError(f"CSV lacks column(s) {', '.join(missing)} (has: {', '.join(reader.fieldnames or [])})", path)
+            return list(reader)
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise AvmatchError(f"not a readable UTF-8 CSV file ({type(err).__name__}: {str(err)[:100]})", path) from None
+
+
+def _seconds(row: dict, path: str | Path) -> float:
+    try:
+        return float(row["offset_s"])
+    except (TypeError, ValueError):
+        raise AvmatchError(f"offset_s of video {row.get('video')!r} is not a number: {row.get('offset_s')!r}", path) from None
 
 
 def evaluate_pairs(pairs_csv: str | Path, key_csv: str | Path) -> dict:
@@ -100,7 +110,7 @@ def evaluate_pairs(pairs_csv: str | Path, key_csv: str | Path) -> dict:
     out: dict = {"pairs": len(key), "one_to_one": 1.0 - len(wrong) / len(key), "wrong": wrong,
                  "not_in_key": unknown}
     if key_rows and "offset_s" in key_rows[0] and all(pairs.get(r["video"], {}).get("offset_s") for r in key_rows):
-        err = np.array([abs(float(pairs[r["video"]]["offset_s"]) - float(r["offset_s"]))
+        err = np.array([abs(_seconds(pairs[r["video"]], pairs_csv) - _seconds(r, key_csv))
                         for r in key_rows if pairs[r["video"]]["audio"] == r["audio"]])
         if len(err):
             out.update(offset_mae_s=float(err.mean()), offset_median_s=float(np.median(err)),
