@@ -1,6 +1,6 @@
 """The report's table on a generated feature corpus: every model trained and scored on the same split.
 
-    python benchmarks/compare_models.py [--clips 300] [--test-fraction 0.3] [--epochs 20] [--window S] [--out DIR]
+    python benchmarks/compare_models.py [--clips 900] [--test-fraction 0.1] [--epochs 20] [--window 12] [--out DIR]
 
 Generates a classic-shaped corpus (1024-d visual, 128-d audio, one row per second, 20-40 s clips;
 see avmatch/synthetic.py), holds out the test pairs, trains each model with the same settings and
@@ -26,10 +26,10 @@ REPORT_MODELS = ["va-metric", "lstm", "gru", "cnn", "lstm-tw", "lstm-cnn", "dual
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--clips", type=int, default=300)
-    ap.add_argument("--test-fraction", type=float, default=0.3)
+    ap.add_argument("--clips", type=int, default=900)
+    ap.add_argument("--test-fraction", type=float, default=0.1)
     ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--window", type=float, default=0.0, help="random training window in seconds (0: whole clips)")
+    ap.add_argument("--window", type=float, default=12.0, help="random training window in seconds (0: whole clips)")
     ap.add_argument("--models", default=",".join(REPORT_MODELS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="keep the runs here (default: a temporary folder)")
