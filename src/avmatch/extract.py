@@ -76,7 +76,17 @@ def find_media(sources: list[str | Path]) -> list[tuple[Path, str]]:
 
 
 def extract_file(path: str, extractor_name: str, options: dict, paired: bool) -> dict:
-    """Features of one file: {"video": array?, "audio": array?, "duration_s": float}. Runs in a worker."""
+    """Features of one file: {"video": array?, "audio": array?, "duration_s": float}. Runs in a worker.
+
+    BLAS runs on one thread here: the matrix products of one file are small, and threads that wait
+    for each other cost more CPU than they save (measured: half the CPU time of a batch)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _extract_file(path, extractor_name, options, paired)
+
+
+def _extract_file(path: str, extractor_name: str, options: dict, paired: bool) -> dict:
     from avmatch.media import probe
 
     extractor = get_extractor(extractor_name, **options)
