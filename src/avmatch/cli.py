@@ -187,7 +187,8 @@ def cmd_make_features(args) -> None:
 def cmd_demo(args) -> None:
     from avmatch.demo import run_demo
 
-    run_demo(args.output, quick=args.quick, seed=args.seed)
+    run_demo(args.output, quick=args.quick, seed=args.seed, n_train=args.train_clips, n_test=args.test_clips,
+             epochs=args.epochs)
 
 
 def _add_train_options(p: argparse.ArgumentParser, epochs: int) -> None:
@@ -307,10 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_make_features)
 
-    p = sub.add_parser("demo", help="build a small corpus, train, match and report")
+    p = sub.add_parser("demo", help="generate scenes as media files, extract, train, match a shuffled test set, report")
     p.add_argument("-o", "--output", default="avmatch-demo")
-    p.add_argument("--quick", action="store_true", help="a smaller, faster smoke run")
+    p.add_argument("--quick", action="store_true", help="a smaller, faster smoke run (about 2 minutes)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-clips", type=int, default=None, help="training clips (default: 1600, --quick 400)")
+    p.add_argument("--test-clips", type=int, default=None, help="test pairs (default: 160, --quick 40)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: as the preset)")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -1,48 +1,251 @@
-"""``avmatch demo``: build a small corpus, train, match a shuffled test set, evaluate, report."""
+"""``avmatch demo``: the main job on real media, out of the box.
+
+Generates scenes (:mod:`avmatch.scenes`) as .mp4 files, turns the test clips into silent videos and
+separately shifted audio files under random names, then runs what a user runs: extract -> train
+(``sync``) -> match -> evaluate, and writes a report. Beside the trained result it prints an untrained
+floor: video motion energy against audio onset strength, correlated over the same lags.
+
+Layout of the output folder::
+
+    media/train/*.mp4           paired training clips (+ scenes.jsonl: family and event times)
+    media/test_clips/*.mp4      the test clips before they were split
+    media/test/videos/*.mp4     silent videos      media/test/audios/*.wav  shifted audio
+    key.csv                     video,audio,offset_s,source
+    features/{train,test_videos,test_audios}   feature corpora
+    run/                        the trained model (best.pt, metrics.json, TensorBoard events)
+    pairs.csv, pairs.scores.npz, pairs.heatmap.png, report.html, demo.json
+    .avmatch-demo               marks the folder as the demo's: a rerun clears media/, features/, run/
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 from avmatch.atomic import write_text
-from avmatch.checkpoint import load_trained
-from avmatch.corpus import write_corpus
-from avmatch.evaluate import evaluate_pairs
-from avmatch.match import match_corpora
+from avmatch.corpus import Corpus, load_corpus
+from avmatch.errors import AvmatchError
+from avmatch.evaluate import evaluate_pairs, read_pairs
+from avmatch.match import assign, normalise
 from avmatch.report import html_report
-from avmatch.synthetic import make_feature_corpus, shuffle_for_matching, write_key
-from avmatch.train import TrainConfig, train
+
+MOTION_COLUMN = -1  # default extractor: global motion energy is the last visual column
+ONSET_COLUMN = 40  # default extractor: onset strength follows the 40 log-mel bands
 
 
-def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0) -> dict:
+@dataclass
+class DemoConfig:
+    """Sizes and training settings of a demo run; ``DemoConfig()`` and ``DemoConfig.quick()`` are the
+    presets (about 3 and 1 minutes on two free CPU cores)."""
+
+    n_train: int = 1600
+    n_test: int = 160
+    duration_s: float = 4.0
+    size: tuple[int, int] = (64, 64)
+    max_offset_s: float = 1.0
+    epochs: int = 16
+    batch_size: int = 48
+    lr: float = 2e-3
+    window_s: float = 3.0
+    patience: int = 8
+    model_options: dict = field(default_factory=lambda: {"max_lag": 32, "hidden": 96, "embed_dim": 48, "init_scale": 50.0})
+    workers: int = 0  # processes for generation and extraction; 0: as many as extraction uses by default
+
+    @classmethod
+    def quick(cls) -> DemoConfig:
+        return cls(n_train=400, n_test=40, epochs=16, batch_size=32, patience=16)
+
+
+def motion_onset_scores(videos: list[np.ndarray], audios: list[np.ndarray], max_lag: int
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """The untrained floor: how well each video's motion energy follows each audio's onset strength.
+
+    Both signals are standardised per clip; a pair's score is the best correlation over lags in
+    ±``max_lag`` rows (overlaps shorter than half the shorter clip do not count). Returns the (Nv, Na)
+    scores and the (Nv, Na) best lag (video row t meets audio row t + lag).
+    """
+    def standardise(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        t = max(len(r) for r in rows)
+        out = np.zeros((len(rows), t))
+        for i, r in enumerate(rows):
+            out[i, : len(r)] = (r - r.mean()) / (r.std() + 1e-6)
+        return out, np.array([len(r) for r in rows])
+
+    v, v_len = standardise([x[:, MOTION_COLUMN] for x in videos])  # (Nv, T)
+    a, a_len = standardise([x[:, ONSET_COLUMN] for x in audios])  # (Na, T)
+    t = max(v.shape[1], a.shape[1])
+    v = np.pad(v, ((0, 0), (0, t - v.shape[1])))
+    a = np.pad(a, ((0, 0), (0, t - a.shape[1])))
+    min_overlap = np.maximum(np.minimum(v_len[:, None], a_len[None, :]) * 0.5, 1)
+    best = np.full((len(v), len(a)), -np.inf)
+    best_lag = np.zeros((len(v), len(a)), np.int64)
+    for lag in range(-max_lag, max_lag + 1):
+        if abs(lag) >= t:
+            continue
+        vs = v[:, max(0, -lag) : t - max(0, lag)]
+        as_ = a[:, max(0, lag) : t - max(0, -lag)]
+        count = np.minimum(v_len[:, None], a_len[None, :] - lag) - max(0, -lag)
+        s = np.where(count >= min_overlap, (vs @ as_.T) / np.maximum(count, 1), -1.0)
+        better = s > best
+        best = np.where(better, s, best)
+        best_lag = np.where(better, lag, best_lag)
+    return best, best_lag
+
+
+MARKER = ".avmatch-demo"  # says a folder was made by the demo, so a rerun may clear it
+
+
+def _fresh_folder(out: Path) -> None:
+    """Make ``out`` ready for a run: new, empty, or a previous demo's folder (whose outputs go, so no
+    stale media or cached features mix into this run). Any other non-empty folder is refused."""
+    if out.exists() and not out.is_dir():
+        raise AvmatchError("exists and is not a folder", out)
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MARKER).exists():
+            raise AvmatchError("folder is not empty and was not made by avmatch demo; give a new or empty folder", out)
+        for name in ("media", "features", "run", "ablations"):
+            shutil.rmtree(out / name, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by avmatch demo; a rerun clears media/, features/ and run/ here\n")
+
+
+def _read_key(path: Path) -> dict[str, tuple[str, float]]:
+    return {r["video"]: (r["audio"], float(r["offset_s"])) for r in read_pairs(path, ("video", "audio", "offset_s"))}
+
+
+def floor_metrics(videos: Corpus, audios: Corpus, key: dict[str, tuple[str, float]], max_lag: int) -> dict:
+    """One-to-one accuracy and offset error of the untrained motion-vs-onset floor."""
+    v_clips = [c for c in videos.clips if c.video is not None]
+    a_clips = [c for c in audios.clips if c.audio is not None]
+    scores, lags = motion_onset_scores([c.video for c in v_clips], [c.audio for c in a_clips], max_lag)
+    chosen = assign(normalise(scores), "hungarian")
+    a_ids = [c.id for c in a_clips]
+    right, errors = 0, []
+    for i, c in enumerate(v_clips):
+        true_audio, true_offset = key[c.id]
+        if chosen[i] >= 0 and a_ids[chosen[i]] == true_audio:
+            right += 1
+            errors.append(abs(-lags[i, chosen[i]] / videos.video_rate_hz - true_offset))
+    err = np.array(errors)
+    return {"one_to_one": right / len(v_clips),
+            "offset_within_40ms": float((err <= 0.040 + 1e-9).mean()) if len(err) else float("nan")}
+
+
+def _say(progress: bool, line: str) -> None:
+    if progress:
+        print(line, flush=True)
+
+
+def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: DemoConfig | None = None,
+             progress: bool = True, n_train: int | None = None, n_test: int | None = None,
+             epochs: int | None = None) -> dict:
+    """Generate media, extract, train, match, evaluate and report; returns the summary (also demo.json).
+
+    ``config`` (or the preset: ``DemoConfig.quick()`` / ``DemoConfig()``) sets sizes and training;
+    ``n_train``, ``n_test`` and ``epochs`` override it."""
+    from avmatch import scenes
+    from avmatch.checkpoint import load_trained
+    from avmatch.extract import default_workers, extract
+    from avmatch.match import match_corpora
+    from avmatch.train import TrainConfig, train
+
+    cfg = replace(config or (DemoConfig.quick() if quick else DemoConfig()))
+    cfg.n_train, cfg.n_test, cfg.epochs = n_train or cfg.n_train, n_test or cfg.n_test, epochs or cfg.epochs
+    if cfg.n_train < 4 or cfg.n_test < 2:
+        raise AvmatchError(f"the demo needs at least 4 training clips and 2 test pairs, not {cfg.n_train} and {cfg.n_test}")
     out = Path(out_dir)
+    workers = cfg.workers or default_workers()
+    _fresh_folder(out)
     started = time.perf_counter()
-    n_train, n_test = (120, 40) if quick else (600, 150)
-    corpus = make_feature_corpus(n_train + n_test, seed=seed)
-    train_set, test_set = corpus.split(n_test / (n_train + n_test), seed=seed)
-    videos, audios, key = shuffle_for_matching(test_set, seed=seed)
-    for name, c in (("train", train_set), ("test_videos", videos), ("test_audios", audios)):
-        write_corpus(c, out / name)
-    write_key(key, out / "key.csv")
-    print(f"[1/4] generated {len(train_set.clips)} training clips and {len(key)} shuffled test pairs in {out}")
+    stage = {}
 
-    config = TrainConfig(model="dual", epochs=15 if quick else 40, seed=seed, batch_size=64)
-    result = train(train_set, out / "run", config)
-    print(f"[2/4] trained {config.model}: validation top-1 {result['val_top1']:.3f} ({result['train_seconds']:.0f} s)")
+    def lap(name: str, t0: float) -> float:
+        stage[name] = round(time.perf_counter() - t0, 1)
+        return time.perf_counter()
 
-    match = match_corpora(load_trained(out / "run"), videos, audios)
+    t0 = time.perf_counter()
+    families = scenes.available_families()
+    scenes.make_corpus(out / "media" / "train", cfg.n_train, cfg.duration_s, seed, cfg.size, workers=workers)
+    test_clips = scenes.make_corpus(out / "media" / "test_clips", cfg.n_test, cfg.duration_s, seed, cfg.size,
+                                    first=cfg.n_train, workers=workers)
+    key_csv = scenes.make_test_set(test_clips, out / "media" / "test", seed=seed, max_offset_s=cfg.max_offset_s)
+    write_text(out / "key.csv", key_csv.read_text())
+    key = _read_key(out / "key.csv")
+    t0 = lap("generate", t0)
+    _say(progress, f"[1/5] generated {cfg.n_train} training clips and {cfg.n_test} test pairs "
+         f"({cfg.duration_s:g} s, {cfg.size[0]}x{cfg.size[1]}, scene families: {', '.join(families)}; "
+         f"test audio shifted by up to ±{cfg.max_offset_s:g} s) in {stage['generate']:.0f} s")
+
+    feats = out / "features"
+    for name, src, paired in (("train", out / "media" / "train", True),
+                              ("test_videos", out / "media" / "test" / "videos", False),
+                              ("test_audios", out / "media" / "test" / "audios", False)):
+        summary = extract([src], feats / name, "default", workers=workers, paired=paired, progress=False)
+        if summary.failed:
+            raise RuntimeError(f"extraction failed for {len(summary.failed)} generated files; see {feats / name / 'failed.csv'}")
+    train_set, videos, audios = (load_corpus(feats / n) for n in ("train", "test_videos", "test_audios"))
+    t0 = lap("extract", t0)
+    _say(progress, f"[2/5] extracted features (default, {train_set.video_rate_hz:g} Hz) of "
+         f"{len(train_set.clips) + len(videos.clips) + len(audios.clips)} files in {stage['extract']:.0f} s")
+
+    train_cfg = TrainConfig(model="sync", epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                            window_s=cfg.window_s, patience=cfg.patience, seed=seed,
+                            max_shift_s=cfg.max_offset_s, histograms=False,
+                            model_options=dict(cfg.model_options))
+    result = train(train_set, out / "run", train_cfg, progress=progress)
+    t0 = lap("train", t0)
+    _say(progress, f"[3/5] trained sync: validation top-1 {result['val_top1']:.3f} at epoch "
+         f"{result['best_epoch']} of {result['epochs']} in {stage['train']:.0f} s")
+
+    trained = load_trained(out / "run")
+    match = match_corpora(trained, videos, audios)
     match.write(out / "pairs.csv")
     metrics = evaluate_pairs(out / "pairs.csv", out / "key.csv")
-    print(f"[3/4] matched: one-to-one {metrics['one_to_one']:.3f}, top-1 {metrics['top1']:.3f}, "
-          f"top-5 {metrics['top5']:.3f} (chance top-1 {1 / len(key):.3f})")
+    floor = floor_metrics(videos, audios, key, trained.model.max_lag)
+    t0 = lap("match", t0)
+    n = len(key)
+    _say(progress, f"[4/5] matched {n} silent videos to {len(audios.clips)} audios in {stage['match']:.0f} s")
+    _say(progress, f"      one-to-one {metrics['one_to_one']:.3f}   top-1 {metrics['top1']:.3f}   "
+         f"top-5 {metrics['top5']:.3f}   (chance {1 / n:.3f})")
+    _say(progress, f"      offset within 40 ms {metrics.get('offset_within_40ms', float('nan')):.3f} of the right pairs, "
+         f"median error {1000 * metrics.get('offset_median_s', float('nan')):.0f} ms")
+    _say(progress, f"      untrained floor (motion energy vs onset strength): one-to-one {floor['one_to_one']:.3f}, "
+         f"offset within 40 ms {floor['offset_within_40ms']:.3f}")
 
-    truth = dict(key)
-    pairs = [{**r, "right": truth.get(r["video"]) == r["audio"]} for r in match.rows()]
-    summary = [{"test pairs": len(key), "one-to-one": metrics["one_to_one"], "top-1": metrics["top1"],
-                "top-5": metrics["top5"], "chance top-1": 1 / len(key), "seconds": round(time.perf_counter() - started, 1)}]
-    html_report(out / "report.html", "avmatch demo", summary, pairs, out / "pairs.heatmap.png")
-    write_text(out / "demo.json", json.dumps({**summary[0], "metrics": metrics}, indent=2, default=str))
-    print(f"[4/4] report: {out / 'report.html'}")
-    return metrics
+    summary = {
+        "test pairs": n, "training clips": cfg.n_train, "one-to-one": metrics["one_to_one"],
+        "top-1": metrics["top1"], "top-5": metrics["top5"], "chance": 1 / n,
+        "offset within 40 ms": metrics.get("offset_within_40ms", float("nan")),
+        "offset median error (s)": metrics.get("offset_median_s", float("nan")),
+        "floor one-to-one": floor["one_to_one"], "floor offset within 40 ms": floor["offset_within_40ms"],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    sources = {r["video"]: r["source"] for r in read_pairs(out / "key.csv", ("video", "source"))}
+    families_of = _families(out / "media" / "test_clips")
+    pairs = []
+    for r in match.rows():
+        true_audio, true_offset = key.get(r["video"], ("", float("nan")))
+        pairs.append({"video": r["video"], "scene": families_of.get(sources.get(r["video"], ""), ""),
+                      "audio": r["audio"], "score": r["score"], "margin": r["margin"],
+                      "offset_s": r.get("offset_s", float("nan")), "true audio": true_audio,
+                      "true offset_s": true_offset, "right": r["audio"] == true_audio})
+    html_report(out / "report.html", "avmatch demo", [summary], pairs, out / "pairs.heatmap.png")
+    stage["total"] = summary["seconds"]
+    write_text(out / "demo.json", json.dumps({"summary": summary, "metrics": metrics, "floor": floor,
+                                              "stage_seconds": stage, "config": asdict(cfg),
+                                              "families": families, "train": {k: v for k, v in result.items() if k != "history"}},
+                                             indent=2, default=str))
+    _say(progress, f"[5/5] wrote {out / 'report.html'} and {out / 'demo.json'} ({summary['seconds']:.0f} s in all)")
+    return {**summary, "metrics": metrics, "floor": floor, "stage_seconds": stage}
+
+
+def _families(media_dir: Path) -> dict[str, str]:
+    path = media_dir / "scenes.jsonl"
+    if not path.exists():
+        return {}
+    return {row["file"]: row["family"] for row in map(json.loads, path.read_text().splitlines()) if row}

@@ -2,13 +2,15 @@
 
 Each tower turns every frame into an L2-normalised embedding using about a second of context
 (dilated temporal convolutions). A (video, audio) pair is scored at every lag within ``max_lag``
-frames: the mean cosine of the overlapping frames. The pair's score is the best lag's, and that lag
-is the offset estimate. Training (loss "sync") is InfoNCE over every other clip at every lag *and*
+frames: the mean cosine of the overlapping frames. The best lag is the offset estimate; the pair's
+score is that lag's agreement less ``lag_contrast`` times the mean over all lags, so a peak that
+stands out (timing) counts for more than agreement at every lag (content alone). Training (loss "sync") is InfoNCE over every other clip at every lag *and*
 the same clip at the wrong lags, as SyncNet does, so embeddings learn timing, not only content.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -40,12 +42,15 @@ class SyncModel(MatchModel):
     loss = "sync"
 
     def __init__(self, video_dim: int, audio_dim: int, hidden: int = 128, embed_dim: int = 64,
-                 max_lag: int = 50, dropout: float = 0.1):
+                 max_lag: int = 50, dropout: float = 0.1, init_scale: float = 10.0, lag_contrast: float = 0.75):
         super().__init__()
         self.video = FrameTower(video_dim, hidden, embed_dim, dropout)
         self.audio = FrameTower(audio_dim, hidden, embed_dim, dropout)
         self.max_lag = max_lag  # frames searched either side; overridable at match time
-        self.logit_scale = nn.Parameter(torch.tensor(2.3))  # exp(2.3) ≈ 10
+        # a pair's score is its best lag's agreement minus lag_contrast times the mean over all lags:
+        # a peak that stands out is timing evidence; agreement at every lag is only similar content
+        self.lag_contrast = lag_contrast
+        self.logit_scale = nn.Parameter(torch.tensor(float(np.log(init_scale))))
         xavier_init(self)
 
     def encode_video(self, x, lengths):
@@ -57,50 +62,63 @@ class SyncModel(MatchModel):
     def scale(self) -> Tensor:
         return self.logit_scale.clamp(max=4.6052).exp()
 
-    def lags(self) -> range:
-        return range(-self.max_lag, self.max_lag + 1)
-
-    def _lag_terms(self, v, a, v_len, a_len, pairwise: bool):
-        """For each lag l: mean cosine of v[t] with a[t + l] over the frames both clips have.
-
-        Yields (l, scores): (B,) for pairwise, else (Nv, Na). Overlaps shorter than half the
-        shorter clip score -1, so a lucky sliver cannot win.
-        """
-        t = max(v.shape[1], a.shape[1])
-        v = nn.functional.pad(v, (0, 0, 0, t - v.shape[1]))
-        a = nn.functional.pad(a, (0, 0, 0, t - a.shape[1]))
+    def _lag_counts(self, v_len: Tensor, a_len: Tensor, t: int, pairwise: bool) -> tuple[Tensor, Tensor]:
+        """Frames both clips have at each lag, (B, L) or (Nv, Na, L), and whether that overlap counts
+        (at least half the shorter clip, so a lucky sliver cannot win)."""
+        lags = torch.arange(-self.max_lag, self.max_lag + 1, device=v_len.device)  # (L,)
         if pairwise:
-            lv, la = v_len.float(), a_len.float()
+            lv, la = v_len.float()[:, None], a_len.float()[:, None]  # (B, 1)
         else:
-            lv, la = v_len.float()[:, None], a_len.float()[None, :]
-        min_overlap = torch.minimum(lv, la).mul(0.5).clamp(min=1)
-        for lag in self.lags():
-            if abs(lag) >= t:
-                count = torch.zeros_like(lv + la)
-                s = torch.zeros_like(count)
-            else:
-                vs = v[:, max(0, -lag) : t - max(0, lag)]
-                as_ = a[:, max(0, lag) : t - max(0, -lag)]
-                s = (vs * as_).sum((1, 2)) if pairwise else torch.einsum("ite,jte->ij", vs, as_)
-                count = (torch.minimum(lv, la - lag) - max(0, -lag)).clamp(min=0)
-            yield lag, torch.where(count >= min_overlap, s / count.clamp(min=1), torch.full_like(s, -1.0))
+            lv, la = v_len.float()[:, None, None], a_len.float()[None, :, None]  # (Nv, 1, 1), (1, Na, 1)
+        count = (torch.minimum(lv, la - lags) - (-lags).clamp(min=0)).clamp(min=0)
+        count = torch.where(lags.abs() < t, count, torch.zeros_like(count))
+        return count, count >= torch.minimum(lv, la).mul(0.5).clamp(min=1)
+
+    def _lag_sums(self, v: Tensor, a: Tensor, pairwise: bool) -> Tensor:
+        """Sum over t of v[t] . a[t + lag] for every lag: (B, L) pairwise, else (Nv, Na, L).
+
+        The audio is padded by max_lag frames each side and cut into one window per lag, so the
+        whole thing is one matrix product (no loop over lags)."""
+        t = max(v.shape[1], a.shape[1])
+        k = self.max_lag
+        v = nn.functional.pad(v, (0, 0, 0, t - v.shape[1]))  # (Nv, t, E)
+        a = nn.functional.pad(a, (0, 0, k, k + t - a.shape[1]))  # (Na, t + 2k, E)
+        windows = a.unfold(1, t, 1).transpose(2, 3)  # (Na, L, t, E): window l is a[l - k : l - k + t]
+        if pairwise:
+            return torch.einsum("bte,blte->bl", v, windows)
+        nv, na, n_lags = v.shape[0], a.shape[0], windows.shape[1]
+        flat = windows.reshape(na * n_lags, -1)  # (Na * L, t * E)
+        return (v.reshape(nv, -1) @ flat.T).view(nv, na, n_lags)
+
+    def _lag_scores(self, v, a, v_len, a_len, pairwise: bool) -> tuple[Tensor, Tensor]:
+        """Mean cosine of v[t] with a[t + lag] over the frames both clips have, -1 where the overlap
+        is too short, and where it is long enough. Each (B, L) pairwise, else (Nv, Na, L)."""
+        sums = self._lag_sums(v, a, pairwise)
+        count, valid = self._lag_counts(v_len, a_len, max(v.shape[1], a.shape[1]), pairwise)
+        return torch.where(valid, sums / count.clamp(min=1), torch.full_like(sums, -1.0)), valid
 
     def lag_matrix(self, v, a, v_len, a_len) -> Tensor:
         """(Nv, Na, L) agreement of every video with every audio at every lag (training)."""
-        return torch.stack([s for _, s in self._lag_terms(v, a, v_len, a_len, False)], -1)
+        return self._lag_scores(v, a, v_len, a_len, False)[0]
 
     def lag_curve(self, v, a, v_len, a_len) -> Tensor:
         """(B, L) agreement of the i-th video with the i-th audio at every lag (offsets)."""
-        return torch.stack([s for _, s in self._lag_terms(v, a, v_len, a_len, True)], -1)
+        return self._lag_scores(v, a, v_len, a_len, True)[0]
+
+    def _peak_score(self, curve: Tensor, valid: Tensor) -> Tensor:
+        """(..., L) lag curves -> (...) scaled scores: the peak, less lag_contrast times the curve's mean."""
+        mean = (curve * valid).sum(-1) / valid.sum(-1).clamp(min=1)
+        return self.scale() * (curve.amax(-1) - self.lag_contrast * mean)
 
     def score_pairs(self, v, a, v_len, a_len):
-        return self.scale() * self.lag_curve(v, a, v_len, a_len).amax(-1)
+        return self._peak_score(*self._lag_scores(v, a, v_len, a_len, True))
 
     def score_matrix(self, v, a, v_len, a_len):
-        best = None
-        for _, s in self._lag_terms(v, a, v_len, a_len, False):  # running max: no (Nv, Na, L) tensor
-            best = s if best is None else torch.maximum(best, s)
-        return self.scale() * best
+        # blocks of audios keep the (block, L, t, E) windows and the (Nv, block, L) scores small
+        per_audio = (2 * self.max_lag + 1) * (max(v.shape[1], a.shape[1]) * v.shape[2] + v.shape[0])
+        block = max(1, (1 << 24) // per_audio)
+        return torch.cat([self._peak_score(*self._lag_scores(v, a[s : s + block], v_len, a_len[s : s + block], False))
+                          for s in range(0, a.shape[0], block)], 1)
 
 
 @register_model("sync", "timing-aware: per-frame embeddings scored at every lag (SyncNet-style); gives offsets", timing=True)

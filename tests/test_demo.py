@@ -1,0 +1,74 @@
+"""``avmatch demo`` end to end on real (generated) media, at a size a test can afford."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from avmatch.cli import main
+from avmatch.demo import DemoConfig, motion_onset_scores, run_demo
+from avmatch.errors import AvmatchError
+
+# about 25 s on 2 free cores: short clips, small offsets, a small model trained for many short epochs
+TINY = DemoConfig(n_train=160, n_test=16, duration_s=2.5, max_offset_s=0.4, epochs=30, batch_size=16, lr=5e-3,
+                  window_s=0.0, patience=30, model_options={"max_lag": 14, "hidden": 32, "embed_dim": 32, "init_scale": 30.0})
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    return out, run_demo(out, seed=2, config=TINY, progress=False)
+
+
+def test_demo_writes_what_it_promises(demo):
+    out, result = demo
+    for name in ("pairs.csv", "pairs.heatmap.png", "report.html", "demo.json", "key.csv", "run/best.pt"):
+        assert (out / name).is_file(), name
+    assert len(list((out / "media" / "test" / "videos").glob("*.mp4"))) == TINY.n_test
+    assert len(list((out / "media" / "test" / "audios").glob("*.wav"))) == TINY.n_test
+    saved = json.loads((out / "demo.json").read_text())
+    assert saved["summary"]["test pairs"] == TINY.n_test
+    assert set(saved["stage_seconds"]) >= {"generate", "extract", "train", "match", "total"}
+    rows = list(csv.DictReader(open(out / "pairs.csv")))
+    assert len(rows) == TINY.n_test and len({r["audio"] for r in rows}) == TINY.n_test  # one-to-one
+    page = (out / "report.html").read_text()
+    assert "data:image/png;base64," in page and page.count("<tr") >= TINY.n_test + 2
+    for r in rows:
+        assert r["video"] in page
+
+
+def test_demo_beats_chance_and_finds_offsets(demo):
+    _, result = demo
+    m = result["metrics"]
+    chance = 1 / TINY.n_test
+    assert m["one_to_one"] >= 4 * chance and m["top5"] >= 0.5, m
+    assert 0.0 <= result["floor"]["one_to_one"] <= 1.0
+    assert m["offset_within_40ms"] >= 0.5  # of the right pairs: the offsets come out of the same model
+
+
+def test_floor_finds_a_lag():
+    rng = np.random.default_rng(0)
+    motion = np.zeros((60, 3), np.float32)
+    events = rng.choice(np.arange(5, 55), 6, replace=False)
+    motion[events, -1] = 1.0
+    onsets = np.zeros((60, 42), np.float32)
+    onsets[events - 4, 40] = 1.0  # the sound comes 4 rows early: video row t meets audio row t - 4
+    other = np.zeros((60, 42), np.float32)
+    other[rng.choice(np.arange(60), 6, replace=False), 40] = 1.0
+    scores, lags = motion_onset_scores([motion], [onsets, other], max_lag=8)
+    assert scores[0, 0] > scores[0, 1] and lags[0, 0] == -4
+
+
+def test_cli_demo_options(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr("avmatch.demo.run_demo", lambda out, **kw: seen.update(out=out, **kw))
+    assert main(["demo", "-o", str(tmp_path), "--quick", "--train-clips", "8", "--test-clips", "4", "--epochs", "2"]) == 0
+    assert seen == {"out": str(tmp_path), "quick": True, "seed": 0, "n_train": 8, "n_test": 4, "epochs": 2}
+
+
+def test_demo_keeps_out_of_folders_it_did_not_make(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(AvmatchError, match="not made by avmatch demo"):
+        run_demo(tmp_path, config=TINY, progress=False)
+    assert (tmp_path / "notes.txt").read_text() == "mine" and not (tmp_path / "media").exists()
