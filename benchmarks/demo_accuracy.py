@@ -20,7 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from avmatch.demo import run_demo
+from avmatch.cli import _options
+from avmatch.demo import DemoConfig, run_demo
 
 
 def ablations(out: Path) -> None:
@@ -59,10 +60,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ablations", action="store_true")
+    parser.add_argument("--train-clips", type=int, default=None)
+    parser.add_argument("--test-clips", type=int, default=None)
+    parser.add_argument("--extractor", default="default",
+                        help="features to compare, e.g. efficientnet with --option fps=25 --option image_size=64")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="extractor option")
     args = parser.parse_args()
     out = Path(args.output or tempfile.mkdtemp(prefix="avmatch-demo-bench-"))
     started = time.perf_counter()
-    result = run_demo(out, quick=args.quick, seed=args.seed)
+    preset = DemoConfig.quick() if args.quick else DemoConfig()
+    preset.extractor, preset.extractor_options = args.extractor, _options(args.option)
+    result = run_demo(out, seed=args.seed, config=preset, n_train=args.train_clips, n_test=args.test_clips)
     wall = time.perf_counter() - started
     m, floor = result["metrics"], result["floor"]
     print()

@@ -182,3 +182,19 @@ def test_weights_errors(tmp_path, clip_mp4):
             get_extractor("weights", weights=str(tmp_path / "missing.pt") if "such" in err else str(junk))
         except AvmatchError as e:
             assert "\n" not in str(e) and str(tmp_path) in str(e)
+
+
+def test_pretrained_extraction_in_worker_processes(media, tmp_path):
+    """Worker processes started after the parent built a network must not hang (under fork they did:
+    the parent's OpenMP threads had run). A fresh interpreter, so torch has its default threads."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    import subprocess
+
+    from avmatch.corpus import load_corpus
+
+    clips = [str(media.clip(f"w{i}.mp4", duration_s=1.0)) for i in range(2)]
+    done = subprocess.run([sys.executable, "-m", "avmatch", "extract", *clips, "-o", str(tmp_path / "c"),
+                           "--extractor", "efficientnet", "--option", "image_size=64", "--workers", "2"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert all(c.video.shape[1] == 1280 for c in load_corpus(tmp_path / "c").clips)

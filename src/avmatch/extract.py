@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import logging
+import multiprocessing
 import os
 import time
 from collections.abc import Iterator
@@ -192,7 +193,8 @@ def _results(todo: list[tuple[Path, str]], args: tuple, workers: int, cluster: s
             except Exception as err:  # one bad file must not end the batch
                 yield path, clip_id, None, err
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # forkserver, not fork: a forked child of a process whose torch threads already ran deadlocks
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
             futures = {pool.submit(extract_file, str(p), *args): (p, cid) for p, cid in todo}
             for fut in as_completed(futures):
                 err = fut.exception()
