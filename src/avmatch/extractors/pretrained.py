@@ -69,6 +69,17 @@ def _check_size(image_size: int) -> int:
     return int(image_size)
 
 
+def _frame_options(extractor: Extractor, fps: float, image_size: int, sample_rate: int, batch_size: int,
+                   device: str) -> None:
+    """The options both network extractors share, checked and set on ``extractor``."""
+    extractor.fps = _check_rate(fps)
+    extractor.image_size = _check_size(image_size)
+    extractor.sample_rate = int(sample_rate)
+    extractor.batch_size = max(1, int(batch_size))
+    extractor.device = pick_device(device)
+    extractor.video_rate_hz = extractor.audio_rate_hz = extractor.fps
+
+
 def _frames_to_tensor(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
     """(n, H, W, 3) uint8 -> (n, 3, H, W) float32 in [0, 1] on ``device``."""
     import torch
@@ -106,12 +117,7 @@ class EfficientNetFeatures(Extractor):
 
     def __init__(self, fps: float = 5.0, image_size: int = 224, sample_rate: int = 16000,
                  batch_size: int = 64, device: str = ""):
-        self.fps = _check_rate(fps)
-        self.image_size = _check_size(image_size)
-        self.sample_rate = int(sample_rate)
-        self.batch_size = max(1, int(batch_size))
-        self.device = pick_device(device)
-        self.video_rate_hz = self.audio_rate_hz = self.fps
+        _frame_options(self, fps, image_size, sample_rate, batch_size, device)
         self.model = _efficientnet_lite0(self.image_size, str(self.device))
         self.sound = FrameRateFeatures(fps=self.fps, sample_rate=self.sample_rate)
 
@@ -226,12 +232,7 @@ class ScriptedNetworkFeatures(Extractor):
     def __init__(self, weights: str = "", video_weights: str = "", audio_weights: str = "",
                  fps: float = 5.0, image_size: int = 224, sample_rate: int = 16000, batch_size: int = 64,
                  device: str = ""):
-        self.fps = _check_rate(fps)
-        self.image_size = _check_size(image_size)
-        self.sample_rate = int(sample_rate)
-        self.batch_size = max(1, int(batch_size))
-        self.device = pick_device(device)
-        self.video_rate_hz = self.audio_rate_hz = self.fps
+        _frame_options(self, fps, image_size, sample_rate, batch_size, device)
         if not (weights or video_weights or audio_weights):
             raise AvmatchError("the weights extractor needs a network saved with torch.jit.save: "
                                "--option weights=PATH (or video_weights=PATH / audio_weights=PATH)")
