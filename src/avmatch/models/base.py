@@ -24,11 +24,12 @@ class MatchModel(nn.Module):
     name: str = ""
     config: dict = {}
 
+    # Most models keep one tower per modality as ``self.video`` / ``self.audio``; others override these.
     def encode_video(self, x: Tensor, lengths: Tensor) -> Tensor:
-        raise NotImplementedError
+        return self.video(x, lengths)
 
     def encode_audio(self, x: Tensor, lengths: Tensor) -> Tensor:
-        raise NotImplementedError
+        return self.audio(x, lengths)
 
     def score_pairs(self, v: Tensor, a: Tensor, v_len: Tensor, a_len: Tensor) -> Tensor:
         raise NotImplementedError

@@ -85,11 +85,6 @@ class ConvModel(EmbeddingModel):
         self.audio = ConvTower(audio_dim, channels, kernel, embed_dim, dropout)
         xavier_init(self)
 
-    def encode_video(self, x, lengths):
-        return self.video(x, lengths)
-
-    def encode_audio(self, x, lengths):
-        return self.audio(x, lengths)
 
 
 @register_model("cnn", "report's CNN: temporal Conv1d + batch norm + max-pool per modality, masked mean, cosine")

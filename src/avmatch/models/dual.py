@@ -50,11 +50,6 @@ class DualEncoder(EmbeddingModel):
         self.audio = Tower(audio_dim, hidden, embed_dim, blocks, kernel, dropout)
         xavier_init(self)
 
-    def encode_video(self, x, lengths):
-        return self.video(x, lengths)  # (B, E), unit norm
-
-    def encode_audio(self, x, lengths):
-        return self.audio(x, lengths)
 
 
 @register_model("dual", "dual encoder: per-row MLP + residual temporal convs, mean+max pool, cosine, InfoNCE")

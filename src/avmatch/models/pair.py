@@ -66,11 +66,6 @@ class LstmCnnModel(PairModel):
         self.head = nn.Linear(channels[-1] * bands, 1)
         xavier_init(self)
 
-    def encode_video(self, x, lengths):
-        return self.video(x, lengths)  # (B, T, H)
-
-    def encode_audio(self, x, lengths):
-        return self.audio(x, lengths)
 
     def score_pairs(self, v: Tensor, a: Tensor, v_len: Tensor, a_len: Tensor) -> Tensor:
         """Logit that the i-th video and the i-th audio are the same clip: (B,)."""

@@ -107,11 +107,6 @@ class RecurrentModel(EmbeddingModel):
         self.audio = RecurrentTower(cell, audio_dim, hidden, layers, embed_dim, pool, dropout)
         xavier_init(self)
 
-    def encode_video(self, x, lengths):
-        return self.video(x, lengths)
-
-    def encode_audio(self, x, lengths):
-        return self.audio(x, lengths)
 
 
 @register_model("va-metric", "course starter's baseline: 2-layer LSTM per modality, last state, shared linear, Euclidean")

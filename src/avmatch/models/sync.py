@@ -53,11 +53,6 @@ class SyncModel(MatchModel):
         self.logit_scale = nn.Parameter(torch.tensor(float(np.log(init_scale))))
         xavier_init(self)
 
-    def encode_video(self, x, lengths):
-        return self.video(x, lengths)
-
-    def encode_audio(self, x, lengths):
-        return self.audio(x, lengths)
 
     def scale(self) -> Tensor:
         return self.logit_scale.clamp(max=4.6052).exp()
