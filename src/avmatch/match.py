@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,21 +36,30 @@ def pad_batch(arrays: list[np.ndarray], device: str | torch.device = "cpu") -> t
     return out.to(device), lengths.to(device)
 
 
-def _encode_all(encode, arrays: list[np.ndarray], batch_size: int, device) -> tuple[Tensor, Tensor]:
-    """Encode clips in length-sorted batches (little padding); results in the input order.
+def encoded_batches(encode, arrays: list[np.ndarray], batch_size: int, device,
+                    prepare=lambda x: x) -> Iterator[tuple[np.ndarray, Tensor, Tensor]]:
+    """(input positions, encodings, lengths) for the clips in length-sorted batches (little padding).
 
-    Embedding models give (N, E); sequence models give (N, T_max, H), zero-padded.
-    """
+    ``prepare`` turns each array into model input batch by batch, so only one batch is ever copied."""
     order = np.argsort([len(a) for a in arrays], kind="stable")
-    parts, lengths = [], []
     for s in range(0, len(order), batch_size):
-        x, x_len = pad_batch([arrays[i] for i in order[s : s + batch_size]], device)
-        parts.append(encode(x, x_len))
+        rows = order[s : s + batch_size]
+        x, x_len = pad_batch([prepare(arrays[i]) for i in rows], device)
+        yield rows, encode(x, x_len), x_len
+
+
+def _encode_all(encode, arrays: list[np.ndarray], batch_size: int, device, prepare) -> tuple[Tensor, Tensor]:
+    """Every clip encoded, in the input order: embedding models give (N, E); sequence models give
+    (N, T_max, H), zero-padded."""
+    order, parts, lengths = [], [], []
+    for rows, e, x_len in encoded_batches(encode, arrays, batch_size, device, prepare):
+        order.append(rows)
+        parts.append(e)
         lengths.append(x_len)
     if parts[0].dim() == 3:  # sequences: pad every batch to the longest clip
         t_max = max(p.shape[1] for p in parts)
         parts = [torch.nn.functional.pad(p, (0, 0, 0, t_max - p.shape[1])) for p in parts]
-    inverse = torch.from_numpy(np.argsort(order)).to(device)
+    inverse = torch.from_numpy(np.argsort(np.concatenate(order))).to(device)
     return torch.cat(parts)[inverse], torch.cat(lengths)[inverse]
 
 
@@ -61,8 +71,8 @@ def score_matrix(trained: Trained, videos: list[np.ndarray], audios: list[np.nda
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    v, v_len = _encode_all(model.encode_video, [trained.standardise(x, "video") for x in videos], batch_size, device)
-    a, a_len = _encode_all(model.encode_audio, [trained.standardise(x, "audio") for x in audios], batch_size, device)
+    v, v_len = _encode_all(model.encode_video, videos, batch_size, device, lambda x: trained.standardise(x, "video"))
+    a, a_len = _encode_all(model.encode_audio, audios, batch_size, device, lambda x: trained.standardise(x, "audio"))
     rows = max(1, (1 << 22) // max(1, len(audios)))  # bound the memory of one block of the matrix
     out = torch.cat([model.score_matrix(v[s : s + rows], a, v_len[s : s + rows], a_len)
                      for s in range(0, len(videos), rows)])
@@ -375,13 +385,10 @@ def clip_embeddings(trained: Trained, arrays: list[np.ndarray], modality: str, b
     arrays = arrays or [np.zeros((1, dim), np.float32)]  # encode one blank clip to learn E
     was_training = model.training
     model.eval()
-    order = np.argsort([len(a) for a in arrays], kind="stable")
     out = None
     try:
-        for s in range(0, len(order), batch_size):
-            rows = order[s : s + batch_size]
-            x, x_len = pad_batch([trained.standardise(arrays[i], modality) for i in rows], device)
-            e = encode(x, x_len)
+        for rows, e, x_len in encoded_batches(encode, arrays, batch_size, device,
+                                              lambda x: trained.standardise(x, modality)):
             if e.dim() == 3:  # (B, T, H) per-frame
                 if not hasattr(model, "lag_curve"):
                     raise AvmatchError(f"model {model.name!r} scores pairs and has no clip embedding to index or retrieve "
