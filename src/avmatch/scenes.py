@@ -660,11 +660,30 @@ def write_media(path: str | Path, frames: np.ndarray | None, audio: np.ndarray |
 SCENES_FILE = "scenes.jsonl"
 
 
-def _make_one(path: str, seed: list[int], duration_s: float, size: tuple[int, int], families: list[str]) -> dict:
-    scene = make_scene(seed, duration_s=duration_s, size=size, families=families)
+def _make_one(make: Callable[..., Scene], generator: str, path: str, seed: list[int], duration_s: float,
+              size: tuple[int, int], families: list[str]) -> dict:
+    scene = make(seed, duration_s=duration_s, size=size, families=families)
     write_media(path, scene.frames, scene.audio, scene.fps, scene.sample_rate)
-    return {"file": Path(path).name, "family": scene.family, "duration_s": scene.duration_s,
+    return {"file": Path(path).name, "family": scene.family, "generator": generator, "duration_s": scene.duration_s,
             "events_s": [round(t, 4) for t in scene.events_s], "uncaused_s": [round(t, 4) for t in scene.uncaused_s]}
+
+
+def write_corpus(make: Callable[..., Scene], generator: str, out_dir: str | Path, n: int, duration_s: float, seed: int,
+                 size: tuple[int, int], first: int, families: list[str], workers: int) -> list[Path]:
+    """The body of every generator's ``make_corpus``: clip i of ``make(seed=[seed, first + i], ...)`` (a
+    module-level function, so worker processes can pickle it) into ``out_dir`` plus ``scenes.jsonl``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    width = max(5, len(str(first + n - 1)))
+    jobs = [(make, generator, str(out / f"clip{first + i:0{width}d}.mp4"), [seed, first + i], duration_s, tuple(size),
+             families) for i in range(n)]
+    if workers > 1 and n > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            rows = list(pool.map(_make_one, *zip(*jobs, strict=True), chunksize=max(1, n // (4 * workers))))
+    else:
+        rows = [_make_one(*job) for job in jobs]
+    write_text(out / SCENES_FILE, "".join(json.dumps(r) + "\n" for r in rows))
+    return [Path(j[2]) for j in jobs]
 
 
 def make_corpus(out_dir: str | Path, n: int, duration_s: float = 4.0, seed: int = 0, size: tuple[int, int] = (64, 64),
@@ -676,19 +695,8 @@ def make_corpus(out_dir: str | Path, n: int, duration_s: float = 4.0, seed: int 
     disjoint parts of one corpus (a training and a test set). ``scenes.jsonl`` beside the clips says
     each clip's family and the times of its sound events. Returns the paths, in order.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    families = families or available_families()
-    width = max(5, len(str(first + n - 1)))
-    jobs = [(str(out / f"clip{first + i:0{width}d}.mp4"), [seed, first + i], duration_s, tuple(size), families)
-            for i in range(n)]
-    if workers > 1 and n > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            rows = list(pool.map(_make_one, *zip(*jobs, strict=True), chunksize=max(1, n // (4 * workers))))
-    else:
-        rows = [_make_one(*job) for job in jobs]
-    write_text(out / SCENES_FILE, "".join(json.dumps(r) + "\n" for r in rows))
-    return [Path(j[0]) for j in jobs]
+    return write_corpus(make_scene, "scenes", out_dir, n, duration_s, seed, size, first,
+                        families or available_families(), workers)
 
 
 # ------------------------------------------------------------------------------------------ test set
