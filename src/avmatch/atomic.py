@@ -1,4 +1,4 @@
-"""Atomic output: every file avmatch writes appears whole or not at all."""
+"""Atomic output: every file avmatch writes appears whole or not at all, with the mode the umask gives."""
 
 from __future__ import annotations
 
@@ -9,17 +9,37 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the system allows (``os.umask`` can only be
+    read by setting it, which would briefly give files made by other threads the wrong mode)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
     The temporary name keeps the suffix, so writers that infer a format from it (np.save,
-    matplotlib) write the right thing to the right name.
+    matplotlib) write the right thing to the right name. The file gets the mode a plain ``open``
+    would give (0666 less the umask): mkstemp's private 0600 would make a shared corpus or run
+    folder unreadable to colleagues.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    finally:
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -31,8 +51,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def write_text(path: str | Path, text: str) -> None:
+    """``text`` as UTF-8 (whatever the locale says) into ``path``, atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
