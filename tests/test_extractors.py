@@ -79,7 +79,7 @@ def test_every_extractor_on_a_clip(clip_mp4, name):
 def test_default_events_line_up(clip_mp4):
     extractor = get_extractor("default")
     video, audio = extractor.video(clip_mp4), extractor.audio(clip_mp4)
-    assert video.shape == (50, 113) and audio.shape == (50, 42)
+    assert video.shape == (50, 610) and audio.shape == (50, 42)
     onset = audio[:, 40]
     motion = video[:, -1]
     for row in EVENT_ROWS:
@@ -106,7 +106,7 @@ def test_default_on_single_stream_files(media):
     assert audio.shape == (50, 42)
     assert peaks(audio[:, 40], 2) == pytest.approx(EVENT_ROWS, abs=1)
     video = extractor.video(media.clip("silent.mp4", with_audio=False))
-    assert video.shape == (50, 113)
+    assert video.shape == (50, 610)
     with pytest.raises(AvmatchError, match="no audio stream"):
         extractor.audio(media.clip("silent.mp4", with_audio=False))
 
@@ -179,3 +179,45 @@ def test_speed_against_bare_decode(media):
         print(f"\n{name}: extract {took * 1e3:.0f} ms, bare decode {base * 1e3:.0f} ms, ratio {took / base:.2f} "
               f"(10 s clip, 320x240 H.264 + AAC)")
     assert read_audio(path).size == pytest.approx(160000, abs=800)
+
+
+def test_default_motion_maps_say_where(tmp_path):
+    """A square that moves in the left half lights up the left half of the 16x16 motion map only."""
+    from avmatch.scenes import write_media
+
+    frames = np.full((20, 64, 64, 3), 0.12, np.float32)
+    for k in range(20):
+        frames[k, 24:36, 4 + k : 12 + k] = 0.86
+    path = write_media(tmp_path / "left.mp4", frames, None)
+    video = get_extractor("default").video(path)
+    moving = video[5:15, 64 + 32 + 256 : 64 + 32 + 512].reshape(-1, 16, 16)
+    assert moving[:, :, :8].sum() > 20 * moving[:, :, 8:].sum()
+    signed = video[5:15, 64 + 32 : 64 + 32 + 256].reshape(-1, 16, 16)
+    assert (signed > 0.05).any() and (signed < -0.05).any()  # a leading and a trailing edge
+
+
+def test_default_lighting_is_not_motion(tmp_path):
+    """The whole picture brightening is lighting: the signed map stays flat, the lighting column moves."""
+    from avmatch.scenes import write_media
+
+    frames = np.stack([np.full((32, 32, 3), (40 + 6 * k) / 255, np.float32) for k in range(12)])
+    video = get_extractor("default").video(write_media(tmp_path / "fade.mp4", frames, None))
+    signed = video[2:10, 64 + 32 : 64 + 32 + 256]
+    assert np.abs(signed).max() < 0.1 and (video[2:10, -2] > 0.1).all()
+
+
+def test_augmented_audio_is_what_the_extractor_would_give(clip_mp4):
+    """Augmentation changes only the bands, then recomputes onset and loudness as the extractor does;
+    a pure level change moves bands and loudness by the same amount and leaves the onset alone."""
+    from avmatch.extractors.frames import mel_features
+
+    extractor = get_extractor("default")
+    audio = extractor.audio(clip_mp4)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        aug = extractor.augment_audio(audio, rng)
+        assert aug.shape == audio.shape and np.isfinite(aug).all()
+        np.testing.assert_allclose(aug, mel_features(aug[:, :40] * 25.0 - 50.0), atol=1e-4)
+    again = mel_features(audio[:, :40] * 25.0 - 50.0 + 6.0)  # 6 dB louder
+    np.testing.assert_allclose(again[:, :40] - audio[:, :40], 6.0 / 25.0, atol=1e-4)
+    np.testing.assert_allclose(again[:, 40], audio[:, 40], atol=1e-4)

@@ -117,7 +117,7 @@ def test_weights_audio_network_hears_the_burst(clip_mp4, tmp_path):
     # weights= tells an audio network from an image network by what it accepts.
     mono = save(SmallCNN(1, 4), tmp_path / "mono.pt")
     auto = get_extractor("weights", weights=mono, fps=25)
-    assert auto.audio_weights == mono and auto.video_weights == "" and (auto.video_dim, auto.audio_dim) == (113, 4)
+    assert auto.audio_weights == mono and auto.video_weights == "" and (auto.video_dim, auto.audio_dim) == (610, 4)
     assert auto.audio(clip_mp4).shape == (50, 4)
     auto = get_extractor("weights", weights=image, fps=25)
     assert auto.video_weights == image and auto.audio_weights == "" and (auto.video_dim, auto.audio_dim) == (8, 42)

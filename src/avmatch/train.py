@@ -51,6 +51,7 @@ class TrainConfig:
     max_shift_s: float = -1.0  # timing models: random audio shift in training; -1 = half the lag range
     seed: int = 0
     histograms: bool = True
+    augment: float = 0.8  # share of training clips whose audio is re-recorded (codec, level, noise); 0: none
     model_options: dict = field(default_factory=dict)
 
 
@@ -64,6 +65,17 @@ def choose_model(corpus: Corpus) -> str:
     if corpus.video_rate_hz == corpus.audio_rate_hz and corpus.video_rate_hz >= 5:
         return "sync"
     return "dual"
+
+
+def _augmenter(extractor: dict):
+    """The extractor that made a corpus, which knows how to re-record its audio features; None when
+    the corpus came from elsewhere (course features, an extractor this avmatch does not have)."""
+    from avmatch.extractors import get_extractor
+
+    try:
+        return get_extractor(extractor.get("name", ""), **extractor.get("params", {}))
+    except (AvmatchError, TypeError, ValueError):
+        return None
 
 
 def _windows(clips: list[Clip], window_s: float, rates: tuple[float, float], rng: np.random.Generator,
@@ -305,7 +317,8 @@ def train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: bool
         half = model.max_lag / rates[1] / 2
         max_shift_s = min(config.max_shift_s, 2 * half) if config.max_shift_s >= 0 else half
     train_v = [trained.standardise(c.video, "video") for c in train_set.clips]
-    train_a = [trained.standardise(c.audio, "audio") for c in train_set.clips]
+    train_a = [c.audio for c in train_set.clips]  # standardised batch by batch, after augmentation
+    recorder = _augmenter(corpus.extractor) if config.augment > 0 else None
     steps_per_epoch = math.ceil(len(train_v) / config.batch_size)
     bar = tqdm(total=config.epochs * steps_per_epoch, initial=state["epoch"] * steps_per_epoch,
                desc=f"train {config.model}", unit="step", disable=not (progress and main), dynamic_ncols=True)
@@ -323,6 +336,9 @@ def train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: bool
                 continue
             clips = [Clip(str(i), train_v[i], train_a[i]) for i in idx]
             vw, aw, shifts = _windows(clips, config.window_s, rates, rng, max_shift_s)
+            if recorder is not None:
+                aw = [recorder.augment_audio(x, rng) if rng.random() < config.augment else x for x in aw]
+            aw = [trained.standardise(x, "audio") for x in aw]
             (v, v_len), (a, a_len) = pad_batch(vw, device), pad_batch(aw, device)
             shard = _Shard(rank, world, len(idx)) if world > 1 else None
             terms = step_loss(v, v_len, a, a_len, shifts, config.negatives, rng, shard)

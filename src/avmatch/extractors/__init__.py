@@ -42,6 +42,12 @@ class Extractor:
         """Audio features of a media file, (T, audio_dim) float32 at ``audio_rate_hz``."""
         raise NotImplementedError
 
+    def augment_audio(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The audio features ``x`` (T, audio_dim) of one clip as another recording of the same sound
+        might give them (codec, level, microphone, noise), for training; an extractor that cannot
+        say returns them unchanged."""
+        return x
+
     def params(self) -> dict[str, Any]:
         """The options this extractor was built with (plain values), enough to rebuild it."""
         return {}
@@ -91,7 +97,10 @@ def get_extractor(name: str, **options: Any) -> Extractor:
             raise AvmatchError(f"extractor {name!r} has no option {key!r}; options: "
                                + (", ".join(f"{k}={v!r}" for k, v in known.items()) or "none"))
         options[key] = _coerce(name, key, value, known[key])
-    return cls(**options)
+    try:
+        return cls(**options)
+    except ValueError as err:  # an option out of its bounds (each extractor checks its own)
+        raise AvmatchError(f"extractor {name!r}: {err}") from None
 
 
 def _lookup(name: str) -> type[Extractor]:

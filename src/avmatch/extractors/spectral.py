@@ -82,3 +82,8 @@ class LogMel:
         mel = power @ self.fb.T  # (n, n_mels)
         return (np.maximum(10.0 * np.log10(mel + 1e-10), DB_FLOOR).astype(np.float32),
                 np.maximum(energy, DB_FLOOR).astype(np.float32))
+
+
+def mel_centres_hz(n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """Centre frequency of each band of :func:`mel_filterbank` (same spacing)."""
+    return mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))[1:-1]

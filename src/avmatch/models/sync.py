@@ -18,11 +18,20 @@ from avmatch.models import register_model
 from avmatch.models.base import MatchModel, length_mask, xavier_init
 
 
+def local_centre(x: Tensor, mask: Tensor, frames: int) -> Tensor:
+    """x less its mean over the ``frames`` around each frame (padding excluded): only what changes
+    within about that long is kept, so a recording's level and colour (a constant in dB) drop out."""
+    pool = lambda y: nn.functional.avg_pool1d(y.transpose(1, 2), frames, 1, frames // 2,  # noqa: E731
+                                              count_include_pad=False).transpose(1, 2)[:, : x.shape[1]]
+    return (x - pool(x * mask) / pool(mask).clamp(min=1e-6)) * mask
+
+
 class FrameTower(nn.Module):
     """(B, T, D) -> (B, T, E) per-frame embeddings; padding frames come out as zeros."""
 
-    def __init__(self, in_dim: int, hidden: int, embed_dim: int, dropout: float):
+    def __init__(self, in_dim: int, hidden: int, embed_dim: int, dropout: float, centre: int = 0):
         super().__init__()
+        self.centre = centre  # frames of local centring of the input; 0: none
         self.inp = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU())
         self.convs = nn.ModuleList(nn.Conv1d(hidden, hidden, 5, padding=2 * d, dilation=d) for d in (1, 2, 4))
         self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in self.convs)
@@ -31,6 +40,8 @@ class FrameTower(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         mask = length_mask(lengths, x.shape[1]).unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+        if self.centre:
+            x = local_centre(x, mask, self.centre)
         h = self.inp(x) * mask
         for conv, norm in zip(self.convs, self.norms, strict=True):
             # zeroing the padding after every layer makes it look exactly like the conv's own padding
@@ -42,10 +53,12 @@ class SyncModel(MatchModel):
     loss = "sync"
 
     def __init__(self, video_dim: int, audio_dim: int, hidden: int = 128, embed_dim: int = 64,
-                 max_lag: int = 50, dropout: float = 0.1, init_scale: float = 10.0, lag_contrast: float = 0.75):
+                 max_lag: int = 50, dropout: float = 0.1, init_scale: float = 10.0, lag_contrast: float = 0.75,
+                 audio_centre: int = 0):
         super().__init__()
         self.video = FrameTower(video_dim, hidden, embed_dim, dropout)
-        self.audio = FrameTower(audio_dim, hidden, embed_dim, dropout)
+        # audio_centre > 0 centres the audio input over that many frames (odd): level-invariant by design
+        self.audio = FrameTower(audio_dim, hidden, embed_dim, dropout, centre=audio_centre)
         self.max_lag = max_lag  # frames searched either side; overridable at match time
         # a pair's score is its best lag's agreement minus lag_contrast times the mean over all lags:
         # a peak that stands out is timing evidence; agreement at every lag is only similar content
