@@ -91,6 +91,77 @@ def _is_count(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x > 0
 
 
+# Bounds on model_config values, checked before anything is built: a config is data from a stranger.
+MAX_DIM = 1 << 16  # any size (dims, hidden units, channels)
+COUNT_BOUNDS = {"layers": 64, "blocks": 64, "max_lag": 2000}  # lag frames: 80 s at 25 Hz
+MAX_LIST = 64
+MAX_FLOAT = 1e6
+
+
+def _check_config_values(config: dict, fail) -> None:
+    """Every model_config value is a small plain value: a bounded whole number, a finite number, a
+    short string, or a short list of those."""
+    def check(key: str, value: object) -> None:
+        if isinstance(value, bool) or value is None:
+            return
+        if isinstance(value, int):
+            top = COUNT_BOUNDS.get(key, MAX_DIM)
+            if not 0 <= value <= top:
+                fail(f"malformed checkpoint: model_config's {key} is {value}, outside [0, {top}]")
+        elif isinstance(value, float):
+            if not abs(value) <= MAX_FLOAT:
+                fail(f"malformed checkpoint: model_config's {key} is {value!r:.40}, not a finite number "
+                     f"within ±{MAX_FLOAT:g}")
+        elif isinstance(value, str):
+            if len(value) > 64:
+                fail(f"malformed checkpoint: model_config's {key} is a string of {len(value)} characters")
+        elif isinstance(value, (list, tuple)) and len(value) <= MAX_LIST:
+            for item in value:
+                if isinstance(item, (list, tuple, dict)):
+                    fail(f"malformed checkpoint: model_config's {key} nests lists")
+                check(key, item)
+        else:
+            fail(f"malformed checkpoint: model_config's {key} is a {type(value).__name__}"
+                 f"{f' of {len(value)} items' if hasattr(value, '__len__') else ''}, not a plain value")
+
+    for key, value in config.items():
+        check(key, value)
+
+
+def _check_extractor(record: dict, fail) -> None:
+    """The extractor a checkpoint names only says how its features were made: a name, a version,
+    plain option values and file digests; it can never name a file for avmatch to load."""
+    from avmatch.extractors import _REGISTRY
+
+    if not record:
+        return
+    name = record.get("name")
+    if not isinstance(name, str) or len(name) > 64:
+        fail(f"malformed checkpoint: its extractor's name is {name!r:.40}, not a short string")
+    params = record.get("params", {})
+    if not isinstance(params, dict) or len(params) > MAX_LIST:
+        fail("malformed checkpoint: its extractor's params are not a small table")
+    cls = _REGISTRY.get(name)
+    if cls is not None:
+        from avmatch.extractors import extractor_options
+
+        unknown = sorted(set(params) - set(extractor_options(name)))
+        if unknown:
+            fail(f"malformed checkpoint: extractor {name!r} has no option {unknown[0]!r}")
+    for key, value in params.items():
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, (int, float)):
+            if not abs(value) <= MAX_FLOAT:
+                fail(f"malformed checkpoint: extractor option {key}={value!r:.40} is out of bounds")
+        elif not isinstance(value, str) or len(value) > 4096:
+            fail(f"malformed checkpoint: extractor option {key} is a {type(value).__name__}, not a plain value")
+    digests = record.get("weights_sha1", {})
+    if not isinstance(digests, dict) or not all(isinstance(k, str) and isinstance(v, str) and len(v) <= 64
+                                                for k, v in digests.items()):
+        fail("malformed checkpoint: its extractor's weights_sha1 is not a table of digests")
+
+
 def _check_schema(state: object, path: Path) -> None:
     """Everything :func:`load_trained` uses, checked before any of it is used: one line per fault."""
     from avmatch.models import list_models
@@ -124,6 +195,7 @@ def _check_schema(state: object, path: Path) -> None:
     for key in ("video_dim", "audio_dim"):
         if not _is_count(config.get(key)):
             fail(f"malformed checkpoint: model_config's {key} is {config.get(key)!r:.40}, not a positive whole number")
+    _check_config_values(config, fail)
     weights = state.get("state_dict")
     if not isinstance(weights, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in weights.items()):
         fail("malformed checkpoint: state_dict is not a table of named tensors")
@@ -147,6 +219,7 @@ def _check_schema(state: object, path: Path) -> None:
     for key in ("extractor", "extra"):
         if not isinstance(state.get(key, {}), dict):
             fail(f"malformed checkpoint: {key} is a {type(state[key]).__name__}, not a table")
+    _check_extractor(state.get("extractor", {}), fail)
 
 
 def _check_weights(model: nn.Module, weights: dict, name: str, path: Path) -> None:
@@ -165,6 +238,73 @@ def _check_weights(model: nn.Module, weights: dict, name: str, path: Path) -> No
                                f"the model's is {tuple(v.shape)}", path)
         if weights[k].is_floating_point() and not torch.isfinite(weights[k]).all():
             raise AvmatchError(f"weight {k} holds NaN or inf: the run diverged or the file is damaged", path)
+
+
+def _build_checked(state: dict, path: Path) -> nn.Module:
+    """The model a checkpoint describes, built only once its weights are known to fit.
+
+    The model is first built from fake tensors (shapes without memory), its tensors compared with
+    the file's, and only then built for real: so a config whose model would be far larger than the
+    weights in the file (``hidden=4000`` in a 37 KB file) is refused before it costs memory or time."""
+    from torch._subclasses.fake_tensor import FakeTensorMode  # torch's own shape-only tensors
+
+    config = dict(state["model_config"])
+    video_dim, audio_dim = config.pop("video_dim"), config.pop("audio_dim")
+    name = state["model"]
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            shapes = build_model(name, video_dim, audio_dim, **config)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise AvmatchError(f"its model_config does not fit model {name!r}: a checkpoint of another "
+                           f"model or version? ({_why(err)})", path) from None
+    _check_weights(shapes, state["state_dict"], name, path)
+    del shapes
+    try:
+        model = build_model(name, video_dim, audio_dim, **config)
+        model.load_state_dict(state["state_dict"])
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise AvmatchError(f"weights do not fit model {name!r}: {_why(err)}", path) from None
+    return model
+
+
+def _without_files(record: dict) -> dict:
+    """An extractor record with every option that names a file emptied: only the user names files."""
+    from avmatch.extractors import _REGISTRY
+
+    files = getattr(_REGISTRY.get(record.get("name", "")), "file_options", ())
+    params = {k: ("" if k in files else v) for k, v in record.get("params", {}).items()}
+    return {**record, "params": params} if "params" in record else dict(record)
+
+
+def media_extractor(record: dict, options: dict | None = None, where: str | Path | None = None) -> dict:
+    """The extractor record to extract new media with for a run: the run's own record, plus the
+    options the user gives (``--option``). A run never names a file to load: an extractor that
+    runs the user's network needs that file given again, and it must be the file the run was
+    trained with (same SHA-1); options that change the features must equal the recorded ones."""
+    from avmatch.extractors import _REGISTRY
+
+    options = dict(options or {})
+    cls = _REGISTRY.get(record.get("name", ""))
+    files = getattr(cls, "file_options", ())
+    params = dict(record.get("params", {}))
+    for key, value in options.items():
+        if key in files or key not in params or params[key] == value:
+            continue
+        raise AvmatchError(f"the run's features were extracted with {key}={params[key]!r}, not {value!r}; "
+                           "features made otherwise would not fit its model", where)
+    given = {k: str(v) for k, v in options.items() if k in files and v}
+    wanted = sorted(set(record.get("weights_sha1", {}).values()))
+    if wanted or given:
+        from avmatch.extractors.pretrained import regular_file, sha1_of
+
+        have = sorted({sha1_of(regular_file(p)) for p in given.values()})
+        if have != wanted:
+            hint = ", ".join(f"{k}=PATH" for k in files[:1]) or "the network"
+            raise AvmatchError(("the run's features came from your own network (SHA-1 " + ", ".join(wanted) + "); "
+                                f"give that file again with --option {hint}" if not given else
+                                f"the network file(s) given (SHA-1 {', '.join(have)}) are not the one(s) the run was "
+                                f"trained with ({', '.join(wanted) or 'none'})"), where)
+    return {**record, "params": {**params, **options}}
 
 
 def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Trained:
@@ -187,20 +327,9 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
     except Exception as err:  # noqa: BLE001 - pickle, zip and unpickler errors all mean the same to a user
         raise AvmatchError(f"not a loadable avmatch checkpoint ({_load_fault(err)})", path) from None
     _check_schema(state, path)
-    config = dict(state["model_config"])
-    video_dim, audio_dim = config.pop("video_dim"), config.pop("audio_dim")
-    try:
-        model = build_model(state["model"], video_dim, audio_dim, **config)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise AvmatchError(f"its model_config does not fit model {state['model']!r}: a checkpoint of another "
-                           f"model or version? ({_why(err)})", path) from None
-    _check_weights(model, state["state_dict"], state["model"], path)
-    try:
-        model.load_state_dict(state["state_dict"])
-    except RuntimeError as err:
-        raise AvmatchError(f"weights do not fit model {state['model']!r}: {_why(err)}", path) from None
+    model = _build_checked(state, path)
     model.to(device).eval()
     stats = {k: state["stats"][k].float().numpy() for k in ("video_mean", "video_std", "audio_mean", "audio_std")}
-    return Trained(model, **stats, extractor=state.get("extractor", {}),
+    return Trained(model, **stats, extractor=_without_files(state.get("extractor", {})),
                    video_rate_hz=float(state["rates"]["video_hz"]), audio_rate_hz=float(state["rates"]["audio_hz"]),
                    extra=state.get("extra", {}))

@@ -10,7 +10,10 @@ order of the ids) and ``index.json`` (ids, kind, parameters, score scale and bia
 
 from __future__ import annotations
 
+import hashlib
 import json
+import struct
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +29,8 @@ if TYPE_CHECKING:
     from avmatch.corpus import Corpus
 
 KINDS = ("flat", "ivf", "hnsw")
+METRICS = ("ip", "l2")  # inner product of normalised embeddings (cosine), or Euclidean distance
+MAX_DIM = 1 << 16
 FORMAT = "avmatch-index"
 SEARCH_ROWS = 16384  # queries per faiss call: bounds the (rows, k) result buffers
 
@@ -35,28 +40,46 @@ def default_nlist(n: int) -> int:
     return int(max(1, min(4 * np.sqrt(n), n // 39)))
 
 
-def build_index(emb: np.ndarray, kind: str = "flat", *, nlist: int | None = None, nprobe: int | None = None,
-                hnsw_m: int = 32, ef_search: int = 128, seed: int = 0) -> faiss.Index:
-    """A FAISS inner-product index over (N, E) normalised embeddings, rows added in order.
+def build_index(emb: np.ndarray, kind: str = "flat", *, metric: str = "ip", nlist: int | None = None,
+                nprobe: int | None = None, hnsw_m: int = 32, ef_search: int = 128, seed: int = 0) -> faiss.Index:
+    """A FAISS index over (N, E) embeddings, rows added in order: by inner product of normalised
+    embeddings (``metric`` "ip", the cosine) or by Euclidean distance ("l2", for a model that scores
+    by distance: ranking it by inner product would rank by something else than its score).
 
     "flat": exact. "ivf": ``nlist`` k-means cells (default :func:`default_nlist`), ``nprobe`` of them
     searched per query (default nlist/8). "hnsw": a graph with ``hnsw_m`` links per node, searched
-    with a beam of ``ef_search``.
+    with a beam of ``ef_search``. Options out of their range are one-line errors.
     """
     emb = np.ascontiguousarray(emb, dtype=np.float32)
     n, dim = emb.shape
+    if metric not in METRICS:
+        raise AvmatchError(f"unknown index metric {metric!r}; use one of: {', '.join(METRICS)}")
+    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
+    flat = faiss.IndexFlatIP if metric == "ip" else faiss.IndexFlatL2
     if kind == "flat":
-        index = faiss.IndexFlatIP(dim)
+        index = flat(dim)
     elif kind == "ivf":
-        nlist = nlist or default_nlist(n)
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        nlist = default_nlist(n) if nlist is None else nlist
+        if not 1 <= nlist <= max(1, n // 39):
+            raise AvmatchError(f"--nlist {nlist}: an IVF index of {n} clips takes 1 to {max(1, n // 39)} cells "
+                               "(faiss wants at least 39 clips per cell); fewer cells, or --kind flat")
+        nprobe = max(1, nlist // 8) if nprobe is None else nprobe
+        if not 1 <= nprobe <= nlist:
+            raise AvmatchError(f"--nprobe {nprobe}: give 1 to nlist ({nlist}) cells to search")
+        if n < 39:
+            raise AvmatchError(f"an IVF index needs at least 39 clips, got {n}; use --kind flat (exact, and fast at this size)")
+        index = faiss.IndexIVFFlat(flat(dim), dim, nlist, faiss_metric)
         index.cp.seed = seed
         rng = np.random.default_rng(seed)
         train = emb if n <= 256 * nlist else emb[np.sort(rng.choice(n, 256 * nlist, replace=False))]
         index.train(train)
-        index.nprobe = nprobe or max(1, nlist // 8)
+        index.nprobe = nprobe
     elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        if not 2 <= hnsw_m <= 256:
+            raise AvmatchError(f"--hnsw-m {hnsw_m}: give 2 to 256 links per node (32 is usual)")
+        if not 1 <= ef_search <= 1 << 16:
+            raise AvmatchError(f"--ef-search {ef_search}: give 1 to {1 << 16}")
+        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss_metric)
         index.hnsw.efConstruction = max(40, 2 * hnsw_m)
         index.hnsw.efSearch = ef_search
     else:
@@ -68,11 +91,13 @@ def build_index(emb: np.ndarray, kind: str = "flat", *, nlist: int | None = None
 
 def index_params(index: faiss.Index) -> dict:
     """The search parameters of an index, as plain values (what ``index.json`` records)."""
+    metric = "l2" if index.metric_type == faiss.METRIC_L2 else "ip"
     if isinstance(index, faiss.IndexIVF):
-        return {"kind": "ivf", "nlist": int(index.nlist), "nprobe": int(index.nprobe)}
+        return {"kind": "ivf", "metric": metric, "nlist": int(index.nlist), "nprobe": int(index.nprobe)}
     if isinstance(index, faiss.IndexHNSW):
-        return {"kind": "hnsw", "hnsw_m": int(index.hnsw.nb_neighbors(1)), "ef_search": int(index.hnsw.efSearch)}
-    return {"kind": "flat"}
+        return {"kind": "hnsw", "metric": metric, "hnsw_m": int(index.hnsw.nb_neighbors(1)),
+                "ef_search": int(index.hnsw.efSearch)}
+    return {"kind": "flat", "metric": metric}
 
 
 def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +130,7 @@ def measure_recall(index: faiss.Index, base: np.ndarray, queries: np.ndarray, k:
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(len(queries), min(max_queries, len(queries)), replace=False))
     q = np.ascontiguousarray(queries[pick], dtype=np.float32)
-    _, exact = search(build_index(base, "flat"), q, k)
+    _, exact = search(build_index(base, "flat", metric=index_params(index)["metric"]), q, k)
     _, found = search(index, q, k)
     hits = [len(np.intersect1d(e, f[f >= 0])) for e, f in zip(exact, found, strict=True)]
     return {"queries": int(len(pick)), "recall@1": float((found[:, 0] == exact[:, 0]).mean()),
@@ -147,49 +172,147 @@ class EmbeddingIndex:
         return self._ranked(self.video, self.video_ids, queries, k) if audio else \
             self._ranked(self.audio, self.audio_ids, queries, k)
 
+    @property
+    def metric(self) -> str:
+        return index_params(self.audio)["metric"]
+
     def _ranked(self, index: faiss.Index, ids: list[str], queries: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
         sims, rows = search(index, queries, k)
-        return [[(ids[j], float(self.scale * s + self.bias)) for s, j in zip(srow, jrow, strict=True) if j >= 0]
-                for srow, jrow in zip(sims, rows, strict=True)]
+        if self.metric == "l2":  # faiss gives squared distances; the model's score is minus the distance
+            scores = -np.sqrt(np.maximum(sims.astype(np.float64), 0.0) + 1e-8)
+        else:
+            scores = self.scale * sims.astype(np.float64) + self.bias
+        return [[(ids[j], float(s)) for s, j in zip(srow, jrow, strict=True) if j >= 0]
+                for srow, jrow in zip(scores, rows, strict=True)]
 
     def save(self, path: str | Path) -> Path:
+        """Write the index folder as one set: index.json goes first and comes back last, recording a
+        run id and the SHA-256 of each .faiss file of its set, so a set mixed from two runs (or left
+        by a kill) is refused when loaded."""
+        from avmatch.match import file_sha256, remove_stale_temps
+
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        names = ("index.json", "video.faiss", "audio.faiss")
+        for name in names:
+            remove_stale_temps(path / name)
         (path / "index.json").unlink(missing_ok=True)  # an index being overwritten is incomplete until the end
+        digests = {}
         for name, index in (("video", self.video), ("audio", self.audio)):
             with atomic_path(path / f"{name}.faiss") as tmp:
-                faiss.write_index(index, str(tmp))
-        meta = {"format": FORMAT, "format_version": 1, "params": index_params(self.audio),
-                "dim": int(self.audio.d), "scale": self.scale, "bias": self.bias, "recall": self.recall,
-                "model": self.model, "video_ids": list(self.video_ids), "audio_ids": list(self.audio_ids)}
+                try:
+                    faiss.write_index(index, str(tmp))
+                except RuntimeError as err:  # faiss says "write error" for a full disk, a quota, ...
+                    raise AvmatchError(f"could not write the index ({str(err).splitlines()[0][-120:]})",
+                                       path / f"{name}.faiss") from None
+                digests[name] = file_sha256(tmp)
+        meta = {"format": FORMAT, "format_version": 1, "run_id": uuid.uuid4().hex, "sha256": digests,
+                "params": index_params(self.audio), "dim": int(self.audio.d), "scale": self.scale,
+                "bias": self.bias, "recall": self.recall, "model": self.model,
+                "video_ids": list(self.video_ids), "audio_ids": list(self.audio_ids)}
         write_text(path / "index.json", json.dumps(meta))  # written last: its presence means complete
         return path
 
 
+_FLAT = {b"IxFI": faiss.METRIC_INNER_PRODUCT, b"IxF2": faiss.METRIC_L2}
+
+
+def _check_faiss_file(file: Path, n: int, dim: int, kind: str) -> None:
+    """Check a .faiss file against what index.json says before faiss reads it: faiss allocates what
+    a file's header says, so a 109-byte file could ask for gigabytes. The header's dims and vector
+    count must be index.json's, and the file must be large enough to hold those vectors; a flat
+    index (the default) is checked field by field, to its exact size."""
+    size = file.stat().st_size
+    with open(file, "rb") as f:
+        head = f.read(45)
+    if len(head) < 37:
+        raise AvmatchError(f"not a FAISS index of this kind ({size} bytes)", file)
+    fourcc, d, ntotal = head[:4], *struct.unpack("<iq", head[4:16])
+    if (d, ntotal) != (dim, n):
+        raise AvmatchError(f"its header says {ntotal} vectors of {d} dims; index.json says {n} of {dim}", file)
+    if size < n * dim * 4:
+        raise AvmatchError(f"{size} bytes cannot hold {n} vectors of {dim} dims: truncated or forged", file)
+    expected = {"flat": tuple(_FLAT), "ivf": (b"IwFl",), "hnsw": (b"IHNf", b"IHNs")}[kind]
+    if fourcc not in expected:
+        raise AvmatchError(f"not a FAISS {kind} index (it starts {fourcc!r})", file)
+    if kind == "flat":
+        metric = struct.unpack("<i", head[33:37])[0]
+        if metric != _FLAT[fourcc] or len(head) < 45 or struct.unpack("<q", head[37:45])[0] != n * dim \
+                or size != 45 + 4 * n * dim:
+            raise AvmatchError("malformed flat FAISS index (its sizes do not add up)", file)
+
+
+def _meta_fault(meta: object) -> str:
+    """What is wrong with the contents of an index.json, or ''."""
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        return "not an avmatch index"
+    if meta.get("format_version") != 1:
+        return f"index format {meta.get('format_version')!r:.20} is not one this avmatch reads (1)"
+    for key in ("video_ids", "audio_ids"):
+        ids = meta.get(key)
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            return f"malformed index.json: {key} is not a list of clip names"
+        if len(set(ids)) != len(ids):
+            return f"malformed index.json: {key} names a clip twice"
+    params = meta.get("params")
+    if not isinstance(params, dict) or params.get("kind") not in KINDS or params.get("metric", "ip") not in METRICS:
+        return "malformed index.json: params do not name a kind (flat, ivf, hnsw) and metric (ip, l2)"
+    for key in ("nprobe", "ef_search"):
+        value = params.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1 << 16:
+            return f"malformed index.json: params {key} is {value!r:.20}, not 1 to {1 << 16}"
+    dim = meta.get("dim")
+    if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= MAX_DIM:
+        return f"malformed index.json: dim is {dim!r:.20}, not 1 to {MAX_DIM}"
+    for key in ("scale", "bias"):
+        value = meta.get(key, 0.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not abs(value) < 1e6:
+            return f"malformed index.json: {key} is {value!r:.20}, not a finite number"
+    digests = meta.get("sha256")
+    if not isinstance(digests, dict) or not all(isinstance(digests.get(m), str) for m in ("video", "audio")):
+        return "index.json records no SHA-256 of its .faiss files (written by an older avmatch?); index again"
+    if not isinstance(meta.get("recall", {}), dict) or not isinstance(meta.get("model", ""), str):
+        return "malformed index.json: recall or model"
+    return ""
+
+
 def load_index(path: str | Path) -> EmbeddingIndex:
+    """An index folder written by :meth:`EmbeddingIndex.save`, every file checked before it is read:
+    index.json's values, each .faiss file's header and size against them, and its SHA-256 against
+    the one index.json recorded (a set mixed from two runs is refused)."""
+    from avmatch.match import file_sha256, regular
+
     path = Path(path)
     meta_path = path / "index.json"
-    if not meta_path.is_file():
+    if not path.is_dir() or not meta_path.exists():
         raise AvmatchError("not an avmatch index (no index.json)", path)
+    regular(meta_path)
+    if meta_path.stat().st_size > 1 << 30:
+        raise AvmatchError("index.json larger than 1 GiB: not one avmatch wrote", meta_path)
     try:
-        meta = json.loads(meta_path.read_text())
-    except ValueError as err:
-        raise AvmatchError(f"unreadable index.json ({err})", path) from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise AvmatchError("not an avmatch index", meta_path)
+        meta = json.loads(meta_path.read_bytes())
+    except (ValueError, RecursionError) as err:
+        raise AvmatchError(f"unreadable index.json ({type(err).__name__}: {str(err)[:100]})", meta_path) from None
+    fault = _meta_fault(meta)
+    if fault:
+        raise AvmatchError(fault, meta_path)
+    params = meta["params"]
     parts = {}
     for name in ("video", "audio"):
-        file = path / f"{name}.faiss"
+        file = regular(path / f"{name}.faiss")
+        _check_faiss_file(file, len(meta[f"{name}_ids"]), meta["dim"], params["kind"])
+        if file_sha256(file) != meta["sha256"][name]:
+            raise AvmatchError("is not the file index.json recorded (from another run, or an index stopped "
+                               "midway); index again", file)
         try:
             parts[name] = faiss.read_index(str(file))
         except RuntimeError as err:
             raise AvmatchError(f"unreadable FAISS index ({str(err).splitlines()[0][:120]})", file) from None
-        if parts[name].ntotal != len(meta[f"{name}_ids"]):
-            raise AvmatchError(f"holds {parts[name].ntotal} vectors but index.json names {len(meta[f'{name}_ids'])} clips", file)
-    params = meta.get("params", {})
+        if index_params(parts[name])["metric"] != params.get("metric", "ip"):
+            raise AvmatchError(f"its metric is not index.json's ({params.get('metric', 'ip')})", file)
     for index in parts.values():  # search settings are not all kept by faiss's own format
         if "nprobe" in params and isinstance(index, faiss.IndexIVF):
-            index.nprobe = params["nprobe"]
+            index.nprobe = min(params["nprobe"], index.nlist)
         if "ef_search" in params and isinstance(index, faiss.IndexHNSW):
             index.hnsw.efSearch = params["ef_search"]
     return EmbeddingIndex(meta["video_ids"], meta["audio_ids"], parts["video"], parts["audio"],
@@ -215,10 +338,10 @@ def index_corpus(trained: Trained, corpus: Corpus, kind: str = "flat", model: st
     and index the embeddings."""
     from avmatch.match import clip_embeddings, embedding_score_params
 
-    cfg = trained.model.config
-    for name, dim, want in (("visual", corpus.video_dim, cfg["video_dim"]), ("audio", corpus.audio_dim, cfg["audio_dim"])):
-        if dim is not None and dim != want:
-            raise AvmatchError(f"{name} features have {dim} dims but the model was trained on {want}", corpus.root)
+    from avmatch.match import check_fits, retrieval_metric
+
+    check_fits(trained, corpus, "video")
+    check_fits(trained, corpus, "audio")
     v_clips = [c for c in corpus.clips if c.video is not None]
     a_clips = [c for c in corpus.clips if c.audio is not None]
     if not v_clips and not a_clips:
@@ -227,4 +350,4 @@ def index_corpus(trained: Trained, corpus: Corpus, kind: str = "flat", model: st
     audio_emb = clip_embeddings(trained, [c.audio for c in a_clips], "audio")
     scale, bias = embedding_score_params(trained)
     return index_embeddings([c.id for c in v_clips], video_emb, [c.id for c in a_clips], audio_emb, kind,
-                            scale, bias, model, **options)
+                            scale, bias, model, metric=retrieval_metric(trained), **options)

@@ -7,7 +7,10 @@ Scores come from one batched pass: every clip is encoded once, then the model sc
 from __future__ import annotations
 
 import csv
+import glob
+import hashlib
 import io
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,10 +224,15 @@ class MatchResult:
         return rows
 
     def write(self, pairs_csv: str | Path, heatmap: bool = True) -> list[Path]:
-        """Write pairs.csv, the score matrix beside it (``.scores.npz``) and a heat map PNG.
+        """Write pairs.csv, the score matrix beside it (``.scores.npz``) and a heat map PNG, as one set.
 
         A two-stage (sparse) result stores its candidate scores in CSR form (``data``, ``indices``,
-        ``indptr``, ``shape``; read back with :func:`load_scores`) and has no heat map."""
+        ``indptr``, ``shape``; read back with :func:`load_scores`) and has no heat map.
+
+        The set is one unit: the previous run's files go first, then the heat map, the score matrix
+        (which records a run id and the SHA-256 of the pairs.csv and heat map of its set) and last
+        pairs.csv. A kill or a full disk midway leaves an incomplete set that readers refuse
+        (:func:`check_same_run`), never pairs of one run beside scores of another."""
         pairs_csv = Path(pairs_csv)
         buf = io.StringIO()
         rows = self.rows()
@@ -232,33 +240,102 @@ class MatchResult:
         writer.writeheader()
         for r in rows:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-        write_text(pairs_csv, buf.getvalue())
-        written = [pairs_csv, scores_path(pairs_csv)]
-        with atomic_path(written[1]) as tmp:
+        text = buf.getvalue()
+        npz, png = scores_path(pairs_csv), heatmap_path(pairs_csv)
+        for path in (pairs_csv, npz, png):
+            remove_stale_temps(path)
+            path.unlink(missing_ok=True)
+        written = [pairs_csv, npz]
+        png_digest = ""
+        if heatmap and not self.sparse:
+            from avmatch.report import heatmap_png
+
+            heatmap_png(self.scores, png, self.video_ids, self.audio_ids, self.chosen)
+            png_digest = file_sha256(png)
+            written.append(png)
+        ids = {"video_ids": np.array(self.video_ids), "audio_ids": np.array(self.audio_ids),
+               "run_id": np.array(uuid.uuid4().hex), "method": np.array(self.method),
+               "pairs_sha256": np.array(hashlib.sha256(text.encode()).hexdigest()),
+               "heatmap_sha256": np.array(png_digest)}
+        with atomic_path(npz) as tmp:
             raw = self.scores if self.raw_scores is None else self.raw_scores
             if self.sparse:
                 raw = raw.tocsr()
                 np.savez(tmp, data=self.scores.data, indices=self.scores.indices, indptr=self.scores.indptr,
-                         shape=np.array(self.scores.shape), raw_data=raw.data, video_ids=np.array(self.video_ids),
-                         audio_ids=np.array(self.audio_ids))
+                         shape=np.array(self.scores.shape), raw_data=raw.data, **ids)
             else:
-                np.savez(tmp, scores=self.scores, raw_scores=raw, video_ids=np.array(self.video_ids),
-                         audio_ids=np.array(self.audio_ids))
-        if heatmap and not self.sparse:
-            from avmatch.report import heatmap_png
-
-            written.append(pairs_csv.with_suffix(".heatmap.png"))
-            heatmap_png(self.scores, written[-1], self.video_ids, self.audio_ids, self.chosen)
+                np.savez(tmp, scores=self.scores, raw_scores=raw, **ids)
+        write_text(pairs_csv, text)  # last: with it the set is complete
         return written
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Delete the temporary files a killed writer of ``path`` left (:func:`avmatch.atomic.atomic_path`'s naming)."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp*"):
+        stale.unlink(missing_ok=True)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def scores_path(pairs_csv: str | Path) -> Path:
     return Path(pairs_csv).with_suffix(".scores.npz")
 
 
+def heatmap_path(pairs_csv: str | Path) -> Path:
+    return Path(pairs_csv).with_suffix(".heatmap.png")
+
+
+def _npz_text(z, key: str) -> str:
+    if key not in z.files:
+        return ""
+    value = z[key]
+    return str(value) if value.ndim == 0 and value.dtype.kind == "U" else ""
+
+
+def check_same_run(pairs_csv: str | Path, npz_path: str | Path) -> dict:
+    """The run id and method recorded in a score matrix, once it is known to belong to the same
+    ``avmatch match`` run as ``pairs_csv`` (its recorded SHA-256 is that file's): else one line."""
+    npz_path = regular(npz_path)
+    try:
+        with np.load(npz_path, allow_pickle=False) as z:
+            recorded = {k: _npz_text(z, k) for k in ("run_id", "method", "pairs_sha256")}
+    except Exception as err:  # noqa: BLE001 - zip, key and pickle errors read the same to a user
+        raise AvmatchError(f"not a score matrix written by avmatch match ({_why(err)})", npz_path) from None
+    if not recorded["pairs_sha256"]:
+        raise AvmatchError(f"records no run id, so nothing ties it to {Path(pairs_csv).name} (written by an "
+                           "older avmatch?); rerun avmatch match, or remove it to evaluate the pairs alone", npz_path)
+    if file_sha256(pairs_csv) != recorded["pairs_sha256"]:
+        raise AvmatchError(f"{Path(pairs_csv).name} is not the pairs file of this score matrix (from another run, "
+                           "a match stopped midway, or edited since); rerun avmatch match, or remove the score "
+                           "matrix to evaluate the pairs alone", npz_path)
+    return recorded
+
+
+def regular(path: str | Path) -> Path:
+    """``path`` if it is a regular file; a pipe or a device (reading it could wait forever) is refused."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise AvmatchError("is not a regular file (a folder, a pipe or a device)", path)
+    if not path.exists():
+        raise AvmatchError("no such file", path)
+    return path
+
+
+def _why(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}{': ' + text[0][:120] if text else ''}"
+
+
 def load_scores(npz_path: str | Path) -> tuple[np.ndarray | csr_matrix, list[str], list[str]]:
     """The score matrix written beside a pairs.csv (dense, or sparse candidates) and its ids.
     Never unpickles; a damaged or foreign file is a one-line error."""
+    npz_path = regular(npz_path)
     try:
         with np.load(npz_path, allow_pickle=False) as z:
             if "indptr" in z:
@@ -267,13 +344,53 @@ def load_scores(npz_path: str | Path) -> tuple[np.ndarray | csr_matrix, list[str
                 scores = np.asarray(z["scores"], dtype=np.float64)
             video_ids, audio_ids = [str(v) for v in z["video_ids"]], [str(a) for a in z["audio_ids"]]
     except Exception as err:  # noqa: BLE001 - zip, key, pickle and shape errors read the same to a user
-        text = str(err).strip().splitlines()
-        raise AvmatchError(f"not a score matrix written by avmatch match ({type(err).__name__}"
-                           f"{': ' + text[0][:120] if text else ''})", npz_path) from None
+        raise AvmatchError(f"not a score matrix written by avmatch match ({_why(err)})", npz_path) from None
     if scores.ndim != 2 or scores.shape != (len(video_ids), len(audio_ids)):
         raise AvmatchError(f"score matrix of shape {scores.shape} does not fit its {len(video_ids)} video and "
                            f"{len(audio_ids)} audio ids", npz_path)
     return scores, video_ids, audio_ids
+
+
+def _same_extractor(run: dict, corpus: dict) -> str:
+    """'' when features made as ``corpus`` records fit a run trained on features made as ``run``
+    records, else what differs."""
+    from avmatch.extractors import _REGISTRY
+
+    if not run.get("name") or not corpus.get("name"):
+        return ""
+    for key in ("name", "version"):
+        if key in run and key in corpus and run[key] != corpus[key]:
+            return f"extractor {key} {corpus[key]!r}, the run's is {run[key]!r}"
+    files = getattr(_REGISTRY.get(run["name"]), "file_options", ())
+    mine, theirs = run.get("params", {}), corpus.get("params", {})
+    for key in sorted(set(mine) & set(theirs) - set(files)):
+        if mine[key] != theirs[key]:
+            return f"extractor option {key}={theirs[key]!r}, the run's is {mine[key]!r}"
+    digests = (sorted(run.get("weights_sha1", {}).values()), sorted(corpus.get("weights_sha1", {}).values()))
+    if "weights_sha1" in run and "weights_sha1" in corpus and digests[0] != digests[1]:
+        return f"network file SHA-1 {', '.join(digests[1]) or 'none'}, the run's is {', '.join(digests[0]) or 'none'}"
+    return ""
+
+
+def check_fits(trained: Trained, corpus: Corpus, modality: str) -> None:
+    """Refuse (one line) features of one modality that the run was not trained on: other dims, another
+    rate (offsets and lags would be off by the ratio) or another extractor."""
+    name = "visual" if modality == "video" else "audio"
+    dim = corpus.video_dim if modality == "video" else corpus.audio_dim
+    want = trained.model.config[f"{modality}_dim"]
+    if dim is not None and dim != want:
+        raise AvmatchError(f"{name} features have {dim} dims but the model was trained on {want} "
+                           f"(extractor {corpus.extractor.get('name')!r} vs {trained.extractor.get('name')!r})",
+                           corpus.root)
+    rate = corpus.video_rate_hz if modality == "video" else corpus.audio_rate_hz
+    want_rate = trained.video_rate_hz if modality == "video" else trained.audio_rate_hz
+    if dim is not None and not np.isclose(rate, want_rate, rtol=1e-6, atol=0):
+        raise AvmatchError(f"{name} features at {rate:g} Hz but the model was trained on {want_rate:g} Hz; "
+                           "extract them with the run's extractor settings", corpus.root)
+    differs = _same_extractor(trained.extractor, corpus.extractor)
+    if dim is not None and differs:
+        raise AvmatchError(f"{name} features were made with {differs}: features of another extractor do "
+                           "not fit the model", corpus.root)
 
 
 def match_corpora(trained: Trained, videos: Corpus, audios: Corpus, method: str = "hungarian",
@@ -293,15 +410,20 @@ def match_corpora(trained: Trained, videos: Corpus, audios: Corpus, method: str 
         raise AvmatchError("no clip with visual features to match", videos.root)
     if not a_clips:
         raise AvmatchError("no clip with audio features to match", audios.root)
-    cfg = trained.model.config
-    for name, corpus, dim, want in (("visual", videos, videos.video_dim, cfg["video_dim"]),
-                                    ("audio", audios, audios.audio_dim, cfg["audio_dim"])):
-        if dim != want:
-            raise AvmatchError(f"{name} features have {dim} dims but the model was trained on {want} "
-                               f"(extractor {corpus.extractor.get('name')!r} vs {trained.extractor.get('name')!r})", corpus.root)
+    check_fits(trained, videos, "video")
+    check_fits(trained, audios, "audio")
+    if retriever is not None:
+        check_fits(retriever, videos, "video")
+        check_fits(retriever, audios, "audio")
     timing = hasattr(trained.model, "lag_curve")
     if timing and max_offset_s is not None:
-        trained.model.max_lag = max(1, round(max_offset_s * trained.audio_rate_hz))
+        from avmatch.checkpoint import COUNT_BOUNDS
+
+        lag = round(max_offset_s * trained.audio_rate_hz) if np.isfinite(max_offset_s) else -1
+        if not 1 <= lag <= COUNT_BOUNDS["max_lag"]:
+            raise AvmatchError(f"--max-offset {max_offset_s:g} s is {lag} frames at {trained.audio_rate_hz:g} Hz; "
+                               f"give 1 to {COUNT_BOUNDS['max_lag']} frames' worth")
+        trained.model.max_lag = lag
     if choose_mode(len(v_clips), len(a_clips), mode, dense_max or DENSE_MAX) == "two-stage":
         result = match_two_stage(trained, [c.video for c in v_clips], [c.audio for c in a_clips],
                                  [c.id for c in v_clips], [c.id for c in a_clips], method, normalisation,
@@ -358,6 +480,14 @@ def is_embedding_model(trained: Trained) -> bool:
     return isinstance(trained.model, EmbeddingModel)
 
 
+def retrieval_metric(trained: Trained) -> str:
+    """How a model's clip embeddings are compared: "l2" for a model that scores a pair by minus the
+    Euclidean distance of its (unnormalised) embeddings (va-metric), else "ip" (cosine)."""
+    from avmatch.models.recurrent import MetricModel
+
+    return "l2" if isinstance(trained.model, MetricModel) else "ip"
+
+
 def embedding_score_params(trained: Trained) -> tuple[float, float]:
     """(scale, bias) that turn a cosine of two clip embeddings into the model's score; (1, 0) for
     models whose score is not a function of the clip embeddings (the cosine itself is reported)."""
@@ -369,7 +499,8 @@ def embedding_score_params(trained: Trained) -> tuple[float, float]:
 @torch.no_grad()
 def clip_embeddings(trained: Trained, arrays: list[np.ndarray], modality: str, batch_size: int = 256,
                     device: str | torch.device | None = None) -> np.ndarray:
-    """(N, E) float32 L2-normalised embedding of each clip, encoded in length-sorted batches.
+    """(N, E) float32 embedding of each clip, encoded in length-sorted batches: L2-normalised, except
+    for a distance model's (:func:`retrieval_metric` "l2"), whose raw embeddings its score compares.
 
     Embedding models give theirs; timing models (per-frame embeddings in one space for both
     modalities) give the renormalised mean frame, good enough to retrieve candidates. Pair models
@@ -406,8 +537,9 @@ def clip_embeddings(trained: Trained, arrays: list[np.ndarray], modality: str, b
 
 def top_k_candidates(video_emb: np.ndarray, audio_emb: np.ndarray, k: int = DEFAULT_CANDIDATES,
                      kind: str = "flat", **index_options) -> tuple[np.ndarray, np.ndarray]:
-    """Each video's ``k`` nearest audios by cosine: (Nv, K) cosines, best first, and (Nv, K) audio
-    indices (-1 past the last audio). ``kind`` picks the FAISS index (exact "flat", or "ivf"/"hnsw")."""
+    """Each video's ``k`` nearest audios by cosine (or by distance with ``metric="l2"``): (Nv, K)
+    cosines (squared distances), best first, and (Nv, K) audio indices (-1 past the last audio).
+    ``kind`` picks the FAISS index (exact "flat", or "ivf"/"hnsw")."""
     from avmatch.index import build_index, search
 
     index = build_index(audio_emb, kind, **index_options)
@@ -772,5 +904,5 @@ def match_two_stage(trained: Trained, videos: list[np.ndarray], audios: list[np.
         scores, raw, chosen = match_embeddings(video_emb, audio_emb, k, scale, bias, method, normalisation, kind)
     else:
         scores, raw, chosen = match_sparse(video_emb, audio_emb, model_pair_scores(trained, videos, audios), k,
-                                           method, normalisation, kind)
+                                           method, normalisation, kind, metric=retrieval_metric(finder))
     return MatchResult(list(video_ids), list(audio_ids), scores, chosen, method, raw)

@@ -46,8 +46,10 @@ class ClassicLayout(Extractor):
     audio_dim = 128
 
     def __init__(self, frames_per_s: int = 10, seed: int = 0, sample_rate: int = 16000):
-        if frames_per_s < 1:
-            raise ValueError(f"frames_per_s must be >= 1, got {frames_per_s}")
+        if not 1 <= frames_per_s <= 240:
+            raise ValueError(f"frames_per_s must be in [1, 240], got {frames_per_s}")
+        if not 4000 <= sample_rate <= 96000:
+            raise ValueError(f"sample_rate must be in [4000, 96000], got {sample_rate}")
         self.frames_per_s, self.seed, self.sample_rate = int(frames_per_s), int(seed), int(sample_rate)
         self.projection = _projection(self.seed, self.video_dim)  # (210, 1024)
         self.mel_rows_per_s = 100

@@ -25,6 +25,7 @@ import functools
 import hashlib
 import io
 import os
+import stat
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,10 +75,14 @@ def _frame_options(extractor: Extractor, fps: float, image_size: int, sample_rat
     """The options both network extractors share, checked and set on ``extractor``."""
     extractor.fps = _check_rate(fps)
     extractor.image_size = _check_size(image_size)
+    if not 1 <= batch_size <= 4096:
+        raise ValueError(f"batch_size must be in [1, 4096], got {batch_size}")
+    extractor.batch_size = int(batch_size)
     extractor.sample_rate = int(sample_rate)
-    extractor.batch_size = max(1, int(batch_size))
     extractor.device = pick_device(device)
     extractor.video_rate_hz = extractor.audio_rate_hz = extractor.fps
+    # the weight-free features at the same rate (they check sample_rate's bounds), before any network loads
+    extractor.sound = FrameRateFeatures(fps=extractor.fps, sample_rate=extractor.sample_rate)
 
 
 def _frames_to_tensor(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -119,7 +124,6 @@ class EfficientNetFeatures(Extractor):
                  batch_size: int = 64, device: str = ""):
         _frame_options(self, fps, image_size, sample_rate, batch_size, device)
         self.model = _efficientnet_lite0(self.image_size, str(self.device))
-        self.sound = FrameRateFeatures(fps=self.fps, sample_rate=self.sample_rate)
 
     def params(self) -> dict[str, Any]:
         # batch_size and device do not change the features, so they stay out of the record.
@@ -204,18 +208,30 @@ def _load_script(path: str, mtime_ns: int, device: str, kind: str, image_size: i
     return net, k, dim
 
 
+def regular_file(path: str | Path) -> str:
+    """The absolute path of a regular file, or a one-line error: a folder, a named pipe (reading it
+    would wait forever) or a device is never opened."""
+    full = os.path.abspath(os.path.expanduser(str(path)))
+    try:
+        mode = os.stat(full).st_mode
+    except OSError:
+        raise AvmatchError("no such weights file", full) from None
+    if stat.S_ISDIR(mode):
+        raise AvmatchError("is a folder, not a TorchScript weights file", full)
+    if not stat.S_ISREG(mode):
+        raise AvmatchError("is not a regular file (a pipe or a device?); give a TorchScript weights file", full)
+    return full
+
+
 def _file_key(path: str) -> tuple[str, int]:
     if not path:
         return path, 0
-    full = os.path.abspath(os.path.expanduser(path))
-    if not os.path.exists(full):
-        raise AvmatchError("no such weights file", full)
-    if os.path.isdir(full):
-        raise AvmatchError("is a folder, not a TorchScript weights file", full)
+    full = regular_file(path)
     return full, os.stat(full).st_mtime_ns
 
 
-def _sha1(path: str) -> str:
+def sha1_of(path: str) -> str:
+    """The first 16 hex digits of a file's SHA-1: what a corpus and a run record of a network file."""
     digest = hashlib.sha1()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -228,6 +244,8 @@ class ScriptedNetworkFeatures(Extractor):
     """your TorchScript image CNN and/or VGGish-style audio network: --option weights=PATH"""
 
     version = 1
+    # options naming code to run: a corpus or run records their digests, and only the user gives them
+    file_options = ("weights", "video_weights", "audio_weights")
 
     def __init__(self, weights: str = "", video_weights: str = "", audio_weights: str = "",
                  fps: float = 5.0, image_size: int = 224, sample_rate: int = 16000, batch_size: int = 64,
@@ -249,7 +267,7 @@ class ScriptedNetworkFeatures(Extractor):
         self.video_net, self.video_dim, self.video_weights = nets.get("video", (None, 0, ""))
         self.audio_net, self.audio_dim, self.audio_weights = nets.get("audio", (None, 0, ""))
         # A modality without a network gets the weight-free features at the same rate.
-        self.fallback = FrameRateFeatures(fps=self.fps, sample_rate=self.sample_rate)
+        self.fallback = self.sound
         self.video_dim = self.video_dim or self.fallback.video_dim
         self.audio_dim = self.audio_dim or self.fallback.audio_dim
         self.logmel = LogMel(self.sample_rate, hop=self.sample_rate / MEL_HZ,
@@ -263,7 +281,7 @@ class ScriptedNetworkFeatures(Extractor):
     def describe(self) -> dict[str, Any]:
         # The file contents, so features cached for one set of weights are not taken for another's.
         record = super().describe()
-        record["weights_sha1"] = {m: _sha1(p) for m, p in (("video", self.video_weights),
+        record["weights_sha1"] = {m: sha1_of(p) for m, p in (("video", self.video_weights),
                                                            ("audio", self.audio_weights)) if p}
         return record
 
