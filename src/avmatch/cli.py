@@ -31,7 +31,7 @@ def _train_config(args, model: str):
     return TrainConfig(model=model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        clip_grad=args.clip_grad, window_s=args.window, val_fraction=args.val_fraction,
                        patience=args.patience, seed=args.seed, histograms=not args.no_histograms,
-                       model_options=_options(args.option))
+                       model_options=_options(args.option), init=getattr(args, "init", None) or "")
 
 
 def cmd_models(args) -> None:
@@ -68,12 +68,13 @@ def cmd_train(args) -> None:
         return
     first = os.environ.get("RANK", "0") == "0"  # under torchrun, one process speaks
     corpus = load_corpus(args.corpus)
-    model = args.model or choose_model(corpus)
-    if not args.model and first:
+    model = args.model or ("" if args.init else choose_model(corpus))
+    if not args.model and not args.init and first:
         print(f"avmatch: no --model given; using {model!r} for this corpus", file=sys.stderr)
-    result = train(corpus, args.output, _train_config(args, model), resume=args.resume)
+    config = _train_config(args, model)
+    result = train(corpus, args.output, config, resume=args.resume)
     if first:
-        print(f"{model}: best validation top-1 {result['val_top1']:.3f} at epoch {result['best_epoch']} "
+        print(f"{config.model}: best validation top-1 {result['val_top1']:.3f} at epoch {result['best_epoch']} "
               f"of {result['epochs']} ({result['train_seconds']:.1f} s); run in {args.output}")
 
 
@@ -82,7 +83,9 @@ def cmd_match(args) -> None:
     from avmatch.extract import open_features
     from avmatch.match import match_corpora
 
-    trained = load_trained(args.model)
+    from avmatch.shipped import model_path
+
+    trained = load_trained(model_path(args.model))
     videos = open_features(args.videos, trained.extractor, args.workers)
     audios = open_features(args.audios, trained.extractor, args.workers)
     result = match_corpora(trained, videos, audios,
@@ -223,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="run folder")
     p.add_argument("--model", default=None, help="model name (default: the one that suits the corpus)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output")
+    p.add_argument("--init", default=None, metavar="RUN",
+                   help="fine-tune: start from this run or checkpoint ('default': the shipped model)")
     p.add_argument("--ddp", type=int, default=0, metavar="N",
                    help="train with DistributedDataParallel in N local processes (starts torchrun; "
                         "--batch-size stays the global batch)")
@@ -233,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("videos", help="feature corpus, or media file/folder (extracted with the run's extractor, cached)")
     p.add_argument("audios", help="feature corpus, or media file/folder")
     p.add_argument("--workers", type=int, default=1, help="extraction processes for media input")
-    p.add_argument("--model", required=True, help="run folder or checkpoint")
+    p.add_argument("--model", default="default",
+                   help="run folder or checkpoint (default: the model shipped with avmatch, no training needed)")
     p.add_argument("-o", "--output", default="pairs.csv")
     p.add_argument("--greedy", action="store_true", help="each video's best audio instead of a one-to-one assignment")
     p.add_argument("--normalise", default="dual-softmax", choices=["dual-softmax", "none"],

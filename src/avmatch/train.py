@@ -51,6 +51,7 @@ class TrainConfig:
     max_shift_s: float = -1.0  # timing models: random audio shift in training; -1 = half the lag range
     seed: int = 0
     histograms: bool = True
+    init: str = ""  # start from this run / checkpoint (or "default", the shipped model): fine-tuning
     augment: float = 0.8  # share of training clips whose audio is re-recorded (codec, level, noise); 0: none
     model_options: dict = field(default_factory=dict)
 
@@ -65,6 +66,25 @@ def choose_model(corpus: Corpus) -> str:
     if corpus.video_rate_hz == corpus.audio_rate_hz and corpus.video_rate_hz >= 5:
         return "sync"
     return "dual"
+
+
+def _initial(config: TrainConfig, corpus: Corpus) -> Trained:
+    """The checkpoint ``config.init`` names, checked to fit the corpus; sets ``config.model`` and
+    ``config.model_options`` to its own (a fine-tuned model keeps its architecture)."""
+    from avmatch.shipped import model_path
+
+    start = load_trained(model_path(config.init))
+    had, has = start.extractor, corpus.extractor
+    if [had.get(k) for k in ("name", "version", "params")] != [has.get(k) for k in ("name", "version", "params")]:
+        raise AvmatchError(f"--init {config.init} was trained on features of extractor {had.get('name')!r} "
+                           f"{had.get('params')}, this corpus has {has.get('name')!r} {has.get('params')}; "
+                           "extract with the same extractor", corpus.root)
+    if config.model and config.model != start.model.name:
+        raise AvmatchError(f"--init {config.init} holds a {start.model.name!r} model, not {config.model!r}; "
+                           "leave out --model to fine-tune it")
+    config.model = start.model.name
+    config.model_options = {k: v for k, v in start.model.config.items() if k not in ("video_dim", "audio_dim")}
+    return start
 
 
 def _augmenter(extractor: dict):
@@ -268,6 +288,7 @@ def train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: bool
         if saved.model != config.model:
             raise AvmatchError(f"run was trained with model {saved.model!r}, not {config.model!r}", run_dir)
         config = saved
+    start = _initial(config, corpus) if config.init and not resume else None
     model_entry(config.model)  # unknown names fail before any work
     if config.batch_size < max(2, world):
         per_process = f" and one per process ({world} processes share it)" if world > 1 else ""
@@ -281,6 +302,10 @@ def train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: bool
                       *feature_stats([c.audio for c in train_set.clips]),
                       extractor=dict(corpus.extractor), video_rate_hz=corpus.video_rate_hz,
                       audio_rate_hz=corpus.audio_rate_hz)
+    if start is not None:  # fine-tuning: the weights and the standardisation they were trained with
+        model.load_state_dict(start.model.state_dict())
+        trained.video_mean, trained.video_std = start.video_mean, start.video_std
+        trained.audio_mean, trained.audio_std = start.audio_mean, start.audio_std
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs))
     state = {"epoch": 0, "best_top1": -1.0, "best_mrr": -1.0, "bad_epochs": 0, "history": []}
