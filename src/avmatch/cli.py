@@ -72,10 +72,21 @@ def cmd_train(args) -> None:
     if not args.model and not args.init and first:
         print(f"avmatch: no --model given; using {model!r} for this corpus", file=sys.stderr)
     config = _train_config(args, model)
-    result = train(corpus, args.output, config, resume=args.resume)
+    result = train(corpus, args.output, config, resume=args.resume, force=args.force)
     if first:
         print(f"{config.model}: best validation top-1 {result['val_top1']:.3f} at epoch {result['best_epoch']} "
               f"of {result['epochs']} ({result['train_seconds']:.1f} s); run in {args.output}")
+
+
+def _media_extractor(trained, args, *sources: str) -> dict:
+    """The run's extractor record for media input, with the user's ``--option``s (a network file the
+    run's features came from is given by the user, never taken from the run)."""
+    from avmatch.checkpoint import media_extractor
+    from avmatch.extract import is_media_source
+
+    if not any(is_media_source(s) for s in sources):
+        return trained.extractor
+    return media_extractor(trained.extractor, _options(args.option), args.model)
 
 
 def cmd_match(args) -> None:
@@ -86,8 +97,9 @@ def cmd_match(args) -> None:
     from avmatch.shipped import model_path
 
     trained = load_trained(model_path(args.model))
-    videos = open_features(args.videos, trained.extractor, args.workers)
-    audios = open_features(args.audios, trained.extractor, args.workers)
+    extractor = _media_extractor(trained, args, args.videos, args.audios)
+    videos = open_features(args.videos, extractor, args.workers)
+    audios = open_features(args.audios, extractor, args.workers)
     result = match_corpora(trained, videos, audios,
                            "greedy" if args.greedy else "hungarian", args.normalise, args.max_offset,
                            mode=args.mode, candidates=args.candidates,
@@ -110,7 +122,7 @@ def cmd_index(args) -> None:
     from avmatch.index import index_corpus
 
     trained = load_trained(args.model)
-    corpus = open_features(args.corpus, trained.extractor, args.workers)
+    corpus = open_features(args.corpus, _media_extractor(trained, args, args.corpus), args.workers)
     index = index_corpus(trained, corpus, args.kind, model=str(args.model), nlist=args.nlist, nprobe=args.nprobe,
                          hnsw_m=args.hnsw_m, ef_search=args.ef_search)
     index.save(args.output)
@@ -226,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="run folder")
     p.add_argument("--model", default=None, help="model name (default: the one that suits the corpus)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output")
+    p.add_argument("--force", action="store_true", help="replace the run already in --output (deletes it first)")
     p.add_argument("--init", default=None, metavar="RUN",
                    help="fine-tune: start from this run or checkpoint ('default': the shipped model)")
     p.add_argument("--ddp", type=int, default=0, metavar="N",
@@ -254,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="two-stage: embedding model that retrieves the candidates (default: --model)")
     p.add_argument("--retrieval", default="flat", choices=["flat", "ivf", "hnsw"],
                    help="two-stage: FAISS index that retrieves them (flat: exact)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="extractor option for media input (e.g. weights=PATH: the network the run's features came from)")
     p.set_defaults(func=cmd_match)
 
     p = sub.add_parser("index", help="export a corpus's video and audio embeddings into a FAISS index")
@@ -267,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hnsw-m", type=int, default=32, help="hnsw: links per node")
     p.add_argument("--ef-search", type=int, default=128, help="hnsw: search beam width")
     p.add_argument("--workers", type=int, default=1, help="extraction processes for media input")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="extractor option for media input (e.g. weights=PATH: the network the run's features came from)")
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="the best audios for a video (or videos for an audio) in an index")

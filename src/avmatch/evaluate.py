@@ -67,41 +67,77 @@ def candidate_retrieval_metrics(scores, truth: np.ndarray, ks: tuple[int, ...] =
 
 
 def read_pairs(path: str | Path, required: tuple[str, ...] = ("video", "audio")) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise AvmatchError("no such file", path)
+    """The rows of a CSV file as dicts, names and values stripped of spaces (a UTF-8 BOM and spaces
+    after commas, as spreadsheets write them, change nothing); a regular file only."""
+    from avmatch.match import regular
+
+    path = regular(path)
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in required if c not in (reader.fieldnames or [])]
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f, skipinitialspace=True)
+            header = [h.strip() for h in next(reader, [])]
+            missing = [c for c in required if c not in header]
             if missing:
-                raise AvmatchError(f"CSV lacks column(s) {', '.join(missing)} (has: {', '.join(reader.fieldnames or [])})", path)
-            return list(reader)
+                raise AvmatchError(f"CSV lacks column(s) {', '.join(missing)} (has: {', '.join(header)})", path)
+            return [dict(zip(header, (v.strip() for v in row), strict=False)) for row in reader if any(v.strip() for v in row)]
     except (UnicodeDecodeError, csv.Error) as err:
         raise AvmatchError(f"not a readable UTF-8 CSV file ({type(err).__name__}: {str(err)[:100]})", path) from None
 
 
+def _one_per_video(rows: list[dict], path: str | Path, audio_once: bool) -> dict[str, dict]:
+    """Rows by video; a video listed twice (and, with ``audio_once``, an audio given to two videos)
+    is refused: which of the two would count is anyone's guess."""
+    by_video: dict[str, dict] = {}
+    owner: dict[str, str] = {}
+    for r in rows:
+        video, audio = r.get("video") or "", r.get("audio") or ""
+        if not video:
+            raise AvmatchError("a row names no video", path)
+        if video in by_video:
+            raise AvmatchError(f"video {video!r} is listed twice", path)
+        if audio_once and audio and audio in owner:
+            raise AvmatchError(f"audio {audio!r} is given to two videos ({owner[audio]!r} and {video!r}): not "
+                               "one-to-one", path)
+        by_video[video] = r
+        owner[audio] = video
+    return by_video
+
+
 def _seconds(row: dict, path: str | Path) -> float:
     try:
-        return float(row["offset_s"])
+        value = float(row["offset_s"])
     except (TypeError, ValueError):
         raise AvmatchError(f"offset_s of video {row.get('video')!r} is not a number: {row.get('offset_s')!r}", path) from None
+    if not np.isfinite(value):
+        raise AvmatchError(f"offset_s of video {row.get('video')!r} is {row.get('offset_s')!r}, not a finite number", path)
+    return value
 
 
 def evaluate_pairs(pairs_csv: str | Path, key_csv: str | Path) -> dict:
     """Compare a ``pairs.csv`` written by ``avmatch match`` with a key (columns ``video,audio``).
 
     One-to-one accuracy comes from the pairs; top-k and MRR from the score matrix saved beside them
-    (from the candidates of a two-stage match: lower bounds, see :func:`candidate_retrieval_metrics`);
-    when the key has ``offset_s``, the offset error over the correctly matched pairs.
+    (from the candidates of a two-stage match: lower bounds, see :func:`candidate_retrieval_metrics`),
+    once it is known to be of the same run (:func:`avmatch.match.check_same_run`); when the key has
+    ``offset_s``, the offset error over the correctly matched pairs. A key must be one-to-one; so
+    must the pairs, unless the run matched greedily.
     """
     from scipy.sparse import issparse
 
-    from avmatch.match import load_scores, scores_path
+    from avmatch.match import check_same_run, load_scores, scores_path
 
-    pairs = {r["video"]: r for r in read_pairs(pairs_csv)}
+    npz = scores_path(pairs_csv)
+    run = check_same_run(pairs_csv, npz) if npz.exists() or npz.is_symlink() else {}
+    pairs = _one_per_video(read_pairs(pairs_csv), pairs_csv, audio_once=run.get("method") != "greedy")
     key_rows = read_pairs(key_csv)
-    key = {r["video"]: r["audio"] for r in key_rows}
+    key_by_video = _one_per_video(key_rows, key_csv, audio_once=True)
+    if any(not r.get("audio") for r in key_rows):
+        raise AvmatchError("a row names no audio", key_csv)
+    key = {v: r["audio"] for v, r in key_by_video.items()}
+    for rows, where in ((key_rows, key_csv), ([r for r in pairs.values() if r.get("audio")], pairs_csv)):
+        for r in rows:  # a NaN offset would make every offset metric NaN: refused where it is
+            if "offset_s" in r:
+                _seconds(r, where)
     unknown = sorted(set(pairs) - set(key))
     if not key:
         raise AvmatchError("key is empty", key_csv)
@@ -115,8 +151,7 @@ def evaluate_pairs(pairs_csv: str | Path, key_csv: str | Path) -> dict:
         if len(err):
             out.update(offset_mae_s=float(err.mean()), offset_median_s=float(np.median(err)),
                        offset_within_40ms=float((err <= 0.040 + 1e-9).mean()))
-    npz = scores_path(pairs_csv)
-    if npz.exists():
+    if run:
         scores, vids, aids = load_scores(npz)
         col = {a: j for j, a in enumerate(aids)}
         truth = np.array([col.get(key.get(v, ""), -1) for v in vids])
