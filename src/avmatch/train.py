@@ -11,6 +11,7 @@ writes the run folder. ``batch_size`` is the global batch, so N processes follow
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -270,9 +271,102 @@ def launch_processes(processes: int, argv: list[str]) -> None:
         raise AvmatchError(f"a training process of {processes} failed (its error is above)") from None
 
 
+RUN_FILES = ("config.json", "best.pt", "last.pt", "metrics.json", "tb")  # what a run folder holds
+
+
+def _claim_run_dir(run_dir: Path, force: bool, clear: bool) -> None:
+    """A new run goes into an empty (or new) folder: a finished model is never silently replaced, nor
+    TensorBoard events of two runs mixed. ``force`` clears a previous run first (when ``clear``: the
+    process that writes), but never a folder holding files a run does not write."""
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise AvmatchError("the run folder is a file", run_dir)
+    present = sorted(p.name for p in run_dir.iterdir())
+    if not present:
+        return
+    foreign = [n for n in present if n not in RUN_FILES and not (n.startswith(".") and ".tmp" in n)]
+    if foreign:
+        raise AvmatchError(f"the run folder holds files a run does not write ({', '.join(foreign[:3])}"
+                           f"{' ...' if len(foreign) > 3 else ''}); give a new or empty folder", run_dir)
+    # a folder without a checkpoint holds a run killed before its first epoch: nothing to lose
+    if not force and ("last.pt" in present or "best.pt" in present):
+        raise AvmatchError(f"the run folder already holds a run ({', '.join(present)}); continue it with "
+                           "--resume, replace it with --force, or give a new folder", run_dir)
+    if clear:
+        import shutil
+
+        for name in present:
+            path = run_dir / name
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
+def _resumable(run_dir: Path, config: TrainConfig, corpus: Corpus) -> TrainConfig:
+    """The saved training config of a run to resume, once its folder is known to hold a whole run of
+    this model on features like the corpus's: a torn or foreign folder is one line."""
+    if not (run_dir / "last.pt").is_file():
+        raise AvmatchError("nothing to resume: no last.pt", run_dir)
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())["train"]
+        saved = TrainConfig(**saved)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        raise AvmatchError(f"cannot resume: config.json is missing or not one avmatch train wrote "
+                           f"({type(err).__name__}: {str(err)[:80]})", run_dir) from None
+    if saved.model != config.model:
+        raise AvmatchError(f"run was trained with model {saved.model!r}, not {config.model!r}", run_dir)
+    last = load_trained(run_dir / "last.pt")
+    extra = last.extra
+    if not all(isinstance(extra.get(k), dict) for k in ("optimizer", "scheduler", "state")) or \
+            not isinstance(extra["state"].get("epoch"), int) or not isinstance(extra["state"].get("history"), list):
+        raise AvmatchError("cannot resume: last.pt holds no training state (a best.pt or another program's "
+                           "checkpoint copied there?)", run_dir / "last.pt")
+    groups = extra["optimizer"].get("param_groups")
+    counts = sum(len(g.get("params", [])) for g in groups) if isinstance(groups, list) and \
+        all(isinstance(g, dict) for g in groups) else -1
+    if last.model.name != saved.model or counts != len(list(last.model.parameters())):
+        raise AvmatchError("cannot resume: last.pt's optimizer state does not fit its model", run_dir / "last.pt")
+    paired = corpus.paired()
+    for modality in ("video", "audio"):
+        have, want = getattr(paired, f"{modality}_dim"), last.model.config[f"{modality}_dim"]
+        if have != want:
+            raise AvmatchError(f"cannot resume: the run was trained on {want}-dim {modality} features, this "
+                               f"corpus has {have}: another corpus?", run_dir)
+    return saved
+
+
+@contextlib.contextmanager
+def _quiet_event_threads():
+    """TensorBoard writes events from a thread of its own; when that write fails (a full disk) the
+    thread prints a traceback, and the error reaches the loop at the next event as an OSError (one
+    line from the CLI). The traceback is what this silences."""
+    import threading
+
+    before = threading.excepthook
+
+    def hook(args):
+        if type(args.thread).__module__.startswith("tensorboard") and issubclass(args.exc_type, OSError):
+            return
+        before(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = before
+
+
 def train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: bool = False,
-          device: torch.device | None = None, progress: bool = True) -> dict:
-    """Train ``config.model`` on the paired clips of ``corpus``; returns the final metrics."""
+          device: torch.device | None = None, progress: bool = True, force: bool = False) -> dict:
+    """Train ``config.model`` on the paired clips of ``corpus``; returns the final metrics.
+
+    ``run_dir`` must be new or empty, unless ``resume`` (continue the run in it) or ``force``
+    (clear the previous run in it first)."""
+    with _quiet_event_threads():
+        return _train(corpus, run_dir, config, resume, device, progress, force)
+
+
+def _train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: bool,
+           device: torch.device | None, progress: bool, force: bool) -> dict:
     from torch.utils.tensorboard import SummaryWriter
 
     run_dir = Path(run_dir)
@@ -282,12 +376,9 @@ def train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: bool
     if len(paired.clips) < 4:
         raise AvmatchError(f"training needs at least 4 clips with both video and audio, found {len(paired.clips)}", corpus.root)
     if resume:
-        if not (run_dir / "last.pt").exists():
-            raise AvmatchError("nothing to resume: no last.pt", run_dir)
-        saved = TrainConfig(**json.loads((run_dir / "config.json").read_text())["train"])
-        if saved.model != config.model:
-            raise AvmatchError(f"run was trained with model {saved.model!r}, not {config.model!r}", run_dir)
-        config = saved
+        config = _resumable(run_dir, config, corpus)
+    else:
+        _claim_run_dir(run_dir, force, clear=main)
     start = _initial(config, corpus) if config.init and not resume else None
     model_entry(config.model)  # unknown names fail before any work
     if config.batch_size < max(2, world):
