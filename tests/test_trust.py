@@ -1,0 +1,225 @@
+"""Never a silently wrong answer: outputs of one run as one unit, checkpoints trusted for their weights
+only, mismatches between a run and its input refused, every fault one line (issue 10, causes 2-5)."""
+
+import os
+import resource
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from avmatch.checkpoint import Trained, load_trained, media_extractor
+from avmatch.cli import main
+from avmatch.corpus import Corpus
+from avmatch.errors import AvmatchError
+from avmatch.evaluate import evaluate_pairs
+from avmatch.extractors import get_extractor
+from avmatch.extractors.pretrained import regular_file, sha1_of
+from avmatch.index import build_index, index_corpus, index_embeddings, load_index
+from avmatch.match import MatchResult, assign, match_corpora, score_matrix
+from avmatch.models import build_model
+from avmatch.synthetic import make_feature_corpus
+
+
+def tiny(tmp_path, name="dual", extractor=None, **options) -> tuple[Trained, object]:
+    torch.manual_seed(0)
+    model = build_model(name, 6, 4, **(options or {"hidden": 8, "embed_dim": 4, "blocks": 1}))
+    trained = Trained(model, np.zeros(6, np.float32), np.ones(6, np.float32), np.zeros(4, np.float32),
+                      np.ones(4, np.float32), extractor=extractor or {"name": "classic", "version": 1})
+    trained.save(tmp_path / f"{name}.pt")
+    return trained, tmp_path / f"{name}.pt"
+
+
+def edited(path, out, change) -> object:
+    state = torch.load(path, weights_only=True)
+    change(state)
+    torch.save(state, out)
+    return out
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+
+
+def test_a_config_far_larger_than_its_weights_is_refused_before_it_costs_memory(tmp_path):
+    _, good = tiny(tmp_path)
+    big = edited(good, tmp_path / "big.pt", lambda s: s["model_config"].update(hidden=4000))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    with pytest.raises(AvmatchError, match="big.pt: weights do not fit model 'dual'"):
+        load_trained(big)
+    assert time.perf_counter() - started < 10
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 200  # the real model of hidden=4000 would take over 1 GB
+
+
+def test_a_lag_range_out_of_bounds_is_refused(tmp_path):
+    _, good = tiny(tmp_path, "sync", hidden=8, embed_dim=4)
+    bad = edited(good, tmp_path / "lag.pt", lambda s: s["model_config"].update(max_lag=5_000_000))
+    with pytest.raises(AvmatchError, match="max_lag is 5000000, outside"):
+        load_trained(bad)
+
+
+def test_a_checkpoint_never_names_a_file_to_load(tmp_path):
+    net = tmp_path / "net.pt"
+    net.write_bytes(b"pretend TorchScript")
+    record = {"name": "weights", "version": 1, "params": {"video_weights": str(net), "audio_weights": "", "fps": 5.0},
+              "weights_sha1": {"video": sha1_of(str(net))}}
+    _, path = tiny(tmp_path, extractor=record)
+    trained = load_trained(path)
+    assert trained.extractor["params"]["video_weights"] == ""  # the path is not kept
+    with pytest.raises(AvmatchError, match="give that file again with --option weights=PATH"):
+        media_extractor(trained.extractor, {}, path)
+    other = tmp_path / "other.pt"
+    other.write_bytes(b"another network")
+    with pytest.raises(AvmatchError, match="are not the one"):
+        media_extractor(trained.extractor, {"weights": str(other)}, path)
+    with pytest.raises(AvmatchError, match="extracted with fps=5.0, not 25"):
+        media_extractor(trained.extractor, {"weights": str(net), "fps": 25}, path)
+    assert media_extractor(trained.extractor, {"weights": str(net)}, path)["params"]["weights"] == str(net)
+    bad = edited(path, tmp_path / "bad-extractor.pt", lambda s: s["extractor"]["params"].update(code="x" * 5000))
+    with pytest.raises(AvmatchError, match="bad-extractor.pt: malformed checkpoint"):
+        load_trained(bad)
+
+
+def test_absurd_extractor_options_and_pipes_are_refused(tmp_path):
+    for name, option in (("default", {"sample_rate": 4_000_000}), ("classic", {"sample_rate": 4_000_000}),
+                         ("classic", {"frames_per_s": 100_000}), ("weights", {"fps": 0.0, "weights": "x"})):
+        with pytest.raises(AvmatchError, match="must be in"):
+            get_extractor(name, **option)
+    os.mkfifo(tmp_path / "pipe.pt")
+    started = time.perf_counter()
+    with pytest.raises(AvmatchError, match="pipe.pt: is not a regular file"):
+        regular_file(tmp_path / "pipe.pt")
+    assert time.perf_counter() - started < 1
+
+
+# ------------------------------------------------------------------------------------ output sets
+
+
+def _result(scores):
+    return MatchResult(["v0", "v1", "v2"], ["a0", "a1", "a2"], scores, assign(scores), "hungarian")
+
+
+def test_pairs_and_scores_of_different_runs_are_refused(tmp_path):
+    key = tmp_path / "key.csv"
+    key.write_text("\ufeffvideo, audio\nv0, a0\nv1, a1\nv2, a2\n")  # a BOM and spaces after commas
+    first = np.eye(3) + 0.1
+    _result(first).write(tmp_path / "pairs.csv")
+    assert evaluate_pairs(tmp_path / "pairs.csv", key)["one_to_one"] == 1.0
+    (tmp_path / "pairs.scores.npz").rename(tmp_path / "old.npz")
+    _result(np.eye(3)[[1, 2, 0]]).write(tmp_path / "pairs.csv")  # another run: every pair wrong
+    (tmp_path / "old.npz").replace(tmp_path / "pairs.scores.npz")  # as a kill between renames left it
+    with pytest.raises(AvmatchError, match="pairs.scores.npz: pairs.csv is not the pairs file of this score matrix"):
+        evaluate_pairs(tmp_path / "pairs.csv", key)
+
+
+def test_a_new_output_set_removes_the_old_one_and_stale_temp_files(tmp_path):
+    stale = tmp_path / ".pairs.csv.abc123.tmp.csv"
+    stale.write_text("left by a killed run")
+    _result(np.eye(3)).write(tmp_path / "pairs.csv")
+    assert (tmp_path / "pairs.heatmap.png").exists()
+    _result(np.eye(3)).write(tmp_path / "pairs.csv", heatmap=False)
+    assert not stale.exists() and not (tmp_path / "pairs.heatmap.png").exists()
+
+
+@pytest.mark.parametrize("pairs, key, fault", [
+    ("v0,a0\nv0,a1\n", "v0,a0\nv1,a1\n", "pairs.csv: video 'v0' is listed twice"),
+    ("v0,a0\nv1,a1\n", "v0,a0\nv1,a0\n", "key.csv: audio 'a0' is given to two videos"),
+    ("v0,a0\nv1,a0\n", "v0,a0\nv1,a1\n", "pairs.csv: audio 'a0' is given to two videos"),
+])
+def test_evaluate_refuses_files_that_are_not_one_to_one(tmp_path, pairs, key, fault):
+    (tmp_path / "pairs.csv").write_text("video,audio\n" + pairs)
+    (tmp_path / "key.csv").write_text("video,audio\n" + key)
+    with pytest.raises(AvmatchError, match=fault):
+        evaluate_pairs(tmp_path / "pairs.csv", tmp_path / "key.csv")
+
+
+def test_evaluate_refuses_nan_offsets(tmp_path):
+    (tmp_path / "pairs.csv").write_text("video,audio,offset_s\nv0,a0,0.5\n")
+    (tmp_path / "key.csv").write_text("video,audio,offset_s\nv0,a0,nan\n")
+    with pytest.raises(AvmatchError, match="key.csv: offset_s of video 'v0' is 'nan', not a finite number"):
+        evaluate_pairs(tmp_path / "pairs.csv", tmp_path / "key.csv")
+
+
+def test_train_refuses_a_run_folder_holding_a_run_unless_forced(tmp_path, capsys):
+    from avmatch.corpus import write_corpus
+
+    write_corpus(make_feature_corpus(12, video_dim=6, audio_dim=4, min_len=3, max_len=5), tmp_path / "feats")
+    args = ["train", str(tmp_path / "feats"), "-o", str(tmp_path / "run"), "--model", "dual", "--epochs", "1",
+            "--no-histograms", "--option", "hidden=8", "--option", "embed_dim=4"]
+    assert main(args) == 0
+    before = (tmp_path / "run" / "best.pt").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (tmp_path / "run" / "best.pt").stat().st_mtime_ns == before
+    events = list((tmp_path / "run" / "tb").iterdir())
+    assert main([*args, "--force"]) == 0
+    assert not any(e.exists() for e in events)  # the old run's TensorBoard events went with it
+    (tmp_path / "run" / "config.json").write_text("{")
+    assert main([*args, "--resume"]) == 2
+    assert "cannot resume: config.json" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ mismatches
+
+
+def test_a_distance_model_is_indexed_and_retrieved_by_its_own_score(tmp_path):
+    corpus = make_feature_corpus(30, video_dim=6, audio_dim=4, min_len=3, max_len=6, seed=2)
+    trained, _ = tiny(tmp_path, "va-metric", extractor=corpus.extractor, hidden=8, embed_dim=4)
+    dense = score_matrix(trained, [c.video for c in corpus.clips], [c.audio for c in corpus.clips])
+    index = index_corpus(trained, corpus)
+    assert index.metric == "l2"
+    hits = index.search([c.id for c in corpus.clips], k=1)
+    assert [h[0][0] for h in hits] == [corpus.clips[j].id for j in dense.argmax(1)]
+    assert [h[0][1] for h in hits] == pytest.approx(dense.max(1), abs=1e-4)  # the model's printed score
+    two = match_corpora(trained, corpus, corpus, mode="two-stage", candidates=30, normalisation="none",
+                        method="greedy")
+    assert two.chosen.tolist() == dense.argmax(1).tolist()
+
+
+def test_features_at_another_rate_or_from_another_extractor_are_refused(tmp_path):
+    corpus = make_feature_corpus(6, video_dim=6, audio_dim=4, min_len=3, max_len=5)
+    trained, _ = tiny(tmp_path)
+    trained.video_rate_hz = trained.audio_rate_hz = 25.0
+    slow = Corpus(corpus.clips, 10.0, 10.0, {"name": "classic", "version": 1})
+    with pytest.raises(AvmatchError, match="visual features at 10 Hz but the model was trained on 25 Hz"):
+        match_corpora(trained, slow, slow)
+    other = Corpus(corpus.clips, 25.0, 25.0, {"name": "efficientnet", "version": 1})
+    with pytest.raises(AvmatchError, match="extractor name 'efficientnet', the run's is 'classic'"):
+        match_corpora(trained, other, other)
+
+
+# ------------------------------------------------------------------------------------ FAISS files
+
+
+def test_index_files_are_checked_before_faiss_reads_them(tmp_path):
+    emb = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    index_embeddings([f"v{i}" for i in range(5)], emb, [f"a{i}" for i in range(5)], emb).save(tmp_path / "ok")
+    load_index(tmp_path / "ok")
+    audio = (tmp_path / "ok" / "audio.faiss").read_bytes()
+    forged = bytearray(audio[:45])
+    forged[37:45] = (500_000_000).to_bytes(8, "little")  # "500 M floats follow" in a 109-byte file
+    (tmp_path / "ok" / "audio.faiss").write_bytes(bytes(forged) + bytes(64))
+    with pytest.raises(AvmatchError, match="audio.faiss: .*(cannot hold|do not add up)"):
+        load_index(tmp_path / "ok")
+    index_embeddings(["x"] * 0 + [f"v{i}" for i in range(5)], emb[::-1].copy(), [f"a{i}" for i in range(5)],
+                     emb).save(tmp_path / "other")
+    (tmp_path / "ok" / "audio.faiss").write_bytes(audio)
+    (tmp_path / "other" / "video.faiss").replace(tmp_path / "ok" / "video.faiss")  # a set mixed from two runs
+    with pytest.raises(AvmatchError, match="video.faiss: is not the file index.json recorded"):
+        load_index(tmp_path / "ok")
+    (tmp_path / "ok" / "index.json").write_text('{"format": "avmatch-index", "format_version": 1, "video_ids": 3}')
+    with pytest.raises(AvmatchError, match="index.json: malformed index.json: video_ids"):
+        load_index(tmp_path / "ok")
+
+
+@pytest.mark.parametrize("kind, options, fault", [
+    ("hnsw", {"hnsw_m": 0}, "--hnsw-m 0"), ("hnsw", {"hnsw_m": -5}, "--hnsw-m -5"),
+    ("ivf", {}, "needs at least 39 clips"), ("ivf", {"nlist": 500}, "--nlist 500"),
+])
+def test_index_options_out_of_range_are_one_line(kind, options, fault):
+    emb = np.random.default_rng(0).standard_normal((30, 4)).astype(np.float32)
+    with pytest.raises(AvmatchError, match=fault):
+        build_index(emb, kind, **options)
