@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,7 +66,12 @@ class Corpus:
 #
 # avmatch's own format: a folder with
 #   manifest.jsonl   one JSON line per (clip, modality): clip, modality, file, source, rate_hz, dims,
-#                    extractor, extractor_version; a later line for the same (clip, modality) wins
+#                    frames, modalities, extractor, extractor_version and source_id (the content
+#                    identity of the source file, see source_identity; absent in older corpora).
+#                    A later line for the same (clip, modality) wins, and a later write of a clip
+#                    from another source (or another identity or extractor version) supersedes all
+#                    of the clip's earlier lines, so one clip never mixes two files' streams.
+#                    A line {"clip": ID, "removed": WHY} takes the clip out of the corpus.
 #   corpus.json      optional: the full description of the extractor that made the corpus
 #   arrays/*.npy     one (T, D) float32 array per line of the manifest
 # The manifest is appended to one finished clip at a time (array first, then its line), so a killed
@@ -78,10 +84,64 @@ CLASSIC_FILES = {"video": "vfeat.npy", "audio": "afeat.npy"}
 CLASSIC_DIMS = {"video": 1024, "audio": 128}
 
 
+HASH_EDGE = 1 << 20  # the content hash reads the first and the last MiB ...
+HASH_SAMPLES, HASH_SAMPLE = 8, 1 << 16  # ... and 8 blocks of 64 KiB spread over the middle
+
+
+def visible(text: str) -> str:
+    """``text`` safe for any UTF-8 output (CSV, JSON, the terminal): bytes of a file name that are not
+    UTF-8 (Python keeps them as surrogate escapes) become a visible ``\\xNN``. Clip ids are always in
+    this form, so every output names a clip the same way."""
+    if not any("\ud800" <= ch <= "\udfff" for ch in text):
+        return text
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that no file name byte gives (from JSON, say)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def source_identity(path: str | Path, known: dict | None = None) -> dict:
+    """The content identity of a media file: ``{"size", "mtime_ns", "hash"}``.
+
+    ``known`` is the identity recorded earlier: while size and mtime are unchanged it is returned as
+    is (no read); otherwise the hash is computed again. Two files hold the same content when their
+    size and hash agree (:func:`same_content`), whatever their paths or mtimes."""
+    path = Path(path)
+    st = path.stat()
+    if known and known.get("size") == st.st_size and known.get("mtime_ns") == st.st_mtime_ns and known.get("hash"):
+        return dict(known)
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())  # the size of what is read, should the file change meanwhile
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "hash": _content_hash(f, st.st_size)}
+
+
+def _content_hash(f, size: int) -> str:
+    """blake2b of the size, the first and last MiB and 8 blocks spread over the middle (the whole
+    file when it is small): about 2.5 MiB read per file, however long the media. The middle blocks
+    catch an edit of equal size that leaves both ends alone."""
+    h = hashlib.blake2b(size.to_bytes(8, "little"), digest_size=16)
+    if size <= 2 * HASH_EDGE + HASH_SAMPLES * HASH_SAMPLE:
+        for block in iter(lambda: f.read(HASH_EDGE), b""):
+            h.update(block)
+        return h.hexdigest()
+    step = (size - 2 * HASH_EDGE) // (HASH_SAMPLES + 1)
+    starts = [(0, HASH_EDGE)] + [(HASH_EDGE + k * step, HASH_SAMPLE) for k in range(1, HASH_SAMPLES + 1)]
+    for start, length in starts + [(size - HASH_EDGE, HASH_EDGE)]:
+        f.seek(start)
+        h.update(f.read(length))
+    return h.hexdigest()
+
+
+def same_content(a: dict | None, b: dict | None) -> bool:
+    """True when two source identities name the same content (size and hash; not the mtime)."""
+    return bool(a and b and a.get("hash") and (a.get("size"), a.get("hash")) == (b.get("size"), b.get("hash")))
+
+
 def _safe_name(clip_id: str, modality: str) -> str:
     """A file name for a clip id (which may hold slashes or odd characters), unique per id."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", clip_id).strip("._")[:80] or "clip"
-    return f"{stem}-{hashlib.sha1(clip_id.encode()).hexdigest()[:8]}.{modality}.npy"
+    digest = hashlib.sha1(clip_id.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{stem}-{digest}.{modality}.npy"
 
 
 def _read_text(path: Path) -> str:
@@ -102,11 +162,13 @@ def _save_array(path: Path, array: np.ndarray) -> None:
 
 
 def append_clip(root: str | Path, clip_id: str, features: dict[str, np.ndarray], *, rates_hz: dict[str, float],
-                source: str = "", extractor: str = "", extractor_version: int = 0) -> None:
+                source: str = "", extractor: str = "", extractor_version: int = 0,
+                source_id: dict | None = None) -> None:
     """Add one clip (its features by modality) to the corpus at ``root``: arrays first, then all its
     manifest lines in one write. Each line names every modality of the clip, so a reader can tell a
-    clip whose lines were torn apart by a crash from one that has a single modality."""
-    lines = []
+    clip whose lines were torn apart by a crash from one that has a single modality. ``source_id``
+    (see :func:`source_identity`) lets a later run tell whether the source file changed."""
+    rows = []
     for modality, array in features.items():
         if modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
@@ -116,13 +178,46 @@ def append_clip(root: str | Path, clip_id: str, features: dict[str, np.ndarray],
                                source)
         name = f"arrays/{_safe_name(clip_id, modality)}"
         _save_array(Path(root) / name, array)
-        lines.append(json.dumps({"clip": clip_id, "modality": modality, "file": name, "source": source,
-                                 "rate_hz": float(rates_hz[modality]), "dims": int(array.shape[1]),
-                                 "frames": int(array.shape[0]), "modalities": sorted(features),
-                                 "extractor": extractor, "extractor_version": int(extractor_version)}))
-    _drop_torn_line(Path(root) / MANIFEST)
-    with open(Path(root) / MANIFEST, "a") as f:
-        f.write("".join(line + "\n" for line in lines))
+        rows.append({"clip": clip_id, "modality": modality, "file": name, "source": source,
+                     "rate_hz": float(rates_hz[modality]), "dims": int(array.shape[1]),
+                     "frames": int(array.shape[0]), "modalities": sorted(features),
+                     "extractor": extractor, "extractor_version": int(extractor_version)}
+                    | ({"source_id": source_id} if source_id else {}))
+    _append_lines(Path(root), rows)
+
+
+def reuse_clip(root: str | Path, rows: dict[str, dict], clip_id: str, source: str, source_id: dict) -> None:
+    """Record the features of an existing clip (``rows``: its manifest rows by modality) as clip
+    ``clip_id`` from ``source``: a file moved, renamed or copied keeps its features without being
+    decoded again. The arrays are hard-linked (copied where links fail) under the new clip's names,
+    so re-extracting either clip later cannot change the other."""
+    root = Path(root)
+    new = []
+    for modality, row in rows.items():
+        name = f"arrays/{_safe_name(clip_id, modality)}"
+        if name != row["file"]:
+            with atomic_path(root / name) as tmp:
+                tmp.unlink()
+                try:
+                    os.link(_inside(root, row["file"], root / MANIFEST), tmp)
+                except OSError:
+                    shutil.copyfile(_inside(root, row["file"], root / MANIFEST), tmp)
+        new.append({**row, "clip": clip_id, "file": name, "source": source, "source_id": source_id})
+    _append_lines(root, new)
+
+
+def retire_clips(root: str | Path, why: dict[str, str]) -> None:
+    """Take clips out of the corpus (``why``: clip id -> the reason, kept in the manifest)."""
+    if why:
+        _append_lines(Path(root), [{"clip": clip_id, "removed": reason} for clip_id, reason in why.items()])
+
+
+def _append_lines(root: Path, rows: list[dict]) -> None:
+    """Rows appended to the manifest in one write, flushed to disk before the caller goes on."""
+    root.mkdir(parents=True, exist_ok=True)
+    _drop_torn_line(root / MANIFEST)
+    with open(root / MANIFEST, "a", encoding="utf-8") as f:
+        f.write("".join(json.dumps(row) + "\n" for row in rows))
         f.flush()
         os.fsync(f.fileno())
 
@@ -158,7 +253,26 @@ def _check_row(row: object) -> tuple[str, str]:
     both = row.get("modalities", [modality])
     if not isinstance(both, list) or not all(isinstance(m, str) for m in both):
         raise ValueError(f"modalities must be a list of names, got {both!r:.40}")
+    ident = row.get("source_id")
+    if ident is not None and not (isinstance(ident, dict) and isinstance(ident.get("hash"), str)
+                                  and all(type(ident.get(k)) is int for k in ("size", "mtime_ns"))):
+        raise ValueError(f"source_id must hold size, mtime_ns and hash, got {ident!r:.60}")
     return str(clip), str(modality)
+
+
+def _check_removal(row: dict) -> str:
+    """The clip a removal line ({"clip": ID, "removed": WHY}) takes out; ValueError if malformed."""
+    clip = row.get("clip")
+    if isinstance(clip, bool) or not isinstance(clip, (str, int)) or clip == "" or not isinstance(row["removed"], str):
+        raise ValueError("a removal line needs a clip name and a reason")
+    return str(clip)
+
+
+def _write_of(row: dict) -> tuple:
+    """What one write of a clip shares on all its lines: a row with another value came from another file,
+    another version of it or another extractor."""
+    return (row.get("source"), json.dumps(row.get("source_id"), sort_keys=True), row.get("extractor"),
+            row.get("extractor_version"))
 
 
 def read_manifest(root: str | Path) -> list[dict]:
@@ -171,35 +285,51 @@ def read_manifest(root: str | Path) -> list[dict]:
         raise AvmatchError(f"no {MANIFEST} here", root)
     text = _read_text(path)
     lines = text.split("\n")
-    rows: dict[tuple[str, str], dict] = {}
+    clips: dict[str, dict[str, dict]] = {}  # clip -> modality -> row
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            key = _check_row(row)
+            if isinstance(row, dict) and "removed" in row:
+                clips.pop(_check_removal(row), None)
+                continue
+            clip, modality = _check_row(row)
         except (ValueError, KeyError, TypeError, RecursionError) as err:
             if n == len(lines) and not text.endswith("\n"):
                 continue  # torn last line of an interrupted writer
             why = (f"no {err}" if isinstance(err, KeyError) else "JSON nested too deeply"
                    if isinstance(err, RecursionError) else _why(err))
             raise AvmatchError(f"line {n} is not a valid manifest row ({why})", path) from None
-        if key[1] not in MODALITIES:
-            raise AvmatchError(f"line {n}: modality must be video or audio, got {key[1]!r}", path)
-        rows[key] = row
-    return list(rows.values())
+        if modality not in MODALITIES:
+            raise AvmatchError(f"line {n}: modality must be video or audio, got {modality!r}", path)
+        had = clips.setdefault(clip, {})
+        if had and "modalities" in row:
+            # a new write of this clip: lines of an older write (another file, a changed file, another
+            # extractor) or of a modality the new write does not have must not survive beside it
+            keep = {m: r for m, r in had.items() if m in row["modalities"] and _write_of(r) == _write_of(row)}
+            if len(keep) != len(had):
+                had.clear()
+                had.update(keep)
+        had[modality] = row
+    return [row for by_modality in clips.values() for row in by_modality.values()]
 
 
-def done_entries(root: str | Path) -> dict[str, dict]:
-    """The source files finished in this corpus, each with one of its manifest rows: every modality
-    the file gave has its line and its array on disk. What a resumed extraction skips."""
+def done_clips(root: str | Path) -> dict[str, dict[str, dict]]:
+    """The finished clips of this corpus, each with its manifest rows by modality: every modality the
+    clip's write named has its line and its array on disk. What a resumed extraction can keep."""
     root = Path(root)
     rows: dict[str, dict[str, dict]] = {}
     for row in read_manifest(root):
         if _inside(root, row["file"], root / MANIFEST).is_file():
-            rows.setdefault(row.get("source", ""), {})[row["modality"]] = row
-    return {src: next(iter(by_m.values())) for src, by_m in rows.items()
+            rows.setdefault(str(row["clip"]), {})[row["modality"]] = row
+    return {clip: by_m for clip, by_m in rows.items()
             if set(next(iter(by_m.values())).get("modalities", by_m)) <= set(by_m)}
+
+
+def done_entries(root: str | Path) -> dict[str, dict]:
+    """The source files finished in this corpus, each with one of its manifest rows."""
+    return {str(row.get("source", "")): row for by_m in done_clips(root).values() for row in [next(iter(by_m.values()))]}
 
 
 def write_corpus(corpus: Corpus, root: str | Path) -> Path:
@@ -216,7 +346,9 @@ def write_corpus(corpus: Corpus, root: str | Path) -> Path:
             rate = corpus.video_rate_hz if modality == "video" else corpus.audio_rate_hz
             lines.append(json.dumps({"clip": clip.id, "modality": modality, "file": name, "source": clip.source,
                                      "rate_hz": float(rate), "dims": int(array.shape[1]),
-                                     "frames": int(array.shape[0]), "extractor": corpus.extractor.get("name", ""),
+                                     "frames": int(array.shape[0]),
+                                     "modalities": sorted(m for m in MODALITIES if getattr(clip, m) is not None),
+                                     "extractor": corpus.extractor.get("name", ""),
                                      "extractor_version": corpus.extractor.get("version", 0)}))
     write_text(root / CORPUS_INFO, json.dumps({"extractor": corpus.extractor}, indent=2, default=str))
     write_text(root / MANIFEST, "".join(line + "\n" for line in lines))
