@@ -77,7 +77,7 @@ def test_every_family_makes_sound_where_the_picture_changes(family):
 
 
 def test_speech_only_with_espeak(monkeypatch):
-    monkeypatch.setattr(scenes.shutil, "which", lambda name: None)
+    monkeypatch.setattr(scenes.speech, "speech_available", lambda: False)
     assert "speech" not in scenes.available_families()
     assert set(scenes.available_families()) == {"bounce", "lamps", "motor", "talker"}
     with pytest.raises(ValueError, match="unknown scene family"):
@@ -120,7 +120,8 @@ def test_test_set_is_silent_videos_and_shifted_audio(clips, test_set):
 
 def test_speech_family_with_a_stand_in_espeak(tmp_path, monkeypatch):
     """The ``speech`` path end to end (subprocess, WAV, resampling, mouth) with a stand-in ``espeak-ng``
-    that says every word as a 0.4 s buzz at 22.05 kHz, with silence around it."""
+    program, as where the bundled library is missing, that says every word as a 0.4 s buzz at 22.05 kHz,
+    with silence around it."""
     import os
     import stat
     import sys
@@ -137,6 +138,7 @@ wavfile.write(out, 22050, (np.concatenate([np.zeros(2000), word, np.zeros(2000)]
 """)
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setattr(scenes.speech, "_library", lambda: None)
     assert "speech" in scenes.available_families()
     scene = scenes.make_scene([3, 4], family="speech", duration_s=DURATION_S)
     assert scene.family == "speech" and scene.events_s

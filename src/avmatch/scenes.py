@@ -10,7 +10,7 @@ timing of a clip identify its sound:
            the buzz's base pitch
   talker   a face says vowel syllables; the mouth opens with the voice, the vowel sets its shape,
            the face's size the voice's pitch
-  speech   the same face saying words spoken by ``espeak-ng`` (only when that program is installed)
+  speech   the same face saying words spoken by eSpeak NG (:mod:`avmatch.speech`; wherever it can speak)
 
 And, to keep the task honest, every scene also has: silent moving distractors (which bounce off
 walls without a sound), sounds with no on-screen cause, background noise (white, pink or brown, at
@@ -27,10 +27,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -41,6 +37,7 @@ import av
 import numpy as np
 from scipy.signal import lfilter
 
+from avmatch import speech
 from avmatch.atomic import atomic_path, write_text
 
 FPS = 25.0
@@ -465,42 +462,18 @@ _WORDS = ("hello", "table", "window", "seven", "orange", "music", "river", "yell
 
 
 def espeak_available() -> bool:
-    return shutil.which("espeak-ng") is not None
+    return speech.speech_available()
 
 
 def _espeak(text: str, rng: np.random.Generator, sample_rate: int, pitch: int) -> np.ndarray | None:
-    """Speech from espeak-ng as float32 mono at ``sample_rate``, or None if it fails."""
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        return None
-    from scipy.io import wavfile
-    from scipy.signal import resample_poly
-
-    fd, tmp = tempfile.mkstemp(suffix=".wav")
-    os.close(fd)
-    try:
-        voice = str(rng.choice(["en", "en-us", "en+m3", "en+f3", "en+m5", "en+f4"]))
-        speed = int(rng.integers(140, 200))
-        subprocess.run([exe, "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", tmp, text],
-                       check=True, capture_output=True, timeout=20)
-        rate, data = wavfile.read(tmp)
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    x = data.astype(np.float32)
-    if x.ndim > 1:
-        x = x.mean(1)
-    if data.dtype == np.int16:
-        x /= 32768.0
-    g = np.gcd(int(rate), sample_rate)
-    x = resample_poly(x, sample_rate // g, int(rate) // g).astype(np.float32)
-    return x / (np.abs(x).max() + 1e-9)
+    """``text`` said by eSpeak NG in an English voice and at a speed drawn from ``rng``, or None."""
+    voice = str(rng.choice([v for v in speech.VOICES if v.startswith("en")]))
+    return speech.say(text, sample_rate, voice=voice, speed_wpm=int(rng.integers(140, 200)), pitch=pitch)
 
 
 @_family("speech")
 def _speech(scene: Scene, rng: np.random.Generator) -> None:
-    """The face says words spoken by espeak-ng; the mouth opens with the loudness of the speech."""
+    """The face says words spoken by eSpeak NG; the mouth opens with the loudness of the speech."""
     size = rng.random()
     pitch = int(20 + 60 * (1.0 - size))  # bigger face, lower voice
     voice = np.zeros(len(scene.audio), np.float32)
@@ -508,7 +481,7 @@ def _speech(scene: Scene, rng: np.random.Generator) -> None:
     while t < scene.duration_s - 0.3:
         words = " ".join(rng.choice(_WORDS, size=int(rng.integers(1, 3))))
         said = _espeak(words, rng, scene.sample_rate, pitch)
-        if said is None:  # espeak-ng failed: say vowels instead, never fail
+        if said is None:  # eSpeak failed: say vowels instead, never fail
             scene.events_s.clear()
             _talker(scene, rng)
             return
@@ -526,7 +499,7 @@ def _speech(scene: Scene, rng: np.random.Generator) -> None:
 
 
 def available_families() -> list[str]:
-    """The families this machine can make (``speech`` needs espeak-ng)."""
+    """The families this machine can make (``speech`` needs :func:`avmatch.speech.speech_available`)."""
     return [f for f in FAMILIES if f != "speech" or espeak_available()]
 
 
