@@ -12,7 +12,14 @@
 2. ``avmatch train`` and ``avmatch extract`` are killed with SIGKILL at random moments and rerun until
    they complete; their results are compared with uninterrupted runs (training: per-epoch loss and
    validation metrics; extraction: every feature array, to 1e-5: the children run on one BLAS thread).
-Exit status 1 if any case is not handled or a resumed job differs.
+3. Trust (issue 10, headline): each case of ``badinputs.trust_cases`` (an output set mixed from two
+   runs, a run folder written over, checkpoints asking for more than their weights or naming code,
+   a forged FAISS file, a distance model's index, features at another rate, keys that are not
+   one-to-one, options out of range) runs as ``avmatch ...`` in a process of its own. A run that exits
+   0 must give the clean run's answer, else it is a SILENT WRONG ANSWER; errors must be one line
+   (exit 2), never a traceback or an internal error; peak memory of each run is reported.
+Exit status 1 if any case is not handled, a resumed job differs, any trust case gives a silent wrong
+answer, a traceback or an internal error, or any hostile file takes 1 GiB or more.
 """
 
 from __future__ import annotations
@@ -107,6 +114,36 @@ def crash_runs(work: Path, kills: int) -> list[tuple[str, bool, str]]:
     return out
 
 
+PEAK_LIMIT_MIB = 1024.0
+
+
+def trust_runs(work: Path, details: bool) -> bool:
+    """The trust cases (headline: silent wrong answers); prints a table per family and the totals."""
+    started = time.perf_counter()
+    cases = badinputs.trust_cases(work)
+    outcomes = badinputs.run_trust(cases)
+    families: dict[str, list] = {}
+    for o in outcomes:
+        families.setdefault(o.case.family, []).append(o)
+    width = max(len(c.name) for c in cases)
+    for family, rows in families.items():
+        print(f"\ntrust / {family} ({len(rows)} cases)")
+        for o in rows:
+            print(f"  {o.case.name:{width}s}  {o.outcome.upper() if o.outcome not in ('ok', 'error') else o.outcome:12s} "
+                  f"{o.peak_mib:7.0f} MiB {o.seconds:5.1f} s  {o.case.fault}" + (f"\n      {o.detail}" if details else ""))
+    totals = Counter(o.outcome for o in outcomes)
+    peak = max(o.peak_mib for o in outcomes)
+    heavy = [o for o in outcomes if not o.peak_mib < PEAK_LIMIT_MIB]
+    print(f"\nSILENT WRONG ANSWERS: {totals['silent-wrong']}; tracebacks: {totals['traceback']}; internal errors: "
+          f"{totals['internal']}; other faults: {totals['wrong'] + totals['hang']}; one-line refusals: {totals['error']}; "
+          f"clean answers: {totals['ok']}; of {len(outcomes)} trust cases in {time.perf_counter() - started:.0f} s; "
+          f"peak memory of any run {peak:.0f} MiB (limit {PEAK_LIMIT_MIB:.0f})")
+    for o in outcomes:
+        if o.outcome not in badinputs.HANDLED or o in heavy:
+            print(f"  NOT HANDLED {o.case.name}: {o.outcome} ({o.peak_mib:.0f} MiB): {o.detail}")
+    return all(o.outcome in badinputs.HANDLED for o in outcomes) and not heavy
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--details", action="store_true", help="print every reader's message")
@@ -116,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.keep or Path(tempfile.mkdtemp(prefix="avmatch-robustness-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
+        trusted = trust_runs(work / "trust", args.details)
         started = time.perf_counter()
         cases = badinputs.make_cases(work / "cases")
         made_s = time.perf_counter() - started
@@ -138,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         for job, same, summary in crash:
             print(f"  {job:30s} {'identical' if same else 'DIFFERENT'}  {summary}")
         print(f"crash-and-resume jobs identical to uninterrupted runs: {sum(s for _, s, _ in crash)} of {len(crash)}")
-        return 0 if not bad and not pickled and all(s for _, s, _ in crash) else 1
+        return 0 if trusted and not bad and not pickled and all(s for _, s, _ in crash) else 1
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -915,3 +915,221 @@ def same_corpus(a: Path, b: Path, atol: float = 1e-5) -> list[str]:
             if (x is None) != (y is None) or (x is not None and (x.shape != y.shape or not np.allclose(x, y, rtol=0, atol=atol))):
                 diffs.append(f"clip {clip.id}: {m} differs")
     return diffs
+
+
+# ----------------------------------------------------------------- trust: answers, not only errors
+#
+# Issue 10's causes 2-5 as CLI runs in their own process (peak memory per run): an output set mixed
+# from two runs, a run folder written over, checkpoints that ask for more than their weights or name
+# code, forged FAISS files, a distance model ranked by inner product, features at another rate, keys
+# that are not one-to-one, options out of range. A run that exits 0 must give the clean run's answer:
+# one that does not is a silent wrong answer, the one thing a matching tool must never do.
+
+
+@dataclass(frozen=True)
+class TrustCase:
+    name: str
+    family: str  # "outputs", "checkpoint", "mismatch", "errors"
+    argv: list
+    fault: str
+    expect: str = "error"  # "error": exit 2 and one line; "ok": exit 0 with ``answer`` on stdout
+    answer: str | None = None  # the clean run's stdout (an "ok" case must give exactly this)
+
+
+@dataclass
+class TrustOutcome:
+    case: TrustCase
+    outcome: str  # ok, error, silent-wrong, wrong, internal, traceback, hang
+    detail: str
+    peak_mib: float
+    seconds: float
+
+
+_PEAK = ("import resource, sys\nfrom avmatch.cli import main\nrc = main(sys.argv[1:])\n"
+         "sys.stderr.write(f'\\nPEAK_KIB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n')\nsys.exit(rc)\n")
+
+
+def _cli_process(argv: list, timeout_s: float = 120.0) -> tuple[int, str, str, float]:
+    """(exit status, stdout, stderr, peak MiB) of ``avmatch ARGV`` in a process of its own."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-c", _PEAK, *map(str, argv)], capture_output=True, text=True,
+                          timeout=timeout_s, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    peak = [line for line in proc.stderr.splitlines() if line.startswith("PEAK_KIB ")]
+    err = "\n".join(line for line in proc.stderr.splitlines() if not line.startswith("PEAK_KIB ")).strip()
+    return proc.returncode, proc.stdout, err, int(peak[-1].split()[1]) / 1024 if peak else float("nan")
+
+
+def trust_cases(root: str | Path) -> list[TrustCase]:
+    """Every trust case, with the files it needs made under ``root`` and each clean answer computed."""
+    import torch
+
+    from avmatch.corpus import Corpus, write_corpus
+    from avmatch.synthetic import make_feature_corpus
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    base = make_feature_corpus(24, video_dim=8, audio_dim=6, min_len=4, max_len=8, seed=3)
+    feats = Corpus(base.clips, 25.0, 25.0, dict(base.extractor))
+    write_corpus(feats, root / "feats")
+    write_corpus(Corpus(base.clips, 10.0, 10.0, dict(base.extractor)), root / "feats-10hz")
+    tiny = ["--epochs", "2", "--no-histograms", "--batch-size", "8", "--option", "hidden=8", "--option", "embed_dim=4"]
+
+    def must(argv: list) -> str:
+        rc, out, err, _ = _cli_process(argv)
+        assert rc == 0, f"clean run failed: {argv}: {err}"
+        return out
+
+    must(["train", root / "feats", "-o", root / "run", "--model", "dual", *tiny])
+    must(["train", root / "feats", "-o", root / "run-b", "--model", "dual", "--seed", "7", *tiny])
+    must(["train", root / "feats", "-o", root / "metric", "--model", "va-metric", *tiny])
+    key = root / "key.csv"
+    key.write_text("video,audio\n" + "".join(f"{c.id},{c.id}\n" for c in base.clips))
+    must(["match", root / "feats", root / "feats", "--model", root / "run", "-o", root / "pairs.csv"])
+    clean_eval = must(["evaluate", root / "pairs.csv", "--key", key, "--json"])
+    cases: list[TrustCase] = []
+
+    def add(name: str, family: str, argv: list, fault: str, expect: str = "error", answer: str | None = None):
+        cases.append(TrustCase(name, family, [str(a) for a in argv], fault, expect, answer))
+
+    # 2. outputs of one command as one unit
+    mixed = root / "mixed"
+    mixed.mkdir()
+    must(["match", root / "feats", root / "feats", "--model", root / "run", "-o", mixed / "pairs.csv"])
+    shutil.copyfile(mixed / "pairs.scores.npz", root / "old.scores.npz")
+    must(["match", root / "feats", root / "feats", "--model", root / "run-b", "-o", mixed / "pairs.csv"])
+    shutil.copyfile(root / "old.scores.npz", mixed / "pairs.scores.npz")  # as a kill between renames left it
+    add("mixed-output-set", "outputs", ["evaluate", mixed / "pairs.csv", "--key", key, "--json"],
+        "pairs.csv of one run beside pairs.scores.npz of another")
+    shutil.copytree(root / "run", root / "run-kept")
+    add("train-over-a-run", "outputs", ["train", root / "feats", "-o", root / "run-kept", "--model", "dual", *tiny],
+        "train -o into a folder holding a run, without --resume or --force")
+    shutil.copytree(root / "run", root / "run-torn")
+    (root / "run-torn" / "config.json").write_text('{"train": {"model": "du')
+    add("resume-torn", "outputs", ["train", root / "feats", "-o", root / "run-torn", "--model", "dual", "--resume"],
+        "train --resume on a run folder whose config.json is torn")
+    shutil.copytree(root / "run", root / "run-foreign")
+    shutil.copyfile(root / "metric" / "last.pt", root / "run-foreign" / "last.pt")
+    add("resume-foreign", "outputs", ["train", root / "feats", "-o", root / "run-foreign", "--model", "dual", "--resume"],
+        "train --resume with another model's last.pt")
+
+    # 3. a checkpoint is trusted for its weights only
+    state = torch.load(root / "run" / "best.pt", weights_only=True)
+
+    def ckpt(name: str, change) -> Path:
+        s = {k: (dict(v) if isinstance(v, dict) else v) for k, v in state.items()}
+        s["model_config"] = dict(s["model_config"])
+        s["extractor"] = {**s.get("extractor", {}), "params": dict(s.get("extractor", {}).get("params", {}))}
+        change(s)
+        torch.save(s, root / f"{name}.pt")
+        return root / f"{name}.pt"
+
+    media = root / "media"
+    media.mkdir()
+    for i in range(2):
+        make_clip(media / f"m{i}.mp4", duration_s=1.0, size=(64, 48))
+    code = root / "code.pt"
+    code.write_bytes(b"a TorchScript file avmatch must never load on a checkpoint's word")
+    for name, change, fault, argv_of in (
+            ("ckpt-hidden-4000", lambda s: s["model_config"].update(hidden=4000),
+             "model_config hidden=4000 in a small file", None),
+            ("ckpt-max-lag-5M", lambda s: s["model_config"].update(max_lag=5_000_000), "max_lag 5,000,000", None),
+            ("ckpt-names-code", lambda s: s.update(extractor={"name": "weights", "version": 1, "params": {
+                "video_weights": str(code), "fps": 5.0}, "weights_sha1": {"video": "0" * 16}}),
+             "its extractor names a TorchScript file", "media"),
+            ("ckpt-sample-rate-4M", lambda s: s.update(extractor={"name": "default", "version": 2, "params": {
+                "fps": 25.0, "sample_rate": 4_000_000}}), "extractor sample_rate 4,000,000", "media")):
+        path = ckpt(name, change)
+        videos = media if argv_of else root / "feats"
+        add(name, "checkpoint", ["match", videos, videos, "--model", path, "-o", root / f"{name}.csv"], fault)
+    os.mkfifo(root / "weights-pipe.pt")
+    add("weights-pipe", "checkpoint", ["extract", media, "-o", root / "pipe-feats", "--extractor", "weights",
+                                       "--option", f"weights={root / 'weights-pipe.pt'}"],
+        "a named pipe as --option weights")
+    must(["index", root / "feats", "--model", root / "run", "-o", root / "index"])
+    forged = root / "index-forged"
+    shutil.copytree(root / "index", forged)
+    head = bytearray((forged / "audio.faiss").read_bytes()[:45])
+    head[37:45] = (500_000_000).to_bytes(8, "little")
+    (forged / "audio.faiss").write_bytes(bytes(head) + bytes(64))  # 109 bytes asking for 2 GB
+    add("faiss-109-bytes", "checkpoint", ["search", forged, base.clips[0].id], "a 109-byte FAISS file asking for 2 GB")
+
+    # 4. mismatches between a run and its input, keys that are not one-to-one
+    dense = must(["match", root / "feats", root / "feats", "--model", root / "metric", "-o", root / "metric.csv",
+                  "--normalise", "none", "--greedy"])
+    assert dense
+    with open(root / "metric.csv", newline="") as f:
+        best = {r["video"]: r["audio"] for r in csv.DictReader(f)}
+    must(["index", root / "feats", "--model", root / "metric", "-o", root / "metric-index"])
+    add("va-metric-search", "mismatch", ["search", root / "metric-index", *best, "-k", "1", "--json"],
+        "a Euclidean model's index: top-1 must be the model's own", "ok",
+        json.dumps({v: best[v] for v in best}, sort_keys=True))
+    add("rate-10-vs-25-hz", "mismatch", ["match", root / "feats-10hz", root / "feats-10hz", "--model", root / "run",
+                                         "-o", root / "rate.csv"], "a 10 Hz corpus, a 25 Hz run")
+    bom = root / "key-bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + key.read_text().replace(",", ", ").encode())
+    add("key-bom-spaces", "mismatch", ["evaluate", root / "pairs.csv", "--key", bom, "--json"],
+        "a key with a UTF-8 BOM and spaces after commas", "ok", clean_eval)
+    twice = root / "key-twice.csv"
+    twice.write_text(key.read_text() + f"{base.clips[0].id},{base.clips[1].id}\n")
+    add("key-video-twice", "mismatch", ["evaluate", root / "pairs.csv", "--key", twice], "a key listing a video twice")
+    many = root / "key-not-1to1.csv"
+    many.write_text("video,audio\n" + "".join(f"{c.id},{base.clips[0].id}\n" for c in base.clips))
+    add("key-not-one-to-one", "mismatch", ["evaluate", root / "pairs.csv", "--key", many], "every video given one audio")
+    nan = root / "key-nan.csv"
+    nan.write_text("video,audio,offset_s\n" + "".join(f"{c.id},{c.id},nan\n" for c in base.clips))
+    add("key-nan-offsets", "mismatch", ["evaluate", root / "pairs.csv", "--key", nan], "offsets of NaN")
+
+    # 5. errors that must be one line
+    bad_json = root / "index-bad-json"
+    shutil.copytree(root / "index", bad_json)
+    (bad_json / "index.json").write_text('{"format": "avmatch-index", "format_version": 1, "video_ids": {"a": 1}}')
+    add("index-json-malformed", "errors", ["search", bad_json, base.clips[0].id], "index.json with ids as an object")
+    for m in (0, -5):
+        add(f"hnsw-m-{m}", "errors", ["index", root / "feats", "--model", root / "run", "-o", root / f"hnsw{m}",
+                                      "--kind", "hnsw", "--hnsw-m", m], f"--hnsw-m {m}")
+    add("ivf-on-24-clips", "errors", ["match", root / "feats", root / "feats", "--model", root / "run", "-o",
+                                      root / "ivf.csv", "--mode", "two-stage", "--retrieval", "ivf"],
+        "--retrieval ivf on 24 clips")
+    return cases
+
+
+def run_trust(cases: list[TrustCase], limit_s: float = 120.0,
+              progress: Callable[[TrustOutcome], None] | None = None) -> list[TrustOutcome]:
+    """Each trust case as ``avmatch ...`` in its own process, judged against its clean answer."""
+    import subprocess
+
+    outs = []
+    for case in cases:
+        started = time.perf_counter()
+        try:
+            rc, out, err, peak = _cli_process(case.argv, limit_s)
+        except subprocess.TimeoutExpired:
+            o = TrustOutcome(case, "hang", f"still running after {limit_s:.0f} s", float("nan"), limit_s)
+        else:
+            seconds = time.perf_counter() - started
+            lines = [line for line in err.splitlines() if line.strip()]
+            if "Traceback" in err:
+                o = TrustOutcome(case, "traceback", _one_line(err[-300:]), peak, seconds)
+            elif rc == 0:
+                answer = out
+                if case.answer is not None and case.name == "va-metric-search":
+                    got = json.loads(out)
+                    answer = json.dumps({v: h[0]["audio"] for v, h in got.items()}, sort_keys=True)
+                if case.answer is not None and answer != case.answer:
+                    o = TrustOutcome(case, "silent-wrong", f"exit 0 with another answer: {_one_line(answer[:200])}",
+                                     peak, seconds)
+                elif case.expect == "error":
+                    o = TrustOutcome(case, "silent-wrong", "exit 0 where the input should be refused", peak, seconds)
+                else:
+                    o = TrustOutcome(case, "ok", "exit 0, the clean answer", peak, seconds)
+            elif rc == 2 and len([line for line in lines if line.startswith("avmatch: error:")]) == 1:
+                o = TrustOutcome(case, "error" if case.expect == "error" else "wrong", _one_line(lines[-1]), peak, seconds)
+            elif rc == 1 and "internal error" in err:
+                o = TrustOutcome(case, "internal", _one_line(err[-300:]), peak, seconds)
+            else:
+                o = TrustOutcome(case, "wrong", f"exit {rc}: {_one_line(err[-300:])}", peak, seconds)
+        outs.append(o)
+        if progress:
+            progress(o)
+    return outs

@@ -311,7 +311,8 @@ def planted_corpora(n, dim=16, noise=3.0, seed=0):
         a = v + noise * rng.standard_normal((t, dim)).astype(np.float32)
         videos.append(Clip(f"v{i}", video=v))
         audios.append(Clip(f"a{i}", audio=a))
-    return Corpus(videos), Corpus(audios)
+    test = {"name": "test"}  # the extractor trained_of's runs record: features must come from the same one
+    return Corpus(videos, extractor=dict(test)), Corpus(audios, extractor=dict(test))
 
 
 def test_choose_mode():
