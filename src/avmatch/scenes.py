@@ -592,10 +592,11 @@ def _encode_audio(container, stream, audio: np.ndarray) -> None:
 
 
 def write_media(path: str | Path, frames: np.ndarray | None, audio: np.ndarray | None, fps: float = FPS,
-                sample_rate: int = SAMPLE_RATE) -> Path:
+                sample_rate: int = SAMPLE_RATE, audio_codec: str | None = None, audio_bit_rate: int | None = None) -> Path:
     """Write frames ((N, H, W, 3) float in [0, 1]) and/or mono audio to ``path`` (atomically).
 
-    .mp4: H.264 (ultrafast) + AAC; .wav: 16-bit PCM; .m4a: AAC; .flac: FLAC.
+    .mp4: H.264 (ultrafast) + AAC; .wav: 16-bit PCM; .m4a: AAC; .flac: FLAC; .mp3: MP3 (LAME);
+    .opus: Opus. ``audio_codec`` (``pcm_mulaw`` in a .wav) and ``audio_bit_rate`` (bit/s) override those.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -610,12 +611,17 @@ def write_media(path: str | Path, frames: np.ndarray | None, audio: np.ndarray |
             vstream.options = {"preset": "ultrafast", "tune": "zerolatency"}
             vstream.thread_count = 1
         if audio is not None:
-            codec = {".wav": "pcm_s16le", ".flac": "flac"}.get(suffix, "aac")
+            codec = audio_codec or {".wav": "pcm_s16le", ".flac": "flac", ".mp3": "libmp3lame",
+                                    ".opus": "libopus"}.get(suffix, "aac")
             astream = out.add_stream(codec, rate=sample_rate)
             astream.layout = "mono"
             if codec == "aac":
                 astream.bit_rate = 64000
                 astream.options = {"aac_coder": "fast"}
+            if codec == "libmp3lame":
+                astream.format = "fltp"  # LAME's default, s32p, is not a format _encode_audio writes
+            if audio_bit_rate:
+                astream.bit_rate = audio_bit_rate
         if vstream is not None:
             pixels = _to_uint8(frames)
             for i, img in enumerate(pixels):
