@@ -27,7 +27,7 @@ import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -237,7 +237,8 @@ def extract(sources: list[str | Path], out: str | Path, extractor_name: str = "d
         summary.seconds = time.perf_counter() - started
         _write_failed(out / "failed.csv", summary.failed, plan.settled)
     if len(files) == 1 and summary.failed and all(Path(s).is_file() for s in sources):
-        raise AvmatchError(*reversed(summary.failed[0]))  # one file asked for: its fault is the command's
+        # one file asked for: its fault is the command's (named as given; the terminal escapes odd bytes)
+        raise AvmatchError(summary.failed[0][1], files[0][0])
     return summary
 
 
@@ -467,5 +468,7 @@ def open_features(path: str | Path, extractor: dict, workers: int = 1, progress:
         raise AvmatchError(f"none of its media files could be extracted; see {visible(str(out / 'failed.csv'))}",
                            visible(str(path)))
     corpus = load_corpus(out)
-    # only the files there now, as they are now: a match must never name a file that is gone
-    return corpus._with([c for c in corpus.clips if summary.clips.get(c.id) == c.source])
+    # only the files there now, as they are now: a match must never name a file that is gone; in the
+    # order of their ids, so a warm cache gives a clean one's answer, ties included
+    now = [c for c in corpus.clips if summary.clips.get(c.id) == c.source]
+    return replace(corpus, clips=sorted(now, key=lambda c: c.id))
