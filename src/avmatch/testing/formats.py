@@ -72,7 +72,8 @@ def _noise(snr_db: float) -> Degrade:
 FORMATS: dict[str, AudioFormat] = {
     "wav": AudioFormat(".wav", "pcm_s16le", about="16-bit PCM"),
     "flac": AudioFormat(".flac", "flac", about="lossless FLAC"),
-    "mp3-24k": AudioFormat(".mp3", "libmp3lame", 24_000, about="MP3 at 24 kbit/s (PyAV's default at 16 kHz mono)"),
+    "mp3-24k": AudioFormat(".mp3", "libmp3lame", 24_000,
+                           about="MP3 at 24 kbit/s (PyAV's default at 16 kHz mono; LAME takes 32 at 32-48 kHz)"),
     "mp3-64k": AudioFormat(".mp3", "libmp3lame", 64_000, about="MP3 at 64 kbit/s"),
     "mp3-128k": AudioFormat(".mp3", "libmp3lame", 128_000, about="MP3 at 128 kbit/s"),
     "aac": AudioFormat(".m4a", "aac", about="AAC in an .m4a (MP4), 64 kbit/s"),
