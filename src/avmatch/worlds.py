@@ -395,13 +395,13 @@ def _drums(scene: Scene, cv: _Canvas, rng: np.random.Generator) -> None:
         cx, cy = slots[p], aspect * rng.uniform(0.6, 0.8)
         colour, rim = _colour(rng), _colour(rng, val=(0.3, 0.6))
         hits = _event_times(rng, scene.duration_s - 0.05, rng.uniform(0.5, 1.6) / max(1, n_pads - 1), 0.3, 0.05)
-        force = rng.uniform(0.3, 1.0, len(hits))
+        force = rng.uniform(0.4, 1.0, len(hits))
         for t0, f in zip(hits, force, strict=True):
-            add_sound(scene.audio, sr, t0, membrane(sr, f0, rng, 0.12 + 0.25 * size), f * _level(rng, 3))
+            add_sound(scene.audio, sr, t0, membrane(sr, f0, rng, 0.08 + 0.15 * size), f * _level(rng, 3))
         scene.events_s.extend(hits.tolist())
         since, until = _since(times, hits), _until(times, hits)
         nxt = np.searchsorted(hits, times, side="right")
-        lift_max = 0.1 + 0.25 * np.append(force, 0.5)[np.minimum(nxt, len(hits))] * aspect
+        lift_max = (0.05 + 0.15 * np.append(force, 0.5)[np.minimum(nxt, len(hits))]) * aspect
         lift = lift_max * np.minimum(1.0, np.minimum(until / 0.12, since / 0.2))  # down fast, back up slower
         ring = np.exp(-since / 0.1)  # the head flashes and dents when struck
         cv.shape(sd_ellipse, cx, cy + 0.3 * r, r * 1.1, rim, rx=r * 1.1, ry=0.35 * r)
@@ -455,6 +455,9 @@ def _pendulum(scene: Scene, cv: _Canvas, rng: np.random.Generator) -> None:
         wobble = 0.012 * glow * np.sin(times * 60)
         lit = colour[None, :] * (0.55 + 0.45 * glow[:, None]) + 0.35 * glow[:, None]
         cv.shape(sd_bell, cx + wobble, cy, r * 1.3, lit, r=r * 1.6)
+        halo = np.minimum(_since(times, hits), 1.0)  # a ring of light spreads from a struck bell
+        cv.shape(sd_ring, cx, cy, r * 4, colour * 0.5 + 0.5, alpha=np.clip(1 - halo / 0.2, 0, 1),
+                 r=r * (1.2 + 12 * halo), thick=0.03)
         cv.shape(sd_ellipse, cx + wobble, cy + 0.5 * r, r * 0.4, (0.2, 0.2, 0.2), rx=r * 0.3, ry=r * 0.3)
     rod = _colour(rng, (0.0, 0.3), (0.5, 0.8))
     cv.shape(sd_segment, (px + bx) / 2, (py + by) / 2, length, rod, hx=(bx - px) / 2, hy=(by - py) / 2, r=0.008)
@@ -487,8 +490,9 @@ def _drops(scene: Scene, cv: _Canvas, rng: np.random.Generator) -> None:
             fade = np.where((age >= 0) & (age < 1.0), np.exp(-np.maximum(age, 0) / 0.35), 0.0)
             cv.shape(sd_ring, x, surface + 0.01, spread + 0.02, water * 0.4 + 0.6, alpha=fade.astype(np.float32),
                      r=spread, thick=0.012)
-            splash = np.where((age >= 0) & (age < 0.15), 1.0, 0.0).astype(np.float32)
-            cv.shape(sd_triangle, x, surface - 0.02 - 0.1 * np.maximum(age, 0), 0.06, (0.9, 0.95, 1.0), alpha=splash, r=r * 2)
+            splash = np.clip(1 - np.where(age >= 0, age, 1.0) / 0.2, 0, 1).astype(np.float32)
+            cv.shape(sd_ellipse, x, surface - 0.01, 0.12, (0.9, 0.95, 1.0), alpha=splash,
+                     rx=r * 2 + 0.3 * np.maximum(age, 0), ry=r * 1.5 + 0.1 * np.maximum(age, 0))
         scene.events_s.extend(lands.tolist())
 
 
@@ -552,17 +556,17 @@ def _blocks(scene: Scene, cv: _Canvas, rng: np.random.Generator) -> None:
         cv.shape(sd_box, x, y + ry * squash, max(rx, ry) * 1.3, colour, alpha=alpha, rx=rx * (1 + squash), ry=ry * (1 - squash))
         dust = np.where((age >= 0) & (age < 0.25), 1 - age / 0.25, 0.0).astype(np.float32)
         for s in (-1, 1):
-            cv.shape(sd_ellipse, x + s * (rx + 0.1 * np.maximum(age, 0)), floor - 0.01, 0.05, (0.8, 0.78, 0.7),
-                     alpha=dust * 0.8, rx=0.02 + 0.1 * np.maximum(age, 0), ry=0.012)
+            cv.shape(sd_ellipse, x + s * (rx + 0.2 * np.maximum(age, 0)), floor - 0.02, 0.1, (0.85, 0.82, 0.75),
+                     alpha=dust, rx=0.03 + 0.2 * np.maximum(age, 0), ry=0.025)
         scene.events_s.append(float(t0))
 
 
 # formants F1, F2, F3 (Hz) and how round the lips are (0 spread .. 1 round)
 _VOWELS = np.array([[730, 1090, 2440, 0.2], [530, 1840, 2480, 0.1], [270, 2290, 3010, 0.0],
                     [570, 840, 2410, 0.9], [300, 870, 2240, 1.0], [640, 1190, 2390, 0.4]])
-_TEXTS = ("the cat sat down", "open the door", "seven blue boats", "where is it", "not today",
-          "I can see you", "quick brown fox", "look at that", "all the way home", "good night now",
-          "one two three", "pass the salt", "it is raining", "never again")
+_WORDS = ("cat", "open", "door", "seven", "blue", "boats", "where", "today", "quick", "brown", "look",
+          "home", "night", "salt", "raining", "never", "apple", "chair", "green", "water", "river", "lamp",
+          "sugar", "pocket", "yellow", "kettle", "moon", "garden", "ladder", "violin")
 
 
 def _formant_babble(sr: int, rng: np.random.Generator, f0: float, n_syllables: int) -> tuple[np.ndarray, np.ndarray]:
@@ -611,6 +615,21 @@ def _spoken(text: str, sr: int, rng: np.random.Generator, pitch: int) -> np.ndar
     return np.asarray(said[loud[0] : loud[-1] + 1], np.float32) if len(loud) else None
 
 
+def _onsets(x: np.ndarray, sr: int, hop_s: float = 0.01, pause_s: float = 0.08) -> np.ndarray:
+    """Seconds at which ``x`` starts sounding after a pause of at least ``pause_s`` (and at 0)."""
+    hop = int(hop_s * sr)
+    m = len(x) // hop
+    env = np.sqrt((x[: m * hop].reshape(m, hop).astype(np.float64) ** 2).mean(1))
+    active = env > 0.04 * env.max()
+    quiet_run = 0
+    starts = []
+    for i, on in enumerate(active):
+        if on and (not starts or quiet_run * hop_s >= pause_s):
+            starts.append(i)
+        quiet_run = 0 if on else quiet_run + 1
+    return np.array(starts) * hop_s
+
+
 @_family("mouth")
 def _mouth(scene: Scene, cv: _Canvas, rng: np.random.Generator) -> None:
     """Close-up lips opening with the loudness of the voice; bigger lips, lower voice."""
@@ -622,7 +641,8 @@ def _mouth(scene: Scene, cv: _Canvas, rng: np.random.Generator) -> None:
     roundness = np.full(n, 0.3)
     t = rng.uniform(0.02, 0.5)
     while t < scene.duration_s - 0.25:
-        said = _spoken(str(rng.choice(_TEXTS)), sr, rng, pitch=int(20 + 60 * (1 - size)))
+        words = ", ".join(rng.choice(_WORDS, int(rng.integers(1, 4))))  # commas: pauses between words
+        said = _spoken(words, sr, rng, pitch=int(20 + 60 * (1 - size)))
         if said is None:
             said, rnd = _formant_babble(sr, rng, f0, int(rng.integers(1, 4)))
         else:
@@ -630,9 +650,9 @@ def _mouth(scene: Scene, cv: _Canvas, rng: np.random.Generator) -> None:
         add_sound(voice, sr, t, said, _level(rng, 3))
         i0 = int(round(t * sr))
         roundness[i0 : i0 + len(rnd)] = rnd[: n - i0]
-        scene.events_s.append(float(t))
+        scene.events_s.extend((t + _onsets(said, sr)).tolist())
         t += len(said) / sr + rng.uniform(0.15, 0.7)
-    # loudness per frame, from the voice alone, drives the lips (a short look-ahead: lips lead the sound)
+    # loudness per frame (the frame's own 40 ms), from the voice alone, drives the lips
     hop = sr / scene.fps
     idx = (np.arange(len(times)) * hop).astype(int)
     energy = np.sqrt(np.add.reduceat(voice.astype(np.float64) ** 2, idx) / hop)
@@ -643,8 +663,9 @@ def _mouth(scene: Scene, cv: _Canvas, rng: np.random.Generator) -> None:
     cx, cy = rng.uniform(0.4, 0.6), aspect * rng.uniform(0.45, 0.55)
     rx = 0.22 + 0.12 * size
     sway = np.cumsum(rng.normal(0, 0.002, (2, len(times))), axis=1)
-    lip = _colour(rng, (0.5, 0.9), (0.5, 0.9)) * np.array([1.0, 0.45, 0.55], np.float32)
-    cv.shape(sd_ellipse, cx + sway[0], cy + sway[1], rx * 1.3, _colour(rng, (0.2, 0.5), (0.5, 0.9)), rx=rx * 1.25, ry=rx * 0.75)
+    lip = np.array([rng.uniform(0.6, 1.0), rng.uniform(0.05, 0.3), rng.uniform(0.1, 0.5)], np.float32)
+    skin = np.array([0.95, 0.75, 0.6], np.float32) * rng.uniform(0.35, 1.0) + rng.uniform(-0.05, 0.05, 3).astype(np.float32)
+    cv.shape(sd_ellipse, cx + sway[0], cy + sway[1], rx * 1.3, skin, rx=rx * 1.25, ry=rx * 0.75)
     wide = rx * (1.0 - 0.35 * rnd)
     gap = rx * (0.04 + 0.4 * opening)
     cv.shape(sd_ellipse, cx + sway[0], cy + sway[1], rx * 1.1, lip, rx=wide, ry=gap + 0.12 * rx)
@@ -715,7 +736,7 @@ def make_scene(seed: int | list[int], family: str | None = None, duration_s: flo
                families: list[str] | None = None) -> Scene:
     """Render one scene: ``family`` by name, or one drawn from ``families`` (default: all).
     ``size`` is (width, height)."""
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6)]
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(8)]  # one per part
     pick = families or available_families()
     family = family or str(streams[0].choice(pick))
     if family not in FAMILIES:
@@ -734,13 +755,16 @@ def make_scene(seed: int | list[int], family: str | None = None, duration_s: flo
         _distractors(scene, cv, streams[3])
     scene.events_s = sorted(t for t in scene.events_s if 0.0 <= t < scene.duration_s)
     _uncaused(scene, streams[5])
-    extra = streams[5]
-    _lighting(cv.planes, extra, fps)
+    _lighting(cv.planes, streams[6], fps)
+    extra = streams[7]
     scene.frames = cv.frames()
     peak = np.abs(scene.audio).max() + 1e-9
     scene.audio *= np.float32(0.2 * 10 ** (extra.uniform(-12, 12) / 20) / peak)  # whole-track level, ±12 dB
-    snr_db = extra.uniform(15.0, 35.0)  # the sounds' peak against the noise's RMS
-    scene.audio += np.float32(np.abs(scene.audio).max() * 10 ** (-snr_db / 20)) * ambience(len(scene.audio), extra, sample_rate)
+    # noise against the sounds' loud parts (not their peak: speech's RMS lies ~15 dB under its peak)
+    windows = scene.audio[: len(scene.audio) // 320 * 320].reshape(-1, 320)
+    loud_rms = float(np.sqrt(np.quantile((windows.astype(np.float64) ** 2).mean(1), 0.9)))
+    snr_db = extra.uniform(12.0, 30.0)
+    scene.audio += np.float32(loud_rms * 10 ** (-snr_db / 20)) * ambience(len(scene.audio), extra, sample_rate)
     np.clip(scene.audio, -1.0, 1.0, out=scene.audio)
     return scene
 
