@@ -127,6 +127,8 @@ def test_corpus_decodes_and_says_what_it_holds(tmp_path):
         n = min(len(audio), len(scene.audio))
         env = [np.abs(x[:n].reshape(-1, 800)).mean(1) for x in (audio, scene.audio)]
         assert np.corrcoef(*env)[0, 1] > 0.9
+    key = scenes.make_test_set(clips, tmp_path / "test", seed=1, max_offset_s=0.5)  # scenes' test-set maker takes them
+    assert len(key.read_text().splitlines()) == 4 and len(list((tmp_path / "test" / "videos").glob("*.mp4"))) == 3
     again = worlds.make_corpus(tmp_path / "d", 1, duration_s=DURATION_S, seed=9, size=SIZE, families=families, first=2)
     row = json.loads((tmp_path / "d" / scenes.SCENES_FILE).read_text())
     assert again[0].name == "clip00002.mp4" and row["events_s"] == rows[2]["events_s"]
