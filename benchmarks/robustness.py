@@ -17,7 +17,9 @@
    a forged FAISS file, a distance model's index, features at another rate, keys that are not
    one-to-one, options out of range) runs as ``avmatch ...`` in a process of its own. A run that exits
    0 must give the clean run's answer, else it is a SILENT WRONG ANSWER; errors must be one line
-   (exit 2), never a traceback or an internal error; peak memory of each run is reported.
+   (exit 2), never a traceback or an internal error; peak memory of each run is reported. Causes 1
+   and 6 are scenarios (``badinputs.identity_scenarios``: match or extract, change the files, run
+   again) judged the same way against a fresh run on the changed files.
 Exit status 1 if any case is not handled, a resumed job differs, any trust case gives a silent wrong
 answer, a traceback or an internal error, or any hostile file takes 1 GiB or more.
 """
@@ -121,11 +123,11 @@ def trust_runs(work: Path, details: bool) -> bool:
     """The trust cases (headline: silent wrong answers); prints a table per family and the totals."""
     started = time.perf_counter()
     cases = badinputs.trust_cases(work)
-    outcomes = badinputs.run_trust(cases)
+    outcomes = badinputs.run_trust(cases) + badinputs.run_scenarios(badinputs.identity_scenarios(), work / "identity")
     families: dict[str, list] = {}
     for o in outcomes:
         families.setdefault(o.case.family, []).append(o)
-    width = max(len(c.name) for c in cases)
+    width = max(len(o.case.name) for o in outcomes)
     for family, rows in families.items():
         print(f"\ntrust / {family} ({len(rows)} cases)")
         for o in rows:

@@ -505,7 +505,8 @@ def make_cases(root: str | Path) -> list[Case]:
     """Every bad input, written under ``root``."""
     root = Path(root)
     return (media_cases(root / "media") + npy_cases(root / "npy") + corpus_cases(root / "corpus")
-            + checkpoint_cases(root / "checkpoints") + score_cases(root / "scores"))
+            + checkpoint_cases(root / "checkpoints") + score_cases(root / "scores")
+            + identity_corpus_cases(root / "identity"))
 
 
 # ------------------------------------------------------------------------------------------ readers
@@ -1132,4 +1133,326 @@ def run_trust(cases: list[TrustCase], limit_s: float = 120.0,
         outs.append(o)
         if progress:
             progress(o)
+    return outs
+
+
+# ------------------------------------------------- trust: a clip's identity is its content (cause 1, 6)
+#
+# Issue 10's causes 1 and 6 need a sequence of commands, not one input: match or extract, change the
+# files (replace, delete, rename, a second folder with the same names, a name that is not UTF-8),
+# run again. Each scenario returns (clean answer, answer after the change, exit status of the run
+# after the change), where the clean answer is what a fresh run (fresh cache, fresh corpus) gives on
+# the files as they are now. Exit 0 with another answer is a silent wrong answer.
+# ``identity_corpus_cases`` adds the manifest side as plain cases of kind "corpus" and "media".
+
+
+def identity_corpus_cases(root: Path) -> list[Case]:
+    """Manifests with source identities (bad ones refused; a clip written from two files read as the
+    later file only) and media files whose names are not UTF-8."""
+    from avmatch.corpus import write_corpus
+    from avmatch.synthetic import make_feature_corpus
+
+    root.mkdir(parents=True, exist_ok=True)
+    base = make_feature_corpus(5, video_dim=6, audio_dim=4, min_len=3, max_len=5, seed=0)  # 4 left to train on
+    cases: list[Case] = []
+    ident = {"size": 10, "mtime_ns": 1, "hash": "00"}
+    for name, fault, edit, expect in (
+            ("manifest-source-id-text", "a row whose source_id is a word",
+             lambda rows: [{**rows[0], "source_id": "fresh"}] + rows[1:], "error"),
+            ("manifest-source-id-float", "a row whose source_id size is 1.5",
+             lambda rows: [{**rows[0], "source_id": {**ident, "size": 1.5}}] + rows[1:], "error"),
+            ("manifest-removal-bad", "a removal line whose clip is an object",
+             lambda rows: rows + [{"clip": {"a": 1}, "removed": "gone"}], "error"),
+            ("manifest-removal", "a clip taken out by a removal line (valid)",
+             lambda rows: rows + [{"clip": rows[0]["clip"], "removed": "its file is gone"}], "ok"),
+            ("manifest-two-sources", "one clip's video from one file, its audio from another (valid: the later "
+             "write only)", lambda rows: rows[:1] + [{**rows[1], "source": "/elsewhere/y.wav", "modalities": ["audio"],
+                                                      "source_id": ident}] + rows[2:], "ok")):
+        folder = root / name
+        write_corpus(base, folder)
+        rows = [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
+        (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in edit(rows)))
+        cases.append(Case(name, "corpus", folder, fault, expect))
+    media = root / "media"
+    media.mkdir(exist_ok=True)
+    good = Path(os.fsdecode(bytes(media) + b"/caf\xe9-latin1.mp4"))
+    make_clip(good, duration_s=1.0, size=(64, 48))
+    cases.append(Case(good.name, "media", good, "a good clip whose name is Latin-1, not UTF-8 (valid)", "ok"))
+    bad = Path(os.fsdecode(bytes(media) + b"/bad\xff.mp4"))
+    bad.write_bytes(b"not a video, and a name that is not UTF-8\n" * 20)
+    # failed.csv names it in the visible form (bad\xff.mp4), which the batch check cannot match
+    cases.append(Case(bad.name, "media", bad, "a text file named .mp4 whose name is not UTF-8", "error",
+                      {"batch": "skip"}))
+    return cases
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A sequence of commands around a change of the files; ``run(work, cli)`` returns (clean answer,
+    answer after the change, exit status of the command after the change), which runs last.
+    ``cli(argv)`` runs ``avmatch ARGV`` and returns (exit status, stdout, stderr)."""
+
+    name: str
+    family: str  # "identity" (issue 10, cause 1) or "files" (cause 6: modes, failed.csv)
+    fault: str
+    run: Callable[[Path, Callable], tuple]
+
+
+def _pairs(path: Path) -> list[tuple[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return sorted((r["video"], r["audio"]) for r in csv.DictReader(f))
+
+
+def _digest(corpus: Path) -> dict:
+    """Every clip of a corpus: the SHA-1 of each modality's features (what a training run would read)."""
+    import hashlib
+
+    from avmatch.corpus import load_corpus
+
+    return {c.id: {m: hashlib.sha1(getattr(c, m).tobytes()).hexdigest()[:12] for m in ("video", "audio")
+                   if getattr(c, m) is not None} for c in sorted(load_corpus(corpus).clips, key=lambda c: c.id)}
+
+
+def _decoded(stdout: str) -> int:
+    """How many files an ``extract`` run decoded, from its summary line."""
+    words = stdout.split("extracted ", 1)[1].split() if "extracted " in stdout else ["-1"]
+    return int(words[0])
+
+
+def _must(cli: Callable, argv: list) -> str:
+    rc, out, err = cli([str(a) for a in argv])
+    if rc != 0:
+        raise RuntimeError(f"setup step failed (exit {rc}): avmatch {' '.join(map(str, argv))}: {err.strip()[-300:]}")
+    return out
+
+
+def _sounds(folder: Path, n: int, first: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(first, first + n):
+        make_audio(folder / f"a{i}.wav", duration_s=1.0, events=(0.1 + 0.15 * i, 0.7))
+    return folder
+
+
+def _match_setup(work: Path, cli: Callable) -> tuple[Path, Path, Path]:
+    """A small timing model (trained once per work folder), three silent videos and three sounds."""
+    run = work.parent / "sync-run"
+    if not (run / "best.pt").exists():
+        train = work.parent / "sync-train"
+        train.mkdir(parents=True, exist_ok=True)
+        for i in range(4):
+            make_clip(train / f"t{i}.mp4", duration_s=1.0, events=(0.1 + 0.2 * i,))
+        _must(cli, ["extract", train, "-o", work.parent / "sync-feats", "--paired"])
+        _must(cli, ["train", work.parent / "sync-feats", "-o", run, "--model", "sync", "--epochs", "1",
+                    "--no-histograms"])
+    videos = work / "videos"
+    videos.mkdir(parents=True)
+    for i in range(3):
+        make_clip(videos / f"v{i}.mp4", duration_s=1.0, events=(0.1 + 0.15 * i, 0.7), with_audio=False)
+    return run, videos, _sounds(work / "audios", 3)
+
+
+@contextlib.contextmanager
+def _cache(path: Path):
+    """AVMATCH_CACHE set to ``path`` for the commands inside (a fresh path is a clean run)."""
+    old = os.environ.get("AVMATCH_CACHE")
+    os.environ["AVMATCH_CACHE"] = str(path)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("AVMATCH_CACHE", None)
+        else:
+            os.environ["AVMATCH_CACHE"] = old
+
+
+def _match_after(work: Path, cli: Callable, change: Callable[[Path], None]) -> tuple:
+    run, videos, audios = _match_setup(work, cli)
+
+    def match(name: str) -> int:
+        rc, _, _ = cli([str(a) for a in ("match", videos, audios, "--model", run, "-o", work / name, "--no-heatmap")])
+        return rc
+
+    with _cache(work / "cache"):
+        _must(cli, ["match", videos, audios, "--model", run, "-o", work / "before.csv", "--no-heatmap"])
+    change(audios)
+    with _cache(work / "clean-cache"):
+        _must(cli, ["match", videos, audios, "--model", run, "-o", work / "clean.csv", "--no-heatmap"])
+    with _cache(work / "cache"):
+        rc = match("after.csv")
+    return _pairs(work / "clean.csv"), _pairs(work / "after.csv") if rc == 0 else None, rc
+
+
+def _replace_and_delete(audios: Path) -> None:
+    shutil.copyfile(audios / "a1.wav", audios / "a0.wav")
+    (audios / "a2.wav").unlink()
+
+
+def _now_corrupt(audios: Path) -> None:
+    (audios / "a1.wav").write_bytes(b"this sound file was overwritten by text\n" * 30)
+
+
+def _non_utf8_name(audios: Path) -> None:
+    os.rename(audios / "a2.wav", os.fsdecode(bytes(audios) + b"/caf\xe9.wav"))
+
+
+def _extract_after(work: Path, cli: Callable, change: Callable[[Path], None], answer=_digest) -> tuple:
+    """extract SRC; change the files; extract SRC again; the clean answer is a fresh corpus's."""
+    src = _sounds(work / "src", 3)
+    _must(cli, ["extract", src, "-o", work / "corpus"])
+    change(src)
+    _must(cli, ["extract", src, "-o", work / "clean"])
+    rc, _, _ = cli(["extract", str(src), "-o", str(work / "corpus")])
+    return answer(work / "clean"), answer(work / "corpus") if rc == 0 else None, rc
+
+
+def _overwrite(src: Path) -> None:
+    make_audio(src / "a0.wav", duration_s=1.5, events=(0.9,))
+
+
+def _rename(src: Path) -> None:
+    (src / "a0.wav").rename(src / "renamed.wav")
+
+
+def _two_folders(work: Path, cli: Callable) -> tuple:
+    a, b = work / "dirA", work / "dirB"
+    a.mkdir(parents=True)
+    b.mkdir()
+    make_clip(a / "y.mp4", duration_s=1.0, with_audio=False)
+    make_audio(b / "y.wav", duration_s=1.0, events=(0.5,))
+    _must(cli, ["extract", a, "-o", work / "feats"])
+    _must(cli, ["extract", b, "-o", work / "clean"])
+    rc, _, _ = cli(["extract", str(b), "-o", str(work / "feats")])
+    # what the corpus says clip y is, against what extracting dirB gives it
+    return _digest(work / "clean")["y"], _digest(work / "feats")["y"] if rc == 0 else None, rc
+
+
+def _two_spellings(work: Path, cli: Callable) -> tuple:
+    src = _sounds(work / "src", 3)
+    (work / "link").symlink_to(src)
+    _must(cli, ["extract", src, "-o", work / "corpus"])
+    rc, out, _ = cli(["extract", f"{work}/link/", "-o", str(work / "corpus")])
+    # the same folder again: nothing to decode, the same corpus
+    return (_digest(work / "corpus"), 0), (_digest(work / "corpus"), _decoded(out)) if rc == 0 else None, rc
+
+
+def _non_utf8_failed(work: Path, cli: Callable) -> tuple:
+    """A bad file whose name is not UTF-8: failed.csv must name it as the same bad file named by its
+    visible form does."""
+    def listed(folder: Path, name: bytes) -> tuple:
+        src = _sounds(folder / "src", 1)
+        Path(os.fsdecode(bytes(src) + b"/" + name)).write_bytes(b"not sound\n" * 50)
+        rc, _, _ = cli(["extract", str(src), "-o", str(folder / "corpus")])
+        text = (folder / "corpus" / "failed.csv").read_bytes().decode("utf-8") if rc == 0 else ""
+        return rc, sorted((Path(r["file"]).name, r["reason"]) for r in csv.DictReader(io.StringIO(text)))
+
+    _, clean = listed(work / "visible", b"bad\\xff.wav")
+    rc, after = listed(work / "raw", b"bad\xff.wav")
+    return clean, after if rc == 0 else None, rc
+
+
+def _umask(work: Path, cli: Callable) -> tuple:
+    src = _sounds(work / "src", 2)
+    (src / "bad.wav").write_bytes(b"junk" * 100)
+    old = os.umask(0o022)
+    try:
+        rc, _, _ = cli(["extract", str(src), "-o", str(work / "corpus")])
+    finally:
+        os.umask(old)
+    modes = sorted({oct(p.stat().st_mode & 0o777) for p in (work / "corpus").rglob("*") if p.is_file()})
+    return [oct(0o644)], modes if rc == 0 else None, rc
+
+
+def _failed_history(work: Path, cli: Callable) -> tuple:
+    a, b = _sounds(work / "dirA", 1), _sounds(work / "dirB", 1, first=1)
+    (a / "badA.wav").write_bytes(b"junk" * 100)
+    (b / "badB.wav").write_bytes(b"junk" * 100)
+    _must(cli, ["extract", a, "-o", work / "corpus"])
+    rc, _, _ = cli(["extract", str(b), "-o", str(work / "corpus")])
+    with open(work / "corpus" / "failed.csv", newline="", encoding="utf-8") as f:
+        names = sorted(Path(r["file"]).name for r in csv.DictReader(f))
+    return ["badA.wav", "badB.wav"], names if rc == 0 else None, rc
+
+
+def identity_scenarios() -> list[Scenario]:
+    """Issue 10's causes 1 and 6 as scenarios (see ``run_scenarios``)."""
+    return [
+        Scenario("cache-replace-delete", "identity", "match two folders, copy one audio over another, delete a "
+                 "third, match again", lambda w, cli: _match_after(w, cli, _replace_and_delete)),
+        Scenario("cache-file-now-corrupt", "identity", "match, overwrite an audio file with text, match again",
+                 lambda w, cli: _match_after(w, cli, _now_corrupt)),
+        Scenario("cache-non-utf8-name", "identity", "match, rename an audio file to a Latin-1 name, match again",
+                 lambda w, cli: _match_after(w, cli, _non_utf8_name)),
+        Scenario("resume-changed-file", "identity", "extract, write other sound under an extracted name, extract "
+                 "again", lambda w, cli: _extract_after(w, cli, _overwrite)),
+        Scenario("resume-renamed-file", "identity", "extract, rename a file, extract again (no clip twice)",
+                 lambda w, cli: _extract_after(w, cli, _rename)),
+        Scenario("two-folders-one-name", "identity", "extract dirA (y.mp4) then dirB (y.wav) into one corpus",
+                 _two_folders),
+        Scenario("one-folder-two-spellings", "identity", "extract a folder, then the same folder through a link "
+                 "with a trailing slash (nothing decoded again)", _two_spellings),
+        Scenario("failed-non-utf8-name", "identity", "a bad file whose name is not UTF-8 in a batch",
+                 _non_utf8_failed),
+        Scenario("umask-022", "files", "extract under umask 022: every file 0644", _umask),
+        Scenario("failed-csv-history", "files", "extract dirA (one bad file), then dirB (another): both listed",
+                 _failed_history),
+    ]
+
+
+def cli_in_process(argv: list) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of ``avmatch ARGV`` in this process: fast, for tests."""
+    from avmatch.cli import main
+
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        rc = main([str(a) for a in argv])
+    return rc, out.getvalue(), err.getvalue()
+
+
+def run_scenarios(scenarios: list[Scenario], work: str | Path, cli: Callable | None = None) -> list[TrustOutcome]:
+    """Each scenario judged like a trust case by its last command (the one after the change): ok (exit
+    0 with the clean answer), error (exit 2, one line), silent-wrong (exit 0, another answer),
+    internal, traceback. ``cli`` defaults to a process of its own per command (peak memory
+    measured); :func:`cli_in_process` is faster."""
+    import resource
+    import traceback
+
+    work = Path(work)
+    outs = []
+    for sc in scenarios:
+        peak, last = [0.0], {}
+
+        def cli_of(argv: list) -> tuple[int, str, str]:
+            if cli is None:
+                rc, out, err, mib = _cli_process(argv)
+            else:
+                (rc, out, err), mib = cli(argv), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            peak[0] = max(peak[0], mib)
+            last.update(rc=rc, err=err)
+            return rc, out, err
+
+        case = TrustCase(sc.name, sc.family, [], sc.fault, "ok")
+        started = time.perf_counter()
+        try:
+            clean, after, rc = sc.run(work / sc.name, cli_of)
+        except Exception:  # noqa: BLE001 - a scenario that breaks is reported, not raised
+            outs.append(TrustOutcome(case, "traceback", _one_line(traceback.format_exc()[-300:]), peak[0],
+                                     time.perf_counter() - started))
+            continue
+        seconds, err = time.perf_counter() - started, last.get("err", "")
+        lines = [line for line in err.splitlines() if line.startswith("avmatch: error:")]
+        if "Traceback" in err:
+            o = TrustOutcome(case, "traceback", _one_line(err[-300:]), peak[0], seconds)
+        elif rc == 0:
+            same = after == clean
+            o = TrustOutcome(case, "ok" if same else "silent-wrong",
+                             "exit 0, the clean answer" if same else
+                             f"exit 0 with {_one_line(str(after))[:200]}, clean {_one_line(str(clean))[:200]}",
+                             peak[0], seconds)
+        elif rc == 2 and len(lines) == 1:
+            o = TrustOutcome(case, "error", _one_line(lines[0]), peak[0], seconds)
+        elif rc == 1 and "internal error" in err:
+            o = TrustOutcome(case, "internal", _one_line(err[-300:]), peak[0], seconds)
+        else:
+            o = TrustOutcome(case, "wrong", f"exit {rc}: {_one_line(err[-300:])}", peak[0], seconds)
+        outs.append(o)
     return outs

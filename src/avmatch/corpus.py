@@ -13,6 +13,7 @@ import math
 import os
 import re
 import shutil
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,8 +111,11 @@ def source_identity(path: str | Path, known: dict | None = None) -> dict:
     st = path.stat()
     if known and known.get("size") == st.st_size and known.get("mtime_ns") == st.st_mtime_ns and known.get("hash"):
         return dict(known)
-    with open(path, "rb") as f:
+    # non-blocking: opening a pipe for reading would wait for a writer forever
+    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
         st = os.fstat(f.fileno())  # the size of what is read, should the file change meanwhile
+        if not stat.S_ISREG(st.st_mode):  # a device may never end
+            raise AvmatchError("is not a regular file (a pipe, socket or device)", path)
         return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "hash": _content_hash(f, st.st_size)}
 
 

@@ -126,11 +126,11 @@ def _extract_file(path: str, extractor_name: str, options: dict, paired: bool) -
     from avmatch.media import probe
 
     extractor = get_extractor(extractor_name, **options)
+    info = probe(path)  # first: it refuses pipes, devices and folders before anything reads them
     try:  # taken before decoding: a file that changes meanwhile is seen as changed by the next run
         identity = source_identity(path)
     except OSError as err:
         raise AvmatchError(f"cannot read: {err.strerror or err}", path) from None
-    info = probe(path)
     if paired and not (info.has_video and info.has_audio):
         raise AvmatchError("has no audio stream; a training clip needs both" if info.has_video
                            else "has no video stream; a training clip needs both", path)
@@ -278,8 +278,9 @@ def _plan(files: list[tuple[Path, str]], done: dict[str, dict[str, dict]], extra
             ident = None
             if row is not None or path.stat().st_size in sizes:
                 ident = plan.identity[cid] = source_identity(path)
-        except OSError as err:  # unreadable or gone since it was listed: a failed file, not a failed run
-            summary.failed.append((visible(src), visible(f"cannot read: {err.strerror or err}")))
+        except (OSError, AvmatchError) as err:  # unreadable, or gone or replaced since it was listed
+            why = _reason(err, path) if isinstance(err, AvmatchError) else visible(f"cannot read: {err.strerror or err}")
+            summary.failed.append((visible(src), why))
             plan.settled.add(visible(src))
             continue
         if row is not None:  # the clip id is held by another path
