@@ -185,3 +185,38 @@ def test_a_corpus_is_a_plain_dataclass():
     c = Corpus([Clip("x", np.zeros((2, 3), np.float32), np.zeros((2, 1), np.float32))])
     train, val = c.split(0.5)
     assert len(train.clips) + len(val.clips) == 1
+
+
+def test_source_identity_rows_and_removal_lines(tmp_path):
+    from avmatch.corpus import retire_clips, reuse_clip
+
+    root = tmp_path / "c"
+    rates = {"video": 25.0, "audio": 25.0}
+    ident = {"size": 10, "mtime_ns": 5, "hash": "ab"}
+    append_clip(root, "a", {"video": np.ones((4, 3)), "audio": np.ones((4, 2))}, rates_hz=rates,
+                source="/m/a.mp4", source_id=ident)
+    append_clip(root, "b", {"audio": np.zeros((5, 2))}, rates_hz=rates, source="/m/b.wav")
+    rows = {r["modality"]: r for r in read_manifest(root) if r["clip"] == "a"}
+    assert rows["video"]["source_id"] == ident and "source_id" not in read_manifest(root)[-1]
+    reuse_clip(root, rows, "a2", "/n/a2.mp4", ident)  # a moved copy: its own arrays, same values
+    retire_clips(root, {"a": "its file moved to /n/a2.mp4"})
+    corpus = load_corpus(root)
+    assert [c.id for c in corpus.clips] == ["b", "a2"] and corpus.clips[1].source == "/n/a2.mp4"
+    np.testing.assert_array_equal(corpus.clips[1].video, np.ones((4, 3)))
+    assert {r["file"] for r in read_manifest(root)}.isdisjoint({r["file"] for r in rows.values()})
+    assert set(done_entries(root)) == {"/m/b.wav", "/n/a2.mp4"}
+    manifest = root / "manifest.jsonl"
+    lines = manifest.read_text().splitlines()
+    for bad, fragment in (({**json.loads(lines[0]), "source_id": {"size": "10"}}, "source_id"),
+                          ({"clip": ["a"], "removed": "x"}, "removal")):
+        manifest.write_text("\n".join(lines + [json.dumps(bad)]) + "\n")
+        one_line(lambda: load_corpus(root), "manifest.jsonl", f"line {len(lines) + 1}", fragment)
+
+
+def test_write_corpus_rows_name_their_modalities(tmp_path):
+    corpus = make_feature_corpus(3, video_dim=4, audio_dim=2, min_len=3, max_len=4, seed=0)
+    corpus.clips[0].audio = None
+    write_corpus(corpus, tmp_path / "c")
+    assert {r["clip"]: r["modalities"] for r in read_manifest(tmp_path / "c")}[corpus.clips[0].id] == ["video"]
+    again = load_corpus(tmp_path / "c")
+    assert [(c.video is None, c.audio is None) for c in again.clips] == [(False, True), (False, False), (False, False)]

@@ -136,3 +136,23 @@ def test_unreachable_scheduler_is_one_line(batch, tmp_path, monkeypatch):
     monkeypatch.setattr("avmatch.extract.DASK_CONNECT_TIMEOUT_S", 2)
     with pytest.raises(AvmatchError, match="cannot reach the Dask scheduler"):
         extract([batch / "good0.mp4"], tmp_path / "c", progress=False, cluster="tcp://127.0.0.1:9")
+
+
+def test_corpus_of_an_older_avmatch_loads_and_is_verified_once(batch, tmp_path):
+    """Rows without a content identity (and with the source as it was typed) still load; a resume
+    cannot trust them, so it extracts those files once and records their identity."""
+    import json
+
+    out = tmp_path / "c"
+    extract([batch / "good0.mp4", batch / "voice.wav"], out, progress=False)
+    manifest = out / "manifest.jsonl"
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    old = [{k: v for k, v in r.items() if k != "source_id"} | {"source": os.path.relpath(r["source"])} for r in rows]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in old))
+    assert sorted(c.id for c in load_corpus(out).clips) == ["good0", "voice"]
+    summary = extract([batch / "good0.mp4", batch / "voice.wav"], out, progress=False)
+    assert (summary.done, len(summary.unverified), summary.skipped) == (2, 2, 0)
+    assert "without a content identity" in summary.line()
+    again = extract([batch / "good0.mp4", batch / "voice.wav"], out, progress=False)
+    assert (again.done, again.skipped) == (0, 2)
+    assert sorted(c.id for c in load_corpus(out).clips) == ["good0", "voice"]

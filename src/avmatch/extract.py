@@ -60,6 +60,7 @@ class ExtractSummary:
     skipped: int = 0  # unchanged since they were extracted
     reused: int = 0  # moved, renamed or copied files whose features were already in the corpus
     changed: list[str] = field(default_factory=list)  # re-extracted: changed since the corpus saw them
+    unverified: list[str] = field(default_factory=list)  # re-extracted: recorded by an older avmatch, no identity
     retired: dict[str, str] = field(default_factory=dict)  # clip id -> why it left the corpus
     gone: list[str] = field(default_factory=list)  # clips whose file no longer exists (kept)
     failed: list[tuple[str, str]] = field(default_factory=list)
@@ -71,6 +72,8 @@ class ExtractSummary:
         extra = [f"reused {self.reused} moved or renamed"] if self.reused else []
         if self.changed:
             extra.append(f"re-extracted {len(self.changed)} changed since the corpus saw them")
+        if self.unverified:
+            extra.append(f"re-extracted {len(self.unverified)} recorded without a content identity (older avmatch)")
         if self.retired:
             extra.append(f"dropped {len(self.retired)} stale clips")
         if self.gone:
@@ -271,7 +274,7 @@ def _plan(files: list[tuple[Path, str]], done: dict[str, dict[str, dict]], extra
                         plan.reuse.append((path, cid, ident, cid))  # record it, to skip the hash next time
                     continue
                 if (row.get("extractor"), row.get("extractor_version")) == extractor:
-                    summary.changed.append(visible(src))
+                    (summary.changed if cid in current else summary.unverified).append(visible(src))
                 plan.todo.append((path, cid))
                 plan.had_rows.add(cid)
                 continue
