@@ -240,8 +240,8 @@ def extract(sources: list[str | Path], out: str | Path, extractor_name: str = "d
         summary.seconds = time.perf_counter() - started
         _write_failed(out / "failed.csv", summary.failed, plan.settled)
     if len(files) == 1 and summary.failed and all(Path(s).is_file() for s in sources):
-        # one file asked for: its fault is the command's (named as given; the terminal escapes odd bytes)
-        raise AvmatchError(summary.failed[0][1], files[0][0])
+        # one file asked for: its fault is the command's, named as given (the terminal escapes odd bytes)
+        raise AvmatchError(summary.failed[0][1], sources[0] if len(sources) == 1 else files[0][0])
     return summary
 
 
@@ -265,8 +265,11 @@ def _plan(files: list[tuple[Path, str]], done: dict[str, dict[str, dict]], extra
         old = str(row.get("source", "")) if row else ""
         try:
             if row is not None and (old == src or os.path.realpath(old) == src):  # realpath: older relative rows
-                ident = plan.identity[cid] = source_identity(path, row.get("source_id") if cid in current else None)
-                if cid in current and same_content(ident, row["source_id"]):
+                # no hash for a row that is redone anyway (another extractor, or no identity recorded)
+                if cid in current:
+                    plan.identity[cid] = source_identity(path, row["source_id"])
+                ident = plan.identity.get(cid)
+                if ident is not None and same_content(ident, row["source_id"]):
                     summary.skipped += 1
                     summary.clips[cid] = src
                     plan.settled.add(visible(src))
