@@ -333,7 +333,8 @@ def done_clips(root: str | Path) -> dict[str, dict[str, dict]]:
 
 def done_entries(root: str | Path) -> dict[str, dict]:
     """The source files finished in this corpus, each with one of its manifest rows."""
-    return {str(row.get("source", "")): row for by_m in done_clips(root).values() for row in [next(iter(by_m.values()))]}
+    heads = (next(iter(by_m.values())) for by_m in done_clips(root).values())
+    return {str(row.get("source", "")): row for row in heads}
 
 
 def write_corpus(corpus: Corpus, root: str | Path) -> Path:

@@ -285,8 +285,8 @@ def _plan(files: list[tuple[Path, str]], done: dict[str, dict[str, dict]], extra
             if row is not None or path.stat().st_size in sizes:
                 ident = plan.identity[cid] = source_identity(path)
         except (OSError, AvmatchError) as err:  # unreadable, or gone or replaced since it was listed
-            why = _reason(err, path) if isinstance(err, AvmatchError) else visible(f"cannot read: {err.strerror or err}")
-            summary.failed.append((visible(src), why))
+            why = err if isinstance(err, AvmatchError) else AvmatchError(f"cannot read: {err.strerror or err}", path)
+            summary.failed.append((visible(src), _reason(why, path)))
             plan.settled.add(visible(src))
             continue
         if row is not None:  # the clip id is held by another path
