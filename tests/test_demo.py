@@ -26,7 +26,8 @@ def test_demo_writes_what_it_promises(demo):
     for name in ("pairs.csv", "pairs.heatmap.png", "report.html", "demo.json", "key.csv", "run/best.pt"):
         assert (out / name).is_file(), name
     assert len(list((out / "media" / "test" / "videos").glob("*.mp4"))) == TINY.n_test
-    assert len(list((out / "media" / "test" / "audios").glob("*.wav"))) == TINY.n_test
+    audios = list((out / "media" / "test" / "audios").iterdir())
+    assert len(audios) == TINY.n_test and {a.suffix for a in audios} == {".wav", ".flac", ".mp3", ".m4a", ".opus"}
     saved = json.loads((out / "demo.json").read_text())
     assert saved["summary"]["test pairs"] == TINY.n_test
     assert set(saved["stage_seconds"]) >= {"generate", "extract", "train", "match", "total"}
@@ -36,6 +37,19 @@ def test_demo_writes_what_it_promises(demo):
     assert "data:image/png;base64," in page and page.count("<tr") >= TINY.n_test + 2
     for r in rows:
         assert r["video"] in page
+
+
+def test_demo_reports_unseen_families_and_formats_apart(demo):
+    out, result = demo
+    saved = json.loads((out / "demo.json").read_text())
+    assert set(saved["held_out"]) <= set(saved["families"]) and {f.split(":")[0] for f in saved["families"]} == {"scenes", "worlds"}
+    trained_on = {json.loads(line)["family"] for p in (out / "media" / "train").rglob("scenes.jsonl")
+                  for line in p.read_text().splitlines()}
+    assert not trained_on & {f.split(":")[1] for f in saved["held_out"]}  # never trained on
+    summary = saved["summary"]
+    assert 0 <= summary["one-to-one, held-out families"] <= 1 and 0 <= summary["one-to-one, trained-on families"] <= 1
+    assert set(result["by_format"]) == {"wav", "flac", "mp3-24k", "aac", "opus"}
+    assert "(held out)" in (out / "report.html").read_text()
 
 
 def test_demo_beats_chance_and_finds_offsets(demo):

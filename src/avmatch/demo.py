@@ -1,15 +1,18 @@
 """``avmatch demo``: the main job on real media, out of the box.
 
-Generates scenes (:mod:`avmatch.scenes`) as .mp4 files, turns the test clips into silent videos and
-separately shifted audio files under random names, then runs what a user runs: extract -> train
-(``sync``) -> match -> evaluate, and writes a report. Beside the trained result it prints an untrained
-floor: video motion energy against audio onset strength, correlated over the same lags.
+Generates scenes of two generators designed apart (:mod:`avmatch.scenes` and :mod:`avmatch.worlds`)
+as .mp4 files, holding one family of each out of training (``HOLDOUT``), turns the test clips (of every
+family) into silent videos and separately shifted audio files under random names, in mixed formats
+(wav, flac, mp3 at 24 kbit/s, AAC, Opus), then runs what a user runs: extract -> train (``sync``) ->
+match -> evaluate, and writes a report. It prints the accuracy on the families the model was trained
+on and, apart, on the held-out ones it never saw; beside it the shipped model's (no training) and an
+untrained floor: video motion energy against audio onset strength, correlated over the same lags.
 
 Layout of the output folder::
 
     media/train/*.mp4           paired training clips (+ scenes.jsonl: family and event times)
     media/test_clips/*.mp4      the test clips before they were split
-    media/test/videos/*.mp4     silent videos      media/test/audios/*.wav  shifted audio
+    media/test/videos/*.mp4     silent videos      media/test/audios/*  shifted audio, mixed formats
     key.csv                     video,audio,offset_s,source
     features/{train,test_videos,test_audios}   feature corpora
     run/                        the trained model (best.pt, metrics.json, TensorBoard events)
@@ -34,6 +37,8 @@ from avmatch.evaluate import evaluate_pairs, read_pairs
 from avmatch.match import assign, normalise
 from avmatch.report import html_report
 
+HOLDOUT = ("scenes:lamps", "worlds:keys")  # never trained on: the demo's unseen families
+AUDIO_FORMATS = ("wav", "flac", "mp3-24k", "aac", "opus")  # the test audio files, in turn
 MOTION_COLUMN = -1  # default extractor: global motion energy is the last visual column
 ONSET_COLUMN = 40  # default extractor: onset strength follows the 40 log-mel bands
 
@@ -150,7 +155,7 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
 
     ``config`` (or the preset: ``DemoConfig.quick()`` / ``DemoConfig()``) sets sizes and training;
     ``n_train``, ``n_test`` and ``epochs`` override it."""
-    from avmatch import scenes
+    from avmatch import scenes, worlds
     from avmatch.checkpoint import load_trained
     from avmatch.extract import default_workers, extract
     from avmatch.match import match_corpora
@@ -171,17 +176,31 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
         return time.perf_counter()
 
     t0 = time.perf_counter()
-    families = scenes.available_families()
-    scenes.make_corpus(out / "media" / "train", cfg.n_train, cfg.duration_s, seed, cfg.size, workers=workers)
-    test_clips = scenes.make_corpus(out / "media" / "test_clips", cfg.n_test, cfg.duration_s, seed, cfg.size,
-                                    first=cfg.n_train, workers=workers)
+    test_clips, families, family_of = [], [], {}
+    for k, mod in enumerate((scenes, worlds)):
+        gen = mod.__name__.rsplit(".", 1)[1]
+        every = [f"{gen}:{f}" for f in mod.available_families()]
+        families += every
+        trained_on = [f.split(":")[1] for f in every if f not in HOLDOUT]
+        # each generator half the clips; file names unique across generators (the key names sources)
+        half_train, half_test = (cfg.n_train + 1 - k) // 2, (cfg.n_test + 1 - k) // 2
+        made = mod.make_corpus(out / "media" / "train" / gen, half_train, cfg.duration_s, seed, cfg.size,
+                               first=k * 1_000_000, families=trained_on, workers=workers)
+        clips = mod.make_corpus(out / "media" / "test_clips" / gen, half_test, cfg.duration_s, seed, cfg.size,
+                                first=k * 1_000_000 + cfg.n_train, families=mod.available_families(),
+                                workers=workers)
+        test_clips += clips
+        family_of.update({p: f"{gen}:{f}" for p, f in _families(out / "media" / "test_clips" / gen).items()})
+        _say(progress, f"      {gen}: {len(made)} training clips, {len(clips)} test clips")
     key_csv = scenes.make_test_set(test_clips, out / "media" / "test", seed=seed, max_offset_s=cfg.max_offset_s)
+    format_of = _mixed_formats(out / "media" / "test" / "audios", seed)
     write_text(out / "key.csv", key_csv.read_text())
     key = _read_key(out / "key.csv")
     t0 = lap("generate", t0)
     _say(progress, f"[1/5] generated {cfg.n_train} training clips and {cfg.n_test} test pairs "
-         f"({cfg.duration_s:g} s, {cfg.size[0]}x{cfg.size[1]}, scene families: {', '.join(families)}; "
-         f"test audio shifted by up to ±{cfg.max_offset_s:g} s) in {stage['generate']:.0f} s")
+         f"({cfg.duration_s:g} s, {cfg.size[0]}x{cfg.size[1]}; families {', '.join(families)}; never trained on: "
+         f"{', '.join(HOLDOUT)}; test audio shifted by up to ±{cfg.max_offset_s:g} s, as "
+         f"{', '.join(AUDIO_FORMATS)}) in {stage['generate']:.0f} s")
 
     feats = out / "features"
     for name, src, paired in (("train", out / "media" / "train", True),
@@ -212,41 +231,98 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
     # the floor reads the default extractor's motion and onset columns
     floor = (floor_metrics(videos, audios, key, trained.model.max_lag) if cfg.extractor == "default"
              else {"one_to_one": float("nan"), "offset_within_40ms": float("nan")})
+    sources = {r["video"]: r["source"] for r in read_pairs(out / "key.csv", ("video", "source"))}
+    family = {v: family_of.get(sources.get(v, ""), "") for v in key}
+    rows = match.rows()
+    right = {r["video"]: r["audio"] == key[r["video"]][0] for r in rows if r["video"] in key}
+    groups = {"trained-on families": [v for v in key if family[v] not in HOLDOUT],
+              "held-out families": [v for v in key if family[v] in HOLDOUT]}
+    by_group = {g: _share(right, vs) for g, vs in groups.items()}
+    by_family = {f: _share(right, [v for v in key if family[v] == f]) for f in sorted(set(family.values()))}
+    by_format = {f: _share(right, [v for v in key if format_of.get(key[v][0]) == f]) for f in AUDIO_FORMATS}
+    shipped = _shipped_one_to_one(videos, audios, key)
     t0 = lap("match", t0)
     n = len(key)
     _say(progress, f"[4/5] matched {n} silent videos to {len(audios.clips)} audios in {stage['match']:.0f} s")
     _say(progress, f"      one-to-one {metrics['one_to_one']:.3f}   top-1 {metrics['top1']:.3f}   "
          f"top-5 {metrics['top5']:.3f}   (chance {1 / n:.3f})")
+    _say(progress, "      one-to-one " + ", ".join(f"{g} {x:.3f} ({len(groups[g])} pairs)" for g, x in by_group.items()))
+    _say(progress, "      by audio format: " + ", ".join(f"{f} {x:.3f}" for f, x in by_format.items()))
     _say(progress, f"      offset within 40 ms {metrics.get('offset_within_40ms', float('nan')):.3f} of the right pairs, "
          f"median error {1000 * metrics.get('offset_median_s', float('nan')):.0f} ms")
+    if shipped is not None:
+        _say(progress, f"      the shipped model, no training: one-to-one {shipped:.3f}")
     _say(progress, f"      untrained floor (motion energy vs onset strength): one-to-one {floor['one_to_one']:.3f}, "
          f"offset within 40 ms {floor['offset_within_40ms']:.3f}")
 
     summary = {
         "test pairs": n, "training clips": cfg.n_train, "one-to-one": metrics["one_to_one"],
+        **{f"one-to-one, {g}": x for g, x in by_group.items()},
         "top-1": metrics["top1"], "top-5": metrics["top5"], "chance": 1 / n,
         "offset within 40 ms": metrics.get("offset_within_40ms", float("nan")),
         "offset median error (s)": metrics.get("offset_median_s", float("nan")),
+        "shipped model one-to-one": float("nan") if shipped is None else shipped,
         "floor one-to-one": floor["one_to_one"], "floor offset within 40 ms": floor["offset_within_40ms"],
         "seconds": round(time.perf_counter() - started, 1),
     }
-    sources = {r["video"]: r["source"] for r in read_pairs(out / "key.csv", ("video", "source"))}
-    families_of = _families(out / "media" / "test_clips")
     pairs = []
-    for r in match.rows():
+    for r in rows:
         true_audio, true_offset = key.get(r["video"], ("", float("nan")))
-        pairs.append({"video": r["video"], "scene": families_of.get(sources.get(r["video"], ""), ""),
-                      "audio": r["audio"], "score": r["score"], "margin": r["margin"],
-                      "offset_s": r.get("offset_s", float("nan")), "true audio": true_audio,
+        pairs.append({"video": r["video"], "scene": family.get(r["video"], "")
+                      + (" (held out)" if family.get(r["video"]) in HOLDOUT else ""),
+                      "audio": r["audio"], "format": format_of.get(r["audio"], ""), "score": r["score"],
+                      "margin": r["margin"], "offset_s": r.get("offset_s", float("nan")), "true audio": true_audio,
                       "true offset_s": true_offset, "right": r["audio"] == true_audio})
     html_report(out / "report.html", "avmatch demo", [summary], pairs, out / "pairs.heatmap.png")
     stage["total"] = summary["seconds"]
     write_text(out / "demo.json", json.dumps({"summary": summary, "metrics": metrics, "floor": floor,
                                               "stage_seconds": stage, "config": asdict(cfg),
-                                              "families": families, "train": {k: v for k, v in result.items() if k != "history"}},
+                                              "families": families, "held_out": list(HOLDOUT),
+                                              "by_family": by_family, "by_format": by_format, "train": {k: v for k, v in result.items() if k != "history"}},
                                              indent=2, default=str))
     _say(progress, f"[5/5] wrote {out / 'report.html'} and {out / 'demo.json'} ({summary['seconds']:.0f} s in all)")
-    return {**summary, "metrics": metrics, "floor": floor, "stage_seconds": stage}
+    return {**summary, "metrics": metrics, "floor": floor, "stage_seconds": stage, "by_family": by_family,
+            "by_format": by_format}
+
+
+def _share(right: dict[str, bool], videos: list[str]) -> float:
+    return float(np.mean([right.get(v, False) for v in videos])) if videos else float("nan")
+
+
+def _shipped_one_to_one(videos: Corpus, audios: Corpus, key: dict) -> float | None:
+    """One-to-one of the model shipped in the package on the same features (None if there is none,
+    or it reads other features)."""
+    from avmatch.checkpoint import load_trained
+    from avmatch.match import match_corpora
+    from avmatch.shipped import NAMES
+
+    if not NAMES["default"].is_file():
+        return None
+    shipped = load_trained(NAMES["default"])
+    if shipped.extractor.get("name") != videos.extractor.get("name") or \
+            shipped.extractor.get("version") != videos.extractor.get("version"):
+        return None
+    result = match_corpora(shipped, videos, audios)
+    chosen = {r["video"]: r["audio"] for r in result.rows()}
+    return _share({v: chosen.get(v) == a for v, (a, _) in key.items()}, list(key))
+
+
+def _mixed_formats(audio_dir: Path, seed: int) -> dict[str, str]:
+    """Re-encode the test's .wav files in turn as each of AUDIO_FORMATS (same file stem, the format's
+    suffix), as a user's pile of audio would be; returns {audio id: format}."""
+    from avmatch.media import read_audio
+    from avmatch.scenes import SAMPLE_RATE
+    from avmatch.testing.formats import write_format
+
+    rng = np.random.default_rng([seed, 3])
+    format_of = {}
+    for i, wav in enumerate(sorted(audio_dir.glob("*.wav"))):
+        name = AUDIO_FORMATS[i % len(AUDIO_FORMATS)]
+        format_of[wav.stem] = name
+        if name != "wav":
+            write_format(read_audio(wav, SAMPLE_RATE), SAMPLE_RATE, wav.with_suffix(""), name, rng)
+            wav.unlink()
+    return format_of
 
 
 def _families(media_dir: Path) -> dict[str, str]:
