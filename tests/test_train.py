@@ -10,7 +10,8 @@ from avmatch.cli import main
 from avmatch.corpus import write_corpus
 from avmatch.errors import AvmatchError
 from avmatch.evaluate import retrieval_metrics
-from avmatch.match import match_corpora, score_matrix
+from avmatch.inference import score_matrix
+from avmatch.match import match_corpora
 from avmatch.synthetic import make_feature_corpus, shuffle_for_matching, write_key
 from avmatch.train import TrainConfig, train
 

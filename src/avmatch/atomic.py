@@ -1,12 +1,17 @@
-"""Atomic output: every file avmatch writes appears whole or not at all, with the mode the umask gives."""
+"""Atomic output: every file avmatch writes appears whole or not at all, with the mode the umask gives.
+Also the small file checks every reader of avmatch's outputs shares (regular files, SHA-256)."""
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from avmatch.errors import AvmatchError
 
 
 def current_umask() -> int:
@@ -59,3 +64,28 @@ def write_text(path: str | Path, text: str) -> None:
 def write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Delete the temporary files a killed writer of ``path`` left (:func:`atomic_path`'s naming)."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp*"):
+        stale.unlink(missing_ok=True)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def regular(path: str | Path) -> Path:
+    """``path`` if it is a regular file; a pipe or a device (reading it could wait forever) is refused."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise AvmatchError("is not a regular file (a folder, a pipe or a device)", path)
+    if not path.exists():
+        raise AvmatchError("no such file", path)
+    return path
+

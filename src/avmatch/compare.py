@@ -9,7 +9,8 @@ from avmatch.atomic import write_text
 from avmatch.checkpoint import load_trained
 from avmatch.corpus import Corpus
 from avmatch.evaluate import retrieval_metrics
-from avmatch.match import assign, score_matrix
+from avmatch.inference import score_matrix
+from avmatch.match import assign
 from avmatch.models.base import parameter_table
 from avmatch.report import markdown_table
 from avmatch.train import TrainConfig, train

@@ -69,7 +69,7 @@ def candidate_retrieval_metrics(scores, truth: np.ndarray, ks: tuple[int, ...] =
 def read_pairs(path: str | Path, required: tuple[str, ...] = ("video", "audio")) -> list[dict]:
     """The rows of a CSV file as dicts, names and values stripped of spaces (a UTF-8 BOM and spaces
     after commas, as spreadsheets write them, change nothing); a regular file only."""
-    from avmatch.match import regular
+    from avmatch.atomic import regular
 
     path = regular(path)
     try:

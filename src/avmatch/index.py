@@ -10,23 +10,20 @@ order of the ids) and ``index.json`` (ids, kind, parameters, score scale and bia
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
 
-from avmatch.atomic import atomic_path, write_text
+from avmatch.atomic import atomic_path, file_sha256, regular, remove_stale_temps, write_text
+from avmatch.checkpoint import Trained
+from avmatch.corpus import Corpus
 from avmatch.errors import AvmatchError
-
-if TYPE_CHECKING:
-    from avmatch.checkpoint import Trained
-    from avmatch.corpus import Corpus
+from avmatch.inference import check_fits, clip_embeddings, embedding_score_params, retrieval_metric
 
 KINDS = ("flat", "ivf", "hnsw")
 METRICS = ("ip", "l2")  # inner product of normalised embeddings (cosine), or Euclidean distance
@@ -189,8 +186,6 @@ class EmbeddingIndex:
         """Write the index folder as one set: index.json goes first and comes back last, recording a
         run id and the SHA-256 of each .faiss file of its set, so a set mixed from two runs (or left
         by a kill) is refused when loaded."""
-        from avmatch.match import file_sha256, remove_stale_temps
-
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         names = ("index.json", "video.faiss", "audio.faiss")
@@ -280,8 +275,6 @@ def load_index(path: str | Path) -> EmbeddingIndex:
     """An index folder written by :meth:`EmbeddingIndex.save`, every file checked before it is read:
     index.json's values, each .faiss file's header and size against them, and its SHA-256 against
     the one index.json recorded (a set mixed from two runs is refused)."""
-    from avmatch.match import file_sha256, regular
-
     path = Path(path)
     meta_path = path / "index.json"
     if not path.is_dir() or not meta_path.exists():
@@ -336,10 +329,6 @@ def index_embeddings(video_ids: list[str], video_emb: np.ndarray, audio_ids: lis
 def index_corpus(trained: Trained, corpus: Corpus, kind: str = "flat", model: str = "", **options) -> EmbeddingIndex:
     """Embed every clip of ``corpus`` with a trained model (its video and its audio, where present)
     and index the embeddings."""
-    from avmatch.match import clip_embeddings, embedding_score_params
-
-    from avmatch.match import check_fits, retrieval_metric
-
     check_fits(trained, corpus, "video")
     check_fits(trained, corpus, "audio")
     v_clips = [c for c in corpus.clips if c.video is not None]

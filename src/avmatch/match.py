@@ -7,80 +7,32 @@ Scores come from one batched pass: every clip is encoded once, then the model sc
 from __future__ import annotations
 
 import csv
-import glob
 import hashlib
 import io
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from scipy.sparse import csr_matrix, issparse
-from torch import Tensor
 
-from avmatch.atomic import atomic_path, write_text
+from avmatch.atomic import atomic_path, file_sha256, regular, remove_stale_temps, write_text
+from avmatch.checkpoint import Trained
 from avmatch.corpus import Corpus
 from avmatch.errors import AvmatchError
-
-if TYPE_CHECKING:
-    from avmatch.checkpoint import Trained
-
-
-def pad_batch(arrays: list[np.ndarray], device: str | torch.device = "cpu") -> tuple[Tensor, Tensor]:
-    """Clips (T_i, D) -> padded (B, T_max, D) float32 tensor and (B,) lengths."""
-    lengths = torch.tensor([len(a) for a in arrays], dtype=torch.long)
-    out = torch.zeros(len(arrays), int(lengths.max()), arrays[0].shape[1])
-    for i, a in enumerate(arrays):
-        out[i, : len(a)] = torch.from_numpy(np.asarray(a, dtype=np.float32))
-    return out.to(device), lengths.to(device)
-
-
-def encoded_batches(encode, arrays: list[np.ndarray], batch_size: int, device,
-                    prepare=lambda x: x) -> Iterator[tuple[np.ndarray, Tensor, Tensor]]:
-    """(input positions, encodings, lengths) for the clips in length-sorted batches (little padding).
-
-    ``prepare`` turns each array into model input batch by batch, so only one batch is ever copied."""
-    order = np.argsort([len(a) for a in arrays], kind="stable")
-    for s in range(0, len(order), batch_size):
-        rows = order[s : s + batch_size]
-        x, x_len = pad_batch([prepare(arrays[i]) for i in rows], device)
-        yield rows, encode(x, x_len), x_len
-
-
-def _encode_all(encode, arrays: list[np.ndarray], batch_size: int, device, prepare) -> tuple[Tensor, Tensor]:
-    """Every clip encoded, in the input order: embedding models give (N, E); sequence models give
-    (N, T_max, H), zero-padded."""
-    order, parts, lengths = [], [], []
-    for rows, e, x_len in encoded_batches(encode, arrays, batch_size, device, prepare):
-        order.append(rows)
-        parts.append(e)
-        lengths.append(x_len)
-    if parts[0].dim() == 3:  # sequences: pad every batch to the longest clip
-        t_max = max(p.shape[1] for p in parts)
-        parts = [torch.nn.functional.pad(p, (0, 0, 0, t_max - p.shape[1])) for p in parts]
-    inverse = torch.from_numpy(np.argsort(np.concatenate(order))).to(device)
-    return torch.cat(parts)[inverse], torch.cat(lengths)[inverse]
-
-
-@torch.no_grad()
-def score_matrix(trained: Trained, videos: list[np.ndarray], audios: list[np.ndarray],
-                 batch_size: int = 256, device: str | torch.device | None = None) -> np.ndarray:
-    """(Nv, Na) scores of every video against every audio; higher means more likely the same clip."""
-    model = trained.model
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    v, v_len = _encode_all(model.encode_video, videos, batch_size, device, lambda x: trained.standardise(x, "video"))
-    a, a_len = _encode_all(model.encode_audio, audios, batch_size, device, lambda x: trained.standardise(x, "audio"))
-    rows = max(1, (1 << 22) // max(1, len(audios)))  # bound the memory of one block of the matrix
-    out = torch.cat([model.score_matrix(v[s : s + rows], a, v_len[s : s + rows], a_len)
-                     for s in range(0, len(videos), rows)])
-    model.train(was_training)
-    return out.float().cpu().numpy()
+from avmatch.inference import (
+    check_fits,
+    clip_embeddings,
+    embedding_score_params,
+    estimate_offsets,
+    is_embedding_model,
+    lag_range,
+    model_pair_scores,
+    retrieval_metric,
+    score_matrix,
+)
 
 
 def normalise(scores: np.ndarray, method: str = "dual-softmax") -> np.ndarray:
@@ -152,37 +104,6 @@ def margins(scores: np.ndarray, chosen: np.ndarray) -> np.ndarray:
                 others = np.delete(scores[i], j)
                 out[i] = scores[i, j] - others.max()
     return out
-
-
-@torch.no_grad()
-def estimate_offsets(trained: Trained, videos: list[np.ndarray], audios: list[np.ndarray],
-                     batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Offset of each (video, audio) pair in seconds (positive: the audio starts that many seconds
-    into the video) and its confidence (peak agreement minus the median over all lags).
-
-    Needs a timing model (one with ``lag_curve``); the peak is refined between frames by fitting
-    a parabola through it and its two neighbours.
-    """
-    model = trained.model
-    model.eval()
-    device = next(model.parameters()).device
-    rate = trained.audio_rate_hz
-    offsets, confs = [], []
-    for s in range(0, len(videos), batch_size):
-        v, v_len = pad_batch([trained.standardise(x, "video") for x in videos[s : s + batch_size]], device)
-        a, a_len = pad_batch([trained.standardise(x, "audio") for x in audios[s : s + batch_size]], device)
-        curve = model.lag_curve(model.encode_video(v, v_len), model.encode_audio(a, a_len), v_len, a_len).cpu().numpy()
-        for c in curve:
-            k = int(c.argmax())
-            frac = 0.0
-            if 0 < k < len(c) - 1 and min(c[k - 1], c[k + 1]) > -1:
-                denom = c[k - 1] - 2 * c[k] + c[k + 1]
-                frac = 0.5 * (c[k - 1] - c[k + 1]) / denom if denom < 0 else 0.0
-            lag = k + frac - model.max_lag  # video row t meets audio row t + lag
-            offsets.append(-lag / rate)
-            valid = c[c > -1]
-            confs.append(float(c[k] - np.median(valid)) if len(valid) else 0.0)
-    return np.array(offsets), np.array(confs)
 
 
 @dataclass
@@ -269,20 +190,6 @@ class MatchResult:
         return written
 
 
-def remove_stale_temps(path: Path) -> None:
-    """Delete the temporary files a killed writer of ``path`` left (:func:`avmatch.atomic.atomic_path`'s naming)."""
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp*"):
-        stale.unlink(missing_ok=True)
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def scores_path(pairs_csv: str | Path) -> Path:
     return Path(pairs_csv).with_suffix(".scores.npz")
 
@@ -317,16 +224,6 @@ def check_same_run(pairs_csv: str | Path, npz_path: str | Path) -> dict:
     return recorded
 
 
-def regular(path: str | Path) -> Path:
-    """``path`` if it is a regular file; a pipe or a device (reading it could wait forever) is refused."""
-    path = Path(path)
-    if path.exists() and not path.is_file():
-        raise AvmatchError("is not a regular file (a folder, a pipe or a device)", path)
-    if not path.exists():
-        raise AvmatchError("no such file", path)
-    return path
-
-
 def _why(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}{': ' + text[0][:120] if text else ''}"
@@ -349,48 +246,6 @@ def load_scores(npz_path: str | Path) -> tuple[np.ndarray | csr_matrix, list[str
         raise AvmatchError(f"score matrix of shape {scores.shape} does not fit its {len(video_ids)} video and "
                            f"{len(audio_ids)} audio ids", npz_path)
     return scores, video_ids, audio_ids
-
-
-def _same_extractor(run: dict, corpus: dict) -> str:
-    """'' when features made as ``corpus`` records fit a run trained on features made as ``run``
-    records, else what differs."""
-    from avmatch.extractors import _REGISTRY
-
-    if not run.get("name") or not corpus.get("name"):
-        return ""
-    for key in ("name", "version"):
-        if key in run and key in corpus and run[key] != corpus[key]:
-            return f"extractor {key} {corpus[key]!r}, the run's is {run[key]!r}"
-    files = getattr(_REGISTRY.get(run["name"]), "file_options", ())
-    mine, theirs = run.get("params", {}), corpus.get("params", {})
-    for key in sorted(set(mine) & set(theirs) - set(files)):
-        if mine[key] != theirs[key]:
-            return f"extractor option {key}={theirs[key]!r}, the run's is {mine[key]!r}"
-    digests = (sorted(run.get("weights_sha1", {}).values()), sorted(corpus.get("weights_sha1", {}).values()))
-    if "weights_sha1" in run and "weights_sha1" in corpus and digests[0] != digests[1]:
-        return f"network file SHA-1 {', '.join(digests[1]) or 'none'}, the run's is {', '.join(digests[0]) or 'none'}"
-    return ""
-
-
-def check_fits(trained: Trained, corpus: Corpus, modality: str) -> None:
-    """Refuse (one line) features of one modality that the run was not trained on: other dims, another
-    rate (offsets and lags would be off by the ratio) or another extractor."""
-    name = "visual" if modality == "video" else "audio"
-    dim = corpus.video_dim if modality == "video" else corpus.audio_dim
-    want = trained.model.config[f"{modality}_dim"]
-    if dim is not None and dim != want:
-        raise AvmatchError(f"{name} features have {dim} dims but the model was trained on {want} "
-                           f"(extractor {corpus.extractor.get('name')!r} vs {trained.extractor.get('name')!r})",
-                           corpus.root)
-    rate = corpus.video_rate_hz if modality == "video" else corpus.audio_rate_hz
-    want_rate = trained.video_rate_hz if modality == "video" else trained.audio_rate_hz
-    if dim is not None and not np.isclose(rate, want_rate, rtol=1e-6, atol=0):
-        raise AvmatchError(f"{name} features at {rate:g} Hz but the model was trained on {want_rate:g} Hz; "
-                           "extract them with the run's extractor settings", corpus.root)
-    differs = _same_extractor(trained.extractor, corpus.extractor)
-    if dim is not None and differs:
-        raise AvmatchError(f"{name} features were made with {differs}: features of another extractor do "
-                           "not fit the model", corpus.root)
 
 
 def match_corpora(trained: Trained, videos: Corpus, audios: Corpus, method: str = "hungarian",
@@ -416,20 +271,13 @@ def match_corpora(trained: Trained, videos: Corpus, audios: Corpus, method: str 
         check_fits(retriever, videos, "video")
         check_fits(retriever, audios, "audio")
     timing = hasattr(trained.model, "lag_curve")
-    if timing and max_offset_s is not None:
-        from avmatch.checkpoint import COUNT_BOUNDS
-
-        lag = round(max_offset_s * trained.audio_rate_hz) if np.isfinite(max_offset_s) else -1
-        if not 1 <= lag <= COUNT_BOUNDS["max_lag"]:
-            raise AvmatchError(f"--max-offset {max_offset_s:g} s is {lag} frames at {trained.audio_rate_hz:g} Hz; "
-                               f"give 1 to {COUNT_BOUNDS['max_lag']} frames' worth")
-        trained.model.max_lag = lag
+    max_lag = lag_range(trained, max_offset_s) if timing else None
     if choose_mode(len(v_clips), len(a_clips), mode, dense_max or DENSE_MAX) == "two-stage":
         result = match_two_stage(trained, [c.video for c in v_clips], [c.audio for c in a_clips],
                                  [c.id for c in v_clips], [c.id for c in a_clips], method, normalisation,
-                                 candidates or DEFAULT_CANDIDATES, retriever, retrieval)
+                                 candidates or DEFAULT_CANDIDATES, retriever, retrieval, max_lag)
     else:
-        raw = score_matrix(trained, [c.video for c in v_clips], [c.audio for c in a_clips])
+        raw = score_matrix(trained, [c.video for c in v_clips], [c.audio for c in a_clips], max_lag=max_lag)
         scores = normalise(raw, normalisation)
         chosen = assign(scores, method)
         result = MatchResult([c.id for c in v_clips], [c.id for c in a_clips], scores, chosen, method, raw)
@@ -437,7 +285,7 @@ def match_corpora(trained: Trained, videos: Corpus, audios: Corpus, method: str 
     if timing:
         matched = np.flatnonzero(chosen >= 0)
         off, conf = estimate_offsets(trained, [v_clips[i].video for i in matched],
-                                     [a_clips[chosen[i]].audio for i in matched])
+                                     [a_clips[chosen[i]].audio for i in matched], max_lag=max_lag)
         result.offset_s = np.full(len(v_clips), np.nan)
         result.offset_conf = np.full(len(v_clips), np.nan)
         result.offset_s[matched], result.offset_conf[matched] = off, conf
@@ -474,67 +322,6 @@ def choose_mode(n_videos: int, n_audios: int, mode: str = "auto", dense_max: int
     return "dense" if n_videos * n_audios <= dense_max * dense_max else "two-stage"
 
 
-def is_embedding_model(trained: Trained) -> bool:
-    from avmatch.models.base import EmbeddingModel
-
-    return isinstance(trained.model, EmbeddingModel)
-
-
-def retrieval_metric(trained: Trained) -> str:
-    """How a model's clip embeddings are compared: "l2" for a model that scores a pair by minus the
-    Euclidean distance of its (unnormalised) embeddings (va-metric), else "ip" (cosine)."""
-    from avmatch.models.recurrent import MetricModel
-
-    return "l2" if isinstance(trained.model, MetricModel) else "ip"
-
-
-def embedding_score_params(trained: Trained) -> tuple[float, float]:
-    """(scale, bias) that turn a cosine of two clip embeddings into the model's score; (1, 0) for
-    models whose score is not a function of the clip embeddings (the cosine itself is reported)."""
-    if is_embedding_model(trained):
-        return float(trained.model.scale().detach()), float(trained.model.logit_bias.detach())
-    return 1.0, 0.0
-
-
-@torch.no_grad()
-def clip_embeddings(trained: Trained, arrays: list[np.ndarray], modality: str, batch_size: int = 256,
-                    device: str | torch.device | None = None) -> np.ndarray:
-    """(N, E) float32 embedding of each clip, encoded in length-sorted batches: L2-normalised, except
-    for a distance model's (:func:`retrieval_metric` "l2"), whose raw embeddings its score compares.
-
-    Embedding models give theirs; timing models (per-frame embeddings in one space for both
-    modalities) give the renormalised mean frame, good enough to retrieve candidates. Pair models
-    have no shared space: retrieve with an embedding model (``retriever``) instead.
-    """
-    from avmatch.models.base import masked_mean
-
-    model = trained.model
-    device = device or next(model.parameters()).device
-    encode = model.encode_video if modality == "video" else model.encode_audio
-    dim = len(trained.video_mean if modality == "video" else trained.audio_mean)
-    empty = not arrays
-    arrays = arrays or [np.zeros((1, dim), np.float32)]  # encode one blank clip to learn E
-    was_training = model.training
-    model.eval()
-    out = None
-    try:
-        for rows, e, x_len in encoded_batches(encode, arrays, batch_size, device,
-                                              lambda x: trained.standardise(x, modality)):
-            if e.dim() == 3:  # (B, T, H) per-frame
-                if not hasattr(model, "lag_curve"):
-                    raise AvmatchError(f"model {model.name!r} scores pairs and has no clip embedding to index or retrieve "
-                                       "with; use an embedding model (such as dual) for that: match --retriever RUN, "
-                                       "or match densely: --mode dense")
-                e = torch.nn.functional.normalize(masked_mean(e, x_len), dim=-1)
-            e = e.float().cpu().numpy()
-            if out is None:
-                out = np.empty((len(arrays), e.shape[1]), np.float32)
-            out[rows] = e
-    finally:
-        model.train(was_training)
-    return out[:0] if empty else out
-
-
 def top_k_candidates(video_emb: np.ndarray, audio_emb: np.ndarray, k: int = DEFAULT_CANDIDATES,
                      kind: str = "flat", **index_options) -> tuple[np.ndarray, np.ndarray]:
     """Each video's ``k`` nearest audios by cosine (or by distance with ``metric="l2"``): (Nv, K)
@@ -555,38 +342,6 @@ def embedding_pair_scores(video_emb: np.ndarray, audio_emb: np.ndarray, scale: f
         for s in range(0, len(vi), step):
             v, a = video_emb[vi[s : s + step]], audio_emb[ai[s : s + step]]
             out[s : s + step] = scale * np.einsum("ij,ij->i", v, a).astype(np.float64) + bias
-        return out
-
-    return score
-
-
-@torch.no_grad()
-def model_pair_scores(trained: Trained, videos: list[np.ndarray], audios: list[np.ndarray],
-                      pairs_per_batch: int = 1024):
-    """A pair scorer ``(video_rows, audio_rows) -> scores`` by the trained model's own ``score_pairs``
-    (for pair and timing models), a batch of pairs at a time, each clip in a batch encoded once."""
-    model = trained.model
-    device = next(model.parameters()).device
-
-    def encoded(clips: list[np.ndarray], rows: np.ndarray, modality: str):
-        uniq, inverse = np.unique(rows, return_inverse=True)
-        x, x_len = pad_batch([trained.standardise(clips[j], modality) for j in uniq], device)
-        e = model.encode_video(x, x_len) if modality == "video" else model.encode_audio(x, x_len)
-        at = torch.from_numpy(inverse.reshape(-1)).to(device)
-        return e[at], x_len[at]
-
-    @torch.no_grad()
-    def score(vi: np.ndarray, ai: np.ndarray) -> np.ndarray:
-        out = np.empty(len(vi), np.float64)
-        was_training = model.training
-        model.eval()
-        try:
-            for s in range(0, len(vi), pairs_per_batch):
-                v, v_len = encoded(videos, vi[s : s + pairs_per_batch], "video")
-                a, a_len = encoded(audios, ai[s : s + pairs_per_batch], "audio")
-                out[s : s + len(v)] = model.score_pairs(v, a, v_len, a_len).double().cpu().numpy()
-        finally:
-            model.train(was_training)
         return out
 
     return score
@@ -888,9 +643,11 @@ def match_embeddings(video_emb: np.ndarray, audio_emb: np.ndarray, k: int = DEFA
 
 def match_two_stage(trained: Trained, videos: list[np.ndarray], audios: list[np.ndarray], video_ids: list[str],
                     audio_ids: list[str], method: str = "hungarian", normalisation: str = "dual-softmax",
-                    k: int = DEFAULT_CANDIDATES, retriever: Trained | None = None, kind: str = "flat") -> MatchResult:
+                    k: int = DEFAULT_CANDIDATES, retriever: Trained | None = None, kind: str = "flat",
+                    max_lag: int | None = None) -> MatchResult:
     """Match clips by retrieving each video's top-``k`` audios with an embedding model (``retriever``,
-    by default the trained model) and scoring only those with the trained model."""
+    by default the trained model) and scoring only those with the trained model (a timing model
+    over ``max_lag`` frames either side; None: as trained)."""
     finder = retriever or trained
     if retriever is not None:
         for name, want, have in (("visual", trained.model.config["video_dim"], retriever.model.config["video_dim"]),
@@ -903,6 +660,6 @@ def match_two_stage(trained: Trained, videos: list[np.ndarray], audios: list[np.
         scale, bias = embedding_score_params(trained)
         scores, raw, chosen = match_embeddings(video_emb, audio_emb, k, scale, bias, method, normalisation, kind)
     else:
-        scores, raw, chosen = match_sparse(video_emb, audio_emb, model_pair_scores(trained, videos, audios), k,
+        scores, raw, chosen = match_sparse(video_emb, audio_emb, model_pair_scores(trained, videos, audios, max_lag=max_lag), k,
                                            method, normalisation, kind, metric=retrieval_metric(finder))
     return MatchResult(list(video_ids), list(audio_ids), scores, chosen, method, raw)

@@ -32,7 +32,7 @@ from avmatch.checkpoint import Trained, feature_stats, load_trained
 from avmatch.corpus import Clip, Corpus
 from avmatch.errors import AvmatchError
 from avmatch.evaluate import retrieval_metrics
-from avmatch.match import pad_batch, score_matrix
+from avmatch.inference import pad_batch, score_matrix
 from avmatch.models import build_model, model_entry
 from avmatch.models.base import parameter_table
 
