@@ -146,13 +146,7 @@ class FrameRateFeatures(Extractor):
         room (noise added in power) would, then recomputes onset and loudness from the bands."""
         mel_db = x[:, :MEL_BANDS].astype(np.float64) * 25.0 - 50.0  # undo db_scale
         centres = mel_centres_hz(MEL_BANDS, 50.0, self.fmax)
-        floor = rng.uniform(-100.0, -75.0)
-        if rng.random() < 0.5:  # codec or bandwidth limit: mp3 at 24 kbit/s keeps ~5.5 kHz, 8 kHz audio 4 kHz
-            cut = rng.uniform(2800.0, 7500.0)
-            mel_db[:, centres > cut] = floor + rng.normal(0.0, 1.0, (len(mel_db), int((centres > cut).sum())))
-        if rng.random() < 0.2:  # telephone: no lows either
-            low = rng.uniform(150.0, 400.0)
-            mel_db[:, centres < low] = floor
+        # in the order sound meets them: microphone, recorder level, room noise, then the channel
         if rng.random() < 0.5:  # microphone colour: a smooth random tilt of up to +-8 dB across the bands
             mel_db += np.interp(np.linspace(0, 1, MEL_BANDS), [0, 0.5, 1], rng.uniform(-8.0, 8.0, 3))
         mel_db += rng.uniform(-12.0, 12.0)  # recorder level
@@ -160,5 +154,11 @@ class FrameRateFeatures(Extractor):
             noise_db = rng.uniform(-65.0, -30.0) + rng.uniform(-6.0, 6.0) * np.linspace(-1, 1, MEL_BANDS)
             noise_db = noise_db + rng.normal(0.0, 2.0, mel_db.shape)
             mel_db = 10.0 * np.log10(np.power(10.0, mel_db / 10.0) + np.power(10.0, noise_db / 10.0))
+        floor = rng.uniform(-100.0, -75.0)
+        if rng.random() < 0.5:  # codec or bandwidth limit: mp3 at 24 kbit/s keeps ~5.8 kHz, 8 kHz audio 4 kHz
+            cut = centres > rng.uniform(2800.0, 7500.0)
+            mel_db[:, cut] = floor + rng.normal(0.0, 1.0, (len(mel_db), int(cut.sum())))
+        if rng.random() < 0.2:  # telephone: no lows either
+            mel_db[:, centres < rng.uniform(150.0, 400.0)] = floor
         mel_db = np.maximum(mel_db, DB_OF_FLOOR)
         return mel_features(mel_db).astype(np.float32)
