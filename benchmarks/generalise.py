@@ -48,7 +48,7 @@ from avmatch.corpus import Corpus, load_corpus
 from avmatch.demo import motion_onset_scores
 from avmatch.evaluate import retrieval_metrics
 from avmatch.extract import default_workers, extract
-from avmatch.match import assign, normalise
+from avmatch.matching import assign, normalise
 from avmatch.testing.formats import FORMATS, reencode
 
 GENERATORS = {"scenes": scenes, "worlds": worlds}
@@ -116,7 +116,7 @@ def measure(scores_raw: np.ndarray, offsets: np.ndarray | None, video_ids: list[
 
 
 def model_scores(trained, videos: Corpus, audios: Corpus) -> tuple[np.ndarray, np.ndarray | None, list, list]:
-    from avmatch.match import match_corpora
+    from avmatch.matching import match_corpora
 
     # dual softmax + Hungarian, as measure() assigns: the offsets are those of the same pairs
     result = match_corpora(trained, videos, audios, max_offset_s=1.3)

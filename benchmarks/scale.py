@@ -58,7 +58,8 @@ def planted(n, dim, noise, hubs, seed, chunk=16384):
     return video, audio
 
 
-from avmatch.match import assign, match_embeddings, normalise
+from avmatch.matching import assign, normalise
+from avmatch.matching.two_stage import match_embeddings
 
 video, audio = planted(job["n"], job["dim"], job["noise"], job["hubs"], job["seed"])
 out = {"base_mib": peak()}
@@ -151,7 +152,7 @@ def dual_run(args, n: int) -> None:
     from pathlib import Path
 
     from avmatch.checkpoint import load_trained
-    from avmatch.match import match_corpora
+    from avmatch.matching import match_corpora
     from avmatch.synthetic import make_feature_corpus, shuffle_for_matching
     from avmatch.train import TrainConfig, train
 

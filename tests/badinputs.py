@@ -605,7 +605,7 @@ def _checkpoint_readers() -> dict[str, Callable[[Case, Path], object]]:
 
 
 def _score_readers() -> dict[str, Callable[[Case, Path], object]]:
-    from avmatch.match import load_scores
+    from avmatch.matching import load_scores
 
     return {"load_scores": lambda c, w: load_scores(c.path)[0].shape}
 

@@ -10,7 +10,7 @@ from avmatch.checkpoint import load_trained
 from avmatch.cli import main
 from avmatch.corpus import write_corpus
 from avmatch.errors import AvmatchError
-from avmatch.index import (
+from avmatch.matching.index import (
     build_index,
     index_corpus,
     index_embeddings,

@@ -13,7 +13,7 @@ import torch
 from avmatch.checkpoint import Trained
 from avmatch.corpus import Clip, Corpus, load_corpus
 from avmatch.extract import extract
-from avmatch.match import match_corpora
+from avmatch.matching import match_corpora
 from avmatch.models import build_model
 from mediagen import make_clip
 

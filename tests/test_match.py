@@ -5,7 +5,7 @@ import pytest
 
 from avmatch.errors import AvmatchError
 from avmatch.evaluate import evaluate_pairs, ranks, retrieval_metrics
-from avmatch.match import MatchResult, assign, margins
+from avmatch.matching import MatchResult, assign, margins
 
 
 def test_hungarian_beats_greedy_on_a_crafted_matrix():

@@ -16,7 +16,7 @@ from hypothesis.extra import numpy as hnp
 
 from avmatch.corpus import MANIFEST, Corpus, load_array, load_corpus, read_manifest, write_corpus
 from avmatch.errors import AvmatchError
-from avmatch.match import MatchResult, assign, margins, normalise
+from avmatch.matching import MatchResult, assign, margins, normalise
 
 FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -11,7 +11,7 @@ from avmatch.corpus import write_corpus
 from avmatch.errors import AvmatchError
 from avmatch.evaluate import retrieval_metrics
 from avmatch.inference import score_matrix
-from avmatch.match import match_corpora
+from avmatch.matching import match_corpora
 from avmatch.synthetic import make_feature_corpus, shuffle_for_matching, write_key
 from avmatch.train import TrainConfig, train
 

@@ -16,9 +16,9 @@ from avmatch.errors import AvmatchError
 from avmatch.evaluate import evaluate_pairs
 from avmatch.extractors import get_extractor
 from avmatch.extractors.pretrained import regular_file, sha1_of
-from avmatch.index import build_index, index_corpus, index_embeddings, load_index
 from avmatch.inference import score_matrix
-from avmatch.match import MatchResult, assign, match_corpora
+from avmatch.matching import MatchResult, assign, match_corpora
+from avmatch.matching.index import build_index, index_corpus, index_embeddings, load_index
 from avmatch.models import build_model
 from avmatch.synthetic import make_feature_corpus
 

@@ -13,18 +13,13 @@ from avmatch.checkpoint import Trained
 from avmatch.corpus import Clip, Corpus
 from avmatch.errors import AvmatchError
 from avmatch.evaluate import candidate_retrieval_metrics, evaluate_pairs, retrieval_metrics
-from avmatch.match import (
-    MatchResult,
-    assign,
+from avmatch.matching import MatchResult, assign, choose_mode, margins, match_corpora, normalise
+from avmatch.matching.two_stage import (
     assign_sparse,
     candidate_matrix,
-    choose_mode,
     greedy_one_to_one,
-    margins,
     margins_sparse,
-    match_corpora,
     match_embeddings,
-    normalise,
     normalise_sparse,
     outside_log_mass,
     top_k_candidates,

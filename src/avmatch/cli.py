@@ -92,8 +92,7 @@ def _media_extractor(trained, args, *sources: str) -> dict:
 def cmd_match(args) -> None:
     from avmatch.checkpoint import load_trained
     from avmatch.extract import open_features
-    from avmatch.match import match_corpora
-
+    from avmatch.matching import match_corpora
     from avmatch.shipped import model_path
 
     trained = load_trained(model_path(args.model))
@@ -119,7 +118,7 @@ def cmd_match(args) -> None:
 def cmd_index(args) -> None:
     from avmatch.checkpoint import load_trained
     from avmatch.extract import open_features
-    from avmatch.index import index_corpus
+    from avmatch.matching.index import index_corpus
 
     trained = load_trained(args.model)
     corpus = open_features(args.corpus, _media_extractor(trained, args, args.corpus), args.workers)
@@ -134,7 +133,7 @@ def cmd_index(args) -> None:
 
 
 def cmd_search(args) -> None:
-    from avmatch.index import load_index
+    from avmatch.matching.index import load_index
 
     index = load_index(args.index)
     hits = index.search(args.query, args.k, audio=args.audio)

@@ -10,7 +10,7 @@ from avmatch.checkpoint import load_trained
 from avmatch.corpus import Corpus
 from avmatch.evaluate import retrieval_metrics
 from avmatch.inference import score_matrix
-from avmatch.match import assign
+from avmatch.matching import assign
 from avmatch.models.base import parameter_table
 from avmatch.report import markdown_table
 from avmatch.train import TrainConfig, train

@@ -34,7 +34,7 @@ from avmatch.atomic import write_text
 from avmatch.corpus import Corpus, load_corpus
 from avmatch.errors import AvmatchError
 from avmatch.evaluate import evaluate_pairs, read_pairs
-from avmatch.match import assign, normalise
+from avmatch.matching import assign, normalise
 from avmatch.report import html_report
 
 HOLDOUT = ("scenes:lamps", "worlds:keys")  # never trained on: the demo's unseen families
@@ -158,7 +158,7 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
     from avmatch import scenes, worlds
     from avmatch.checkpoint import load_trained
     from avmatch.extract import default_workers, extract
-    from avmatch.match import match_corpora
+    from avmatch.matching import match_corpora
     from avmatch.train import TrainConfig, train
 
     cfg = replace(config or (DemoConfig.quick() if quick else DemoConfig()))
@@ -293,7 +293,7 @@ def _shipped_one_to_one(videos: Corpus, audios: Corpus, key: dict) -> float | No
     """One-to-one of the model shipped in the package on the same features (None if there is none,
     or it reads other features)."""
     from avmatch.checkpoint import load_trained
-    from avmatch.match import match_corpora
+    from avmatch.matching import match_corpora
     from avmatch.shipped import NAMES
 
     if not NAMES["default"].is_file():

@@ -44,7 +44,7 @@ def candidate_retrieval_metrics(scores, truth: np.ndarray, ks: tuple[int, ...] =
     candidate scores (two-stage matching). A truth that is no candidate ranks last: it misses every
     top-k and adds 0 to the MRR, so both are lower bounds. ``in_candidates``: the share of videos
     whose audio is among their candidates (the recall of the retrieval)."""
-    from avmatch.match import sparse_lookup
+    from avmatch.matching.two_stage import sparse_lookup
 
     truth = np.asarray(truth)
     known = np.flatnonzero(truth >= 0)
@@ -118,13 +118,13 @@ def evaluate_pairs(pairs_csv: str | Path, key_csv: str | Path) -> dict:
 
     One-to-one accuracy comes from the pairs; top-k and MRR from the score matrix saved beside them
     (from the candidates of a two-stage match: lower bounds, see :func:`candidate_retrieval_metrics`),
-    once it is known to be of the same run (:func:`avmatch.match.check_same_run`); when the key has
+    once it is known to be of the same run (:func:`avmatch.matching.results.check_same_run`); when the key has
     ``offset_s``, the offset error over the correctly matched pairs. A key must be one-to-one; so
     must the pairs, unless the run matched greedily.
     """
     from scipy.sparse import issparse
 
-    from avmatch.match import check_same_run, load_scores, scores_path
+    from avmatch.matching import check_same_run, load_scores, scores_path
 
     npz = scores_path(pairs_csv)
     run = check_same_run(pairs_csv, npz) if npz.exists() or npz.is_symlink() else {}

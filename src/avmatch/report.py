@@ -1,4 +1,5 @@
-"""What a person looks at: the score heat map, Markdown tables and the HTML report."""
+"""What a person looks at: Markdown tables and the HTML report (the score heat map is written with
+the match's other files, by :mod:`avmatch.matching.results`)."""
 
 from __future__ import annotations
 
@@ -6,39 +7,7 @@ import base64
 import html
 from pathlib import Path
 
-import numpy as np
-
-from avmatch.atomic import atomic_path, write_text
-
-
-def heatmap_png(scores: np.ndarray, path: str | Path, video_ids: list[str] | None = None,
-                audio_ids: list[str] | None = None, chosen: np.ndarray | None = None) -> Path:
-    """A heat map of the score matrix (rows: videos, columns: audios), chosen pairs marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n_v, n_a = scores.shape
-    size = min(12.0, 3.0 + 0.12 * max(n_v, n_a))
-    fig, ax = plt.subplots(figsize=(size, size * n_v / max(n_a, 1) + 0.8))
-    im = ax.imshow(scores, cmap="viridis", aspect="auto", interpolation="nearest")
-    if chosen is not None:
-        rows = np.flatnonzero(chosen >= 0)
-        ax.scatter(chosen[rows], rows, s=max(2, 200 / max(n_v, 1)), facecolors="none", edgecolors="red", linewidths=0.8)
-    if video_ids is not None and n_v <= 40:
-        ax.set_yticks(range(n_v), video_ids, fontsize=6)
-    if audio_ids is not None and n_a <= 40:
-        ax.set_xticks(range(n_a), audio_ids, fontsize=6, rotation=90)
-    ax.set_xlabel("audio")
-    ax.set_ylabel("video")
-    ax.set_title("avmatch scores (red: chosen pair)")
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return Path(path)
+from avmatch.atomic import write_text
 
 
 def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:

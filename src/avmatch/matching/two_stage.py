@@ -1,325 +1,41 @@
-"""From features to a matching: the score matrix, the one-to-one assignment, margins, outputs.
+"""Two-stage matching for large sets: retrieve candidates, score only those, assign on a sparse graph.
 
-Scores come from one batched pass: every clip is encoded once, then the model scores all pairs
-(one matrix product for embedding models, a chunked head for pair models). No Python loop over pairs.
+Dense matching scores all Nv x Na pairs. Above DENSE_MAX x DENSE_MAX pairs
+:func:`avmatch.matching.match_corpora` instead (1) embeds every clip once and retrieves each video's
+top-K audios with a FAISS index (exact by default; :mod:`avmatch.matching.index`), (2) scores only
+those Nv*K candidates with the trained model (for an embedding model the retrieval score is the
+score), (3) normalises the candidate scores, assigns one-to-one on the sparse candidate graph and
+matches the videos and audios it leaves over among themselves. Nothing of size Nv x Na is ever
+allocated: the candidate scores are a scipy.sparse matrix with about K entries a row.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
-import uuid
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
-from scipy.sparse import csr_matrix, issparse
+from scipy.sparse import csr_matrix
 
-from avmatch.atomic import atomic_path, file_sha256, regular, remove_stale_temps, write_text
 from avmatch.checkpoint import Trained
-from avmatch.corpus import Corpus
 from avmatch.errors import AvmatchError
 from avmatch.inference import (
-    check_fits,
     clip_embeddings,
     embedding_score_params,
-    estimate_offsets,
     is_embedding_model,
-    lag_range,
     model_pair_scores,
     retrieval_metric,
-    score_matrix,
 )
+from avmatch.matching.dense import _real_scores, assign, normalise
 
-
-def normalise(scores: np.ndarray, method: str = "dual-softmax") -> np.ndarray:
-    """Make scores comparable across rows and columns before assigning.
-
-    Raw scores are not calibrated: some audios score high against every video ("hubs"). With
-    "dual-softmax" a pair's score is its log-probability among its row plus among its column, so a
-    hub's column is discounted (as LoFTR and CLIP retrieval do). "none" keeps the raw scores.
-    """
-    if method == "none":
-        return scores
-    if method != "dual-softmax":
-        raise AvmatchError(f"unknown score normalisation {method!r}; use dual-softmax or none")
-    from scipy.special import log_softmax
-
-    if scores.size == 0:
-        return np.zeros(scores.shape)
-    safe = np.where(np.isfinite(scores), scores, np.nan)
-    floor = np.nanmin(safe) - 1.0 if np.isfinite(safe).any() else 0.0
-    safe = np.nan_to_num(safe, nan=floor).astype(np.float64)
-    return log_softmax(safe, axis=1) + log_softmax(safe, axis=0)
-
-
-def _real_scores(scores: np.ndarray, summed: bool = True) -> np.ndarray:
-    """Scores ready to assign: a NaN or inf score ranks below every real one; when ``summed``, huge
-    scores are scaled down (a positive factor changes no assignment) so that sums of them stay finite."""
-    scores = np.asarray(scores, dtype=np.float64)
-    finite = np.isfinite(scores)
-    if not finite.any():
-        return np.zeros_like(scores)
-    peak = np.abs(scores[finite]).max()
-    if summed and peak > 1e150:
-        scores = scores / peak
-    if not finite.all():
-        lo, hi = scores[finite].min(), scores[finite].max()
-        with np.errstate(over="ignore"):  # unscaled extremes may give -inf: still below lo
-            scores = np.where(finite, scores, lo - max(1.0, hi - lo, abs(lo)))  # strictly below lo
-    return scores
-
-
-def assign(scores: np.ndarray, method: str = "hungarian") -> np.ndarray:
-    """The audio index chosen for each video (-1 where a one-to-one assignment leaves it unmatched).
-
-    "hungarian": the one-to-one assignment that maximises the total score (scipy's
-    linear_sum_assignment); with more videos than audios some videos stay unmatched.
-    "greedy": each video's best audio, which may repeat.
-    """
-    scores = _real_scores(scores, summed=method != "greedy")
-    if method == "greedy":
-        if scores.shape[1] == 0:  # no audio at all: every video stays unmatched
-            return np.full(scores.shape[0], -1, dtype=np.int64)
-        return scores.argmax(1)
-    if method != "hungarian":
-        raise AvmatchError(f"unknown assignment method {method!r}; use hungarian or greedy")
-    rows, cols = linear_sum_assignment(scores, maximize=True)
-    chosen = np.full(scores.shape[0], -1, dtype=np.int64)
-    chosen[rows] = cols
-    return chosen
-
-
-def margins(scores: np.ndarray, chosen: np.ndarray) -> np.ndarray:
-    """Score of the chosen audio minus the best other audio's score in the same row (NaN if unmatched)."""
-    out = np.full(len(chosen), np.nan)
-    if scores.shape[1] < 2:
-        return out
-    with np.errstate(invalid="ignore"):  # inf - inf: a NaN margin says "no telling"
-        for i, j in enumerate(chosen):
-            if j >= 0:
-                others = np.delete(scores[i], j)
-                out[i] = scores[i, j] - others.max()
-    return out
-
-
-@dataclass
-class MatchResult:
-    video_ids: list[str]
-    audio_ids: list[str]
-    scores: np.ndarray | csr_matrix  # (Nv, Na) the matrix the assignment used (normalised);
-    chosen: np.ndarray  # (Nv,) audio index per video, -1 = unmatched     # sparse: two-stage candidates
-    method: str
-    raw_scores: np.ndarray | csr_matrix | None = None  # (Nv, Na) the model's own scores
-    offset_s: np.ndarray | None = None  # (Nv,) for timing models
-    offset_conf: np.ndarray | None = None
-
-    @property
-    def sparse(self) -> bool:
-        return issparse(self.scores)
-
-    def unmatched_audios(self) -> list[str]:
-        """Audio ids no video was given."""
-        used = np.zeros(len(self.audio_ids), dtype=bool)
-        used[self.chosen[self.chosen >= 0]] = True
-        return [self.audio_ids[j] for j in np.flatnonzero(~used)]
-
-    def rows(self) -> list[dict]:
-        if self.sparse:
-            m = margins_sparse(self.scores, self.chosen)
-            chosen_scores = sparse_lookup(self.scores, np.arange(len(self.chosen)), self.chosen)
-        else:
-            m = margins(self.scores, self.chosen)
-            chosen_scores = np.array([self.scores[i, j] if j >= 0 else np.nan for i, j in enumerate(self.chosen)])
-        rows = []
-        for i, (vid, j) in enumerate(zip(self.video_ids, self.chosen, strict=True)):
-            row = {"video": vid, "audio": self.audio_ids[j] if j >= 0 else "",
-                   "score": float(chosen_scores[i]), "margin": float(m[i])}
-            if self.offset_s is not None:
-                row["offset_s"] = float(self.offset_s[i])
-                row["offset_conf"] = float(self.offset_conf[i])
-            rows.append(row)
-        return rows
-
-    def write(self, pairs_csv: str | Path, heatmap: bool = True) -> list[Path]:
-        """Write pairs.csv, the score matrix beside it (``.scores.npz``) and a heat map PNG, as one set.
-
-        A two-stage (sparse) result stores its candidate scores in CSR form (``data``, ``indices``,
-        ``indptr``, ``shape``; read back with :func:`load_scores`) and has no heat map.
-
-        The set is one unit: the previous run's files go first, then the heat map, the score matrix
-        (which records a run id and the SHA-256 of the pairs.csv and heat map of its set) and last
-        pairs.csv. A kill or a full disk midway leaves an incomplete set that readers refuse
-        (:func:`check_same_run`), never pairs of one run beside scores of another."""
-        pairs_csv = Path(pairs_csv)
-        buf = io.StringIO()
-        rows = self.rows()
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["video", "audio", "score", "margin"])
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-        text = buf.getvalue()
-        npz, png = scores_path(pairs_csv), heatmap_path(pairs_csv)
-        for path in (pairs_csv, npz, png):
-            remove_stale_temps(path)
-            path.unlink(missing_ok=True)
-        written = [pairs_csv, npz]
-        png_digest = ""
-        if heatmap and not self.sparse:
-            from avmatch.report import heatmap_png
-
-            heatmap_png(self.scores, png, self.video_ids, self.audio_ids, self.chosen)
-            png_digest = file_sha256(png)
-            written.append(png)
-        ids = {"video_ids": np.array(self.video_ids), "audio_ids": np.array(self.audio_ids),
-               "run_id": np.array(uuid.uuid4().hex), "method": np.array(self.method),
-               "pairs_sha256": np.array(hashlib.sha256(text.encode()).hexdigest()),
-               "heatmap_sha256": np.array(png_digest)}
-        with atomic_path(npz) as tmp:
-            raw = self.scores if self.raw_scores is None else self.raw_scores
-            if self.sparse:
-                raw = raw.tocsr()
-                np.savez(tmp, data=self.scores.data, indices=self.scores.indices, indptr=self.scores.indptr,
-                         shape=np.array(self.scores.shape), raw_data=raw.data, **ids)
-            else:
-                np.savez(tmp, scores=self.scores, raw_scores=raw, **ids)
-        write_text(pairs_csv, text)  # last: with it the set is complete
-        return written
-
-
-def scores_path(pairs_csv: str | Path) -> Path:
-    return Path(pairs_csv).with_suffix(".scores.npz")
-
-
-def heatmap_path(pairs_csv: str | Path) -> Path:
-    return Path(pairs_csv).with_suffix(".heatmap.png")
-
-
-def _npz_text(z, key: str) -> str:
-    if key not in z.files:
-        return ""
-    value = z[key]
-    return str(value) if value.ndim == 0 and value.dtype.kind == "U" else ""
-
-
-def check_same_run(pairs_csv: str | Path, npz_path: str | Path) -> dict:
-    """The run id and method recorded in a score matrix, once it is known to belong to the same
-    ``avmatch match`` run as ``pairs_csv`` (its recorded SHA-256 is that file's): else one line."""
-    npz_path = regular(npz_path)
-    try:
-        with np.load(npz_path, allow_pickle=False) as z:
-            recorded = {k: _npz_text(z, k) for k in ("run_id", "method", "pairs_sha256")}
-    except Exception as err:  # noqa: BLE001 - zip, key and pickle errors read the same to a user
-        raise AvmatchError(f"not a score matrix written by avmatch match ({_why(err)})", npz_path) from None
-    if not recorded["pairs_sha256"]:
-        raise AvmatchError(f"records no run id, so nothing ties it to {Path(pairs_csv).name} (written by an "
-                           "older avmatch?); rerun avmatch match, or remove it to evaluate the pairs alone", npz_path)
-    if file_sha256(pairs_csv) != recorded["pairs_sha256"]:
-        raise AvmatchError(f"{Path(pairs_csv).name} is not the pairs file of this score matrix (from another run, "
-                           "a match stopped midway, or edited since); rerun avmatch match, or remove the score "
-                           "matrix to evaluate the pairs alone", npz_path)
-    return recorded
-
-
-def _why(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}{': ' + text[0][:120] if text else ''}"
-
-
-def load_scores(npz_path: str | Path) -> tuple[np.ndarray | csr_matrix, list[str], list[str]]:
-    """The score matrix written beside a pairs.csv (dense, or sparse candidates) and its ids.
-    Never unpickles; a damaged or foreign file is a one-line error."""
-    npz_path = regular(npz_path)
-    try:
-        with np.load(npz_path, allow_pickle=False) as z:
-            if "indptr" in z:
-                scores = csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
-            else:
-                scores = np.asarray(z["scores"], dtype=np.float64)
-            video_ids, audio_ids = [str(v) for v in z["video_ids"]], [str(a) for a in z["audio_ids"]]
-    except Exception as err:  # noqa: BLE001 - zip, key, pickle and shape errors read the same to a user
-        raise AvmatchError(f"not a score matrix written by avmatch match ({_why(err)})", npz_path) from None
-    if scores.ndim != 2 or scores.shape != (len(video_ids), len(audio_ids)):
-        raise AvmatchError(f"score matrix of shape {scores.shape} does not fit its {len(video_ids)} video and "
-                           f"{len(audio_ids)} audio ids", npz_path)
-    return scores, video_ids, audio_ids
-
-
-def match_corpora(trained: Trained, videos: Corpus, audios: Corpus, method: str = "hungarian",
-                  normalisation: str = "dual-softmax", max_offset_s: float | None = None, mode: str = "auto",
-                  candidates: int | None = None, retriever: Trained | None = None, retrieval: str = "flat",
-                  dense_max: int | None = None) -> MatchResult:
-    """Score every video clip of ``videos`` against every audio clip of ``audios``, normalise the
-    scores, assign, and (timing models) estimate each matched pair's offset.
-
-    ``mode`` "dense" scores all pairs; "two-stage" scores only each video's top-``candidates``
-    audios, retrieved with an embedding model (``retriever``, by default the trained model) from a
-    FAISS index of kind ``retrieval``; "auto" is dense up to ``dense_max`` x ``dense_max`` pairs
-    (defaults: DEFAULT_CANDIDATES, DENSE_MAX)."""
-    v_clips = [c for c in videos.clips if c.video is not None]
-    a_clips = [c for c in audios.clips if c.audio is not None]
-    if not v_clips:
-        raise AvmatchError("no clip with visual features to match", videos.root)
-    if not a_clips:
-        raise AvmatchError("no clip with audio features to match", audios.root)
-    check_fits(trained, videos, "video")
-    check_fits(trained, audios, "audio")
-    if retriever is not None:
-        check_fits(retriever, videos, "video")
-        check_fits(retriever, audios, "audio")
-    timing = hasattr(trained.model, "lag_curve")
-    max_lag = lag_range(trained, max_offset_s) if timing else None
-    if choose_mode(len(v_clips), len(a_clips), mode, dense_max or DENSE_MAX) == "two-stage":
-        result = match_two_stage(trained, [c.video for c in v_clips], [c.audio for c in a_clips],
-                                 [c.id for c in v_clips], [c.id for c in a_clips], method, normalisation,
-                                 candidates or DEFAULT_CANDIDATES, retriever, retrieval, max_lag)
-    else:
-        raw = score_matrix(trained, [c.video for c in v_clips], [c.audio for c in a_clips], max_lag=max_lag)
-        scores = normalise(raw, normalisation)
-        chosen = assign(scores, method)
-        result = MatchResult([c.id for c in v_clips], [c.id for c in a_clips], scores, chosen, method, raw)
-    chosen = result.chosen
-    if timing:
-        matched = np.flatnonzero(chosen >= 0)
-        off, conf = estimate_offsets(trained, [v_clips[i].video for i in matched],
-                                     [a_clips[chosen[i]].audio for i in matched], max_lag=max_lag)
-        result.offset_s = np.full(len(v_clips), np.nan)
-        result.offset_conf = np.full(len(v_clips), np.nan)
-        result.offset_s[matched], result.offset_conf[matched] = off, conf
-    return result
-
-
-# ================================================================================================
-# Two-stage matching for large sets
-#
-# Dense matching scores all Nv x Na pairs. Above DENSE_MAX x DENSE_MAX pairs ``match_corpora``
-# instead (1) embeds every clip once and retrieves each video's top-K audios with a FAISS index
-# (exact by default; avmatch.index), (2) scores only those Nv*K candidates with the trained model
-# (for an embedding model the retrieval score is the score), (3) normalises the candidate scores,
-# assigns one-to-one on the sparse candidate graph and matches the videos and audios it leaves over
-# among themselves. Nothing of size Nv x Na is ever allocated: the candidate scores are a
-# scipy.sparse matrix with about K entries a row.
-# ================================================================================================
-
-DENSE_MAX = 5000  # mode "auto": dense exact matching up to DENSE_MAX x DENSE_MAX pairs
 DEFAULT_CANDIDATES = 10  # K, audios retrieved per video
+
 OUTSIDE_SAMPLE = 1024  # clips sampled to estimate the softmax mass outside the candidates
-MODES = ("auto", "dense", "two-stage")
+
 _BLOCK = 1 << 24  # entries of one dense block (64 MiB of float32) in chunked products
+
 _MAX_ROUNDS = 8  # leftover rounds before giving up on the last few
+
 _DENSE_LEFTOVER = 1 << 22  # leftover pairs matched densely (2048 x 2048)
 
-
-def choose_mode(n_videos: int, n_audios: int, mode: str = "auto", dense_max: int = DENSE_MAX) -> str:
-    """"dense" or "two-stage": as asked, or for "auto" dense up to ``dense_max`` squared pairs."""
-    if mode not in MODES:
-        raise AvmatchError(f"unknown matching mode {mode!r}; use one of: {', '.join(MODES)}")
-    if mode != "auto":
-        return mode
-    return "dense" if n_videos * n_audios <= dense_max * dense_max else "two-stage"
 
 
 def top_k_candidates(video_emb: np.ndarray, audio_emb: np.ndarray, k: int = DEFAULT_CANDIDATES,
@@ -327,7 +43,7 @@ def top_k_candidates(video_emb: np.ndarray, audio_emb: np.ndarray, k: int = DEFA
     """Each video's ``k`` nearest audios by cosine (or by distance with ``metric="l2"``): (Nv, K)
     cosines (squared distances), best first, and (Nv, K) audio indices (-1 past the last audio).
     ``kind`` picks the FAISS index (exact "flat", or "ivf"/"hnsw")."""
-    from avmatch.index import build_index, search
+    from avmatch.matching.index import build_index, search
 
     index = build_index(audio_emb, kind, **index_options)
     return search(index, video_emb, k)
@@ -641,13 +357,13 @@ def match_embeddings(video_emb: np.ndarray, audio_emb: np.ndarray, k: int = DEFA
                         normalisation, kind, (scale, bias), outside_sample, **index_options)
 
 
-def match_two_stage(trained: Trained, videos: list[np.ndarray], audios: list[np.ndarray], video_ids: list[str],
-                    audio_ids: list[str], method: str = "hungarian", normalisation: str = "dual-softmax",
-                    k: int = DEFAULT_CANDIDATES, retriever: Trained | None = None, kind: str = "flat",
-                    max_lag: int | None = None) -> MatchResult:
+def match_two_stage(trained: Trained, videos: list[np.ndarray], audios: list[np.ndarray],
+                    method: str = "hungarian", normalisation: str = "dual-softmax", k: int = DEFAULT_CANDIDATES,
+                    retriever: Trained | None = None, kind: str = "flat", max_lag: int | None = None
+                    ) -> tuple[csr_matrix, csr_matrix, np.ndarray]:
     """Match clips by retrieving each video's top-``k`` audios with an embedding model (``retriever``,
     by default the trained model) and scoring only those with the trained model (a timing model
-    over ``max_lag`` frames either side; None: as trained)."""
+    over ``max_lag`` frames either side; None: as trained). Returns what :func:`match_sparse` does."""
     finder = retriever or trained
     if retriever is not None:
         for name, want, have in (("visual", trained.model.config["video_dim"], retriever.model.config["video_dim"]),
@@ -662,4 +378,5 @@ def match_two_stage(trained: Trained, videos: list[np.ndarray], audios: list[np.
     else:
         scores, raw, chosen = match_sparse(video_emb, audio_emb, model_pair_scores(trained, videos, audios, max_lag=max_lag), k,
                                            method, normalisation, kind, metric=retrieval_metric(finder))
-    return MatchResult(list(video_ids), list(audio_ids), scores, chosen, method, raw)
+    return scores, raw, chosen
+

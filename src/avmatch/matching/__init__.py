@@ -1,0 +1,74 @@
+"""Matching videos to audios: the dense path (:mod:`.dense`), the two-stage path for large sets
+(:mod:`.two_stage`, with the FAISS index of :mod:`.index`) and the result files (:mod:`.results`).
+
+:func:`match_corpora` picks the path, and for a timing model estimates each matched pair's offset.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from avmatch.checkpoint import Trained
+from avmatch.corpus import Corpus
+from avmatch.errors import AvmatchError
+from avmatch.inference import check_fits, estimate_offsets, lag_range
+from avmatch.matching.dense import assign, margins, match_dense, normalise
+from avmatch.matching.results import MatchResult, check_same_run, load_scores, scores_path
+from avmatch.matching.two_stage import DEFAULT_CANDIDATES, match_two_stage
+
+__all__ = ["DENSE_MAX", "MODES", "MatchResult", "assign", "check_same_run", "choose_mode", "load_scores",
+           "margins", "match_corpora", "normalise", "scores_path"]
+
+DENSE_MAX = 5000  # mode "auto": dense exact matching up to DENSE_MAX x DENSE_MAX pairs
+MODES = ("auto", "dense", "two-stage")
+
+
+def choose_mode(n_videos: int, n_audios: int, mode: str = "auto", dense_max: int = DENSE_MAX) -> str:
+    """"dense" or "two-stage": as asked, or for "auto" dense up to ``dense_max`` squared pairs."""
+    if mode not in MODES:
+        raise AvmatchError(f"unknown matching mode {mode!r}; use one of: {', '.join(MODES)}")
+    if mode != "auto":
+        return mode
+    return "dense" if n_videos * n_audios <= dense_max * dense_max else "two-stage"
+
+
+def match_corpora(trained: Trained, videos: Corpus, audios: Corpus, method: str = "hungarian",
+                  normalisation: str = "dual-softmax", max_offset_s: float | None = None, mode: str = "auto",
+                  candidates: int | None = None, retriever: Trained | None = None, retrieval: str = "flat",
+                  dense_max: int | None = None) -> MatchResult:
+    """Score every video clip of ``videos`` against every audio clip of ``audios``, normalise the
+    scores, assign, and (timing models) estimate each matched pair's offset.
+
+    ``mode`` "dense" scores all pairs; "two-stage" scores only each video's top-``candidates``
+    audios, retrieved with an embedding model (``retriever``, by default the trained model) from a
+    FAISS index of kind ``retrieval``; "auto" is dense up to ``dense_max`` x ``dense_max`` pairs
+    (defaults: DEFAULT_CANDIDATES, DENSE_MAX)."""
+    v_clips = [c for c in videos.clips if c.video is not None]
+    a_clips = [c for c in audios.clips if c.audio is not None]
+    if not v_clips:
+        raise AvmatchError("no clip with visual features to match", videos.root)
+    if not a_clips:
+        raise AvmatchError("no clip with audio features to match", audios.root)
+    check_fits(trained, videos, "video")
+    check_fits(trained, audios, "audio")
+    if retriever is not None:
+        check_fits(retriever, videos, "video")
+        check_fits(retriever, audios, "audio")
+    timing = hasattr(trained.model, "lag_curve")
+    max_lag = lag_range(trained, max_offset_s) if timing else None
+    videos_x, audios_x = [c.video for c in v_clips], [c.audio for c in a_clips]
+    if choose_mode(len(v_clips), len(a_clips), mode, dense_max or DENSE_MAX) == "two-stage":
+        scores, raw, chosen = match_two_stage(trained, videos_x, audios_x, method, normalisation,
+                                              candidates or DEFAULT_CANDIDATES, retriever, retrieval, max_lag)
+    else:
+        scores, raw, chosen = match_dense(trained, videos_x, audios_x, method, normalisation, max_lag)
+    result = MatchResult([c.id for c in v_clips], [c.id for c in a_clips], scores, chosen, method, raw)
+    if timing:
+        matched = np.flatnonzero(chosen >= 0)
+        off, conf = estimate_offsets(trained, [v_clips[i].video for i in matched],
+                                     [a_clips[chosen[i]].audio for i in matched], max_lag=max_lag)
+        result.offset_s = np.full(len(v_clips), np.nan)
+        result.offset_conf = np.full(len(v_clips), np.nan)
+        result.offset_s[matched], result.offset_conf[matched] = off, conf
+    return result
+

@@ -1,0 +1,192 @@
+"""A matching's result and its files: pairs.csv, the score matrix beside it (``.scores.npz``, with
+the run id and the SHA-256 of its set) and the heat map; readers that refuse a set mixed from two runs."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.sparse import csr_matrix, issparse
+
+from avmatch.atomic import atomic_path, file_sha256, regular, remove_stale_temps, write_text
+from avmatch.errors import AvmatchError
+from avmatch.matching.dense import margins
+from avmatch.matching.two_stage import margins_sparse, sparse_lookup
+
+
+@dataclass
+class MatchResult:
+    video_ids: list[str]
+    audio_ids: list[str]
+    scores: np.ndarray | csr_matrix  # (Nv, Na) the matrix the assignment used (normalised);
+    chosen: np.ndarray  # (Nv,) audio index per video, -1 = unmatched     # sparse: two-stage candidates
+    method: str
+    raw_scores: np.ndarray | csr_matrix | None = None  # (Nv, Na) the model's own scores
+    offset_s: np.ndarray | None = None  # (Nv,) for timing models
+    offset_conf: np.ndarray | None = None
+
+    @property
+    def sparse(self) -> bool:
+        return issparse(self.scores)
+
+    def unmatched_audios(self) -> list[str]:
+        """Audio ids no video was given."""
+        used = np.zeros(len(self.audio_ids), dtype=bool)
+        used[self.chosen[self.chosen >= 0]] = True
+        return [self.audio_ids[j] for j in np.flatnonzero(~used)]
+
+    def rows(self) -> list[dict]:
+        if self.sparse:
+            m = margins_sparse(self.scores, self.chosen)
+            chosen_scores = sparse_lookup(self.scores, np.arange(len(self.chosen)), self.chosen)
+        else:
+            m = margins(self.scores, self.chosen)
+            chosen_scores = np.array([self.scores[i, j] if j >= 0 else np.nan for i, j in enumerate(self.chosen)])
+        rows = []
+        for i, (vid, j) in enumerate(zip(self.video_ids, self.chosen, strict=True)):
+            row = {"video": vid, "audio": self.audio_ids[j] if j >= 0 else "",
+                   "score": float(chosen_scores[i]), "margin": float(m[i])}
+            if self.offset_s is not None:
+                row["offset_s"] = float(self.offset_s[i])
+                row["offset_conf"] = float(self.offset_conf[i])
+            rows.append(row)
+        return rows
+
+    def write(self, pairs_csv: str | Path, heatmap: bool = True) -> list[Path]:
+        """Write pairs.csv, the score matrix beside it (``.scores.npz``) and a heat map PNG, as one set.
+
+        A two-stage (sparse) result stores its candidate scores in CSR form (``data``, ``indices``,
+        ``indptr``, ``shape``; read back with :func:`load_scores`) and has no heat map.
+
+        The set is one unit: the previous run's files go first, then the heat map, the score matrix
+        (which records a run id and the SHA-256 of the pairs.csv and heat map of its set) and last
+        pairs.csv. A kill or a full disk midway leaves an incomplete set that readers refuse
+        (:func:`check_same_run`), never pairs of one run beside scores of another."""
+        pairs_csv = Path(pairs_csv)
+        buf = io.StringIO()
+        rows = self.rows()
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["video", "audio", "score", "margin"])
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+        text = buf.getvalue()
+        npz, png = scores_path(pairs_csv), heatmap_path(pairs_csv)
+        for path in (pairs_csv, npz, png):
+            remove_stale_temps(path)
+            path.unlink(missing_ok=True)
+        written = [pairs_csv, npz]
+        png_digest = ""
+        if heatmap and not self.sparse:
+            heatmap_png(self.scores, png, self.video_ids, self.audio_ids, self.chosen)
+            png_digest = file_sha256(png)
+            written.append(png)
+        ids = {"video_ids": np.array(self.video_ids), "audio_ids": np.array(self.audio_ids),
+               "run_id": np.array(uuid.uuid4().hex), "method": np.array(self.method),
+               "pairs_sha256": np.array(hashlib.sha256(text.encode()).hexdigest()),
+               "heatmap_sha256": np.array(png_digest)}
+        with atomic_path(npz) as tmp:
+            raw = self.scores if self.raw_scores is None else self.raw_scores
+            if self.sparse:
+                raw = raw.tocsr()
+                np.savez(tmp, data=self.scores.data, indices=self.scores.indices, indptr=self.scores.indptr,
+                         shape=np.array(self.scores.shape), raw_data=raw.data, **ids)
+            else:
+                np.savez(tmp, scores=self.scores, raw_scores=raw, **ids)
+        write_text(pairs_csv, text)  # last: with it the set is complete
+        return written
+
+
+
+def heatmap_png(scores: np.ndarray, path: str | Path, video_ids: list[str] | None = None,
+                audio_ids: list[str] | None = None, chosen: np.ndarray | None = None) -> Path:
+    """A heat map of the score matrix (rows: videos, columns: audios), chosen pairs marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_v, n_a = scores.shape
+    size = min(12.0, 3.0 + 0.12 * max(n_v, n_a))
+    fig, ax = plt.subplots(figsize=(size, size * n_v / max(n_a, 1) + 0.8))
+    im = ax.imshow(scores, cmap="viridis", aspect="auto", interpolation="nearest")
+    if chosen is not None:
+        rows = np.flatnonzero(chosen >= 0)
+        ax.scatter(chosen[rows], rows, s=max(2, 200 / max(n_v, 1)), facecolors="none", edgecolors="red", linewidths=0.8)
+    if video_ids is not None and n_v <= 40:
+        ax.set_yticks(range(n_v), video_ids, fontsize=6)
+    if audio_ids is not None and n_a <= 40:
+        ax.set_xticks(range(n_a), audio_ids, fontsize=6, rotation=90)
+    ax.set_xlabel("audio")
+    ax.set_ylabel("video")
+    ax.set_title("avmatch scores (red: chosen pair)")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+
+def scores_path(pairs_csv: str | Path) -> Path:
+    return Path(pairs_csv).with_suffix(".scores.npz")
+
+
+def heatmap_path(pairs_csv: str | Path) -> Path:
+    return Path(pairs_csv).with_suffix(".heatmap.png")
+
+
+def _npz_text(z, key: str) -> str:
+    if key not in z.files:
+        return ""
+    value = z[key]
+    return str(value) if value.ndim == 0 and value.dtype.kind == "U" else ""
+
+
+def check_same_run(pairs_csv: str | Path, npz_path: str | Path) -> dict:
+    """The run id and method recorded in a score matrix, once it is known to belong to the same
+    ``avmatch match`` run as ``pairs_csv`` (its recorded SHA-256 is that file's): else one line."""
+    npz_path = regular(npz_path)
+    try:
+        with np.load(npz_path, allow_pickle=False) as z:
+            recorded = {k: _npz_text(z, k) for k in ("run_id", "method", "pairs_sha256")}
+    except Exception as err:  # noqa: BLE001 - zip, key and pickle errors read the same to a user
+        raise AvmatchError(f"not a score matrix written by avmatch match ({_why(err)})", npz_path) from None
+    if not recorded["pairs_sha256"]:
+        raise AvmatchError(f"records no run id, so nothing ties it to {Path(pairs_csv).name} (written by an "
+                           "older avmatch?); rerun avmatch match, or remove it to evaluate the pairs alone", npz_path)
+    if file_sha256(pairs_csv) != recorded["pairs_sha256"]:
+        raise AvmatchError(f"{Path(pairs_csv).name} is not the pairs file of this score matrix (from another run, "
+                           "a match stopped midway, or edited since); rerun avmatch match, or remove the score "
+                           "matrix to evaluate the pairs alone", npz_path)
+    return recorded
+
+
+def _why(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}{': ' + text[0][:120] if text else ''}"
+
+
+def load_scores(npz_path: str | Path) -> tuple[np.ndarray | csr_matrix, list[str], list[str]]:
+    """The score matrix written beside a pairs.csv (dense, or sparse candidates) and its ids.
+    Never unpickles; a damaged or foreign file is a one-line error."""
+    npz_path = regular(npz_path)
+    try:
+        with np.load(npz_path, allow_pickle=False) as z:
+            if "indptr" in z:
+                scores = csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+            else:
+                scores = np.asarray(z["scores"], dtype=np.float64)
+            video_ids, audio_ids = [str(v) for v in z["video_ids"]], [str(a) for a in z["audio_ids"]]
+    except Exception as err:  # noqa: BLE001 - zip, key, pickle and shape errors read the same to a user
+        raise AvmatchError(f"not a score matrix written by avmatch match ({_why(err)})", npz_path) from None
+    if scores.ndim != 2 or scores.shape != (len(video_ids), len(audio_ids)):
+        raise AvmatchError(f"score matrix of shape {scores.shape} does not fit its {len(video_ids)} video and "
+                           f"{len(audio_ids)} audio ids", npz_path)
+    return scores, video_ids, audio_ids
+
