@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from avmatch import losses
-from avmatch.models import build_model, list_models
-from avmatch.models.base import EmbeddingModel, parameter_table
+from avmatch.models import build_model, capabilities, list_models
+from avmatch.models.base import parameter_table
 
 VIDEO_DIM, AUDIO_DIM = 24, 12
 NAMES = [e.name for e in list_models()]
@@ -34,20 +35,10 @@ def _with_garbage(x: torch.Tensor, lengths: torch.Tensor, extra: int, seed: int)
 
 
 def _loss(model, v, v_len, a, a_len) -> torch.Tensor:
-    """The objective the training loop would use for this model (see ``train._step_loss``)."""
+    """The objective the training loop uses for this model (its entry in ``losses.LOSSES``)."""
     ev, ea = model.encode_video(v, v_len), model.encode_audio(a, a_len)
-    if model.loss == "sync":
-        target = torch.full((v.shape[0],), model.max_lag)
-        terms = losses.sync_nce(model.scale() * model.lag_matrix(ev, ea, v_len, a_len), target)
-    elif model.loss == "infonce":
-        terms = losses.info_nce(model.score_matrix(ev, ea, v_len, a_len))
-    else:
-        pos = model.score_pairs(ev, ea, v_len, a_len)
-        shift = torch.roll(torch.arange(v.shape[0]), 1)
-        neg = model.score_pairs(ev, ea[shift], v_len, a_len[shift])
-        fn = losses.contrastive_margin if model.loss == "contrastive" else losses.pair_bce
-        terms = fn(pos, neg)
-    return sum(terms.values())
+    batch = losses.Batch(shifts=[0] * v.shape[0], negatives=1, rng=np.random.default_rng(0))
+    return sum(losses.objective(model.loss).terms(model, ev, ea, v_len, a_len, batch).values())
 
 
 V_LENS, A_LENS = [9, 5, 7, 3, 8], [6, 9, 4, 7, 5]  # lengths differ within a batch and between modalities
@@ -57,7 +48,7 @@ V_LENS, A_LENS = [9, 5, 7, 3, 8], [6, 9, 4, 7, 5]  # lengths differ within a bat
 def test_model_trains_a_step_and_scores_consistently(name):
     torch.manual_seed(0)
     model = build_model(name, VIDEO_DIM, AUDIO_DIM)
-    assert model.loss in ("bce", "contrastive", "infonce", "sync")
+    assert model.loss in losses.LOSSES
     v, v_len = _batch(4, VIDEO_DIM, V_LENS, 1)
     a, a_len = _batch(4, AUDIO_DIM, A_LENS, 2)
     model.train()
@@ -129,7 +120,7 @@ def test_parameter_table_covers_every_parameter(name):
     names = [n for n, _ in table]
     assert len(names) == len(set(names)) and all(c > 0 for _, c in table)
     assert sum(c for _, c in table) == sum(p.numel() for p in model.parameters())
-    if isinstance(model, EmbeddingModel):
+    if capabilities(model).embedding:
         assert "logit_scale" in names
 
 
@@ -206,3 +197,25 @@ def _train_dual_on_synthetic_pairs(steps: int) -> float:
     with torch.no_grad():
         scores = model.score_matrix(model.encode_video(v, lens), model.encode_audio(a, lens))
     return (scores.argmax(1) == torch.arange(64)).float().mean().item()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_declared_kind_is_what_the_model_does(name):
+    """The registry's kind is what the rest of avmatch trusts: an embedding model gives unit clip
+    embeddings whose scaled cosine is its score, a timing model has lag curves, a pair model neither."""
+    model = build_model(name, VIDEO_DIM, AUDIO_DIM).eval()
+    kind = capabilities(model)
+    v, v_len = _batch(3, VIDEO_DIM, [6, 4, 5], 1)
+    a, a_len = _batch(3, AUDIO_DIM, [5, 6, 3], 2)
+    with torch.no_grad():
+        ev, ea = model.encode_video(v, v_len), model.encode_audio(a, a_len)
+        scores = model.score_matrix(ev, ea, v_len, a_len)
+    assert kind.timing == hasattr(model, "lag_curve")
+    if kind.embedding:
+        assert ev.dim() == 2 and torch.allclose(ev.norm(dim=-1), torch.ones(3), atol=1e-5)
+        expected = model.scale() * ev @ ea.T + model.logit_bias
+        assert torch.allclose(scores, expected, atol=1e-5)
+    else:
+        assert not hasattr(model, "logit_bias") or kind.pair
+    assert (kind.metric == "l2") == (name == "va-metric")
+

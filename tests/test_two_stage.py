@@ -288,8 +288,8 @@ class MeanPair(PairModel):
 
 
 if "test-mean-embed" not in {m.name for m in list_models()}:
-    register_model("test-mean-embed", "test only")(MeanEmbed)
-    register_model("test-mean-pair", "test only")(MeanPair)
+    register_model("test-mean-embed", "test only", kind="embedding")(MeanEmbed)
+    register_model("test-mean-pair", "test only", kind="pair")(MeanPair)
 
 
 def trained_of(name, dim=16):

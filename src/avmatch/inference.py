@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from avmatch.checkpoint import COUNT_BOUNDS, Trained
 from avmatch.corpus import Corpus
 from avmatch.errors import AvmatchError
+from avmatch.models import capabilities
 
 
 def pad_batch(arrays: list[np.ndarray], device: str | torch.device = "cpu") -> tuple[Tensor, Tensor]:
@@ -105,7 +106,7 @@ def estimate_offsets(trained: Trained, videos: list[np.ndarray], audios: list[np
     """Offset of each (video, audio) pair in seconds (positive: the audio starts that many seconds
     into the video) and its confidence (peak agreement minus the median over all lags).
 
-    Needs a timing model (one with ``lag_curve``); the peak is refined between frames by fitting
+    Needs a timing model (:func:`avmatch.models.capabilities`); the peak is refined between frames by fitting
     a parabola through it and its two neighbours. ``max_lag``: lag range in frames (None: as trained).
     """
     model = at_lag_range(trained.model, max_lag)
@@ -133,17 +134,14 @@ def estimate_offsets(trained: Trained, videos: list[np.ndarray], audios: list[np
 
 
 def is_embedding_model(trained: Trained) -> bool:
-    from avmatch.models.base import EmbeddingModel
-
-    return isinstance(trained.model, EmbeddingModel)
+    """Whether the model's score is a scaled cosine of its clip embeddings (the registry says)."""
+    return capabilities(trained.model).embedding
 
 
 def retrieval_metric(trained: Trained) -> str:
     """How a model's clip embeddings are compared: "l2" for a model that scores a pair by minus the
     Euclidean distance of its (unnormalised) embeddings (va-metric), else "ip" (cosine)."""
-    from avmatch.models.recurrent import MetricModel
-
-    return "l2" if isinstance(trained.model, MetricModel) else "ip"
+    return capabilities(trained.model).metric
 
 
 def embedding_score_params(trained: Trained) -> tuple[float, float]:
@@ -179,7 +177,7 @@ def clip_embeddings(trained: Trained, arrays: list[np.ndarray], modality: str, b
         for rows, e, x_len in encoded_batches(encode, arrays, batch_size, device,
                                               lambda x: trained.standardise(x, modality)):
             if e.dim() == 3:  # (B, T, H) per-frame
-                if not hasattr(model, "lag_curve"):
+                if not capabilities(model).timing:
                     raise AvmatchError(f"model {model.name!r} scores pairs and has no clip embedding to index or retrieve "
                                        "with; use an embedding model (such as dual) for that: match --retriever RUN, "
                                        "or match densely: --mode dense")

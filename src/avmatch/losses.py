@@ -2,13 +2,21 @@
 
 They take scores as the models define them (higher = more alike): logits for "bce", negative
 distances for "contrastive", a (B, B) logit matrix whose diagonal holds the true pairs for "infonce".
+A model names its objective (``model.loss``); :data:`LOSSES` maps that name to what one training
+step computes from the batch's encodings, so the training loop never picks a loss itself.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+
+from avmatch.errors import AvmatchError
 
 
 def pair_bce(pos: Tensor, neg: Tensor) -> dict[str, Tensor]:
@@ -51,3 +59,66 @@ def sync_nce(lag_logits: Tensor, target_lag: Tensor) -> dict[str, Tensor]:
         "sync_v2a": F.cross_entropy(lag_logits.reshape(b, -1), target) / 2,
         "sync_a2v": F.cross_entropy(lag_logits.transpose(0, 1).reshape(b, -1), target) / 2,
     }
+
+
+@dataclass
+class Batch:
+    """What an objective knows of one training step besides the encodings."""
+
+    shifts: list[int]  # per clip: audio rows its window starts late (timing models)
+    negatives: int  # mismatched pairs per matched pair (pair objectives)
+    rng: np.random.Generator  # draws the negatives
+    own: Tensor | None = None  # under DDP: the rows whose pairs this process scores; None: all
+
+
+def _sync_terms(model: nn.Module, ev: Tensor, ea: Tensor, v_len: Tensor, a_len: Tensor, batch: Batch) -> dict:
+    # audio window starts `shift` rows late, so video row t meets audio row t - shift
+    target = torch.tensor([model.max_lag - s for s in batch.shifts], device=ev.device)
+    return sync_nce(model.scale() * model.lag_matrix(ev, ea, v_len, a_len), target)
+
+
+def _infonce_terms(model: nn.Module, ev: Tensor, ea: Tensor, v_len: Tensor, a_len: Tensor, batch: Batch) -> dict:
+    return info_nce(model.score_matrix(ev, ea, v_len, a_len))
+
+
+def _pair_terms(loss: Callable[[Tensor, Tensor], dict]):
+    """A pair objective: each clip's own pair against ``negatives`` mismatched ones drawn in the batch."""
+
+    def terms(model: nn.Module, ev: Tensor, ea: Tensor, v_len: Tensor, a_len: Tensor, batch: Batch) -> dict:
+        b = ev.shape[0]
+        if batch.own is None:
+            pos = model.score_pairs(ev, ea, v_len, a_len)
+            own = torch.arange(b)
+        else:
+            own = batch.own
+            pos = model.score_pairs(ev[own], ea[own], v_len[own], a_len[own])
+        # each negative pairs video i with the audio of clip (i + shift) mod B, never its own
+        offsets = batch.rng.choice(np.arange(1, b), size=min(batch.negatives, b - 1), replace=False)
+        idx = torch.cat([(own + int(s)) % b for s in offsets]).to(ev.device)
+        vi = own.to(ev.device).repeat(len(offsets))
+        neg = model.score_pairs(ev[vi], ea[idx], v_len[vi], a_len[idx])
+        return loss(pos, neg)
+
+    return terms
+
+
+@dataclass(frozen=True)
+class Objective:
+    terms: Callable[..., dict]  # (model, ev, ea, v_len, a_len, batch) -> named loss terms
+    pairwise: bool = False  # scores each clip's own pair and drawn negatives (under DDP: a share per process)
+    logits: bool = False  # the model's scores are logits: a sigmoid makes them probabilities
+
+
+LOSSES: dict[str, Objective] = {
+    "sync": Objective(_sync_terms),
+    "infonce": Objective(_infonce_terms),
+    "bce": Objective(_pair_terms(pair_bce), pairwise=True, logits=True),
+    "contrastive": Objective(_pair_terms(contrastive_margin), pairwise=True),
+}
+
+
+def objective(name: str) -> Objective:
+    """The objective a model names (``model.loss``), by exact name."""
+    if name not in LOSSES:
+        raise AvmatchError(f"unknown loss {name!r}; one of: {', '.join(sorted(LOSSES))}")
+    return LOSSES[name]

@@ -33,7 +33,7 @@ from avmatch.corpus import Clip, Corpus
 from avmatch.errors import AvmatchError
 from avmatch.evaluate import retrieval_metrics
 from avmatch.inference import pad_batch, score_matrix
-from avmatch.models import build_model, model_entry
+from avmatch.models import build_model, capabilities, model_entry
 from avmatch.models.base import parameter_table
 
 
@@ -170,26 +170,12 @@ def _step_loss(model: nn.Module, v, v_len, a, a_len, shifts: list[int], negative
         rows = shard.rows
         ev = shard.gather(model.encode_video(v[rows], v_len[rows]))
         ea = shard.gather(model.encode_audio(a[rows], a_len[rows]))
-    if model.loss == "sync":
-        # audio window starts `shift` rows late, so video row t meets audio row t - shift
-        target = torch.tensor([model.max_lag - s for s in shifts], device=v.device)
-        return losses.sync_nce(model.scale() * model.lag_matrix(ev, ea, v_len, a_len), target)
-    if model.loss == "infonce":
-        return losses.info_nce(model.score_matrix(ev, ea, v_len, a_len))
     b = v.shape[0]
-    if shard is None:
-        pos = model.score_pairs(ev, ea, v_len, a_len)
-        own = torch.arange(b)
-    else:  # a process scores the pairs of its own videos, negatives drawn from the global batch
-        own = torch.arange(b)[shard.rows]
-        pos = model.score_pairs(ev[own], ea[own], v_len[own], a_len[own])
-    # each negative pairs video i with the audio of clip (i + shift) mod B, never its own
-    offsets = rng.choice(np.arange(1, b), size=min(negatives, b - 1), replace=False)
-    idx = torch.cat([(own + int(s)) % b for s in offsets]).to(v.device)
-    vi = own.to(v.device).repeat(len(offsets))
-    neg = model.score_pairs(ev[vi], ea[idx], v_len[vi], a_len[idx])
-    terms = losses.contrastive_margin(pos, neg) if model.loss == "contrastive" else losses.pair_bce(pos, neg)
-    if shard is not None:
+    # under DDP a process scores the pairs of its own videos, negatives drawn from the global batch
+    own = None if shard is None else torch.arange(b)[shard.rows]
+    objective = losses.objective(model.loss)
+    terms = objective.terms(model, ev, ea, v_len, a_len, losses.Batch(shifts, negatives, rng, own))
+    if shard is not None and objective.pairwise:
         # the terms are means over this process's share of the pairs; share * world makes DDP's
         # average of the gradients the 1-process gradient
         terms = {k: t * (len(own) * shard.world / b) for k, t in terms.items()}
@@ -253,7 +239,7 @@ def _log_histograms(writer, model: nn.Module, trained: Trained, val: Corpus, sco
     score_matrix(trained, [c.video for c in clips], [c.audio for c in clips])
     for h in hooks:
         h.remove()
-    prob = 1 / (1 + np.exp(-scores)) if model.loss == "bce" else scores
+    prob = 1 / (1 + np.exp(-scores)) if losses.objective(model.loss).logits else scores
     eye = np.eye(len(scores), dtype=bool)
     writer.add_histogram("scores/matched", prob[eye], step)
     writer.add_histogram("scores/mismatched", prob[~eye], step)
@@ -426,7 +412,7 @@ def _train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: boo
         writer = SummaryWriter(str(run_dir / "tb"))
     rates = (corpus.video_rate_hz, corpus.audio_rate_hz)
     max_shift_s = 0.0
-    if model.loss == "sync":
+    if capabilities(model).timing:
         if rates[0] != rates[1]:
             raise AvmatchError(f"model {config.model!r} needs video and audio features at one rate, "
                                f"not {rates[0]} and {rates[1]} Hz", corpus.root)

@@ -15,6 +15,7 @@ from avmatch.inference import check_fits, estimate_offsets, lag_range
 from avmatch.matching.dense import assign, margins, match_dense, normalise
 from avmatch.matching.results import MatchResult, check_same_run, load_scores, scores_path
 from avmatch.matching.two_stage import DEFAULT_CANDIDATES, match_two_stage
+from avmatch.models import capabilities
 
 __all__ = ["DENSE_MAX", "MODES", "MatchResult", "assign", "check_same_run", "choose_mode", "load_scores",
            "margins", "match_corpora", "normalise", "scores_path"]
@@ -54,7 +55,7 @@ def match_corpora(trained: Trained, videos: Corpus, audios: Corpus, method: str 
     if retriever is not None:
         check_fits(retriever, videos, "video")
         check_fits(retriever, audios, "audio")
-    timing = hasattr(trained.model, "lag_curve")
+    timing = capabilities(trained.model).timing
     max_lag = lag_range(trained, max_offset_s) if timing else None
     videos_x, audios_x = [c.video for c in v_clips], [c.audio for c in a_clips]
     if choose_mode(len(v_clips), len(a_clips), mode, dense_max or DENSE_MAX) == "two-stage":

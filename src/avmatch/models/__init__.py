@@ -1,8 +1,16 @@
-"""Model registry: every model is a builder function registered by exact name.
+"""Model registry: every model is a builder function registered by exact name, with what it can do.
 
 A new model family is one module in this package plus one import line at the bottom of this file.
 Every built model stores ``model.name`` and ``model.config`` (plain Python values) so a checkpoint
 rebuilds its own model with :func:`build_model`.
+
+What a model can do is declared here once, by its ``kind``, and read with :func:`capabilities`:
+- "embedding": clip embeddings (B, E), L2-normalised; the score is ``scale * cosine + bias``, so
+  the retrieval score of a FAISS search is the model's own score.
+- "pair": a score for a (video, audio) pair from the model's own head (``score_pairs``); any clip
+  embedding it has only retrieves candidates (compared by ``metric``).
+- "timing": per-frame embeddings scored at every lag (``lag_curve``, ``lag_matrix``, ``max_lag``):
+  it also estimates each pair's offset.
 """
 
 from __future__ import annotations
@@ -14,25 +22,44 @@ from torch import nn
 
 from avmatch.errors import AvmatchError
 
+KINDS = ("embedding", "pair", "timing")
+
 
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
     builder: Callable[..., nn.Module]
     summary: str
-    timing: bool = False  # works on frame-rate sequences and estimates offsets
+    kind: str  # one of KINDS: what the model can do (see the module's docstring)
+    metric: str = "ip"  # how its clip embeddings compare: "ip" (cosine) or "l2" (minus the distance is the score)
+
+    @property
+    def embedding(self) -> bool:
+        return self.kind == "embedding"
+
+    @property
+    def pair(self) -> bool:
+        return self.kind == "pair"
+
+    @property
+    def timing(self) -> bool:
+        """Works on frame-rate sequences, has a lag range and estimates offsets."""
+        return self.kind == "timing"
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, summary: str, timing: bool = False):
-    """Decorator: ``@register_model("lstm", "one-line summary")`` over ``def builder(video_dim, audio_dim, **cfg)``."""
+def register_model(name: str, summary: str, kind: str, metric: str = "ip"):
+    """Decorator: ``@register_model("lstm", "one-line summary", kind="embedding")`` over
+    ``def builder(video_dim, audio_dim, **cfg)``; ``kind`` is one of :data:`KINDS`."""
+    if kind not in KINDS or metric not in ("ip", "l2"):
+        raise ValueError(f"model {name!r}: kind must be one of {KINDS} and metric ip or l2")
 
     def wrap(builder):
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelEntry(name, builder, summary, timing)
+        _REGISTRY[name] = ModelEntry(name, builder, summary, kind, metric)
         return builder
 
     return wrap
@@ -46,6 +73,11 @@ def model_entry(name: str) -> ModelEntry:
     if name not in _REGISTRY:
         raise AvmatchError(f"unknown model {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
+
+
+def capabilities(model: nn.Module) -> ModelEntry:
+    """What a built model can do: its registry entry (kind, metric), found by ``model.name``."""
+    return model_entry(model.name)
 
 
 def build_model(name: str, video_dim: int, audio_dim: int, **config) -> nn.Module:

@@ -52,6 +52,6 @@ class DualEncoder(EmbeddingModel):
 
 
 
-@register_model("dual", "dual encoder: per-row MLP + residual temporal convs, mean+max pool, cosine, InfoNCE")
+@register_model("dual", "dual encoder: per-row MLP + residual temporal convs, mean+max pool, cosine, InfoNCE", kind="embedding")
 def dual(video_dim: int, audio_dim: int, **cfg) -> DualEncoder:
     return DualEncoder(video_dim, audio_dim, **cfg)

@@ -109,21 +109,25 @@ class RecurrentModel(EmbeddingModel):
 
 
 
-@register_model("va-metric", "course starter's baseline: 2-layer LSTM per modality, last state, shared linear, Euclidean")
+@register_model("va-metric", "course starter's baseline: 2-layer LSTM per modality, last state, shared linear, Euclidean",
+                kind="pair", metric="l2")
 def va_metric(video_dim: int, audio_dim: int, **cfg) -> MetricModel:
     return MetricModel(video_dim, audio_dim, **cfg)
 
 
-@register_model("lstm", "report's LSTM: stacked LSTM per modality, masked mean over time, cosine embedding")
+@register_model("lstm", "report's LSTM: stacked LSTM per modality, masked mean over time, cosine embedding",
+                kind="embedding")
 def lstm(video_dim: int, audio_dim: int, **cfg) -> RecurrentModel:
     return RecurrentModel(video_dim, audio_dim, **{"cell": "lstm", **cfg})
 
 
-@register_model("gru", "stacked GRU per modality (fewer parameters than LSTM), masked mean, cosine embedding")
+@register_model("gru", "stacked GRU per modality (fewer parameters than LSTM), masked mean, cosine embedding",
+                kind="embedding")
 def gru(video_dim: int, audio_dim: int, **cfg) -> RecurrentModel:
     return RecurrentModel(video_dim, audio_dim, **{"cell": "gru", **cfg})
 
 
-@register_model("lstm-tw", "report's LSTM with time weighting: learned attention over the real steps, cosine embedding")
+@register_model("lstm-tw", "report's LSTM with time weighting: learned attention over the real steps, cosine embedding",
+                kind="embedding")
 def lstm_tw(video_dim: int, audio_dim: int, **cfg) -> RecurrentModel:
     return RecurrentModel(video_dim, audio_dim, **{"cell": "lstm", "pool": "attention", **cfg})

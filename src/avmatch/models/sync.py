@@ -129,6 +129,7 @@ class SyncModel(MatchModel):
                           for s in range(0, a.shape[0], block)], 1)
 
 
-@register_model("sync", "timing-aware: per-frame embeddings scored at every lag (SyncNet-style); gives offsets", timing=True)
+@register_model("sync", "timing-aware: per-frame embeddings scored at every lag (SyncNet-style); gives offsets",
+                kind="timing")
 def sync(video_dim: int, audio_dim: int, **cfg) -> SyncModel:
     return SyncModel(video_dim, audio_dim, **cfg)
