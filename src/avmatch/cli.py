@@ -25,13 +25,19 @@ def _options(pairs: list[str]) -> dict:
     return out
 
 
+# command-line option -> TrainConfig field; an option not given keeps TrainConfig's default (its one source)
+_TRAIN_OPTIONS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "clip_grad": "clip_grad",
+                  "window": "window_s", "val_fraction": "val_fraction", "patience": "patience", "seed": "seed"}
+
+
 def _train_config(args, model: str):
     from avmatch.train import TrainConfig
 
-    return TrainConfig(model=model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                       clip_grad=args.clip_grad, window_s=args.window, val_fraction=args.val_fraction,
-                       patience=args.patience, seed=args.seed, histograms=not args.no_histograms,
-                       model_options=_options(args.option), init=getattr(args, "init", None) or "")
+    given = {field: getattr(args, opt) for opt, field in _TRAIN_OPTIONS.items() if getattr(args, opt) is not None}
+    if args.no_histograms:
+        given["histograms"] = False
+    return TrainConfig(model=model, model_options=_options(args.option), init=getattr(args, "init", None) or "",
+                       **given)
 
 
 def cmd_models(args) -> None:
@@ -205,15 +211,16 @@ def cmd_demo(args) -> None:
              epochs=args.epochs)
 
 
-def _add_train_options(p: argparse.ArgumentParser, epochs: int) -> None:
-    p.add_argument("--epochs", type=int, default=epochs)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--clip-grad", type=float, default=1.0, help="max gradient norm (0: no clipping)")
-    p.add_argument("--window", type=float, default=0.0, help="training window in seconds (0: whole clip)")
-    p.add_argument("--val-fraction", type=float, default=0.15)
-    p.add_argument("--patience", type=int, default=8, help="early stopping: epochs without a better validation top-1")
-    p.add_argument("--seed", type=int, default=0)
+def _add_train_options(p: argparse.ArgumentParser, epochs: int | None = None) -> None:
+    """The training options; each one not given keeps avmatch.train.TrainConfig's default."""
+    p.add_argument("--epochs", type=int, default=epochs, help="(default: TrainConfig's)" if epochs is None else None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--clip-grad", type=float, default=None, help="max gradient norm (0: no clipping)")
+    p.add_argument("--window", type=float, default=None, help="training window in seconds (0: whole clip)")
+    p.add_argument("--val-fraction", type=float, default=None)
+    p.add_argument("--patience", type=int, default=None, help="early stopping: epochs without a better validation top-1")
+    p.add_argument("--seed", type=int, default=None)
     p.add_argument("--no-histograms", action="store_true", help="skip TensorBoard histograms (faster)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="model option, repeatable")
 
@@ -243,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ddp", type=int, default=0, metavar="N",
                    help="train with DistributedDataParallel in N local processes (starts torchrun; "
                         "--batch-size stays the global batch)")
-    _add_train_options(p, epochs=30)
+    _add_train_options(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("match", help="match silent videos to audios with a trained model")

@@ -15,6 +15,7 @@ What a model can do is declared here once, by its ``kind``, and read with :func:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -80,11 +81,25 @@ def capabilities(model: nn.Module) -> ModelEntry:
     return model_entry(model.name)
 
 
+def full_config(entry: ModelEntry, model: nn.Module, config: dict) -> dict:
+    """Every option the model was built with, defaults included: the class's defaults, then the
+    builder's own (``def lstm_tw(video_dim, audio_dim, pool="attention", **cfg)``), then ``config``.
+    A checkpoint records all of them, so a default changed in a later version cannot change it."""
+    values: dict = {}
+    for fn in (type(model), entry.builder):
+        for p in inspect.signature(fn).parameters.values():
+            if p.default is not p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                values[p.name] = list(p.default) if isinstance(p.default, tuple) else p.default
+    return {**values, **config}
+
+
 def build_model(name: str, video_dim: int, audio_dim: int, **config) -> nn.Module:
-    """Build a registered model; the result carries ``.name`` and ``.config`` for checkpoints."""
-    model = model_entry(name).builder(video_dim, audio_dim, **config)
+    """Build a registered model; the result carries ``.name`` and ``.config`` (every option, defaults
+    included) for checkpoints."""
+    entry = model_entry(name)
+    model = entry.builder(video_dim, audio_dim, **config)
     model.name = name
-    model.config = {"video_dim": video_dim, "audio_dim": audio_dim, **config}
+    model.config = {"video_dim": video_dim, "audio_dim": audio_dim, **full_config(entry, model, config)}
     return model
 
 

@@ -117,17 +117,17 @@ def va_metric(video_dim: int, audio_dim: int, **cfg) -> MetricModel:
 
 @register_model("lstm", "report's LSTM: stacked LSTM per modality, masked mean over time, cosine embedding",
                 kind="embedding")
-def lstm(video_dim: int, audio_dim: int, **cfg) -> RecurrentModel:
-    return RecurrentModel(video_dim, audio_dim, **{"cell": "lstm", **cfg})
+def lstm(video_dim: int, audio_dim: int, cell: str = "lstm", **cfg) -> RecurrentModel:
+    return RecurrentModel(video_dim, audio_dim, cell=cell, **cfg)
 
 
 @register_model("gru", "stacked GRU per modality (fewer parameters than LSTM), masked mean, cosine embedding",
                 kind="embedding")
-def gru(video_dim: int, audio_dim: int, **cfg) -> RecurrentModel:
-    return RecurrentModel(video_dim, audio_dim, **{"cell": "gru", **cfg})
+def gru(video_dim: int, audio_dim: int, cell: str = "gru", **cfg) -> RecurrentModel:
+    return RecurrentModel(video_dim, audio_dim, cell=cell, **cfg)
 
 
 @register_model("lstm-tw", "report's LSTM with time weighting: learned attention over the real steps, cosine embedding",
                 kind="embedding")
-def lstm_tw(video_dim: int, audio_dim: int, **cfg) -> RecurrentModel:
-    return RecurrentModel(video_dim, audio_dim, **{"cell": "lstm", "pool": "attention", **cfg})
+def lstm_tw(video_dim: int, audio_dim: int, cell: str = "lstm", pool: str = "attention", **cfg) -> RecurrentModel:
+    return RecurrentModel(video_dim, audio_dim, cell=cell, pool=pool, **cfg)
