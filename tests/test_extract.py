@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import os
 import signal
 import subprocess
@@ -133,7 +134,7 @@ def test_dask_cluster_gives_the_same_corpus(batch, tmp_path):
 
 def test_unreachable_scheduler_is_one_line(batch, tmp_path, monkeypatch):
     pytest.importorskip("dask.distributed")
-    monkeypatch.setattr("avmatch.extract.DASK_CONNECT_TIMEOUT_S", 2)
+    monkeypatch.setattr(importlib.import_module("avmatch.extract"), "DASK_CONNECT_TIMEOUT_S", 2)
     with pytest.raises(AvmatchError, match="cannot reach the Dask scheduler"):
         extract([batch / "good0.mp4"], tmp_path / "c", progress=False, cluster="tcp://127.0.0.1:9")
 

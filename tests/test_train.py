@@ -1,5 +1,6 @@
 """Training, matching and the CLI end to end on small generated feature corpora."""
 
+import importlib
 import json
 
 import numpy as np
@@ -61,7 +62,7 @@ def test_match_recovers_a_shuffled_test_set(dual_run, split):
 
 
 def test_resume_ends_like_an_uninterrupted_run(small, tmp_path, monkeypatch):
-    import avmatch.train as train_module
+    train_module = importlib.import_module("avmatch.train")  # avmatch.train is the function
 
     cfg = TrainConfig(model="gru", epochs=4, batch_size=16, seed=5, histograms=False, patience=99)
     straight = train(small, tmp_path / "a", cfg, progress=False)

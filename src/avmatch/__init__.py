@@ -1,3 +1,164 @@
-"""avmatch: find which audio belongs to which silent video."""
+"""avmatch: find which audio belongs to which silent video.
+
+The public API (what a notebook imports; the ``avmatch`` command is a thin layer over it)::
+
+    import avmatch
+
+    avmatch.extract(["training_clips/"], "feats")          # media -> a feature corpus
+    model = avmatch.train("feats", "run", epochs=10)        # -> Model (its best checkpoint)
+    model = avmatch.load("run")                             # or avmatch.load("default"): the shipped model
+    result = model.match("silent_videos/", "audios/")       # media folders or feature corpora -> Result
+    result.pairs, result.rows(), result.table(), result.to_csv("pairs.csv")
+    avmatch.evaluate(result, "key.csv")                     # or a pairs.csv written before
+
+Imports happen on first use, so ``import avmatch`` stays fast. The modules that share a name with
+a function (``avmatch.train``, ``avmatch.evaluate``, ``avmatch.extract``) are reached with
+``from avmatch.train import TrainConfig`` or ``importlib.import_module("avmatch.train")``.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+__all__ = ["Model", "Result", "evaluate", "extract", "load", "train"]
+
+if TYPE_CHECKING:
+    from avmatch.checkpoint import Trained
+    from avmatch.corpus import Corpus
+    from avmatch.extract import ExtractSummary
+    from avmatch.matching.results import MatchResult as Result
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Result":  # the matching's result: pairs, scores, offsets, rows(), table(), to_csv()
+        from avmatch.matching.results import MatchResult
+
+        return MatchResult
+    raise AttributeError(f"module 'avmatch' has no attribute {name!r}")
+
+
+def extract(sources: list[str | Path] | str | Path, out: str | Path, extractor: str = "default", *,
+            options: dict | None = None, workers: int = 1, paired: bool = False,
+            progress: bool = True, cluster: str | None = None) -> ExtractSummary:
+    """Extract features of every media file under ``sources`` (files and folders) into the corpus
+    folder ``out``; a rerun resumes. ``cluster``: a Dask scheduler's address ("" for a local one).
+    Returns the summary (done, skipped, failed)."""
+    from avmatch.extract import extract as run
+
+    sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
+    return run(sources, out, extractor, options=options, workers=workers, paired=paired, progress=progress,
+               cluster=cluster)
+
+
+class Model:
+    """A trained model (a run folder, a checkpoint or the shipped model), ready to match."""
+
+    def __init__(self, trained: Trained, source: str | Path = "", metrics: dict | None = None):
+        self.trained = trained
+        self.source = str(source)
+        self.metrics = metrics or {}  # training's final metrics, for a model avmatch.train returned
+
+    @property
+    def name(self) -> str:
+        return self.trained.model.name
+
+    def __repr__(self) -> str:
+        return f"avmatch.Model({self.name!r}, from {self.source!r})"
+
+    def features(self, source: Corpus | str | Path, options: dict | None = None, workers: int = 1,
+                 progress: bool = True) -> Corpus:
+        """A corpus as it is, or a feature corpus folder, or media (a file or folder) extracted with
+        this model's extractor (cached; ``options`` name a network file the run's features came from)."""
+        from avmatch.checkpoint import media_extractor
+        from avmatch.corpus import Corpus
+        from avmatch.extract import is_media_source, open_features
+
+        if isinstance(source, Corpus):
+            return source
+        extractor = self.trained.extractor
+        if is_media_source(source):
+            extractor = media_extractor(extractor, options, self.source or None)
+        return open_features(source, extractor, workers, progress)
+
+    def match(self, videos: Corpus | str | Path, audios: Corpus | str | Path, *, greedy: bool = False,
+              normalise: str = "dual-softmax", max_offset_s: float | None = None, mode: str = "auto",
+              candidates: int | None = None, retriever: Model | str | Path | None = None,
+              retrieval: str = "flat", workers: int = 1, options: dict | None = None) -> Result:
+        """Match every video of ``videos`` to an audio of ``audios`` (one-to-one, or each video's best
+        with ``greedy``); a timing model also gives each pair's offset. See ``avmatch match --help``
+        for the options; ``retriever`` is a Model or a run for two-stage retrieval."""
+        from avmatch.matching import match_corpora
+
+        if retriever is not None and not isinstance(retriever, Model):
+            retriever = load(retriever)
+        return match_corpora(self.trained, self.features(videos, options, workers),
+                             self.features(audios, options, workers), "greedy" if greedy else "hungarian",
+                             normalise, max_offset_s, mode=mode, candidates=candidates,
+                             retriever=retriever.trained if retriever else None, retrieval=retrieval)
+
+
+def load(run: str | Path = "default") -> Model:
+    """A trained model: a run folder (its best checkpoint), a ``.pt`` file, or "default" (the
+    model shipped with avmatch). Every checkpoint is checked before it is built."""
+    from avmatch.checkpoint import load_trained
+    from avmatch.shipped import model_path
+
+    return Model(load_trained(model_path(run)), run)
+
+
+def train(corpus: Corpus | str | Path, run: str | Path, *, resume: bool = False, force: bool = False,
+          progress: bool = True, **config) -> Model:
+    """Train on the paired clips of ``corpus`` (a Corpus or a corpus folder) into the run folder
+    ``run`` and return the best model. ``config``: any field of :class:`avmatch.train.TrainConfig`
+    (model, epochs, batch_size, lr, window_s, init, model_options, ...); by default the model that
+    suits the corpus."""
+    from avmatch.corpus import load_corpus
+    from avmatch.train import TrainConfig, choose_model
+    from avmatch.train import train as run_training
+
+    corpus = corpus if not isinstance(corpus, (str, Path)) else load_corpus(corpus)
+    if not config.get("model") and not config.get("init"):
+        config["model"] = choose_model(corpus)
+    metrics = run_training(corpus, run, TrainConfig(**config), resume=resume, progress=progress, force=force)
+    model = load(run)
+    model.metrics = metrics
+    return model
+
+
+def evaluate(result: Result | str | Path, key: str | Path | dict[str, str]) -> dict:
+    """Metrics of a matching against the true key: one-to-one accuracy, top-k, MRR and (when the key
+    has offsets) the offset error. ``result``: a Result or a pairs.csv written by a match; ``key``: a
+    CSV file (columns video,audio[,offset_s]) or a {video: audio} dict."""
+    import tempfile
+
+    from avmatch.evaluate import evaluate_pairs
+
+    with tempfile.TemporaryDirectory(prefix="avmatch-evaluate-") as tmp:
+        if isinstance(key, dict):  # the same checks as a key file: written as one
+            import csv
+
+            with open(Path(tmp) / "key.csv", "w", newline="", encoding="utf-8") as f:
+                csv.writer(f).writerows([("video", "audio"), *key.items()])
+            key = Path(tmp) / "key.csv"
+        if not isinstance(result, (str, Path)):  # a result is judged exactly as its written set would be
+            result.to_csv(Path(tmp) / "pairs.csv", heatmap=False)
+            result = Path(tmp) / "pairs.csv"
+        return evaluate_pairs(result, key)
+
+
+class _Package(types.ModuleType):
+    """The package keeps its functions under their names: importing a submodule of the same name
+    (``avmatch.train``) would otherwise bind the module over the function."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("extract", "train", "evaluate") and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from avmatch.errors import AvmatchError
@@ -66,8 +67,9 @@ def cmd_inspect(args) -> None:
 
 
 def cmd_train(args) -> None:
+    import avmatch
     from avmatch.corpus import load_corpus
-    from avmatch.train import choose_model, launch_processes, train
+    from avmatch.train import choose_model, launch_processes
 
     if args.ddp > 1 and "WORLD_SIZE" not in os.environ:  # the processes it starts find WORLD_SIZE set
         launch_processes(args.ddp, args.argv)
@@ -78,38 +80,20 @@ def cmd_train(args) -> None:
     if not args.model and not args.init and first:
         print(f"avmatch: no --model given; using {model!r} for this corpus", file=sys.stderr)
     config = _train_config(args, model)
-    result = train(corpus, args.output, config, resume=args.resume, force=args.force)
+    result = avmatch.train(corpus, args.output, resume=args.resume, force=args.force, **asdict(config)).metrics
     if first:
         print(f"{config.model}: best validation top-1 {result['val_top1']:.3f} at epoch {result['best_epoch']} "
               f"of {result['epochs']} ({result['train_seconds']:.1f} s); run in {args.output}")
 
 
-def _media_extractor(trained, args, *sources: str) -> dict:
-    """The run's extractor record for media input, with the user's ``--option``s (a network file the
-    run's features came from is given by the user, never taken from the run)."""
-    from avmatch.checkpoint import media_extractor
-    from avmatch.extract import is_media_source
-
-    if not any(is_media_source(s) for s in sources):
-        return trained.extractor
-    return media_extractor(trained.extractor, _options(args.option), args.model)
-
-
 def cmd_match(args) -> None:
-    from avmatch.checkpoint import load_trained
-    from avmatch.extract import open_features
-    from avmatch.matching import match_corpora
-    from avmatch.shipped import model_path
+    import avmatch
 
-    trained = load_trained(model_path(args.model))
-    extractor = _media_extractor(trained, args, args.videos, args.audios)
-    videos = open_features(args.videos, extractor, args.workers)
-    audios = open_features(args.audios, extractor, args.workers)
-    result = match_corpora(trained, videos, audios,
-                           "greedy" if args.greedy else "hungarian", args.normalise, args.max_offset,
-                           mode=args.mode, candidates=args.candidates,
-                           retriever=load_trained(args.retriever) if args.retriever else None, retrieval=args.retrieval)
-    written = result.write(args.output, heatmap=not args.no_heatmap)
+    result = avmatch.load(args.model).match(
+        args.videos, args.audios, greedy=args.greedy, normalise=args.normalise, max_offset_s=args.max_offset,
+        mode=args.mode, candidates=args.candidates, retriever=args.retriever, retrieval=args.retrieval,
+        workers=args.workers, options=_options(args.option))
+    written = result.to_csv(args.output, heatmap=not args.no_heatmap)
     print(f"matched {len(result.video_ids)} videos against {len(result.audio_ids)} audios "
           f"({result.method}{', two-stage' if result.sparse else ''}); wrote {', '.join(str(p) for p in written)}")
     if args.greedy:
@@ -122,12 +106,12 @@ def cmd_match(args) -> None:
 
 
 def cmd_index(args) -> None:
-    from avmatch.checkpoint import load_trained
-    from avmatch.extract import open_features
+    import avmatch
     from avmatch.matching.index import index_corpus
 
-    trained = load_trained(args.model)
-    corpus = open_features(args.corpus, _media_extractor(trained, args, args.corpus), args.workers)
+    model = avmatch.load(args.model)
+    corpus = model.features(args.corpus, _options(args.option), args.workers)
+    trained = model.trained
     index = index_corpus(trained, corpus, args.kind, model=str(args.model), nlist=args.nlist, nprobe=args.nprobe,
                          hnsw_m=args.hnsw_m, ef_search=args.ef_search)
     index.save(args.output)
@@ -155,9 +139,9 @@ def cmd_search(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from avmatch.evaluate import evaluate_pairs
+    import avmatch
 
-    metrics = evaluate_pairs(args.pairs, args.key)
+    metrics = avmatch.evaluate(args.pairs, args.key)
     if args.json:
         print(json.dumps(metrics, indent=2))
         return
@@ -179,10 +163,10 @@ def cmd_compare(args) -> None:
 
 
 def cmd_extract(args) -> None:
-    from avmatch.extract import extract
+    import avmatch
 
-    summary = extract(args.sources, args.output, args.extractor, options=_options(args.option),
-                      workers=args.workers, paired=args.paired, cluster=args.cluster)
+    summary = avmatch.extract(args.sources, args.output, args.extractor, options=_options(args.option),
+                              workers=args.workers, paired=args.paired, cluster=args.cluster)
     print(summary.line())
     if summary.failed:
         print(f"failed files and reasons: {Path(args.output) / 'failed.csv'}")

@@ -40,7 +40,23 @@ class MatchResult:
         used[self.chosen[self.chosen >= 0]] = True
         return [self.audio_ids[j] for j in np.flatnonzero(~used)]
 
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        """(video, audio) per video; audio "" where the video stayed unmatched."""
+        return [(v, self.audio_ids[j] if j >= 0 else "") for v, j in zip(self.video_ids, self.chosen, strict=True)]
+
+    def table(self) -> dict[str, np.ndarray]:
+        """The rows as columns (``pandas.DataFrame(result.table())`` makes a data frame of them)."""
+        rows = self.rows()
+        columns = list(rows[0]) if rows else ["video", "audio", "score", "margin"]
+        return {c: np.array([r[c] for r in rows]) for c in columns}
+
+    def to_csv(self, pairs_csv: str | Path, heatmap: bool = True) -> list[Path]:
+        """:meth:`write`: pairs.csv with its score file (and heat map) as one set; the paths written."""
+        return self.write(pairs_csv, heatmap)
+
     def rows(self) -> list[dict]:
+        """One dict per video: video, audio ("" unmatched), score, margin (and offset_s, offset_conf)."""
         if self.sparse:
             m = margins_sparse(self.scores, self.chosen)
             chosen_scores = sparse_lookup(self.scores, np.arange(len(self.chosen)), self.chosen)
