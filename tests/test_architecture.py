@@ -1,0 +1,105 @@
+"""The package's layers: every import inside avmatch points down the list below (or stays in its own
+layer), and no module imports itself back through others. Walks the source with ast, so imports
+inside functions count too. See ARCHITECTURE.md."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "avmatch"
+
+# lowest first; a module may import its own layer and those before it
+LAYERS = [
+    {"errors", "atomic"},
+    {"media"},
+    {"extractors", "features"},
+    {"corpus", "extract"},
+    {"models", "synthetic"},
+    {"losses", "checkpoint", "shipped"},
+    {"inference"},
+    {"matching", "train", "evaluate"},
+    {"report"},
+    {"__init__"},
+    {"cli", "__main__", "demo", "compare", "scenes", "worlds", "speech", "testing"},
+]
+
+
+def layer_of(module: str) -> int:
+    top = module.split(".")[1] if "." in module else "__init__"
+    return next(i for i, names in enumerate(LAYERS) if top in names)
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path, name: str) -> set[str]:
+    """avmatch modules that ``path`` imports (``from avmatch import __version__`` is metadata)."""
+    out = set()
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.split(".")[0] == "avmatch"}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            if base.split(".")[0] != "avmatch":
+                continue
+            for a in node.names:  # ``from avmatch import losses`` imports the module avmatch.losses
+                sub = PACKAGE.parent.joinpath(*f"{base}.{a.name}".split("."))
+                if sub.with_suffix(".py").exists() or (sub / "__init__.py").exists():
+                    out.add(f"{base}.{a.name}")
+                elif not (base == "avmatch" and a.name == "__version__"):
+                    out.add(base)
+    return out - {name}
+
+
+def graph() -> dict[str, set[str]]:
+    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {name: imports(path, name) for name, path in files.items()}
+
+
+def test_every_import_points_down_the_layers():
+    upward = [f"{m} (layer {layer_of(m)}) imports {d} (layer {layer_of(d)})"
+              for m, deps in graph().items() for d in deps if layer_of(d) > layer_of(m)]
+    assert not upward, "\n".join(upward)
+
+
+def unit(module: str) -> str:
+    """avmatch.models.dual -> avmatch.models: a registry package and its members are one unit (the
+    package imports its members so they register, they import its ``register_*``)."""
+    return ".".join(module.split(".")[:2])
+
+
+def test_no_import_cycles():
+    g: dict[str, set[str]] = {}
+    for m, deps in graph().items():
+        g.setdefault(unit(m), set()).update(unit(d) for d in deps)
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(m: str, stack: list[str]) -> None:
+        state[m] = 1
+        for d in sorted(g.get(m, ())):
+            if d == m or d not in g:
+                continue
+            if state.get(d) == 1:
+                cycles.append(" -> ".join(stack[stack.index(d):] + [d]))
+            elif d not in state:
+                visit(d, stack + [d])
+        state[m] = 2
+
+    for m in sorted(g):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, "\n".join(cycles)
+
+
+def test_the_checker_sees_a_planted_upward_import_and_cycle(tmp_path):
+    """The walker itself: an import from inside a function counts, and so does a module named in
+    ``from avmatch import ...``."""
+    bad = tmp_path / "m.py"
+    bad.write_text("from avmatch import losses\n\ndef f():\n    from avmatch.cli import main\n")
+    assert imports(bad, "avmatch.corpus") == {"avmatch.cli", "avmatch.losses"}
+    assert layer_of("avmatch.cli") > layer_of("avmatch.corpus")
