@@ -3,7 +3,7 @@
     python benchmarks/extract_speed.py [--files 40] [--duration 5] [--size 320x240] [--workers 1]
     python benchmarks/extract_speed.py --files 10 --copies-of path/to/bigbuckbunny.mp4   # real footage
 
-Generates the media first (``avmatch.scenes.make_corpus`` when it exists, else ``tests/mediagen.py``),
+Generates the media first (``avmatch.scenes.make_corpus`` when it exists, else ``avmatch.testing.mediagen``),
 then times, in the same run and on the same files:
   bare:    every video frame and every audio frame decoded, nothing else (one pass over each file)
   extract: ``avmatch.extract.extract(files, out, "default")``: probe, decode, resample, features, corpus
@@ -17,7 +17,6 @@ import argparse
 import inspect
 import resource
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -48,8 +47,7 @@ def make_media(out_dir: Path, n: int, duration_s: float, size: tuple[int, int], 
         from avmatch.extract import find_media
 
         return [p for p, _ in find_media([out_dir])]
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # no scene generator yet
-    from mediagen import make_clip
+    from avmatch.testing.mediagen import make_clip  # no scene generator yet
 
     rng = np.random.default_rng(seed)
     paths = []

@@ -2,7 +2,7 @@
 
     python benchmarks/robustness.py [--details] [--kills 3] [--keep DIR]
 
-1. The bad-input corpus of ``tests/badinputs.py`` (made on the spot: truncated and bit-flipped
+1. The bad-input corpus of ``avmatch.testing.badinputs`` (made on the spot: truncated and bit-flipped
    mp4/mkv/webm, empty and renamed files, missing streams, 1-frame and 1 ms media, huge dimensions and
    durations in headers, bad .npy files, pickles, bad manifests and paths, bad checkpoints) goes
    through every reader of its kind: library functions, the CLI (``avmatch extract FILE``, ``train``,
@@ -35,8 +35,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import badinputs  # noqa: E402
+from avmatch.testing import badinputs  # noqa: E402
 
 SHORT = {"ok": "ok", "error": "err", "unclear": "UNCLEAR", "crash": "CRASH", "hang": "HANG", "wrong": "WRONG"}
 
@@ -70,8 +69,8 @@ def crash_runs(work: Path, kills: int) -> list[tuple[str, bool, str]]:
     from avmatch.corpus import load_corpus, write_corpus
     from avmatch.extract import extract
     from avmatch.synthetic import make_feature_corpus
+    from avmatch.testing.mediagen import make_clip
     from avmatch.train import TrainConfig, train
-    from mediagen import make_clip
 
     out = []
     epochs = 24

@@ -1,17 +1,13 @@
-"""Shared fixtures: small media files generated once per test session (see ``mediagen.py``)."""
+"""Shared fixtures: small media files generated once per test session (see ``avmatch.testing.mediagen``)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))  # so tests can `import mediagen` under any import mode
-
 import torch  # noqa: E402
 
-from mediagen import make_audio, make_clip  # noqa: E402
+from avmatch.testing.mediagen import make_audio, make_clip  # noqa: E402
 
 # The models under test are small: one thread avoids OpenMP overhead and, on a shared 2-core
 # machine, threads spinning against each other (measured here: 3 s with one thread, 11 s with two).

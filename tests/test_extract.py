@@ -17,7 +17,7 @@ from avmatch.cli import main
 from avmatch.corpus import load_corpus, read_manifest
 from avmatch.errors import AvmatchError
 from avmatch.extract import extract
-from mediagen import make_audio, make_clip
+from avmatch.testing.mediagen import make_audio, make_clip
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from avmatch.errors import AvmatchError
 from avmatch.extractors import Extractor, get_extractor, list_extractors, register_extractor
 from avmatch.extractors.spectral import LogMel, mel_filterbank
 from avmatch.media import read_audio
-from mediagen import EVENTS
+from avmatch.testing.mediagen import EVENTS
 
 EVENT_ROWS = [round(e * 25) for e in EVENTS]  # 12 and 32 at 25 rows a second
 

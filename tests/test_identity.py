@@ -17,7 +17,7 @@ from avmatch.cli import main
 from avmatch.corpus import load_corpus, read_manifest, same_content, source_identity
 from avmatch.errors import AvmatchError
 from avmatch.extract import extract, open_features
-from mediagen import make_audio, make_clip
+from avmatch.testing.mediagen import make_audio, make_clip
 
 EXTRACTOR = {"name": "default", "params": {}}
 
@@ -277,7 +277,7 @@ def test_mixed_writes_of_one_clip_are_never_read_as_one_clip(tmp_path):
 def test_identity_scenarios_give_the_clean_answer_or_one_line(tmp_path):
     """The benchmark's scenarios for causes 1 and 6 (those without a trained model, in this process):
     never a silent wrong answer, a traceback or an internal error."""
-    from badinputs import cli_in_process, identity_scenarios, run_scenarios
+    from avmatch.testing.badinputs import cli_in_process, identity_scenarios, run_scenarios
 
     scenarios = [s for s in identity_scenarios() if not s.name.startswith("cache-")]
     outcomes = run_scenarios(scenarios, tmp_path, cli_in_process)

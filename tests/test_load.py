@@ -15,7 +15,7 @@ from avmatch.corpus import Clip, Corpus, load_corpus
 from avmatch.extract import extract
 from avmatch.matching import match_corpora
 from avmatch.models import build_model
-from mediagen import make_clip
+from avmatch.testing.mediagen import make_clip
 
 MiB = 1 << 20
 

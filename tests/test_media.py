@@ -9,7 +9,7 @@ import pytest
 
 from avmatch.errors import AvmatchError
 from avmatch.media import iter_audio, iter_video_frames, probe, read_audio, read_video
-from mediagen import EVENTS, FLASH_S, faststart, has_encoder, make_clip
+from avmatch.testing.mediagen import EVENTS, FLASH_S, faststart, has_encoder, make_clip
 
 SR = 16000
 

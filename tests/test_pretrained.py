@@ -16,7 +16,7 @@ from avmatch.extractors import get_extractor, pretrained
 from avmatch.extractors.frames import db_scale
 from avmatch.extractors.spectral import DB_FLOOR
 from avmatch.media import read_audio
-from mediagen import EVENTS
+from avmatch.testing.mediagen import EVENTS
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # TorchScript is the format
 EVENT_ROWS = [round(e * 25) for e in EVENTS]  # 12 and 32 at 25 rows a second

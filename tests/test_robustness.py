@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from avmatch.cli import main
-from badinputs import exploit_marker, make_cases, run_all
+from avmatch.testing.badinputs import exploit_marker, make_cases, run_all
 
 KINDS = ("media", "npy", "corpus", "checkpoint", "scores")
 

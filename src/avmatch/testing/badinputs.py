@@ -37,8 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from mediagen import faststart, make_audio, make_clip  # noqa: E402
+from avmatch.testing.mediagen import faststart, make_audio, make_clip  # noqa: E402
 
 TIME_LIMIT_S = 20.0  # a reader still busy after this long on a 1 s clip is hanging
 HANDLED = ("ok", "error")

@@ -1,7 +1,7 @@
 """Small media files made with PyAV for tests: flashes on screen and tone bursts in the sound track at
 known event times, so a test can check that decoding and features keep the timing.
 
-Import from a test as ``from mediagen import make_clip, make_audio`` (pytest puts ``tests/`` on the path).
+Import from a test or a benchmark as ``from avmatch.testing.mediagen import make_clip, make_audio``.
 """
 
 from __future__ import annotations
