@@ -19,6 +19,9 @@ families it never saw:
   mouth     cartoon lips, close up, opening with the loudness of speech from
             :func:`avmatch.speech.say` when it can speak, else formant-synthesised babble; bigger
             lips, lower voice
+  events    randomised cause and effect (for training): objects of random shape and voice flash,
+            jump, swell, change colour, drop, shake or appear at random times and sound then,
+            beside silent ones doing the same: only the timing ties picture and sound
 
 Rendering is vectorised over all frames: a camera (slow zoom, drift and per-frame shake) maps every
 pixel to world coordinates, in which the background and every shape are evaluated as signed
@@ -672,6 +675,98 @@ def _mouth(scene: Scene, cv: _Canvas, rng: np.random.Generator) -> None:
     cv.shape(sd_ellipse, cx + sway[0], cy + sway[1], rx * 1.1, (0.12, 0.02, 0.04), rx=wide * 0.8, ry=gap)
     cv.shape(sd_box, cx + sway[0], cy + sway[1] - gap * 0.8, rx, (0.95, 0.95, 0.9), alpha=np.clip(opening * 3, 0, 1),
              rx=wide * 0.45, ry=gap * 0.22)
+
+
+ACTIONS = ("flash", "jump", "pulse", "recolour", "drop", "shake", "toggle")
+
+
+def _voice(rng: np.random.Generator, sr: int) -> Callable[[], np.ndarray]:
+    """One object's sound: a random kind of source at a random pitch, varied a little each time."""
+    f0 = float(2 ** rng.uniform(np.log2(90), np.log2(2500)))
+    kind = int(rng.integers(8))
+
+    def sound() -> np.ndarray:
+        f = f0 * 2 ** rng.uniform(-0.05, 0.05)
+        if kind == 0:
+            return membrane(sr, min(f, 600.0), rng, rng.uniform(0.08, 0.3))
+        if kind == 1:
+            return fm_bell(sr, f, rng, rng.uniform(0.2, 0.8))
+        if kind == 2:
+            return bubble(sr, min(f, 1500.0), rng)
+        if kind == 3:
+            return pluck(sr, min(f, 1200.0), rng, rng.uniform(0.2, 0.6), rng.uniform(0.2, 0.9))
+        if kind == 4:
+            return wood_thud(sr, min(f, 1500.0), rng)
+        if kind == 5:
+            return whoosh(sr, rng, rng.uniform(0.1, 0.3))
+        t = np.arange(int(rng.uniform(0.06, 0.35) * sr)) / sr
+        if kind == 6:  # a beep: a few harmonics, a quick attack, a decay
+            x = sum(rng.uniform(0.1, 1.0) / h * np.sin(2 * np.pi * f * h * t) for h in (1, 2, 3))
+        else:  # a band of noise around f
+            x = sosfilt(butter(2, [f / 1.5, min(f * 1.5, 0.45 * sr)], btype="bandpass", fs=sr, output="sos"),
+                        rng.standard_normal(len(t)))
+        return (x * np.minimum(1.0, t / 0.004) * np.exp(-t / (t[-1] / 3 + 1e-3))).astype(np.float32)
+    return sound
+
+
+def _actor(scene: Scene, cv: _Canvas, rng: np.random.Generator, sounding: bool) -> list[float]:
+    """One object that does visible things at random times (which thing: its own, or each time
+    another), making its own sound at that moment when ``sounding``. Returns the event times."""
+    sr, times, aspect = scene.sample_rate, scene.frame_times(), cv.aspect
+    n = len(times)
+    sdf, keys = [(sd_ellipse, ("rx", "ry")), (sd_box, ("rx", "ry")), (sd_ring, ("r",)), (sd_diamond, ("r",)),
+                 (sd_triangle, ("r",)), (sd_cross, ("r",))][int(rng.integers(6))]
+    extra = {sd_ring: {"thick": 0.012}, sd_cross: {"arm": 0.015}}.get(sdf, {})
+    r = rng.uniform(0.04, 0.11)
+    cx = np.full(n, rng.uniform(r + 0.05, 0.95 - r), np.float32)
+    cy = np.full(n, aspect * rng.uniform(0.2, 0.85), np.float32)
+    if rng.random() < 0.5:  # a slow drift
+        cx += (rng.uniform(-0.08, 0.08) * times).astype(np.float32)
+        cy += (rng.uniform(-0.05, 0.05) * times).astype(np.float32)
+    scale = np.ones(n, np.float32)
+    colour = np.tile(_colour(rng), (n, 1))
+    alpha = np.ones(n, np.float32)
+    own = str(rng.choice(ACTIONS)) if rng.random() < 0.7 else ""
+    voice = _voice(rng, sr)
+    events = _event_times(rng, scene.duration_s - 0.05, rng.uniform(0.6, 2.0), 0.25, 0.05)
+    for t0 in events:
+        action = own or str(rng.choice(ACTIONS))
+        age = (times - t0).astype(np.float32)
+        after = age >= 0
+        if action == "flash":
+            colour += (np.clip(1.2 - colour, 0, 1) * np.where(after, np.exp(-age / 0.12), 0)[:, None]).astype(np.float32)
+        elif action == "jump":
+            cx += np.where(after, rng.uniform(-0.25, 0.25), 0).astype(np.float32)
+            cy += np.where(after, aspect * rng.uniform(-0.2, 0.2), 0).astype(np.float32)
+        elif action == "pulse":
+            scale *= (1 + np.where(after, rng.uniform(0.3, 0.7) * np.exp(-age / 0.1), 0)).astype(np.float32)
+        elif action == "recolour":
+            colour[after] = _colour(rng)
+        elif action == "drop":  # falls from above and lands at t0
+            fall = rng.uniform(0.15, 0.35)
+            cy -= np.where((age < 0) & (age > -fall), 4.0 * age ** 2 / fall, 0).astype(np.float32)
+        elif action == "shake":
+            cx += np.where(after & (age < 0.15), 0.03 * np.sin(age * 2 * np.pi * 25), 0).astype(np.float32)
+        else:  # toggle: appears (or vanishes) at t0
+            alpha = np.where(after, 1 - alpha[np.searchsorted(times, t0) - 1] if t0 > 0 else 1.0, alpha).astype(np.float32)
+        if sounding:
+            add_sound(scene.audio, sr, float(t0), voice(), _level(rng, 4))
+    cx, cy = np.clip(cx, 0.02, 0.98), np.clip(cy, 0.02, aspect - 0.02)
+    size = {k: r * scale for k in keys}
+    cv.shape(sdf, cx, cy, r * scale * 1.5 + 0.01, np.clip(colour, 0, 1), alpha=alpha, **size, **extra)
+    return events.tolist()
+
+
+@_family("events")
+def _events(scene: Scene, cv: _Canvas, rng: np.random.Generator) -> None:
+    """Cause and effect at random, for training: one to three objects, each with its own look and its
+    own voice, do visible things at random times (flash, jump, swell, change colour, drop, shake,
+    appear) and sound at that moment, beside one or two that do the same things in silence. Nothing
+    ties what is seen to what is heard but *when*: a model learns timing, not one family's looks."""
+    for _ in range(int(rng.integers(1, 4))):
+        scene.events_s.extend(_actor(scene, cv, rng, sounding=True))
+    for _ in range(int(rng.integers(0, 3))):
+        _actor(scene, cv, rng, sounding=False)
 
 
 def available_families() -> list[str]:
