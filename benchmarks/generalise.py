@@ -58,15 +58,16 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "src" / "avmatch" / "weights
 
 
 def recipe(epochs: int, seed: int = 0, plain: bool = False, init: str = ""):
-    """The training recipe of the shipped model; ``plain`` is the reference, ``init`` fine-tunes."""
-    from avmatch.train import TrainConfig
+    """The shipped model's recipe (``avmatch.train.RECIPES["sync"]``) for ``epochs``; ``plain`` is the
+    reference (no augmentation, no level-free audio); ``init`` fine-tunes from that run."""
+    from avmatch.train import recipe as sync_recipe
 
-    options = {"max_lag": 32, "hidden": 128, "embed_dim": 64, "init_scale": 50.0}
-    if not plain:
-        options["audio_centre"] = 25
-    return TrainConfig(model="" if init else "sync", epochs=epochs, batch_size=48, lr=1e-3 if init else 2e-3,
-                       window_s=3.0, patience=epochs, seed=seed, max_shift_s=1.0, histograms=False,
-                       augment=0.0 if plain else 0.8, model_options={} if init else options, init=init)
+    common = {"epochs": epochs, "patience": epochs, "seed": seed, "histograms": False}
+    if init:
+        return sync_recipe("", init=init, lr=1e-3, batch_size=48, window_s=3.0, max_shift_s=1.0, **common)
+    if plain:
+        return sync_recipe("sync", augment=0.0, model_options={"audio_centre": 0}, **common)
+    return sync_recipe("sync", **common)
 
 
 def all_families() -> list[str]:

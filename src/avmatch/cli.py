@@ -32,13 +32,12 @@ _TRAIN_OPTIONS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "c
 
 
 def _train_config(args, model: str):
-    from avmatch.train import TrainConfig
+    from avmatch.train import recipe
 
     given = {field: getattr(args, opt) for opt, field in _TRAIN_OPTIONS.items() if getattr(args, opt) is not None}
     if args.no_histograms:
         given["histograms"] = False
-    return TrainConfig(model=model, model_options=_options(args.option), init=getattr(args, "init", None) or "",
-                       **given)
+    return recipe(model, model_options=_options(args.option), init=getattr(args, "init", None) or "", **given)
 
 
 def cmd_models(args) -> None:

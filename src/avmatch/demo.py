@@ -58,7 +58,7 @@ class DemoConfig:
     lr: float = 2e-3
     window_s: float = 3.0
     patience: int = 8
-    model_options: dict = field(default_factory=lambda: {"max_lag": 32, "hidden": 96, "embed_dim": 48, "init_scale": 50.0})
+    model_options: dict = field(default_factory=dict)  # over the sync recipe's (avmatch.train.RECIPES)
     workers: int = 0  # processes for generation and extraction; 0: as many as extraction uses by default
     extractor: str = "default"  # another one (e.g. "efficientnet" with fps=25) to compare features
     extractor_options: dict = field(default_factory=dict)
@@ -159,7 +159,7 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
     from avmatch.checkpoint import load_trained
     from avmatch.extract import default_workers, extract
     from avmatch.matching import match_corpora
-    from avmatch.train import TrainConfig, train
+    from avmatch.train import recipe, train
 
     cfg = replace(config or (DemoConfig.quick() if quick else DemoConfig()))
     cfg.n_train, cfg.n_test, cfg.epochs = n_train or cfg.n_train, n_test or cfg.n_test, epochs or cfg.epochs
@@ -215,10 +215,9 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
     _say(progress, f"[2/5] extracted features ({cfg.extractor}, {train_set.video_rate_hz:g} Hz) of "
          f"{len(train_set.clips) + len(videos.clips) + len(audios.clips)} files in {stage['extract']:.0f} s")
 
-    train_cfg = TrainConfig(model="sync", epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                            window_s=cfg.window_s, patience=cfg.patience, seed=seed,
-                            max_shift_s=cfg.max_offset_s, histograms=False,
-                            model_options=dict(cfg.model_options))
+    train_cfg = recipe("sync", epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, window_s=cfg.window_s,
+                       patience=cfg.patience, seed=seed, max_shift_s=cfg.max_offset_s, histograms=False,
+                       model_options=dict(cfg.model_options))
     result = train(train_set, out / "run", train_cfg, progress=progress)
     t0 = lap("train", t0)
     _say(progress, f"[3/5] trained sync: validation top-1 {result['val_top1']:.3f} at epoch "

@@ -57,6 +57,24 @@ class TrainConfig:
     model_options: dict = field(default_factory=dict)
 
 
+# Settings that suit a model better than TrainConfig's general defaults, applied whenever that model
+# is trained (the CLI, the API, the demo and the shipped model's build); what a caller gives wins.
+RECIPES: dict[str, dict] = {
+    # the shipped model's recipe, measured by benchmarks/generalise.py: level-free audio, 3 s windows
+    # with the audio shifted by up to 1 s, offsets searched within 32 frames (1.28 s at 25 Hz)
+    "sync": {"epochs": 16, "batch_size": 48, "window_s": 3.0, "max_shift_s": 1.0,
+             "model_options": {"max_lag": 32, "hidden": 128, "embed_dim": 64, "init_scale": 50.0, "audio_centre": 25}},
+}
+
+
+def recipe(model: str, **given) -> TrainConfig:
+    """The TrainConfig for training ``model``: TrainConfig's defaults, then the model's recipe, then
+    ``given`` (its ``model_options`` merged over the recipe's)."""
+    base = dict(RECIPES.get(model, {}))
+    options = {**base.pop("model_options", {}), **(given.pop("model_options", None) or {})}
+    return TrainConfig(model=model, **{**base, **given}, model_options=options)
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
