@@ -44,3 +44,40 @@ def test_init_refuses_another_model_or_other_features(corpus, first_run, tmp_pat
     foreign = dataclasses.replace(corpus, extractor={"name": "default", "version": 2, "params": {"fps": 25.0}})
     with pytest.raises(AvmatchError, match="extract with the same extractor"):
         train(foreign, tmp_path / "b", TrainConfig(model="", epochs=1, init=str(first_run)), progress=False)
+
+
+@pytest.fixture(scope="module")
+def media_pairs(tmp_path_factory):
+    """Six 3 s paired clips of two generators, and their test form: silent videos, shifted audio."""
+    from avmatch import scenes, worlds
+
+    root = tmp_path_factory.mktemp("shipped")
+    clips = (scenes.make_corpus(root / "clips" / "a", 3, 3.0, seed=7, size=(48, 48)) +
+             worlds.make_corpus(root / "clips" / "b", 3, 3.0, seed=7, size=(48, 48), first=10))
+    scenes.make_test_set(clips, root / "test", seed=1, max_offset_s=0.3)
+    return root
+
+
+def test_the_shipped_model_matches_with_no_training(media_pairs, tmp_path, capsys):
+    """`avmatch match VIDEOS AUDIOS` with no --model: the package's own weights, loaded offline."""
+    import csv
+
+    from avmatch.cli import main
+    from avmatch.shipped import NAMES, describe
+
+    assert NAMES["default"].is_file() and len(describe()["trained_on_families"]) >= 10
+    out = tmp_path / "pairs.csv"
+    main(["match", str(media_pairs / "test" / "videos"), str(media_pairs / "test" / "audios"), "-o", str(out)])
+    rows = list(csv.DictReader(open(out)))
+    assert len(rows) == 6 and len({r["audio"] for r in rows}) == 6 and all(r["offset_s"] for r in rows)
+
+
+def test_fine_tuning_the_shipped_model_on_paired_media(media_pairs, tmp_path):
+    import avmatch
+
+    avmatch.extract([media_pairs / "clips"], tmp_path / "feats", paired=True, progress=False)
+    model = avmatch.train(tmp_path / "feats", tmp_path / "run", init="default", epochs=1, batch_size=6,
+                          window_s=0.0, progress=False)
+    shipped = avmatch.load("default")
+    assert model.trained.model.config == shipped.trained.model.config
+    np.testing.assert_array_equal(model.trained.video_mean, shipped.trained.video_mean)
