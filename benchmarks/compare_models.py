@@ -16,9 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from avmatch.compare import compare
+from avmatch.demo.compare import compare
 from avmatch.models import list_models
-from avmatch.synthetic import make_feature_corpus
+from avmatch.demo.synthetic import make_feature_corpus
 from avmatch.train import TrainConfig
 
 REPORT_MODELS = ["va-metric", "lstm", "gru", "cnn", "lstm-tw", "lstm-cnn", "dual"]

@@ -3,7 +3,7 @@
     python benchmarks/extract_speed.py [--files 40] [--duration 5] [--size 320x240] [--workers 1]
     python benchmarks/extract_speed.py --files 10 --copies-of path/to/bigbuckbunny.mp4   # real footage
 
-Generates the media first (``avmatch.scenes.make_corpus`` when it exists, else ``avmatch.testing.mediagen``),
+Generates the media first (``avmatch.demo.scenes.make_corpus`` when it exists, else ``avmatch.testing.mediagen``),
 then times, in the same run and on the same files:
   bare:    every video frame and every audio frame decoded, nothing else (one pass over each file)
   extract: ``avmatch.extract.extract(files, out, "default")``: probe, decode, resample, features, corpus
@@ -36,7 +36,7 @@ def cpu_s() -> float:
 def make_media(out_dir: Path, n: int, duration_s: float, size: tuple[int, int], seed: int = 0) -> list[Path]:
     """``n`` clips of ``duration_s`` with events on screen and in the sound track."""
     try:
-        from avmatch.scenes import make_corpus
+        from avmatch.demo.scenes import make_corpus
     except ImportError:
         make_corpus = None
     if make_corpus is not None:

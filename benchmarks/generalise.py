@@ -3,7 +3,7 @@
     python benchmarks/generalise.py [-o DIR] [--quick] [--holdout gen:family,...] [--epochs N]
     python benchmarks/generalise.py --build-default     # trains and writes the shipped default model
 
-Two scene generators designed apart (``avmatch.scenes`` and ``avmatch.worlds``: different objects,
+Two scene generators designed apart (``avmatch.demo.scenes`` and ``avmatch.demo.worlds``: different objects,
 rendering and sound synthesis) make paired 4 s clips per family. The families named by ``--holdout``
 (default: two of each generator) are never used to train the models below: their clips become the
 test set, silent videos and separate audio files under random names, each audio shifted by up to
@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avmatch import scenes, worlds
+from avmatch.demo import scenes, worlds
 from avmatch.corpus import Corpus, load_corpus
 from avmatch.demo import motion_onset_scores
 from avmatch.evaluate import retrieval_metrics

@@ -68,7 +68,7 @@ def crash_runs(work: Path, kills: int) -> list[tuple[str, bool, str]]:
 
     from avmatch.corpus import load_corpus, write_corpus
     from avmatch.extract import extract
-    from avmatch.synthetic import make_feature_corpus
+    from avmatch.demo.synthetic import make_feature_corpus
     from avmatch.testing.mediagen import make_clip
     from avmatch.train import TrainConfig, train
 

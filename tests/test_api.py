@@ -7,7 +7,7 @@ import numpy as np
 
 import avmatch
 from avmatch.corpus import write_corpus
-from avmatch.synthetic import make_feature_corpus, shuffle_for_matching, write_key
+from avmatch.demo.synthetic import make_feature_corpus, shuffle_for_matching, write_key
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -13,13 +13,13 @@ LAYERS = [
     {"media"},
     {"extractors", "features"},
     {"corpus", "extract"},
-    {"models", "synthetic"},
+    {"models"},
     {"losses", "checkpoint", "shipped"},
     {"inference"},
     {"matching", "train", "evaluate"},
     {"report"},
     {"__init__"},
-    {"cli", "__main__", "demo", "compare", "scenes", "worlds", "speech", "testing"},
+    {"cli", "__main__", "demo", "speech", "testing"},
 ]
 
 

@@ -16,7 +16,7 @@ from avmatch.corpus import (
     write_corpus,
 )
 from avmatch.errors import AvmatchError
-from avmatch.synthetic import make_feature_corpus, shuffle_for_matching, write_key
+from avmatch.demo.synthetic import make_feature_corpus, shuffle_for_matching, write_key
 
 
 def classic(root, clips=3, t=6, vdim=1024, adim=128, dtype=np.float32):

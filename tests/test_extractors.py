@@ -183,7 +183,7 @@ def test_speed_against_bare_decode(media):
 
 def test_default_motion_maps_say_where(tmp_path):
     """A square that moves in the left half lights up the left half of the 16x16 motion map only."""
-    from avmatch.scenes import write_media
+    from avmatch.demo.scenes import write_media
 
     frames = np.full((20, 64, 64, 3), 0.12, np.float32)
     for k in range(20):
@@ -198,7 +198,7 @@ def test_default_motion_maps_say_where(tmp_path):
 
 def test_default_lighting_is_not_motion(tmp_path):
     """The whole picture brightening is lighting: the signed map stays flat, the lighting column moves."""
-    from avmatch.scenes import write_media
+    from avmatch.demo.scenes import write_media
 
     frames = np.stack([np.full((32, 32, 3), (40 + 6 * k) / 255, np.float32) for k in range(12)])
     video = get_extractor("default").video(write_media(tmp_path / "fade.mp4", frames, None))

@@ -8,7 +8,7 @@ import torch
 
 from avmatch.checkpoint import load_trained
 from avmatch.errors import AvmatchError
-from avmatch.synthetic import make_feature_corpus
+from avmatch.demo.synthetic import make_feature_corpus
 from avmatch.train import TrainConfig, train
 
 
@@ -49,7 +49,7 @@ def test_init_refuses_another_model_or_other_features(corpus, first_run, tmp_pat
 @pytest.fixture(scope="module")
 def media_pairs(tmp_path_factory):
     """Six 3 s paired clips of two generators, and their test form: silent videos, shifted audio."""
-    from avmatch import scenes, worlds
+    from avmatch.demo import scenes, worlds
 
     root = tmp_path_factory.mktemp("shipped")
     clips = (scenes.make_corpus(root / "clips" / "a", 3, 3.0, seed=7, size=(48, 48)) +

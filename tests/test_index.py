@@ -19,7 +19,7 @@ from avmatch.matching.index import (
     search,
     vectors,
 )
-from avmatch.synthetic import make_feature_corpus
+from avmatch.demo.synthetic import make_feature_corpus
 from avmatch.train import TrainConfig, train
 
 

@@ -7,7 +7,7 @@ import torch
 
 from avmatch.extractors import get_extractor
 from avmatch.models import build_model
-from avmatch.scenes import SAMPLE_RATE, make_scene
+from avmatch.demo.scenes import SAMPLE_RATE, make_scene
 from avmatch.testing.formats import write_format
 
 

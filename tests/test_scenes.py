@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from avmatch import scenes
+from avmatch.demo import scenes
 from avmatch.media import probe, read_audio, read_video
 
 DURATION_S = 2.0

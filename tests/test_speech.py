@@ -8,7 +8,8 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import pytest
 
-from avmatch import scenes, speech
+from avmatch import speech
+from avmatch.demo import scenes
 from avmatch.media import read_audio, read_video
 
 SR = 16000

@@ -13,7 +13,7 @@ from avmatch.errors import AvmatchError
 from avmatch.evaluate import retrieval_metrics
 from avmatch.inference import score_matrix
 from avmatch.matching import match_corpora
-from avmatch.synthetic import make_feature_corpus, shuffle_for_matching, write_key
+from avmatch.demo.synthetic import make_feature_corpus, shuffle_for_matching, write_key
 from avmatch.train import TrainConfig, train
 
 DIMS = {"video_dim": 48, "audio_dim": 24}

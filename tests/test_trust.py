@@ -20,7 +20,7 @@ from avmatch.inference import score_matrix
 from avmatch.matching import MatchResult, assign, match_corpora
 from avmatch.matching.index import build_index, index_corpus, index_embeddings, load_index
 from avmatch.models import build_model
-from avmatch.synthetic import make_feature_corpus
+from avmatch.demo.synthetic import make_feature_corpus
 
 
 def tiny(tmp_path, name="dual", extractor=None, **options) -> tuple[Trained, object]:

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from avmatch import scenes, worlds
+from avmatch.demo import scenes, worlds
 from avmatch.media import probe, read_audio, read_video
 
 DURATION_S = 2.0

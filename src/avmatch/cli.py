@@ -153,7 +153,7 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_compare(args) -> None:
-    from avmatch.compare import compare
+    from avmatch.demo.compare import compare
     from avmatch.corpus import load_corpus
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -180,7 +180,7 @@ def cmd_extractors(args) -> None:
 
 def cmd_make_features(args) -> None:
     from avmatch.corpus import write_corpus
-    from avmatch.synthetic import make_feature_corpus
+    from avmatch.demo.synthetic import make_feature_corpus
 
     corpus = make_feature_corpus(args.clips, video_dim=args.video_dim, audio_dim=args.audio_dim, seed=args.seed)
     write_corpus(corpus, args.output)

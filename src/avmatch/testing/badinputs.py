@@ -306,7 +306,7 @@ def _npy_bytes(x: np.ndarray) -> bytes:
 def corpus_cases(root: Path) -> list[Case]:
     """Own-format corpora (manifest.jsonl) and .txt file lists with bad manifests, paths and files."""
     from avmatch.corpus import write_corpus
-    from avmatch.synthetic import make_feature_corpus
+    from avmatch.demo.synthetic import make_feature_corpus
 
     root.mkdir(parents=True, exist_ok=True)
     outside = root / "outside.npy"
@@ -965,7 +965,7 @@ def trust_cases(root: str | Path) -> list[TrustCase]:
     import torch
 
     from avmatch.corpus import Corpus, write_corpus
-    from avmatch.synthetic import make_feature_corpus
+    from avmatch.demo.synthetic import make_feature_corpus
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -1149,7 +1149,7 @@ def identity_corpus_cases(root: Path) -> list[Case]:
     """Manifests with source identities (bad ones refused; a clip written from two files read as the
     later file only) and media files whose names are not UTF-8."""
     from avmatch.corpus import write_corpus
-    from avmatch.synthetic import make_feature_corpus
+    from avmatch.demo.synthetic import make_feature_corpus
 
     root.mkdir(parents=True, exist_ok=True)
     base = make_feature_corpus(5, video_dim=6, audio_dim=4, min_len=3, max_len=5, seed=0)  # 4 left to train on

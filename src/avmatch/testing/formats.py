@@ -6,7 +6,7 @@
 
 Each :class:`AudioFormat` says how the signal is changed first (band, level, noise; as a phone line
 or a recorder would) and then how it is encoded (container, codec, bit rate), with PyAV through
-:func:`avmatch.scenes.write_media`.
+:func:`avmatch.demo.scenes.write_media`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from scipy.signal import butter, resample_poly, sosfilt
 
 from avmatch.errors import AvmatchError
 from avmatch.media import probe, read_audio
-from avmatch.scenes import write_media
+from avmatch.demo.scenes import write_media
 
 Degrade = Callable[[np.ndarray, int, np.random.Generator], tuple[np.ndarray, int]]
 

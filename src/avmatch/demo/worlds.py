@@ -1,7 +1,7 @@
-"""A second scene generator, designed apart from :mod:`avmatch.scenes`, for leave-family-out tests.
+"""A second scene generator, designed apart from :mod:`avmatch.demo.scenes`, for leave-family-out tests.
 
 Same interface as ``scenes`` (``FAMILIES``, :func:`available_families`, :func:`make_scene`,
-:func:`make_corpus`, the :class:`~avmatch.scenes.Scene` it returns) but other objects, drawing,
+:func:`make_corpus`, the :class:`~avmatch.demo.scenes.Scene` it returns) but other objects, drawing,
 motion and sound synthesis, so a model trained on one generator's families can be tested on
 families it never saw:
 
@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import butter, lfilter, sosfilt
 
-from avmatch.scenes import FPS, SAMPLE_RATE, Scene, add_sound, write_corpus
+from avmatch.demo.scenes import FPS, SAMPLE_RATE, Scene, add_sound, write_corpus
 
 GENERATOR = "worlds"
 
@@ -868,6 +868,6 @@ def make_corpus(out_dir: str | Path, n: int, duration_s: float = 4.0, seed: int 
                 first: int = 0, families: list[str] | None = None, workers: int = 1) -> list[Path]:
     """Write ``n`` paired clips of this generator's scenes (``clipNNNNN.mp4``, H.264 + AAC) and
     ``scenes.jsonl`` (``generator: "worlds"``) into ``out_dir``; clip i from seed ``[seed, first + i]``,
-    as :func:`avmatch.scenes.make_corpus` does. Returns the paths, in order."""
+    as :func:`avmatch.demo.scenes.make_corpus` does. Returns the paths, in order."""
     return write_corpus(make_scene, GENERATOR, out_dir, n, duration_s, seed, size, first,
                         families or available_families(), workers)

@@ -1,6 +1,6 @@
 """``avmatch demo``: the main job on real media, out of the box.
 
-Generates scenes of two generators designed apart (:mod:`avmatch.scenes` and :mod:`avmatch.worlds`)
+Generates scenes of two generators designed apart (:mod:`avmatch.demo.scenes` and :mod:`avmatch.demo.worlds`)
 as .mp4 files, holding one family of each out of training (``HOLDOUT``), turns the test clips (of every
 family) into silent videos and separately shifted audio files under random names, in mixed formats
 (wav, flac, mp3 at 24 kbit/s, AAC, Opus), then runs what a user runs: extract -> train (``sync``) ->
@@ -155,7 +155,7 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
 
     ``config`` (or the preset: ``DemoConfig.quick()`` / ``DemoConfig()``) sets sizes and training;
     ``n_train``, ``n_test`` and ``epochs`` override it."""
-    from avmatch import scenes, worlds
+    from avmatch.demo import scenes, worlds
     from avmatch.checkpoint import load_trained
     from avmatch.extract import default_workers, extract
     from avmatch.matching import match_corpora
@@ -310,7 +310,7 @@ def _mixed_formats(audio_dir: Path, seed: int) -> dict[str, str]:
     """Re-encode the test's .wav files in turn as each of AUDIO_FORMATS (same file stem, the format's
     suffix), as a user's pile of audio would be; returns {audio id: format}."""
     from avmatch.media import read_audio
-    from avmatch.scenes import SAMPLE_RATE
+    from avmatch.demo.scenes import SAMPLE_RATE
     from avmatch.testing.formats import write_format
 
     rng = np.random.default_rng([seed, 3])
