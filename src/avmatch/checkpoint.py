@@ -42,14 +42,17 @@ class Trained:
         mean, std = (self.video_mean, self.video_std) if modality == "video" else (self.audio_mean, self.audio_std)
         return ((x - mean) / std).astype(np.float32)
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, weights_dtype: torch.dtype | None = None) -> None:
+        """Write the checkpoint atomically; ``weights_dtype`` (e.g. torch.float16) stores floating
+        weights at that precision (they load back into the model's own dtype)."""
         state = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "avmatch_version": __version__,
             "model": self.model.name,
             "model_config": dict(self.model.config),
-            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "state_dict": {k: v.detach().cpu().to(weights_dtype) if weights_dtype and v.is_floating_point()
+                           else v.detach().cpu() for k, v in self.model.state_dict().items()},
             "stats": {k: torch.from_numpy(np.asarray(getattr(self, k), dtype=np.float32))
                       for k in ("video_mean", "video_std", "audio_mean", "audio_std")},
             "extractor": self.extractor,
