@@ -233,7 +233,8 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
     sources = {r["video"]: r["source"] for r in read_pairs(out / "key.csv", ("video", "source"))}
     family = {v: family_of.get(sources.get(v, ""), "") for v in key}
     rows = match.rows()
-    right = {r["video"]: r["audio"] == key[r["video"]][0] for r in rows if r["video"] in key}
+    wrong = {w["video"] for w in metrics["wrong"]}  # evaluate already judged every video of the key
+    right = {v: v not in wrong for v in key}
     groups = {"trained-on families": [v for v in key if family[v] not in HOLDOUT],
               "held-out families": [v for v in key if family[v] in HOLDOUT]}
     by_group = {g: _share(right, vs) for g, vs in groups.items()}
