@@ -42,7 +42,7 @@ def test_init_refuses_another_model_or_other_features(corpus, first_run, tmp_pat
     with pytest.raises(AvmatchError, match="holds a 'dual' model"):
         train(corpus, tmp_path / "a", TrainConfig(model="lstm", epochs=1, init=str(first_run)), progress=False)
     foreign = dataclasses.replace(corpus, extractor={"name": "default", "version": 2, "params": {"fps": 25.0}})
-    with pytest.raises(AvmatchError, match="extract with the same extractor"):
+    with pytest.raises(AvmatchError, match="features of another extractor do not fit the model"):
         train(foreign, tmp_path / "b", TrainConfig(model="", epochs=1, init=str(first_run)), progress=False)
 
 

@@ -32,7 +32,7 @@ from avmatch.checkpoint import Trained, feature_stats, load_trained
 from avmatch.corpus import Clip, Corpus
 from avmatch.errors import AvmatchError
 from avmatch.evaluate import retrieval_metrics
-from avmatch.inference import pad_batch, score_matrix
+from avmatch.inference import check_fits, pad_batch, score_matrix
 from avmatch.models import build_model, capabilities, model_entry
 from avmatch.models.base import parameter_table
 
@@ -93,11 +93,8 @@ def _initial(config: TrainConfig, corpus: Corpus) -> Trained:
     from avmatch.shipped import model_path
 
     start = load_trained(model_path(config.init))
-    had, has = start.extractor, corpus.extractor
-    if [had.get(k) for k in ("name", "version", "params")] != [has.get(k) for k in ("name", "version", "params")]:
-        raise AvmatchError(f"--init {config.init} was trained on features of extractor {had.get('name')!r} "
-                           f"{had.get('params')}, this corpus has {has.get('name')!r} {has.get('params')}; "
-                           "extract with the same extractor", corpus.root)
+    for modality in ("video", "audio"):  # the dims, rates and extractor match refuses, for a corpus too
+        check_fits(start, corpus, modality)
     if config.model and config.model != start.model.name:
         raise AvmatchError(f"--init {config.init} holds a {start.model.name!r} model, not {config.model!r}; "
                            "leave out --model to fine-tune it")
