@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from avmatch.demo.compare import compare
-from avmatch.models import list_models
 from avmatch.demo.synthetic import make_feature_corpus
+from avmatch.models import list_models
 from avmatch.train import TrainConfig
 
 REPORT_MODELS = ["va-metric", "lstm", "gru", "cnn", "lstm-tw", "lstm-cnn", "dual"]

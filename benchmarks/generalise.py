@@ -44,9 +44,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avmatch.demo import scenes, worlds
 from avmatch.corpus import Corpus, load_corpus
-from avmatch.demo import motion_onset_scores
+from avmatch.demo import motion_onset_scores, scenes, worlds
 from avmatch.evaluate import retrieval_metrics
 from avmatch.extract import default_workers, extract
 from avmatch.matching import assign, normalise

@@ -67,8 +67,8 @@ def crash_runs(work: Path, kills: int) -> list[tuple[str, bool, str]]:
     import torch
 
     from avmatch.corpus import load_corpus, write_corpus
-    from avmatch.extract import extract
     from avmatch.demo.synthetic import make_feature_corpus
+    from avmatch.extract import extract
     from avmatch.testing.mediagen import make_clip
     from avmatch.train import TrainConfig, train
 

@@ -15,8 +15,8 @@ from avmatch.corpus import (
     read_manifest,
     write_corpus,
 )
-from avmatch.errors import AvmatchError
 from avmatch.demo.synthetic import make_feature_corpus, shuffle_for_matching, write_key
+from avmatch.errors import AvmatchError
 
 
 def classic(root, clips=3, t=6, vdim=1024, adim=128, dtype=np.float32):

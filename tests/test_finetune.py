@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from avmatch.checkpoint import load_trained
-from avmatch.errors import AvmatchError
 from avmatch.demo.synthetic import make_feature_corpus
+from avmatch.errors import AvmatchError
 from avmatch.train import TrainConfig, train
 
 
@@ -81,3 +81,18 @@ def test_fine_tuning_the_shipped_model_on_paired_media(media_pairs, tmp_path):
     shipped = avmatch.load("default")
     assert model.trained.model.config == shipped.trained.model.config
     np.testing.assert_array_equal(model.trained.video_mean, shipped.trained.video_mean)
+
+
+def test_a_new_sync_model_reads_the_extractors_motion_maps(media_pairs, corpus, tmp_path):
+    """Training fills ``video_maps`` from the extractor that made the corpus (Extractor.video_maps):
+    the default extractor's two 16x16 motion maps; features of unknown layout get none."""
+    import avmatch
+    from avmatch.extractors.frames import FrameRateFeatures
+
+    avmatch.extract([media_pairs / "clips"], tmp_path / "feats", paired=True, progress=False)
+    model = avmatch.train(tmp_path / "feats", tmp_path / "run", model="sync", epochs=1, batch_size=6,
+                          window_s=0.0, progress=False)
+    assert model.trained.model.config["video_maps"] == list(FrameRateFeatures.video_maps) == [96, 2, 16]
+    assert model.trained.model.video.front is not None
+    plain = avmatch.train(corpus, tmp_path / "plain", model="sync", epochs=1, batch_size=16, progress=False)
+    assert plain.trained.model.config["video_maps"] is None and plain.trained.model.video.front is None

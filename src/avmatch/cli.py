@@ -153,8 +153,8 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_compare(args) -> None:
-    from avmatch.demo.compare import compare
     from avmatch.corpus import load_corpus
+    from avmatch.demo.compare import compare
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     compare(load_corpus(args.corpus), models, args.output, _train_config(args, models[0]), args.test_fraction)

@@ -32,6 +32,7 @@ from avmatch.checkpoint import Trained, feature_stats, load_trained
 from avmatch.corpus import Clip, Corpus
 from avmatch.errors import AvmatchError
 from avmatch.evaluate import retrieval_metrics
+from avmatch.extractors import video_maps
 from avmatch.inference import check_fits, pad_batch, score_matrix
 from avmatch.models import build_model, capabilities, model_entry
 from avmatch.models.base import parameter_table
@@ -388,6 +389,8 @@ def _train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: boo
     train_set, val_set = paired.split(config.val_fraction, config.seed)
     if len(val_set.clips) < 2:
         train_set, val_set = paired, paired  # tiny corpora: validate on the training clips
+    if start is None and not resume and model_entry(config.model).reads_maps and "video_maps" not in config.model_options:
+        config.model_options["video_maps"] = video_maps(corpus.extractor)  # a new model reads the extractor's maps
     torch.manual_seed(config.seed)
     model = build_model(config.model, paired.video_dim, paired.audio_dim, **config.model_options).to(device)
     trained = Trained(model, *feature_stats([c.video for c in train_set.clips]),

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from avmatch.demo.scenes import SAMPLE_RATE, make_scene
 from avmatch.extractors import get_extractor
 from avmatch.models import build_model
-from avmatch.demo.scenes import SAMPLE_RATE, make_scene
 from avmatch.testing.formats import write_format
 
 

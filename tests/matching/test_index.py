@@ -9,6 +9,7 @@ import pytest
 from avmatch.checkpoint import load_trained
 from avmatch.cli import main
 from avmatch.corpus import write_corpus
+from avmatch.demo.synthetic import make_feature_corpus
 from avmatch.errors import AvmatchError
 from avmatch.matching.index import (
     build_index,
@@ -19,7 +20,6 @@ from avmatch.matching.index import (
     search,
     vectors,
 )
-from avmatch.demo.synthetic import make_feature_corpus
 from avmatch.train import TrainConfig, train
 
 

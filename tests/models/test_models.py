@@ -14,6 +14,9 @@ from avmatch.models.base import parameter_table
 
 VIDEO_DIM, AUDIO_DIM = 24, 12
 NAMES = [e.name for e in list_models() if e.builder.__module__.startswith("avmatch.")]  # not models tests register
+# every model as built by default, and the options that switch on another path through a model
+BUILDS = [(n, {}) for n in NAMES] + [("sync", {"video_maps": [4, 1, 4]})]  # one 4x4 map from column 4
+BUILD_IDS = [n + "".join(f"-{k}" for k in o) for n, o in BUILDS]
 
 
 def _batch(n: int, dim: int, lengths: list[int], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,10 +47,10 @@ def _loss(model, v, v_len, a, a_len) -> torch.Tensor:
 V_LENS, A_LENS = [9, 5, 7, 3, 8], [6, 9, 4, 7, 5]  # lengths differ within a batch and between modalities
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_model_trains_a_step_and_scores_consistently(name):
+@pytest.mark.parametrize("name,options", BUILDS, ids=BUILD_IDS)
+def test_model_trains_a_step_and_scores_consistently(name, options):
     torch.manual_seed(0)
-    model = build_model(name, VIDEO_DIM, AUDIO_DIM)
+    model = build_model(name, VIDEO_DIM, AUDIO_DIM, **options)
     assert model.loss in losses.LOSSES
     v, v_len = _batch(4, VIDEO_DIM, V_LENS, 1)
     a, a_len = _batch(4, AUDIO_DIM, A_LENS, 2)
@@ -72,11 +75,11 @@ def test_model_trains_a_step_and_scores_consistently(name):
     assert matrix.std() > 0  # scores depend on the pair
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name,options", BUILDS, ids=BUILD_IDS)
 @pytest.mark.parametrize("mode", ["eval", "train"])
-def test_padding_never_changes_a_result(name, mode):
+def test_padding_never_changes_a_result(name, options, mode):
     torch.manual_seed(0)
-    model = build_model(name, VIDEO_DIM, AUDIO_DIM, dropout=0.0)  # train mode then is deterministic
+    model = build_model(name, VIDEO_DIM, AUDIO_DIM, dropout=0.0, **options)  # train mode then is deterministic
     model.train(mode == "train")
     v, v_len = _batch(5, VIDEO_DIM, V_LENS, 5)
     a, a_len = _batch(5, AUDIO_DIM, A_LENS, 6)

@@ -155,8 +155,8 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
 
     ``config`` (or the preset: ``DemoConfig.quick()`` / ``DemoConfig()``) sets sizes and training;
     ``n_train``, ``n_test`` and ``epochs`` override it."""
-    from avmatch.demo import scenes, worlds
     from avmatch.checkpoint import load_trained
+    from avmatch.demo import scenes, worlds
     from avmatch.extract import default_workers, extract
     from avmatch.matching import match_corpora
     from avmatch.train import recipe, train
@@ -310,8 +310,8 @@ def _shipped_one_to_one(videos: Corpus, audios: Corpus, key: dict) -> float | No
 def _mixed_formats(audio_dir: Path, seed: int) -> dict[str, str]:
     """Re-encode the test's .wav files in turn as each of AUDIO_FORMATS (same file stem, the format's
     suffix), as a user's pile of audio would be; returns {audio id: format}."""
-    from avmatch.media import read_audio
     from avmatch.demo.scenes import SAMPLE_RATE
+    from avmatch.media import read_audio
     from avmatch.testing.formats import write_format
 
     rng = np.random.default_rng([seed, 3])

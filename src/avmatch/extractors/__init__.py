@@ -33,6 +33,9 @@ class Extractor:
     audio_rate_hz: float = 1.0
     video_dim: int = 0
     audio_dim: int = 0
+    # where the visual features hold maps of cells: (first column, number of maps, cells per side), so
+    # a model can read them as images (models registered with reads_maps); None: no maps
+    video_maps: ClassVar[tuple[int, int, int] | None] = None
 
     def video(self, path: str | Path) -> np.ndarray:
         """Visual features of a media file, (T, video_dim) float32 at ``video_rate_hz``."""
@@ -101,6 +104,15 @@ def get_extractor(name: str, **options: Any) -> Extractor:
         return cls(**options)
     except ValueError as err:  # an option out of its bounds (each extractor checks its own)
         raise AvmatchError(f"extractor {name!r}: {err}") from None
+
+
+def video_maps(record: dict) -> list[int] | None:
+    """The map layout (:attr:`Extractor.video_maps`) of the features an extractor record (a corpus's
+    or a checkpoint's ``extractor``) describes; None for other or unknown extractors and versions."""
+    cls = _REGISTRY.get(record.get("name", ""))
+    if cls is None or cls.video_maps is None or record.get("version") != cls.version:
+        return None
+    return list(cls.video_maps)
 
 
 def _lookup(name: str) -> type[Extractor]:

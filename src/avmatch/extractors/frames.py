@@ -90,6 +90,7 @@ class FrameRateFeatures(Extractor):
 
     version = 2
     video_dim = 64 + 32 + 256 + 256 + 1 + 1
+    video_maps = (96, 2, 16)  # the signed and the absolute motion map, 16x16 each, from column 96
     audio_dim = MEL_BANDS + 1 + 1
 
     def __init__(self, fps: float = 25.0, sample_rate: int = 16000):

@@ -33,6 +33,7 @@ class ModelEntry:
     summary: str
     kind: str  # one of KINDS: what the model can do (see the module's docstring)
     metric: str = "ip"  # how its clip embeddings compare: "ip" (cosine) or "l2" (minus the distance is the score)
+    reads_maps: bool = False  # takes option ``video_maps``: training passes the extractor's map layout
 
     @property
     def embedding(self) -> bool:
@@ -51,16 +52,17 @@ class ModelEntry:
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, summary: str, kind: str, metric: str = "ip"):
+def register_model(name: str, summary: str, kind: str, metric: str = "ip", reads_maps: bool = False):
     """Decorator: ``@register_model("lstm", "one-line summary", kind="embedding")`` over
-    ``def builder(video_dim, audio_dim, **cfg)``; ``kind`` is one of :data:`KINDS`."""
+    ``def builder(video_dim, audio_dim, **cfg)``; ``kind`` is one of :data:`KINDS`; ``reads_maps``:
+    the model takes option ``video_maps``, which training fills from the extractor (Extractor.video_maps)."""
     if kind not in KINDS or metric not in ("ip", "l2"):
         raise ValueError(f"model {name!r}: kind must be one of {KINDS} and metric ip or l2")
 
     def wrap(builder):
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelEntry(name, builder, summary, kind, metric)
+        _REGISTRY[name] = ModelEntry(name, builder, summary, kind, metric, reads_maps)
         return builder
 
     return wrap

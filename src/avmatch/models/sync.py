@@ -26,12 +26,43 @@ def local_centre(x: Tensor, mask: Tensor, frames: int) -> Tensor:
     return (x - pool(x * mask) / pool(mask).clamp(min=1e-6)) * mask
 
 
+class MapFront(nn.Module):
+    """(B, T, D) -> (B, T, D - C*G*G + 2*W): the C maps of G x G cells found at columns
+    ``start : start + C*G*G`` go through small space-time convolutions (the same weights at every
+    place, so what is learnt about a moving thing holds wherever it is), then a max and a mean over
+    the places; the other columns pass through as they are."""
+
+    def __init__(self, start: int, channels: int, grid: int, width: int = 24):
+        super().__init__()
+        self.start, self.channels, self.grid, self.width = start, channels, grid, width
+        self.convs = nn.ModuleList([nn.Conv3d(channels, width, 3, padding=1),
+                                    nn.Conv3d(width, width, 3, padding=1, stride=(1, 2, 2))])
+
+    def out_dim(self, in_dim: int) -> int:
+        return in_dim - self.channels * self.grid ** 2 + 2 * self.width
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        """x (B, T, D) with zeros past each clip's end, mask (B, T, 1)."""
+        b, t, _ = x.shape
+        end = self.start + self.channels * self.grid ** 2
+        h = x[..., self.start : end].reshape(b, t, self.channels, self.grid, self.grid).transpose(1, 2)
+        keep = mask.view(b, 1, t, 1, 1)
+        for conv in self.convs:  # padding frames zeroed after each layer: they look like the conv's own padding
+            h = torch.nn.functional.gelu(conv(h)) * keep
+        h = h.flatten(3)  # (B, W, T, places)
+        pooled = torch.cat([h.amax(-1), h.mean(-1)], 1).transpose(1, 2)  # (B, T, 2W)
+        return torch.cat([x[..., : self.start], x[..., end:], pooled], -1)
+
+
 class FrameTower(nn.Module):
     """(B, T, D) -> (B, T, E) per-frame embeddings; padding frames come out as zeros."""
 
-    def __init__(self, in_dim: int, hidden: int, embed_dim: int, dropout: float, centre: int = 0):
+    def __init__(self, in_dim: int, hidden: int, embed_dim: int, dropout: float, centre: int = 0,
+                 front: MapFront | None = None):
         super().__init__()
         self.centre = centre  # frames of local centring of the input; 0: none
+        self.front = front
+        in_dim = front.out_dim(in_dim) if front is not None else in_dim
         self.inp = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU())
         self.convs = nn.ModuleList(nn.Conv1d(hidden, hidden, 5, padding=2 * d, dilation=d) for d in (1, 2, 4))
         self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in self.convs)
@@ -42,6 +73,8 @@ class FrameTower(nn.Module):
         mask = length_mask(lengths, x.shape[1]).unsqueeze(-1).to(x.dtype)  # (B, T, 1)
         if self.centre:
             x = local_centre(x, mask, self.centre)
+        if self.front is not None:
+            x = self.front(x * mask, mask)
         h = self.inp(x) * mask
         for conv, norm in zip(self.convs, self.norms, strict=True):
             # zeroing the padding after every layer makes it look exactly like the conv's own padding
@@ -54,9 +87,16 @@ class SyncModel(MatchModel):
 
     def __init__(self, video_dim: int, audio_dim: int, hidden: int = 128, embed_dim: int = 64,
                  max_lag: int = 50, dropout: float = 0.1, init_scale: float = 10.0, lag_contrast: float = 0.75,
-                 audio_centre: int = 0):
+                 audio_centre: int = 0, video_maps: list[int] | None = None):
         super().__init__()
-        self.video = FrameTower(video_dim, hidden, embed_dim, dropout)
+        # video_maps [start, channels, grid]: the video features hold that many grid x grid maps from
+        # column start (an extractor's Extractor.video_maps; training fills it in), read by
+        # convolutions rather than one weight per cell; None: no maps
+        front = MapFront(*video_maps) if video_maps else None
+        if front is not None and (len(video_maps) != 3 or min(video_maps[1:]) < 1 or video_maps[0] < 0
+                                  or video_maps[0] + video_maps[1] * video_maps[2] ** 2 > video_dim):
+            raise ValueError(f"video_maps {video_maps} ([start column, maps, grid]) do not fit {video_dim} video columns")
+        self.video = FrameTower(video_dim, hidden, embed_dim, dropout, front=front)
         # audio_centre > 0 centres the audio input over that many frames (odd): level-invariant by design
         self.audio = FrameTower(audio_dim, hidden, embed_dim, dropout, centre=audio_centre)
         self.max_lag = max_lag  # frames searched either side; overridable at match time
@@ -130,6 +170,6 @@ class SyncModel(MatchModel):
 
 
 @register_model("sync", "timing-aware: per-frame embeddings scored at every lag (SyncNet-style); gives offsets",
-                kind="timing")
+                kind="timing", reads_maps=True)
 def sync(video_dim: int, audio_dim: int, **cfg) -> SyncModel:
     return SyncModel(video_dim, audio_dim, **cfg)

@@ -19,9 +19,9 @@ import av
 import numpy as np
 from scipy.signal import butter, resample_poly, sosfilt
 
+from avmatch.demo.scenes import write_media
 from avmatch.errors import AvmatchError
 from avmatch.media import probe, read_audio
-from avmatch.demo.scenes import write_media
 
 Degrade = Callable[[np.ndarray, int, np.random.Generator], tuple[np.ndarray, int]]
 
