@@ -21,7 +21,7 @@ from avmatch.demo.synthetic import make_feature_corpus
 from avmatch.models import list_models
 from avmatch.train import TrainConfig
 
-REPORT_MODELS = ["va-metric", "lstm", "gru", "cnn", "lstm-tw", "lstm-cnn", "dual"]
+REPORT_MODELS = ["va-metric", "rnn", "lstm", "gru", "cnn", "lstm-tw", "lstm-cnn", "dual"]
 
 
 def main() -> None:

@@ -106,7 +106,8 @@ def test_cli_end_to_end(tmp_path, capsys):
 
     events = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"histograms": 0}).Reload()
     tags = events.Tags()
-    assert {"loss/total", "val/top1", "val/top5"} <= set(tags["scalars"])
+    assert {"loss/total", "grad/norm", "val/top1", "val/top5"} <= set(tags["scalars"])
+    assert all(e.value > 0 for e in events.Scalars("grad/norm"))
     for prefix in ("weights/", "grads/", "outputs/"):
         assert any(t.startswith(prefix) for t in tags["histograms"]), prefix
     assert {"scores/matched", "scores/mismatched"} <= set(tags["histograms"])

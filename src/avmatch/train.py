@@ -465,8 +465,8 @@ def _train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: boo
             loss = sum(terms.values())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if config.clip_grad > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
+            # the norm before clipping (none with clip_grad 0): the text's exploding/vanishing gradients, logged
+            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad if config.clip_grad > 0 else math.inf)
             optimizer.step()
             if shard is not None:  # log the global batch's loss, not this process's share of it
                 terms = shard.mean(terms)
@@ -474,6 +474,7 @@ def _train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: boo
             if writer is not None:
                 step = epoch * steps_per_epoch + s // config.batch_size
                 writer.add_scalar("loss/total", loss.item(), step)
+                writer.add_scalar("grad/norm", grad_norm.item(), step)
                 for k, t in terms.items():
                     writer.add_scalar(f"loss/{k}", t.item(), step)
             bar.update(1)

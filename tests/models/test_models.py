@@ -222,3 +222,11 @@ def test_declared_kind_is_what_the_model_does(name):
         assert not hasattr(model, "logit_bias") or kind.pair
     assert (kind.metric == "l2") == (name == "va-metric")
 
+
+
+def test_rnn_is_the_plain_tanh_rnn_and_cell_rnn_works_for_every_recurrent_model():
+    """The text's baseline: no gates (one weight block per layer, not four or three)."""
+    rnn, lstm = build_model("rnn", VIDEO_DIM, AUDIO_DIM), build_model("lstm", VIDEO_DIM, AUDIO_DIM)
+    assert isinstance(rnn.video.rnn, torch.nn.RNN) and rnn.video.rnn.nonlinearity == "tanh"
+    assert rnn.video.rnn.weight_hh_l0.shape[0] * 4 == lstm.video.rnn.weight_hh_l0.shape[0]
+    assert isinstance(build_model("lstm-tw", VIDEO_DIM, AUDIO_DIM, cell="rnn").video.rnn, torch.nn.RNN)

@@ -2,13 +2,15 @@
 
 - ``va-metric``: the starter's metric model. A two-layer LSTM per modality, its last hidden state, a
   linear layer shared by both modalities, Euclidean distance, contrastive loss with margin 1.
+- ``rnn``: the text's plain (tanh) RNN, the baseline the gated cells improve on; otherwise as ``lstm``.
 - ``lstm`` / ``gru``: a stacked gated RNN per modality, pooled over time (mean or last state), projected
   to an L2-normalised embedding; cosine times a learned scale, InfoNCE.
 - ``lstm-tw``: the report's LSTM with time weighting: a learned score per step, softmax over the real
   steps, and the weighted sum of the LSTM outputs as the clip's summary.
 
 Gated cells guard against vanishing gradients; the training loop clips the gradient norm against
-exploding ones (the text's advice).
+exploding ones (the text's advice; on by default, ``clip_grad``) and logs it (``grad/norm`` in
+TensorBoard), so ``rnn`` beside ``lstm`` and ``gru`` shows the difference.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from avmatch.models.base import (
     xavier_init,
 )
 
-_CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
+_CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}  # nn.RNN: tanh
 
 
 def _rnn(cell: str, in_dim: int, hidden: int, layers: int, dropout: float) -> nn.RNNBase:
@@ -124,6 +126,12 @@ def lstm(video_dim: int, audio_dim: int, cell: str = "lstm", **cfg) -> Recurrent
 @register_model("gru", "stacked GRU per modality (fewer parameters than LSTM), masked mean, cosine embedding",
                 kind="embedding")
 def gru(video_dim: int, audio_dim: int, cell: str = "gru", **cfg) -> RecurrentModel:
+    return RecurrentModel(video_dim, audio_dim, cell=cell, **cfg)
+
+
+@register_model("rnn", "the text's plain tanh RNN per modality (no gates), masked mean, cosine embedding",
+                kind="embedding")
+def rnn(video_dim: int, audio_dim: int, cell: str = "rnn", **cfg) -> RecurrentModel:
     return RecurrentModel(video_dim, audio_dim, cell=cell, **cfg)
 
 
