@@ -144,10 +144,17 @@ def cmd_evaluate(args) -> None:
     if args.json:
         print(json.dumps(metrics, indent=2))
         return
+    from avmatch.evaluate import SCORES
+
     print(f"pairs: {metrics['pairs']}")
-    for k in ("one_to_one", "top1", "top5", "mrr", "in_candidates", "offset_mae_s", "offset_within_40ms"):
+    for k in ("one_to_one", "in_candidates", "offset_mae_s", "offset_within_40ms"):
         if k in metrics:
-            print(f"{k:10s} {metrics[k]:.3f}")
+            print(f"{k:18s} {metrics[k]:.3f}")
+    for prefix, what in SCORES.items():
+        if prefix + "top1" in metrics:
+            print(f"ranked on {what}:")
+            for k in ("top1", "top5", "mrr"):
+                print(f"  {prefix + k:16s} {metrics[prefix + k]:.3f}")
     for w in metrics["wrong"]:
         print(f"wrong: {w['video']} -> {w['chosen'] or '(unmatched)'} (true {w['true']})")
 

@@ -1,4 +1,9 @@
-"""Metrics of a matching against the true key: top-k, one-to-one accuracy, mean reciprocal rank."""
+"""Metrics of a matching against the true key: top-k, one-to-one accuracy, mean reciprocal rank.
+
+Rankings are measured on two score matrices, and every output says which (:data:`SCORES`):
+``top1``, ``top5``, ``mrr`` rank the model's own (raw) scores, the course's measure; ``normalised_top1``
+... rank the scores after the matching's normalisation (dual softmax by default), which can
+differ. One-to-one accuracy is the assignment's, made on the normalised scores."""
 
 from __future__ import annotations
 
@@ -8,6 +13,22 @@ from pathlib import Path
 import numpy as np
 
 from avmatch.errors import AvmatchError
+
+
+SCORES = {"": "the model's own scores (the course's measure)",
+          "normalised_": "the scores after the matching's normalisation (what the assignment used)"}
+
+
+def labelled_metrics(raw, normalised, truth: np.ndarray) -> dict:
+    """Retrieval metrics of both score matrices (dense, or sparse candidates), keys prefixed as
+    :data:`SCORES` says: ``top1`` on the raw scores, ``normalised_top1`` on the normalised ones."""
+    from scipy.sparse import issparse
+
+    out: dict[str, float] = {}
+    for prefix, scores in zip(SCORES, (raw, normalised), strict=True):
+        metrics = candidate_retrieval_metrics if issparse(scores) else retrieval_metrics
+        out.update({prefix + k: v for k, v in metrics(scores, truth).items() if k != "n"})
+    return out
 
 
 def ranks(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -119,11 +140,10 @@ def evaluate_pairs(pairs_csv: str | Path, key_csv: str | Path) -> dict:
     One-to-one accuracy comes from the pairs; top-k and MRR from the score matrix saved beside them
     (from the candidates of a two-stage match: lower bounds, see :func:`candidate_retrieval_metrics`),
     once it is known to be of the same run (:func:`avmatch.matching.results.check_same_run`); when the key has
-    ``offset_s``, the offset error over the correctly matched pairs. A key must be one-to-one; so
+    ``offset_s``, the offset error over the correctly matched pairs. Top-k and MRR come twice, on
+    the raw and on the normalised scores (:data:`SCORES`). A key must be one-to-one; so
     must the pairs, unless the run matched greedily.
     """
-    from scipy.sparse import issparse
-
     from avmatch.matching import check_same_run, load_scores, scores_path
 
     npz = scores_path(pairs_csv)
@@ -155,6 +175,5 @@ def evaluate_pairs(pairs_csv: str | Path, key_csv: str | Path) -> dict:
         scores, vids, aids = load_scores(npz)
         col = {a: j for j, a in enumerate(aids)}
         truth = np.array([col.get(key.get(v, ""), -1) for v in vids])
-        metrics = candidate_retrieval_metrics if issparse(scores) else retrieval_metrics
-        out.update({k: v for k, v in metrics(scores, truth).items() if k != "n"})
+        out.update(labelled_metrics(load_scores(npz, raw=True)[0], scores, truth))
     return out

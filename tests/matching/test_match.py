@@ -89,6 +89,26 @@ def test_evaluate_pairs_from_written_match(tmp_path):
     assert {w["video"] for w in metrics["wrong"]} == {"v1", "v2"}
 
 
+def test_evaluate_ranks_the_raw_and_the_normalised_scores_apart(tmp_path, capsys):
+    """The course ranks the model's own scores; the assignment uses normalised ones: both are reported,
+    each under its own name, and they can differ."""
+    from avmatch.cli import main
+
+    raw = np.array([[5.0, 4.0, 0.0], [4.9, 1.0, 0.0], [0.0, 0.0, 1.0]])  # v1's audio a1 ranks 2nd raw...
+    normalised = np.array([[0.4, 0.6, 0.0], [0.3, 0.7, 0.0], [0.0, 0.0, 1.0]])  # ...1st once normalised
+    MatchResult(["v0", "v1", "v2"], ["a0", "a1", "a2"], normalised, assign(normalised), "hungarian",
+                raw).write(tmp_path / "pairs.csv")
+    (tmp_path / "key.csv").write_text("video,audio\nv0,a0\nv1,a1\nv2,a2\n")
+    metrics = evaluate_pairs(tmp_path / "pairs.csv", tmp_path / "key.csv")
+    assert metrics["top1"] == pytest.approx(2 / 3)  # raw: v0 and v2 right
+    assert metrics["normalised_top1"] == pytest.approx(2 / 3)  # normalised: v1 and v2 right
+    assert metrics["mrr"] == pytest.approx((1 + 0.5 + 1) / 3)
+    assert metrics["normalised_mrr"] == pytest.approx((0.5 + 1 + 1) / 3)
+    assert main(["evaluate", str(tmp_path / "pairs.csv"), "--key", str(tmp_path / "key.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "ranked on the model's own scores" in out and "normalised_mrr" in out
+
+
 def test_evaluate_rejects_a_key_without_columns(tmp_path):
     (tmp_path / "pairs.csv").write_text("video,audio,score,margin\nv0,a0,1,1\n")
     (tmp_path / "key.csv").write_text("clip,sound\nv0,a0\n")

@@ -37,6 +37,6 @@ def compare(corpus: Corpus, models: list[str], out_dir: str | Path, config: Trai
               "one_to_one": 1 / len(videos), "mrr": sum(1 / r for r in range(1, len(videos) + 1)) / len(videos),
               "epochs": 0, "train_s": 0.0}
     text = (f"# avmatch compare\n\n{len(train_set.clips)} training clips, {len(test_set.clips)} test pairs "
-            f"(top-5 is the course's criterion).\n\n" + markdown_table(rows + [chance]))
+            f"(top-5 is the course's criterion; top-k, MRR and one-to-one on the models' own scores, not normalised).\n\n" + markdown_table(rows + [chance]))
     write_text(out_dir / "compare.md", text)
     return rows

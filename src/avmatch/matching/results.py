@@ -188,16 +188,17 @@ def _why(err: BaseException) -> str:
     return f"{type(err).__name__}{': ' + text[0][:120] if text else ''}"
 
 
-def load_scores(npz_path: str | Path) -> tuple[np.ndarray | csr_matrix, list[str], list[str]]:
-    """The score matrix written beside a pairs.csv (dense, or sparse candidates) and its ids.
+def load_scores(npz_path: str | Path, raw: bool = False) -> tuple[np.ndarray | csr_matrix, list[str], list[str]]:
+    """The score matrix written beside a pairs.csv (dense, or sparse candidates) and its ids: the
+    normalised scores the assignment used, or with ``raw`` the model's own.
     Never unpickles; a damaged or foreign file is a one-line error."""
     npz_path = regular(npz_path)
     try:
         with np.load(npz_path, allow_pickle=False) as z:
             if "indptr" in z:
-                scores = csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+                scores = csr_matrix((z["raw_data" if raw else "data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
             else:
-                scores = np.asarray(z["scores"], dtype=np.float64)
+                scores = np.asarray(z["raw_scores" if raw else "scores"], dtype=np.float64)
             video_ids, audio_ids = [str(v) for v in z["video_ids"]], [str(a) for a in z["audio_ids"]]
     except Exception as err:  # noqa: BLE001 - zip, key, pickle and shape errors read the same to a user
         raise AvmatchError(f"not a score matrix written by avmatch match ({_why(err)})", npz_path) from None
