@@ -116,9 +116,24 @@ def test_cli_end_to_end(tmp_path, capsys):
                  "-o", str(tmp_path / "pairs.csv")]) == 0
     assert (tmp_path / "pairs.heatmap.png").stat().st_size > 1000
     capsys.readouterr()
+    # -o -: the same pairs on standard output, sorted by video; no file named "-"
+    assert main(["match", str(tmp_path / "videos"), str(tmp_path / "audios"), "--model", str(tmp_path / "run"),
+                 "-o", "-"]) == 0
+    printed = capsys.readouterr().out
+    assert printed == (tmp_path / "pairs.csv").read_bytes().decode() and not (tmp_path / "-").exists()
+    videos_in_order = [line.split(",")[0] for line in printed.splitlines()[1:]]
+    assert videos_in_order == sorted(videos_in_order) and len(videos_in_order) == len(key)
     assert main(["evaluate", str(tmp_path / "pairs.csv"), "--key", str(tmp_path / "key.csv"), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert 0.0 <= metrics["one_to_one"] <= 1.0 and "top5" in metrics and metrics["pairs"] == len(key)
+
+
+def test_cli_says_its_version(capsys):
+    import avmatch
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"avmatch {avmatch.__version__}"
 
 
 def test_cli_inspect_matches_the_reports_table(capsys):

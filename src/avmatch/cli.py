@@ -92,6 +92,9 @@ def cmd_match(args) -> None:
         args.videos, args.audios, greedy=args.greedy, normalise=args.normalise, max_offset_s=args.max_offset,
         mode=args.mode, candidates=args.candidates, retriever=args.retriever, retrieval=args.retrieval,
         workers=args.workers, options=_options(args.option))
+    if args.output == "-":  # the pairs on standard output (no score file or heat map to go with them)
+        sys.stdout.write(result.csv_text())
+        return
     written = result.to_csv(args.output, heatmap=not args.no_heatmap)
     print(f"matched {len(result.video_ids)} videos against {len(result.audio_ids)} audios "
           f"({result.method}{', two-stage' if result.sparse else ''}); wrote {', '.join(str(p) for p in written)}")
@@ -216,7 +219,10 @@ def _add_train_options(p: argparse.ArgumentParser, epochs: int | None = None) ->
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from avmatch import __version__
+
     parser = argparse.ArgumentParser(prog="avmatch", description="Find which audio belongs to which silent video.")
+    parser.add_argument("--version", action="version", version=f"avmatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("models", help="list the models")
@@ -249,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="extraction processes for media input")
     p.add_argument("--model", default="default",
                    help="run folder or checkpoint (default: the model shipped with avmatch, no training needed)")
-    p.add_argument("-o", "--output", default="pairs.csv")
+    p.add_argument("-o", "--output", default="pairs.csv",
+                   help="pairs.csv to write, with its score file and heat map beside it; '-': the pairs on standard output")
     p.add_argument("--greedy", action="store_true", help="each video's best audio instead of a one-to-one assignment")
     p.add_argument("--normalise", default="dual-softmax", choices=["dual-softmax", "none"],
                    help="score normalisation before assigning (counters 'hub' audios)")

@@ -73,6 +73,17 @@ class MatchResult:
             rows.append(row)
         return rows
 
+    def csv_text(self) -> str:
+        """pairs.csv as text: one row per video, sorted by video id (two runs on the same inputs
+        write the same file, whatever order the inputs were read in)."""
+        buf = io.StringIO()
+        rows = sorted(self.rows(), key=lambda r: r["video"])
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["video", "audio", "score", "margin"])
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+        return buf.getvalue()
+
     def write(self, pairs_csv: str | Path, heatmap: bool = True) -> list[Path]:
         """Write pairs.csv, the score matrix beside it (``.scores.npz``) and a heat map PNG, as one set.
 
@@ -84,13 +95,7 @@ class MatchResult:
         pairs.csv. A kill or a full disk midway leaves an incomplete set that readers refuse
         (:func:`check_same_run`), never pairs of one run beside scores of another."""
         pairs_csv = Path(pairs_csv)
-        buf = io.StringIO()
-        rows = self.rows()
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["video", "audio", "score", "margin"])
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-        text = buf.getvalue()
+        text = self.csv_text()
         npz, png = scores_path(pairs_csv), heatmap_path(pairs_csv)
         for path in (pairs_csv, npz, png):
             remove_stale_temps(path)
