@@ -161,6 +161,10 @@ def test_cli_bad_inputs_fail_with_one_line(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
     (tmp_path / "empty").mkdir()
     _one_line_error(capsys, ["train", str(tmp_path / "empty"), "-o", str(tmp_path / "r")], "empty")
+    (tmp_path / "media").mkdir()  # media where features are wanted: told what to run
+    (tmp_path / "media" / "clip.mp4").write_bytes(b"\0")
+    _one_line_error(capsys, ["train", str(tmp_path / "media"), "-o", str(tmp_path / "r")], "media",
+                    "holds media files, not features", "avmatch extract")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     _one_line_error(capsys, ["match", str(bad), str(bad), "--model", str(tmp_path / "junk.pt")], "junk.pt")
 

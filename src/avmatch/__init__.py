@@ -116,11 +116,11 @@ def train(corpus: Corpus | str | Path, run: str | Path, *, resume: bool = False,
     ``run`` and return the best model. ``config``: any field of :class:`avmatch.train.TrainConfig`
     (model, epochs, batch_size, lr, window_s, init, model_options, ...) over the model's recipe
     (``avmatch.train.RECIPES``); by default the model that suits the corpus."""
-    from avmatch.corpus import load_corpus
+    from avmatch.extract import training_features
     from avmatch.train import choose_model, recipe
     from avmatch.train import train as run_training
 
-    corpus = corpus if not isinstance(corpus, (str, Path)) else load_corpus(corpus)
+    corpus = corpus if not isinstance(corpus, (str, Path)) else training_features(corpus)
     if not config.get("model") and not config.get("init"):
         config["model"] = choose_model(corpus)
     metrics = run_training(corpus, run, recipe(config.pop("model", ""), **config), resume=resume, progress=progress,

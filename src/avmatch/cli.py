@@ -67,14 +67,14 @@ def cmd_inspect(args) -> None:
 
 def cmd_train(args) -> None:
     import avmatch
-    from avmatch.corpus import load_corpus
+    from avmatch.extract import training_features
     from avmatch.train import choose_model, launch_processes
 
     if args.ddp > 1 and "WORLD_SIZE" not in os.environ:  # the processes it starts find WORLD_SIZE set
         launch_processes(args.ddp, args.argv)
         return
     first = os.environ.get("RANK", "0") == "0"  # under torchrun, one process speaks
-    corpus = load_corpus(args.corpus)
+    corpus = training_features(args.corpus)
     model = args.model or ("" if args.init else choose_model(corpus))
     if not args.model and not args.init and first:
         print(f"avmatch: no --model given; using {model!r} for this corpus", file=sys.stderr)

@@ -37,8 +37,10 @@ from avmatch.atomic import write_text
 from avmatch.corpus import (
     CORPUS_INFO,
     MANIFEST,
+    Corpus,
     append_clip,
     done_clips,
+    load_corpus,
     retire_clips,
     reuse_clip,
     same_content,
@@ -451,6 +453,15 @@ def is_media_source(path: str | Path) -> bool:
     return any(p.suffix.lower() in MEDIA_SUFFIXES for p in path.rglob("*") if p.is_file())
 
 
+def training_features(path: str | Path) -> Corpus:
+    """:func:`~avmatch.corpus.load_corpus` for training: a folder of media files (the commonest first
+    mistake) is told to be extracted first, rather than called an empty corpus."""
+    if is_media_source(path):
+        raise AvmatchError(f"holds media files, not features: extract them first (avmatch extract {path} -o FEATS "
+                           "--paired), then train on FEATS", path)
+    return load_corpus(path)
+
+
 def cache_dir(path: str | Path, extractor: dict) -> Path:
     """Where the features of a media folder are cached for a given extractor and its settings."""
     root = Path(os.environ.get("AVMATCH_CACHE", Path.home() / ".cache" / "avmatch"))
@@ -461,8 +472,6 @@ def cache_dir(path: str | Path, extractor: dict) -> Path:
 def open_features(path: str | Path, extractor: dict, workers: int = 1, progress: bool = True):
     """A feature corpus at ``path``, or the features of the media at ``path`` extracted (and cached)
     with the given extractor (as recorded in a trained run)."""
-    from avmatch.corpus import load_corpus
-
     if not is_media_source(path):
         return load_corpus(path)
     out = cache_dir(path, extractor)
