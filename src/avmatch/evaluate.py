@@ -150,6 +150,9 @@ def evaluate_pairs(pairs_csv: str | Path, key_csv: str | Path) -> dict:
     run = check_same_run(pairs_csv, npz) if npz.exists() or npz.is_symlink() else {}
     pairs = _one_per_video(read_pairs(pairs_csv), pairs_csv, audio_once=run.get("method") != "greedy")
     key_rows = read_pairs(key_csv)
+    if key_rows and {"score", "margin"} <= set(key_rows[0]):
+        raise AvmatchError("is a pairs file written by avmatch match (it has score and margin columns), not a key; "
+                           "the arguments are: avmatch evaluate PAIRS --key KEY", key_csv)
     key_by_video = _one_per_video(key_rows, key_csv, audio_once=True)
     if any(not r.get("audio") for r in key_rows):
         raise AvmatchError("a row names no audio", key_csv)

@@ -109,6 +109,15 @@ def test_evaluate_ranks_the_raw_and_the_normalised_scores_apart(tmp_path, capsys
     assert "ranked on the model's own scores" in out and "normalised_mrr" in out
 
 
+def test_evaluate_refuses_its_two_files_swapped(tmp_path):
+    scores = np.eye(2)
+    MatchResult(["v0", "v1"], ["a0", "a1"], scores, assign(scores), "hungarian").write(tmp_path / "pairs.csv")
+    (tmp_path / "key.csv").write_text("video,audio\nv0,a0\nv1,a1\n")
+    assert evaluate_pairs(tmp_path / "pairs.csv", tmp_path / "key.csv")["one_to_one"] == 1.0
+    with pytest.raises(AvmatchError, match="pairs.csv.*not a key"):
+        evaluate_pairs(tmp_path / "key.csv", tmp_path / "pairs.csv")
+
+
 def test_evaluate_rejects_a_key_without_columns(tmp_path):
     (tmp_path / "pairs.csv").write_text("video,audio,score,margin\nv0,a0,1,1\n")
     (tmp_path / "key.csv").write_text("clip,sound\nv0,a0\n")
