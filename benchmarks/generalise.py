@@ -1,6 +1,6 @@
 """Generalisation: families the model never saw, every audio format a user brings. Prints tables.
 
-    python benchmarks/generalise.py [-o DIR] [--quick] [--holdout gen:family,...] [--epochs N]
+    python benchmarks/generalise.py [-o DIR [--reuse]] [--quick] [--holdout gen:family,...] [--epochs N]
     python benchmarks/generalise.py --build-default     # trains and writes the shipped default model
 
 Two scene generators designed apart (``avmatch.demo.scenes`` and ``avmatch.demo.worlds``: different objects,
@@ -16,6 +16,8 @@ In one run, on the same files, it measures:
               model does on footage unlike anything it was trained on (no training by the user)
   fine-tuned  ``unseen`` fine-tuned (``train --init``) on paired clips of the held-out families
               (other clips than the test's): a user who has some paired clips of their own footage
+  scratch     the recipe trained from scratch on those same paired clips: the README's plain
+              ``avmatch train feats -o run``
   reference   a plain timing model of our own, for comparison: ``sync`` trained like ``unseen`` but
               without augmentation and without level-free audio
   floor       untrained: video motion energy against audio onset strength over the same lags
@@ -138,6 +140,7 @@ def train_recipe(corpus: Corpus, families: list[str], run: Path, config) -> tupl
     from avmatch.checkpoint import load_trained
     from avmatch.train import train
 
+    shutil.rmtree(run, ignore_errors=True)  # a run left by an earlier benchmark in the same folder
     keep = tuple(f"{f.replace(':', '-')}/" for f in families)
     chosen = corpus._with([c for c in corpus.clips if c.id.startswith(keep)])
     t0 = time.perf_counter()
@@ -180,6 +183,9 @@ def main() -> None:
     parser.add_argument("--formats", default=",".join(FORMATS), help="audio formats to test")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference model")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run, not a measurement")
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse the media (and, extraction being resumable, the features) an earlier run with "
+                             "the same sizes left in -o DIR")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--build-default", action="store_true", help="train and write the shipped model")
@@ -200,18 +206,23 @@ def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
     per_family = -(-args.test_pairs // len(holdout))
     t0 = time.perf_counter()
-    family_of = make_media(root / "media", train_families, args.train_per_family, 0, args.seed, args.workers)
-    family_of.update(make_media(root / "media", holdout, -(-args.tune_clips // len(holdout)), per_family,
-                                args.seed + 1000, args.workers))
-    test_clips = sorted((root / "media" / "test_clips").rglob("*.mp4"))[: args.test_pairs]
-    key_csv = scenes.make_test_set(test_clips, root / "media" / "test", seed=args.seed, max_offset_s=1.0)
+    key_csv = root / "media" / "test" / "key.csv"
+    if args.reuse and key_csv.is_file():  # the media of an earlier run into the same folder
+        family_of = {p.name: p.parent.name.replace("-", ":", 1) for p in (root / "media").rglob("*.mp4")
+                     if p.parent.parent.name in ("train", "test_clips")}
+    else:
+        family_of = make_media(root / "media", train_families, args.train_per_family, 0, args.seed, args.workers)
+        family_of.update(make_media(root / "media", holdout, -(-args.tune_clips // len(holdout)), per_family,
+                                    args.seed + 1000, args.workers))
+        test_clips = sorted((root / "media" / "test_clips").rglob("*.mp4"))[: args.test_pairs]
+        key_csv = scenes.make_test_set(test_clips, root / "media" / "test", seed=args.seed, max_offset_s=1.0)
+        rng = np.random.default_rng(args.seed)
+        wavs = sorted((root / "media" / "test" / "audios").glob("*.wav"))
+        for fmt in formats:
+            if fmt != "wav":
+                for w in wavs:
+                    reencode(w, root / "media" / "test" / f"audios-{fmt}", fmt, rng)
     key = read_key(key_csv)
-    rng = np.random.default_rng(args.seed)
-    wavs = sorted((root / "media" / "test" / "audios").glob("*.wav"))
-    for fmt in formats:
-        if fmt != "wav":
-            for w in wavs:
-                reencode(w, root / "media" / "test" / f"audios-{fmt}", fmt, rng)
     gen_s = time.perf_counter() - t0
     print(f"generated clips of {len(train_families)} training families, {len(test_clips)} test pairs of "
           f"{len(holdout)} held-out families ({', '.join(holdout)}), {len(formats)} audio formats, in {gen_s:.0f} s")
@@ -234,6 +245,8 @@ def main() -> None:
         corpus, train_families, root / "run-unseen", recipe(args.epochs, args.seed))
     models["fine-tuned"], seconds["fine-tuned"], _, clips["fine-tuned"] = train_recipe(
         corpus, holdout, root / "run-tuned", recipe(args.tune_epochs, args.seed, init=str(root / "run-unseen")))
+    models["scratch"], seconds["scratch"], _, clips["scratch"] = train_recipe(
+        corpus, holdout, root / "run-scratch", recipe(args.epochs, args.seed))
     if not args.no_reference:
         models["reference"], seconds["reference"], _, clips["reference"] = train_recipe(
             corpus, train_families, root / "run-reference", recipe(args.epochs, args.seed, plain=True))
@@ -276,7 +289,7 @@ def report(results: dict, formats: list[str], holdout: list[str], root: Path, co
     for fam in holdout:
         print(f"  {fam:18s} " + " ".join(f"{results[n, formats[0]]['by_family'].get(fam, float('nan')):10.3f}"
                                          for n in names))
-    for name in ("unseen", "fine-tuned"):
+    for name in ("unseen", "fine-tuned", "scratch"):
         if (name, formats[0]) in results:
             print(f"\n{name}: one-to-one by family and format")
             print(f"  {'family':18s} " + " ".join(f"{f:>9s}" for f in formats))
