@@ -19,7 +19,7 @@ In one run, on the same files, it measures:
   scratch     the recipe trained from scratch on those same paired clips: the README's plain
               ``avmatch train feats -o run``
   reference   a plain timing model of our own, for comparison: ``sync`` trained like ``unseen`` but
-              without augmentation and without level-free audio
+              without augmentation, level-free audio or the convolutional reading of the motion maps
   floor       untrained: video motion energy against audio onset strength over the same lags
   shipped     the model inside the package, labelled in-family: it was trained on every family
 and prints one-to-one (Hungarian on dual-softmax scores), top-1, top-5 and the share of right pairs
@@ -61,14 +61,14 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "src" / "avmatch" / "weights
 
 def recipe(epochs: int, seed: int = 0, plain: bool = False, init: str = ""):
     """The shipped model's recipe (``avmatch.train.RECIPES["sync"]``) for ``epochs``; ``plain`` is the
-    reference (no augmentation, no level-free audio); ``init`` fine-tunes from that run."""
+    reference (no augmentation, no level-free audio, no map convolutions); ``init`` fine-tunes from that run."""
     from avmatch.train import recipe as sync_recipe
 
     common = {"epochs": epochs, "patience": epochs, "seed": seed, "histograms": False}
     if init:
         return sync_recipe("", init=init, lr=1e-3, batch_size=48, window_s=3.0, max_shift_s=1.0, **common)
     if plain:
-        return sync_recipe("sync", augment=0.0, model_options={"audio_centre": 0}, **common)
+        return sync_recipe("sync", augment=0.0, model_options={"audio_centre": 0, "video_maps": None}, **common)
     return sync_recipe("sync", **common)
 
 
