@@ -224,7 +224,7 @@ def main() -> None:
                     reencode(w, root / "media" / "test" / f"audios-{fmt}", fmt, rng)
     key = read_key(key_csv)
     gen_s = time.perf_counter() - t0
-    print(f"generated clips of {len(train_families)} training families, {len(test_clips)} test pairs of "
+    print(f"generated clips of {len(train_families)} training families, {len(key)} test pairs of "
           f"{len(holdout)} held-out families ({', '.join(holdout)}), {len(formats)} audio formats, in {gen_s:.0f} s")
 
     t0 = time.perf_counter()
