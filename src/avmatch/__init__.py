@@ -101,6 +101,19 @@ class Model:
                              retriever=retriever.trained if retriever else None, retrieval=retrieval)
 
 
+    def locate(self, clips: Corpus | str | Path, recordings: Corpus | str | Path, *,
+               min_confidence: float | None = None, reverse: bool = False, workers: int = 1,
+               options: dict | None = None, progress: bool = False) -> list:
+        """Place each silent clip of ``clips`` inside the long audio recordings of ``recordings``
+        (``reverse``: audio snippets inside long silent videos): a list of
+        :class:`avmatch.matching.locate.Placement` (recording "" where refused), one per clip."""
+        from avmatch.matching.locate import MIN_CONFIDENCE, locate
+
+        return locate(self.trained, self.features(clips, options, workers, progress),
+                      self.features(recordings, options, workers, progress),
+                      MIN_CONFIDENCE if min_confidence is None else min_confidence, reverse, progress)
+
+
 def load(run: str | Path = "default") -> Model:
     """A trained model: a run folder (its best checkpoint), a ``.pt`` file, or "default" (the
     model shipped with avmatch). Every checkpoint is checked before it is built."""

@@ -107,6 +107,22 @@ def cmd_match(args) -> None:
                  if unmatched_audios else ""))
 
 
+def cmd_locate(args) -> None:
+    import avmatch
+    from avmatch.matching.locate import placements_text, write_placements
+
+    placements = avmatch.load(args.model).locate(args.clips, args.recordings, min_confidence=args.min_confidence,
+                                                  reverse=args.reverse, workers=args.workers, progress=True)
+    if args.output == "-":
+        sys.stdout.write(placements_text(placements))
+        return
+    write_placements(placements, args.output)
+    refused = [p.clip for p in placements if not p.recording]
+    print(f"placed {len(placements) - len(refused)} of {len(placements)} clips in {args.output}"
+          + (f"; refused (no recording explains them): {', '.join(refused[:10])}{' ...' if len(refused) > 10 else ''}"
+             if refused else ""))
+
+
 def cmd_index(args) -> None:
     import avmatch
     from avmatch.matching.index import index_corpus
@@ -248,6 +264,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "--batch-size stays the global batch)")
     _add_train_options(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("locate", help="place short silent clips inside long audio recordings (which one, where)")
+    p.add_argument("clips", help="silent videos (media file/folder or feature corpus); with --reverse, audio snippets")
+    p.add_argument("recordings", help="long audio recordings; with --reverse, long silent videos")
+    p.add_argument("-o", "--output", default="placements.csv", help="placements.csv to write; '-': standard output")
+    p.add_argument("--model", default="default", help="run folder or checkpoint of a timing model (default: shipped)")
+    p.add_argument("--min-confidence", type=float, default=None,
+                   help="refuse placements less sure than this (default 0.5)")
+    p.add_argument("--reverse", action="store_true", help="short audio snippets inside long silent videos")
+    p.add_argument("--workers", type=int, default=1, help="extraction processes for media")
+    p.set_defaults(func=cmd_locate)
 
     p = sub.add_parser("match", help="match silent videos to audios with a trained model")
     p.add_argument("videos", help="feature corpus, or media file/folder (extracted with the run's extractor, cached)")

@@ -1,5 +1,5 @@
 """The only code that runs a model: clips encoded in length-sorted batches, score matrices, clip
-embeddings, pair scores, lag curves and offsets.
+embeddings, per-frame embeddings of clips of any length, pair scores, lag curves and offsets.
 
 Matching (:mod:`avmatch.matching`), training-time validation (:func:`avmatch.train.validate`),
 indexing and evaluation sit on these functions and never call a model's methods themselves. A
@@ -131,6 +131,36 @@ def estimate_offsets(trained: Trained, videos: list[np.ndarray], audios: list[np
             confs.append(float(c[k] - np.median(valid)) if len(valid) else 0.0)
     model.train(was_training)
     return np.array(offsets), np.array(confs)
+
+
+@torch.no_grad()
+def frame_embeddings(trained: Trained, arrays: list[np.ndarray], modality: str, chunk: int = 4096,
+                     margin: int = 64) -> list[np.ndarray]:
+    """A timing model's per-frame embeddings (T_i, E) float32 of each clip, however long: a long
+    clip is encoded in pieces of ``chunk`` frames with ``margin`` frames of context either side (more
+    than the towers' reach), so memory stays bounded and the result is the whole clip's."""
+    model = trained.model
+    if not capabilities(model).timing:
+        raise AvmatchError(f"model {model.name!r} has no per-frame embeddings: locating clips needs a timing model "
+                           "(such as sync, or the shipped default)")
+    device = next(model.parameters()).device
+    encode = model.encode_video if modality == "video" else model.encode_audio
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for x in arrays:
+            x = trained.standardise(x, modality)
+            parts = []
+            for s in range(0, max(1, len(x)), chunk):
+                lo, hi = max(0, s - margin), min(len(x), s + chunk + margin)
+                piece, length = pad_batch([x[lo:hi]], device)
+                e = encode(piece, length)[0].float().cpu().numpy()
+                parts.append(e[s - lo : s - lo + min(chunk, len(x) - s)])
+            out.append(np.concatenate(parts) if parts else np.zeros((0, 0), np.float32))
+    finally:
+        model.train(was_training)
+    return out
 
 
 def is_embedding_model(trained: Trained) -> bool:

@@ -1,0 +1,91 @@
+"""locate: short silent clips placed inside long recordings (and refused when nothing explains them)."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from avmatch.errors import AvmatchError
+from avmatch.matching.locate import RecordingIndex
+
+
+def test_place_scores_are_the_mean_cosine_at_every_place_across_blocks():
+    """The FFT search equals the brute-force mean of the frame products, in every block (a small
+    block forces many) and up to each recording's last place."""
+    rng = np.random.default_rng(0)
+    recordings = [rng.normal(size=(n, 6)).astype(np.float32) for n in (300, 41, 9)]
+    clip = rng.normal(size=(25, 6)).astype(np.float32)
+    index = RecordingIndex(recordings, longest_clip=40, block=64)
+    assert len(index.spans) > 5
+    got = index.place_scores(clip)
+    for rec, scores in zip(recordings, got, strict=True):
+        want = [float((clip * rec[k : k + 25]).sum() / 25) for k in range(len(rec) - 25 + 1)]
+        np.testing.assert_allclose(scores, want, rtol=1e-4, atol=1e-4)
+    assert len(got[2]) == 0  # a recording shorter than the clip has no place for it
+
+
+def test_frame_embeddings_of_a_long_clip_do_not_depend_on_the_chunking():
+    import torch
+
+    from avmatch.checkpoint import Trained
+    from avmatch.inference import frame_embeddings
+    from avmatch.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("sync", 12, 8, hidden=16, embed_dim=8, audio_centre=25)
+    trained = Trained(model, np.zeros(12), np.ones(12), np.zeros(8), np.ones(8), extractor={},
+                      video_rate_hz=25.0, audio_rate_hz=25.0)
+    x = np.random.default_rng(1).normal(size=(700, 8)).astype(np.float32)
+    whole = frame_embeddings(trained, [x], "audio", chunk=10_000)[0]
+    pieces = frame_embeddings(trained, [x], "audio", chunk=128, margin=64)[0]
+    assert whole.shape == (700, 8)
+    np.testing.assert_allclose(pieces, whole, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """Two 24 s recordings of two generators, three clips cut from them, and a clip of a scene
+    that was never recorded."""
+    from avmatch.demo import scenes, worlds
+    from avmatch.demo.scenes import write_media
+
+    root = tmp_path_factory.mktemp("locate")
+    truth = {}
+    for r, (mod, family) in enumerate([(scenes, "bounce"), (worlds, "drums")]):
+        scene = mod.make_scene([r, 7], family, duration_s=24.0, size=(48, 48))
+        write_media(root / "recordings" / f"rec{r}.wav", None, scene.audio, sample_rate=scene.sample_rate)
+        for j, start_s in enumerate((3.0, 15.2)[: 2 - r]):
+            a, b = int(start_s * scene.fps), int((start_s + 5.0) * scene.fps)
+            write_media(root / "clips" / f"c{r}{j}.mp4", scene.frames[a:b], None, fps=scene.fps)
+            truth[f"c{r}{j}"] = (f"rec{r}", start_s)  # ids: the file stems
+    decoy = worlds.make_scene([99, 1], "drums", duration_s=5.0, size=(48, 48))
+    write_media(root / "clips" / "decoy.mp4", decoy.frames, None, fps=decoy.fps)
+    return root, truth
+
+
+def test_locate_places_clips_and_refuses_a_clip_nothing_recorded(recorded, tmp_path, capsys):
+    """`avmatch locate CLIPS RECORDINGS` with the shipped model, from media folders."""
+    from avmatch.cli import main
+
+    root, truth = recorded
+    out = tmp_path / "placements.csv"
+    assert main(["locate", str(root / "clips"), str(root / "recordings"), "-o", str(out)]) == 0
+    rows = {r["clip"]: r for r in csv.DictReader(open(out))}
+    assert set(rows) == set(truth) | {"decoy"}
+    for clip, (recording, start_s) in truth.items():
+        assert rows[clip]["recording"] == recording, rows[clip]
+        assert abs(float(rows[clip]["start_s"]) - start_s) <= 0.04, rows[clip]
+        assert float(rows[clip]["confidence"]) >= 0.5
+    assert rows["decoy"]["recording"] == "" and float(rows["decoy"]["confidence"]) < 0.5
+    assert "refused" in capsys.readouterr().out
+
+
+def test_locate_refuses_bad_requests_with_one_line(recorded, tmp_path):
+    import avmatch
+
+    root, _ = recorded
+    model = avmatch.load("default")
+    with pytest.raises(AvmatchError, match="min-confidence"):
+        model.locate(root / "clips", root / "recordings", min_confidence=2.0)
+    with pytest.raises(AvmatchError, match="no recording with audio"):
+        model.locate(root / "clips", root / "clips")  # silent videos where recordings are wanted
