@@ -17,7 +17,7 @@ LAYERS = [
     {"losses", "checkpoint", "shipped"},
     {"inference"},
     {"matching", "train", "evaluate"},
-    {"report"},
+    {"report", "mux"},
     {"__init__"},
     {"cli", "__main__", "demo", "speech", "testing"},
 ]

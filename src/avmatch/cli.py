@@ -123,6 +123,17 @@ def cmd_locate(args) -> None:
              if refused else ""))
 
 
+def cmd_mux(args) -> None:
+    from avmatch.mux import mux
+
+    done = mux(args.result, args.videos, args.audios, args.output)
+    print(f"wrote {len(done['written'])} videos with their audio to {args.output}"
+          + (f", kept {len(done['kept'])} already there" if done["kept"] else "")
+          + (f"; {len(done['failed'])} failed (see {Path(args.output) / 'failed.csv'})" if done["failed"] else ""))
+    if done["failed"] and not done["written"] and not done["kept"]:
+        raise AvmatchError(f"every one of the {len(done['failed'])} videos failed; see {Path(args.output) / 'failed.csv'}")
+
+
 def cmd_index(args) -> None:
     import avmatch
     from avmatch.matching.index import index_corpus
@@ -275,6 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reverse", action="store_true", help="short audio snippets inside long silent videos")
     p.add_argument("--workers", type=int, default=1, help="extraction processes for media")
     p.set_defaults(func=cmd_locate)
+
+    p = sub.add_parser("mux", help="write each video with its recovered audio, in sync (video stream copied)")
+    p.add_argument("result", help="pairs.csv (avmatch match) or placements.csv (avmatch locate)")
+    p.add_argument("videos", help="the silent videos (folder or file) the result names")
+    p.add_argument("audios", help="the audio files or recordings (folder or file) the result names")
+    p.add_argument("-o", "--output", required=True, help="folder for the videos with sound; a rerun keeps those there")
+    p.set_defaults(func=cmd_mux)
 
     p = sub.add_parser("match", help="match silent videos to audios with a trained model")
     p.add_argument("videos", help="feature corpus, or media file/folder (extracted with the run's extractor, cached)")

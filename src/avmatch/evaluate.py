@@ -14,7 +14,6 @@ import numpy as np
 
 from avmatch.errors import AvmatchError
 
-
 SCORES = {"": "the model's own scores (the course's measure)",
           "normalised_": "the scores after the matching's normalisation (what the assignment used)"}
 

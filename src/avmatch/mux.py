@@ -1,0 +1,161 @@
+"""``avmatch mux``: each silent video written back with the audio found for it, in sync.
+
+Reads a ``pairs.csv`` (``avmatch match``: video, audio, offset_s) or a ``placements.csv``
+(``avmatch locate``: clip, recording, start_s) and, for every row with an audio, writes
+``OUT/<video id><video's suffix>``: the video stream copied packet for packet (no re-encoding, PyAV
+remux) and the audio cut and shifted so that it plays in sync — ``audio(t + shift)`` at video time
+``t``, where ``shift`` is ``-offset_s`` for a pair and ``start_s`` for a placement; silence where the
+audio has nothing — encoded once (AAC; Opus in .webm). Outputs are written atomically; a file
+already in OUT is kept (the job resumes); files that fail are listed in ``OUT/failed.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from avmatch.atomic import atomic_path, write_text
+from avmatch.errors import AvmatchError
+from avmatch.evaluate import read_pairs
+from avmatch.extract import find_media
+from avmatch.media import iter_audio, probe
+
+AUDIO_CODEC = {".webm": ("libopus", 48000)}  # by container; any other: AAC at the audio's own rate
+
+
+@dataclass
+class Job:
+    video_id: str
+    audio_id: str
+    shift_s: float  # output audio at video time t is the source audio at t + shift_s
+
+
+def read_jobs(result_csv: str | Path) -> list[Job]:
+    """The rows of a pairs.csv or placements.csv that name an audio, as jobs."""
+    path = Path(result_csv)
+    rows = read_pairs(path, ())
+    header = set(rows[0]) if rows else set()
+    if not rows:
+        return []
+    if {"clip", "recording", "start_s"} <= header:
+        video, audio = "clip", "recording"
+        shift = lambda r: float(r["start_s"])  # noqa: E731
+    elif {"video", "audio"} <= header:
+        video, audio = "video", "audio"
+        shift = lambda r: -float(r["offset_s"]) if r.get("offset_s") else 0.0  # noqa: E731
+    else:
+        raise AvmatchError("is neither a pairs.csv (video, audio, offset_s) nor a placements.csv (clip, recording, "
+                           "start_s)", path)
+    jobs = []
+    for r in rows:
+        if not r[audio]:
+            continue
+        try:
+            s = shift(r)
+        except ValueError:
+            raise AvmatchError(f"the offset of {r[video]!r} is not a number", path) from None
+        if not np.isfinite(s):
+            raise AvmatchError(f"the offset of {r[video]!r} is not a finite number", path)
+        jobs.append(Job(r[video], r[audio], s))
+    return jobs
+
+
+def audio_segment(path: str | Path, start_s: float, duration_s: float, sample_rate: int) -> np.ndarray:
+    """``duration_s`` of mono audio from ``start_s`` of the file (negative or past its end: silence
+    there), decoded as a stream: only what precedes the segment is read, never the whole file."""
+    n = int(round(duration_s * sample_rate))
+    first = int(round(start_s * sample_rate))
+    out = np.zeros(n, np.float32)
+    at = 0  # sample position of the chunk in the file
+    for chunk in iter_audio(path, sample_rate):
+        lo, hi = max(at, first), min(at + len(chunk), first + n)
+        if hi > lo:
+            out[lo - first : hi - first] = chunk[lo - at : hi - at]
+        at += len(chunk)
+        if at >= first + n:
+            break
+    return out
+
+
+def mux_one(video: str | Path, audio: str | Path, shift_s: float, out: str | Path) -> Path:
+    """Write ``out``: ``video``'s video stream copied, with ``audio`` shifted by ``shift_s`` as its sound."""
+    video, out = Path(video), Path(out)
+    info = probe(video)
+    if info.video_duration_s is None and info.width is None:
+        raise AvmatchError("has no video stream", video)
+    codec, rate = AUDIO_CODEC.get(out.suffix.lower(), ("aac", probe(audio).sample_rate or 48000))
+    sound = audio_segment(audio, shift_s, info.video_duration_s or info.duration_s, rate)
+    with atomic_path(out) as tmp, av.open(str(video)) as src, \
+            av.open(str(tmp), "w", format={".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"}.get(out.suffix.lower())) as dst:
+        vin = src.streams.video[0]
+        vout = dst.add_stream_from_template(vin)
+        aout = dst.add_stream(codec, rate=rate)
+        aout.layout = "mono"
+        for packet in src.demux(vin):
+            if packet.dts is None:  # the demuxer's flush packet
+                continue
+            packet.stream = vout
+            dst.mux(packet)
+        fmt = aout.codec_context.format.name if aout.codec_context.format else "fltp"
+        block = aout.codec_context.frame_size or 1024
+        for i in range(0, len(sound), block):
+            part = np.ascontiguousarray(sound[None, i : i + block])
+            if fmt in ("s16", "s16p"):
+                part = (np.clip(part, -1, 1) * 32767).astype(np.int16)
+            frame = av.AudioFrame.from_ndarray(part, format=fmt, layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = rate, i, Fraction(1, rate)
+            dst.mux(aout.encode(frame))
+        dst.mux(aout.encode(None))
+    return out
+
+
+def mux(result_csv: str | Path, videos: str | Path, audios: str | Path, out_dir: str | Path,
+        progress: bool = True) -> dict:
+    """Write every video of ``result_csv`` with its audio into ``out_dir``. Returns
+    {"written": [...], "kept": [...], "failed": {video id: why}}; the failures also go to failed.csv."""
+    jobs = read_jobs(result_csv)
+    video_files = {cid: p for p, cid in find_media([videos])}
+    audio_files = {cid: p for p, cid in find_media([audios])}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    done: dict = {"written": [], "kept": [], "failed": {}}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), desc="mux", unit="file")
+    for job in jobs:
+        try:
+            if job.video_id not in video_files:
+                raise AvmatchError(f"no video file with id {job.video_id!r} under {videos}")
+            if job.audio_id not in audio_files:
+                raise AvmatchError(f"no audio file with id {job.audio_id!r} under {audios}")
+            src = video_files[job.video_id]
+            target = out_dir / f"{job.video_id}{src.suffix}"
+            if target.exists():
+                done["kept"].append(target)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                done["written"].append(mux_one(src, audio_files[job.audio_id], job.shift_s, target))
+        except (AvmatchError, OSError, av.FFmpegError, ValueError) as err:
+            done["failed"][job.video_id] = " ".join(str(err).split())[:300]
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    failed_csv = out_dir / "failed.csv"
+    if done["failed"]:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["video", "error"])
+        writer.writerows(sorted(done["failed"].items()))
+        write_text(failed_csv, buf.getvalue())
+    else:
+        failed_csv.unlink(missing_ok=True)
+    return done
