@@ -31,7 +31,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from avmatch.atomic import write_text
 from avmatch.corpus import (
@@ -49,6 +48,7 @@ from avmatch.corpus import (
 )
 from avmatch.errors import AvmatchError
 from avmatch.extractors import get_extractor
+from avmatch.progress import bar as progress_bar
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v"}
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus"}
@@ -208,8 +208,8 @@ def extract(sources: list[str | Path], out: str | Path, extractor_name: str = "d
     for path, clip_id, identity, origin in plan.reuse:
         reuse_clip(out, done[origin], clip_id, str(path), identity)
     started = time.perf_counter()
-    bar = tqdm(total=len(files), initial=len(files) - len(plan.todo), desc=f"extract ({extractor.name})",
-               unit="file", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(len(files), f"extract ({extractor.name})", "file", initial=len(files) - len(plan.todo),
+                       enabled=progress)
 
     def record(path: Path, clip_id: str, result: dict | None, err: BaseException | None) -> None:
         plan.settled.add(visible(str(path)))

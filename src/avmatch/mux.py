@@ -25,6 +25,7 @@ from avmatch.errors import AvmatchError
 from avmatch.evaluate import read_pairs
 from avmatch.extract import find_media
 from avmatch.media import iter_audio, probe
+from avmatch.progress import bar as progress_bar
 
 AUDIO_CODEC = {".webm": ("libopus", 48000)}  # by container; any other: AAC at the audio's own rate
 
@@ -125,11 +126,7 @@ def mux(result_csv: str | Path, videos: str | Path, audios: str | Path, out_dir:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     done: dict = {"written": [], "kept": [], "failed": {}}
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(jobs), desc="mux", unit="file")
+    bar = progress_bar(len(jobs), "mux", "file", enabled=progress)
     for job in jobs:
         try:
             if job.video_id not in video_files:
@@ -145,10 +142,8 @@ def mux(result_csv: str | Path, videos: str | Path, audios: str | Path, out_dir:
                 done["written"].append(mux_one(src, audio_files[job.audio_id], job.shift_s, target))
         except (AvmatchError, OSError, av.FFmpegError, ValueError) as err:
             done["failed"][job.video_id] = " ".join(str(err).split())[:300]
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+        bar.update(1)
+    bar.close()
     failed_csv = out_dir / "failed.csv"
     if done["failed"]:
         buf = io.StringIO()

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from avmatch import losses
 from avmatch.atomic import write_text
@@ -36,6 +35,7 @@ from avmatch.extractors import video_maps
 from avmatch.inference import check_fits, pad_batch, score_matrix
 from avmatch.models import build_model, capabilities, model_entry
 from avmatch.models.base import parameter_table
+from avmatch.progress import bar as progress_bar
 
 
 @dataclass
@@ -440,8 +440,8 @@ def _train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: boo
     train_a = [c.audio for c in train_set.clips]  # standardised batch by batch, after augmentation
     recorder = _augmenter(corpus.extractor) if config.augment > 0 else None
     steps_per_epoch = math.ceil(len(train_v) / config.batch_size)
-    bar = tqdm(total=config.epochs * steps_per_epoch, initial=state["epoch"] * steps_per_epoch,
-               desc=f"train {config.model}", unit="step", disable=not (progress and main), dynamic_ncols=True)
+    bar = progress_bar(config.epochs * steps_per_epoch, f"train {config.model}", "step",
+                       initial=state["epoch"] * steps_per_epoch, enabled=progress and main)
     started = time.perf_counter()
     while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
         epoch = state["epoch"]

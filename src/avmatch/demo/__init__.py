@@ -207,7 +207,7 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
                               ("test_videos", out / "media" / "test" / "videos", False),
                               ("test_audios", out / "media" / "test" / "audios", False)):
         summary = extract([src], feats / name, cfg.extractor, options=cfg.extractor_options, workers=workers,
-                          paired=paired, progress=False)
+                          paired=paired, progress=progress)
         if summary.failed:
             raise RuntimeError(f"extraction failed for {len(summary.failed)} generated files; see {feats / name / 'failed.csv'}")
     train_set, videos, audios = (load_corpus(feats / n) for n in ("train", "test_videos", "test_audios"))

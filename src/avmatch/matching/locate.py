@@ -36,6 +36,7 @@ from avmatch.checkpoint import Trained
 from avmatch.corpus import Corpus
 from avmatch.errors import AvmatchError
 from avmatch.inference import check_fits, frame_embeddings
+from avmatch.progress import bar as progress_bar
 
 MIN_CONFIDENCE = 0.5  # placements less sure than this are refused
 MIN_FRAMES = 8  # a clip this short has no timing to place it by
@@ -119,17 +120,14 @@ def locate(trained: Trained, clips: Corpus, recordings: Corpus, min_confidence: 
     rec_emb = frame_embeddings(trained, [getattr(c, long) for c in r_clips], long)
     index = RecordingIndex(rec_emb, max(len(e) for e in clip_emb))
     out = []
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(c_clips), desc="locate", unit="clip")
+    bar = progress_bar(len(c_clips), "locate", "clip", enabled=progress)
     for c, emb in zip(c_clips, clip_emb, strict=True):
         curves = index.place_scores(emb)
         pooled = np.concatenate([x[np.isfinite(x)] for x in curves])
         duration = len(emb) / rate
         if not len(pooled):  # longer than every recording
             out.append(Placement(c.id, "", float("nan"), float("nan"), float("nan"), float("nan"), 0.0, ""))
+            bar.update(1)
             continue
         centre = float(np.median(pooled))
         spread = 1.4826 * float(np.median(np.abs(pooled - centre))) + 1e-6
@@ -142,10 +140,8 @@ def locate(trained: Trained, clips: Corpus, recordings: Corpus, min_confidence: 
         placed = confidence >= min_confidence
         out.append(Placement(c.id, r_clips[r].id if placed else "", start, start + duration, peak, z, confidence,
                              r_clips[r].id))
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+        bar.update(1)
+    bar.close()
     return out
 
 
