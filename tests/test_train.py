@@ -1,5 +1,6 @@
 """Training, matching and the CLI end to end on small generated feature corpora."""
 
+import csv
 import importlib
 import json
 
@@ -116,6 +117,12 @@ def test_cli_end_to_end(tmp_path, capsys):
                  "-o", str(tmp_path / "pairs.csv")]) == 0
     assert (tmp_path / "pairs.heatmap.png").stat().st_size > 1000
     capsys.readouterr()
+    # --json: the same rows for a program
+    assert main(["match", str(tmp_path / "videos"), str(tmp_path / "audios"), "--model", str(tmp_path / "run"),
+                 "-o", str(tmp_path / "pairs.csv"), "--json"]) == 0
+    as_json = json.loads(capsys.readouterr().out)
+    with open(tmp_path / "pairs.csv") as f:
+        assert [(r["video"], r["audio"]) for r in as_json["pairs"]] == [(r["video"], r["audio"]) for r in csv.DictReader(f)]
     # -o -: the same pairs on standard output, sorted by video; no file named "-"
     assert main(["match", str(tmp_path / "videos"), str(tmp_path / "audios"), "--model", str(tmp_path / "run"),
                  "-o", "-"]) == 0

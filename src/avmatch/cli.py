@@ -86,6 +86,8 @@ def cmd_train(args) -> None:
 
 
 def cmd_match(args) -> None:
+    import numpy as np
+
     import avmatch
 
     result = avmatch.load(args.model).match(
@@ -96,6 +98,13 @@ def cmd_match(args) -> None:
         sys.stdout.write(result.csv_text())
         return
     written = result.to_csv(args.output, heatmap=not args.no_heatmap)
+    if args.json:  # the same rows for a program to read; NaN (no offset) as null
+        rows = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
+                for r in sorted(result.rows(), key=lambda r: r["video"])]
+        print(json.dumps({"method": result.method, "two_stage": result.sparse, "written": [str(p) for p in written],
+                          "unmatched_audios": [] if args.greedy else result.unmatched_audios(), "pairs": rows},
+                         indent=2))
+        return
     print(f"matched {len(result.video_ids)} videos against {len(result.audio_ids)} audios "
           f"({result.method}{', two-stage' if result.sparse else ''}); wrote {', '.join(str(p) for p in written)}")
     if args.greedy:
@@ -307,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score normalisation before assigning (counters 'hub' audios)")
     p.add_argument("--max-offset", type=float, default=None, help="seconds of lag searched by timing models (default: as trained, 2 s)")
     p.add_argument("--no-heatmap", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the pairs as JSON (the files are written too)")
     p.add_argument("--mode", default="auto", choices=["auto", "dense", "two-stage"],
                    help="dense: score every pair; two-stage: score each video's top candidates only "
                         "(auto: dense up to 5000 x 5000 pairs)")
