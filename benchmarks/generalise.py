@@ -223,6 +223,7 @@ def main() -> None:
                 for w in wavs:
                     reencode(w, root / "media" / "test" / f"audios-{fmt}", fmt, rng)
     key = read_key(key_csv)
+    train_families = [f for f in train_families if f in set(family_of.values())]  # --reuse: what is there
     gen_s = time.perf_counter() - t0
     print(f"generated clips of {len(train_families)} training families, {len(key)} test pairs of "
           f"{len(holdout)} held-out families ({', '.join(holdout)}), {len(formats)} audio formats, in {gen_s:.0f} s")

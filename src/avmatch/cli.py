@@ -393,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="avmatch-demo")
     p.add_argument("--quick", action="store_true", help="a smaller, faster smoke run (about 2 minutes)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-clips", type=int, default=None, help="training clips (default: 1600, --quick 400)")
+    p.add_argument("--train-clips", type=int, default=None, help="training clips (default: 640, --quick 300)")
     p.add_argument("--test-clips", type=int, default=None, help="test pairs (default: 160, --quick 40)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: as the preset)")
     p.set_defaults(func=cmd_demo)

@@ -48,12 +48,12 @@ class DemoConfig:
     """Sizes and training settings of a demo run; ``DemoConfig()`` and ``DemoConfig.quick()`` are the
     presets (about 3 and 1 minutes on two free CPU cores)."""
 
-    n_train: int = 1600
+    n_train: int = 640
     n_test: int = 160
     duration_s: float = 4.0
     size: tuple[int, int] = (64, 64)
     max_offset_s: float = 1.0
-    epochs: int = 16
+    epochs: int = 12
     batch_size: int = 48
     lr: float = 2e-3
     window_s: float = 3.0
@@ -65,7 +65,7 @@ class DemoConfig:
 
     @classmethod
     def quick(cls) -> DemoConfig:
-        return cls(n_train=400, n_test=40, epochs=16, batch_size=32, patience=16)
+        return cls(n_train=300, n_test=40, epochs=12, batch_size=32, patience=12)
 
 
 def motion_onset_scores(videos: list[np.ndarray], audios: list[np.ndarray], max_lag: int
