@@ -103,15 +103,17 @@ class Model:
 
     def locate(self, clips: Corpus | str | Path, recordings: Corpus | str | Path, *,
                min_confidence: float | None = None, reverse: bool = False, workers: int = 1,
-               options: dict | None = None, progress: bool = False) -> list:
+               options: dict | None = None, progress: bool = False, camera: str | None | bool = None) -> list:
         """Place each silent clip of ``clips`` inside the long audio recordings of ``recordings``
         (``reverse``: audio snippets inside long silent videos): a list of
-        :class:`avmatch.matching.locate.Placement` (recording "" where refused), one per clip."""
+        :class:`avmatch.matching.locate.Placement` (recording "" where refused), one per clip.
+        Clips of one camera (their folder; ``camera``: a regular expression on the clip id; False:
+        none) are not placed overlapping in time."""
         from avmatch.matching.locate import MIN_CONFIDENCE, locate
 
         return locate(self.trained, self.features(clips, options, workers, progress),
                       self.features(recordings, options, workers, progress),
-                      MIN_CONFIDENCE if min_confidence is None else min_confidence, reverse, progress)
+                      MIN_CONFIDENCE if min_confidence is None else min_confidence, reverse, progress, camera)
 
 
 def load(run: str | Path = "default") -> Model:

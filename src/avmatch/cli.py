@@ -121,7 +121,8 @@ def cmd_locate(args) -> None:
     from avmatch.matching.locate import placements_text, write_placements
 
     placements = avmatch.load(args.model).locate(args.clips, args.recordings, min_confidence=args.min_confidence,
-                                                  reverse=args.reverse, workers=args.workers, progress=True)
+                                                  reverse=args.reverse, workers=args.workers, progress=True,
+                                                  camera=False if args.camera == "none" else args.camera)
     if args.output == "-":
         sys.stdout.write(placements_text(placements))
         return
@@ -293,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-confidence", type=float, default=None,
                    help="refuse placements less sure than this (default 0.5)")
     p.add_argument("--reverse", action="store_true", help="short audio snippets inside long silent videos")
+    p.add_argument("--camera", default=None, metavar="REGEX",
+                   help="what names a clip's camera in its id (clips of one camera never overlap in time); "
+                        "default: its folder; 'none': no cameras")
     p.add_argument("--workers", type=int, default=1, help="extraction processes for media")
     p.set_defaults(func=cmd_locate)
 

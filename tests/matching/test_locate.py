@@ -80,6 +80,27 @@ def test_locate_places_clips_and_refuses_a_clip_nothing_recorded(recorded, tmp_p
     assert "refused" in capsys.readouterr().out
 
 
+def test_two_takes_of_one_camera_are_never_placed_on_top_of_each_other(recorded, tmp_path):
+    """The same take twice: as takes of one camera (one folder) only the first keeps the place;
+    as clips of unknown cameras both are placed there."""
+    import shutil
+
+    import avmatch
+
+    root, truth = recorded
+    for cam in ("cam1", "cam2"):
+        (tmp_path / "takes" / cam).mkdir(parents=True)
+    shutil.copy(root / "clips" / "c00.mp4", tmp_path / "takes" / "cam1" / "a.mp4")
+    shutil.copy(root / "clips" / "c00.mp4", tmp_path / "takes" / "cam1" / "b.mp4")
+    shutil.copy(root / "clips" / "c00.mp4", tmp_path / "takes" / "cam2" / "c.mp4")
+    model = avmatch.load("default")
+    placed = {p.clip: p for p in model.locate(tmp_path / "takes", root / "recordings")}
+    assert sum(bool(placed[c].recording) for c in ("cam1/a", "cam1/b")) == 1  # one camera, one place at a time
+    assert placed["cam2/c"].recording == "rec0" and abs(placed["cam2/c"].start_s - truth["c00"][1]) <= 0.04
+    free = {p.clip: p for p in model.locate(tmp_path / "takes", root / "recordings", camera=False)}
+    assert all(free[c].recording == "rec0" for c in ("cam1/a", "cam1/b", "cam2/c"))
+
+
 def test_locate_refuses_bad_requests_with_one_line(recorded, tmp_path):
     import avmatch
 

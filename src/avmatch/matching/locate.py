@@ -14,7 +14,9 @@ is wrong, so the scores at all of them (of every recording) are the clip's own n
 written as a robust z-score against them (median, 1.4826 x MAD), and its ``confidence`` is the
 probability that no wrong place would reach it, were the null normal: ``(1 - sf(z)) ** M`` over the
 M places searched. A clip whose best place does not stand out from chance is refused (``recording``
-empty) rather than forced onto the nearest recording: ``min_confidence``.
+empty) rather than forced onto the nearest recording: ``min_confidence``. Clips of one camera may not
+overlap in time: settled surest first, a clip whose best place a surer take of its camera holds
+gets its next best free place (of its few best) or is refused.
 
 ``reverse``: short audio snippets inside long silent videos, the same search with the roles swapped.
 Clips must lie wholly inside a recording; drift over long takes is not modelled (yet).
@@ -40,6 +42,7 @@ from avmatch.progress import bar as progress_bar
 
 MIN_CONFIDENCE = 0.5  # placements less sure than this are refused
 MIN_FRAMES = 8  # a clip this short has no timing to place it by
+CANDIDATES = 5  # best places kept per clip, for when a surer clip of its camera took the best
 
 
 @dataclass
@@ -97,9 +100,12 @@ def _refine(curve: np.ndarray, k: int) -> float:
 
 
 def locate(trained: Trained, clips: Corpus, recordings: Corpus, min_confidence: float = MIN_CONFIDENCE,
-           reverse: bool = False, progress: bool = False) -> list[Placement]:
+           reverse: bool = False, progress: bool = False, camera: str | None | bool = None) -> list[Placement]:
     """Place every clip (silent video; audio with ``reverse``) of ``clips`` in the recordings (audio;
-    silent video with ``reverse``) of ``recordings``. One :class:`Placement` per clip, in clip order."""
+    silent video with ``reverse``) of ``recordings``. One :class:`Placement` per clip, in clip order.
+
+    Clips of one camera (by default the folder in their id; ``camera``: a regular expression whose
+    match in the id names it; False: no cameras) cannot overlap in time on one recording."""
     short, long = ("audio", "video") if reverse else ("video", "audio")
     c_clips = [c for c in clips.clips if getattr(c, short) is not None]
     r_clips = [c for c in recordings.clips if getattr(c, long) is not None]
@@ -119,30 +125,77 @@ def locate(trained: Trained, clips: Corpus, recordings: Corpus, min_confidence: 
     clip_emb = frame_embeddings(trained, [getattr(c, short) for c in c_clips], short)
     rec_emb = frame_embeddings(trained, [getattr(c, long) for c in r_clips], long)
     index = RecordingIndex(rec_emb, max(len(e) for e in clip_emb))
-    out = []
+    options = []  # per clip: its best places, best first
     bar = progress_bar(len(c_clips), "locate", "clip", enabled=progress)
-    for c, emb in zip(c_clips, clip_emb, strict=True):
-        curves = index.place_scores(emb)
-        pooled = np.concatenate([x[np.isfinite(x)] for x in curves])
-        duration = len(emb) / rate
-        if not len(pooled):  # longer than every recording
-            out.append(Placement(c.id, "", float("nan"), float("nan"), float("nan"), float("nan"), 0.0, ""))
-            bar.update(1)
-            continue
-        centre = float(np.median(pooled))
-        spread = 1.4826 * float(np.median(np.abs(pooled - centre))) + 1e-6
-        r = int(np.argmax([x.max() if len(x) and np.isfinite(x).any() else -np.inf for x in curves]))
-        k = int(np.argmax(curves[r]))
-        peak = float(curves[r][k])
-        z = (peak - centre) / spread
-        confidence = float(np.exp(len(pooled) * np.log1p(-min(norm.sf(z), 1 - 1e-12))))
-        start = _refine(curves[r], k) / rate
-        placed = confidence >= min_confidence
-        out.append(Placement(c.id, r_clips[r].id if placed else "", start, start + duration, peak, z, confidence,
-                             r_clips[r].id))
+    for emb in clip_emb:
+        options.append(_best_places(index.place_scores(emb), len(emb), rate))
         bar.update(1)
     bar.close()
+    return _choose(c_clips, r_clips, clip_emb, options, rate, min_confidence, camera)
+
+
+def _best_places(curves: list[np.ndarray], frames: int, rate: float, keep: int = CANDIDATES) -> list[tuple]:
+    """The clip's ``keep`` best places, at least a clip's length apart on one recording, as
+    (recording index, start_s, score, z, confidence), best first; [] if it fits in no recording."""
+    pooled = np.concatenate([x[np.isfinite(x)] for x in curves])
+    if not len(pooled):
+        return []
+    centre = float(np.median(pooled))
+    spread = 1.4826 * float(np.median(np.abs(pooled - centre))) + 1e-6
+    tops = []  # the best few of each recording, then the best of all
+    for r, curve in enumerate(curves):
+        curve = curve.copy()
+        for _ in range(min(keep, len(curve))):
+            k = int(np.argmax(curve))
+            if not np.isfinite(curve[k]):
+                break
+            tops.append((float(curve[k]), r, _refine(curves[r], k) / rate))
+            curve[max(0, k - frames + 1) : k + frames] = -np.inf  # places that would overlap this one
+    out = []
+    for peak, r, start in sorted(tops, reverse=True)[:keep]:
+        z = (peak - centre) / spread
+        confidence = float(np.exp(len(pooled) * np.log1p(-min(norm.sf(z), 1 - 1e-12))))
+        out.append((r, start, peak, z, confidence))
     return out
+
+
+def _camera(clip_id: str, pattern: str | None) -> str:
+    """The camera a clip came from: the folder its id names (``cam1/take3`` -> ``cam1``), or with
+    ``pattern`` (a regular expression) its first match in the id; "" for none."""
+    if pattern:
+        import re
+
+        found = re.search(pattern, clip_id)
+        return found.group(0) if found else ""
+    return clip_id.rpartition("/")[0]
+
+
+def _choose(c_clips, r_clips, clip_emb, options, rate, min_confidence, camera) -> list[Placement]:
+    """Each clip's place: its best, unless a surer clip of the same camera already sits there (one
+    camera cannot film two takes at once), then its next best that does not overlap; refused below
+    ``min_confidence``. Clips are settled surest first."""
+    taken: dict[tuple[str, int], list[tuple[float, float]]] = {}  # (camera, recording) -> spans placed
+    out: dict[int, Placement] = {}
+    surest_first = sorted(range(len(c_clips)), key=lambda i: -(options[i][0][4] if options[i] else 0.0))
+    for i in surest_first:
+        c, duration = c_clips[i], len(clip_emb[i]) / rate
+        if not options[i]:  # longer than every recording
+            out[i] = Placement(c.id, "", float("nan"), float("nan"), float("nan"), float("nan"), 0.0, "")
+            continue
+        cam = _camera(c.id, camera) if camera is not False else ""
+        chosen = options[i][0]
+        if cam:
+            free = [o for o in options[i] if o[4] >= min_confidence and not any(
+                o[1] < end and start < o[1] + duration for start, end in taken.get((cam, o[0]), []))]
+            chosen = free[0] if free else options[i][0]
+        r, start, peak, z, confidence = chosen
+        placed = confidence >= min_confidence and (not cam or not any(
+            start < end and s0 < start + duration for s0, end in taken.get((cam, r), [])))
+        if placed and cam:
+            taken.setdefault((cam, r), []).append((start, start + duration))
+        out[i] = Placement(c.id, r_clips[r].id if placed else "", start, start + duration, peak, z, confidence,
+                           r_clips[r].id)
+    return [out[i] for i in range(len(c_clips))]
 
 
 FIELDS = ("clip", "recording", "start_s", "end_s", "score", "z", "confidence", "best_recording")
