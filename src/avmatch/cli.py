@@ -395,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="generate scenes as media files, extract, train, match a shuffled test set, report")
     p.add_argument("-o", "--output", default="avmatch-demo")
-    p.add_argument("--quick", action="store_true", help="a smaller, faster smoke run (about 2 minutes)")
+    p.add_argument("--quick", action="store_true", help="a smaller, faster smoke run: 300 training clips, 40 test pairs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-clips", type=int, default=None, help="training clips (default: 640, --quick 300)")
     p.add_argument("--test-clips", type=int, default=None, help="test pairs (default: 160, --quick 40)")
