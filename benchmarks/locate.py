@@ -89,6 +89,13 @@ def accuracy(placements, truth: dict) -> dict:
            "decoys": len(decoys), "decoys refused": float(np.mean([not by[k].recording for k in decoys])) if decoys else None,
            "right among confidence >= 0.9": float(ok[sure].mean()) if sure.any() else None, "n confidence >= 0.9": int(sure.sum()),
            "by confidence band": bands}
+    for thr in (0.5, 0.9, 0.99):  # what other --min-confidence values would have given
+        placed = {k: by[k].confidence >= thr for k in truth}
+        best_right = {k: by[k].best_recording == v["recording"] and abs(by[k].start_s - v["start_s"]) <= 0.040 + 1e-9
+                      for k, v in placeable.items()}
+        out[f"at min-confidence {thr:g}"] = {
+            "placed right": float(np.mean([placed[k] and best_right[k] for k in placeable])),
+            "decoys refused": float(np.mean([not placed[k] for k in decoys])) if decoys else None}
     for key in ("family", "format"):
         groups = sorted({v[key] for v in placeable.values()})
         out[f"placed right by {key}"] = {g: float(np.mean([right[k] for k, v in placeable.items() if v[key] == g]))

@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="placements.csv", help="placements.csv to write; '-': standard output")
     p.add_argument("--model", default="default", help="run folder or checkpoint of a timing model (default: shipped)")
     p.add_argument("--min-confidence", type=float, default=None,
-                   help="refuse placements less sure than this (default 0.5)")
+                   help="refuse placements less sure than this (default 0.9)")
     p.add_argument("--reverse", action="store_true", help="short audio snippets inside long silent videos")
     p.add_argument("--camera", default=None, metavar="REGEX",
                    help="what names a clip's camera in its id (clips of one camera never overlap in time); "

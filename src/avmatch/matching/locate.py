@@ -9,12 +9,14 @@ frequency domain (one inverse transform per clip and block, not one per dimensio
 cut into overlapping blocks (overlap-save), so memory grows with its length only through its
 transforms, computed once for all clips.
 
-Whether the best place is believable is a question about all the other places: nearly every ``k``
-is wrong, so the scores at all of them (of every recording) are the clip's own null. The peak is
-written as a robust z-score against them (median, 1.4826 x MAD), and its ``confidence`` is the
-probability that no wrong place would reach it, were the null normal: ``(1 - sf(z)) ** M`` over the
-M places searched. A clip whose best place does not stand out from chance is refused (``recording``
-empty) rather than forced onto the nearest recording: ``min_confidence``. Clips of one camera may not
+Whether the best place is believable is a question about the other places: nearly every ``k`` is
+wrong. Each place is written as a robust z-score against the other places of its recording
+(median, 1.4826 x MAD: a scene like the clip's scores high all along its recording, and only a
+place that stands out from the rest of it is timing evidence); the best place is the one of highest
+z, and its ``confidence`` is the chance that its lead over the next best place is more than a wrong
+place's would be, judged from the gaps between the clip's next best places (its own null, see
+:func:`_best_places`). A clip whose best place does not stand out is refused (``recording`` empty)
+rather than forced onto the nearest recording: ``min_confidence``. Clips of one camera may not
 overlap in time: settled surest first, a clip whose best place a surer take of its camera holds
 gets its next best free place (of its few best) or is refused.
 
@@ -31,7 +33,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import norm
 
 from avmatch.atomic import write_text
 from avmatch.checkpoint import Trained
@@ -40,9 +41,11 @@ from avmatch.errors import AvmatchError
 from avmatch.inference import check_fits, frame_embeddings
 from avmatch.progress import bar as progress_bar
 
-MIN_CONFIDENCE = 0.5  # placements less sure than this are refused
+MIN_CONFIDENCE = 0.9  # placements less sure than this are refused
 MIN_FRAMES = 8  # a clip this short has no timing to place it by
 CANDIDATES = 5  # best places kept per clip, for when a surer clip of its camera took the best
+NULL_PEAKS = 16  # best places kept per recording (the top of the clip's null)
+NULL_GAPS = 15  # gaps below the top that measure the scale of the null's tail
 
 
 @dataclass
@@ -64,15 +67,13 @@ class RecordingIndex:
         self.lengths = [len(r) for r in recordings]
         self.block = block or int(2 ** np.ceil(np.log2(max(4096, 4 * longest_clip))))
         self.hop = self.block - longest_clip + 1  # places k = start .. start + hop - 1 are exact in each block
-        self.spans = []  # (recording, first place) per block
-        spectra = []
-        for r, x in enumerate(recordings):
-            t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-            for start in range(0, len(x), self.hop):
-                piece = t[start : start + self.block]
-                spectra.append(torch.fft.rfft(piece, n=self.block, dim=0))  # (F, E)
-                self.spans.append((r, start))
-        self.spectra = torch.stack(spectra) if spectra else torch.zeros(0)  # (C, F, E) complex64
+        self.spans = [(r, start) for r, x in enumerate(recordings) for start in range(0, len(x), self.hop)]
+        dim = recordings[0].shape[1] if recordings else 0
+        # (C, F, E) complex64, filled in place: no second copy of the largest thing locate holds
+        self.spectra = torch.empty((len(self.spans), self.block // 2 + 1, dim), dtype=torch.complex64)
+        for c, (r, start) in enumerate(self.spans):
+            piece = torch.from_numpy(np.ascontiguousarray(recordings[r][start : start + self.block], dtype=np.float32))
+            self.spectra[c] = torch.fft.rfft(piece, n=self.block, dim=0)
 
     def place_scores(self, clip: np.ndarray) -> list[np.ndarray]:
         """For each recording, the clip's mean cosine at every place k (the clip wholly inside)."""
@@ -136,26 +137,42 @@ def locate(trained: Trained, clips: Corpus, recordings: Corpus, min_confidence: 
 
 def _best_places(curves: list[np.ndarray], frames: int, rate: float, keep: int = CANDIDATES) -> list[tuple]:
     """The clip's ``keep`` best places, at least a clip's length apart on one recording, as
-    (recording index, start_s, score, z, confidence), best first; [] if it fits in no recording."""
-    pooled = np.concatenate([x[np.isfinite(x)] for x in curves])
-    if not len(pooled):
-        return []
-    centre = float(np.median(pooled))
-    spread = 1.4826 * float(np.median(np.abs(pooled - centre))) + 1e-6
-    tops = []  # the best few of each recording, then the best of all
+    (recording index, start_s, score, z, confidence), best first; [] if it fits in no recording.
+
+    z: the place's score against the other places of its recording (robust z). confidence: how
+    unlike a wrong place's the best place's lead over the next is. The best few wrong places of a
+    clip are the top of its null; by the Renyi representation of the top order statistics of a
+    null with an exponential tail, their gaps times their rank are independent exponentials of one
+    scale, estimated from the gaps below the top, so P(a wrong place leads by g or more) =
+    exp(-g / scale) and confidence = 1 - that; each clip calibrates itself, whatever its null."""
+    tops = []  # (z, score, recording, start_s): the best few of each recording, then the best of all
     for r, curve in enumerate(curves):
-        curve = curve.copy()
-        for _ in range(min(keep, len(curve))):
-            k = int(np.argmax(curve))
-            if not np.isfinite(curve[k]):
+        if not len(curve) or not np.isfinite(curve).any():
+            continue
+        # each recording is its own null: a scene like the clip's scores high at every place of it,
+        # and only a place that stands out from the rest of that recording is timing evidence
+        centre = float(np.median(curve))
+        spread = 1.4826 * float(np.median(np.abs(curve - centre))) + 1e-6
+        left = curve.copy()
+        for _ in range(min(NULL_PEAKS, len(left))):
+            k = int(np.argmax(left))
+            if not np.isfinite(left[k]):
                 break
-            tops.append((float(curve[k]), r, _refine(curves[r], k) / rate))
-            curve[max(0, k - frames + 1) : k + frames] = -np.inf  # places that would overlap this one
+            tops.append(((float(curve[k]) - centre) / spread, float(curve[k]), r, _refine(curve, k) / rate))
+            left[max(0, k - frames + 1) : k + frames] = -np.inf  # places that would overlap this one
+    if not tops:
+        return []
+    tops.sort(reverse=True)
+    z = np.array([t[0] for t in tops])
+    gaps = z[:-1] - z[1:]  # gaps[i]: lead of place i over place i + 1
+    ranks = np.arange(1, len(gaps) + 1)
+    below = (gaps * ranks)[1:NULL_GAPS + 1]  # the null's own gaps nearest the top, scaled by rank (not the top one)
+    scale = float(below.mean()) if len(below) >= 3 else float("nan")
     out = []
-    for peak, r, start in sorted(tops, reverse=True)[:keep]:
-        z = (peak - centre) / spread
-        confidence = float(np.exp(len(pooled) * np.log1p(-min(norm.sf(z), 1 - 1e-12))))
-        out.append((r, start, peak, z, confidence))
+    for i, (zi, peak, r, start) in enumerate(tops[:keep]):
+        lead = gaps[i] * (i + 1) if i < len(gaps) else 0.0
+        confidence = float(1.0 - np.exp(-lead / scale)) if np.isfinite(scale) and scale > 0 else 0.0
+        out.append((r, start, peak, zi, confidence))
     return out
 
 
