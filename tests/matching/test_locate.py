@@ -115,3 +115,20 @@ def test_locate_refuses_bad_requests_with_one_line(recorded, tmp_path):
         model.locate(root / "clips", root / "recordings", min_confidence=2.0)
     with pytest.raises(AvmatchError, match="no recording with audio"):
         model.locate(root / "clips", root / "clips")  # silent videos where recordings are wanted
+
+
+def test_reverse_places_audio_snippets_inside_long_silent_videos(tmp_path):
+    """--reverse: a sound snippet found in the long silent video it was recorded with."""
+    from avmatch.cli import main
+    from avmatch.demo import worlds
+    from avmatch.demo.scenes import write_media
+
+    scene = worlds.make_scene([3, 3], "drums", duration_s=60.0, size=(48, 48))
+    write_media(tmp_path / "videos" / "long.mp4", scene.frames, None, fps=scene.fps)
+    rate = scene.sample_rate
+    write_media(tmp_path / "snippets" / "s1.wav", None, scene.audio[int(21.0 * rate) : int(27.0 * rate)], sample_rate=rate)
+    out = tmp_path / "placements.csv"
+    assert main(["locate", str(tmp_path / "snippets"), str(tmp_path / "videos"), "--reverse", "-o", str(out),
+                 "--min-confidence", "0.5"]) == 0
+    (row,) = csv.DictReader(open(out))
+    assert row["clip"] == "s1" and row["recording"] == "long" and abs(float(row["start_s"]) - 21.0) <= 0.04, row
