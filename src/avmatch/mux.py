@@ -4,8 +4,9 @@ Reads a ``pairs.csv`` (``avmatch match``: video, audio, offset_s) or a ``placeme
 (``avmatch locate``: clip, recording, start_s) and, for every row with an audio, writes
 ``OUT/<video id><video's suffix>``: the video stream copied packet for packet (no re-encoding, PyAV
 remux) and the audio cut and shifted so that it plays in sync — ``audio(t + shift)`` at video time
-``t``, where ``shift`` is ``-offset_s`` for a pair and ``start_s`` for a placement; silence where the
-audio has nothing — encoded once (AAC; Opus in .webm). Outputs are written atomically; a file
+``t``, where ``shift`` is ``-offset_s`` for a pair and ``start_s`` for a placement (whose
+``drift_ppm``, when measured, stretches it: ``audio(start_s + t * (1 + ppm / 1e6))``); silence where
+the audio has nothing — encoded once (AAC; Opus in .webm). Outputs are written atomically; a file
 already in OUT is kept (the job resumes); files that fail are listed in ``OUT/failed.csv``.
 """
 
@@ -34,7 +35,8 @@ AUDIO_CODEC = {".webm": ("libopus", 48000)}  # by container; any other: AAC at t
 class Job:
     video_id: str
     audio_id: str
-    shift_s: float  # output audio at video time t is the source audio at t + shift_s
+    shift_s: float  # output audio at video time t is the source audio at t * stretch + shift_s
+    stretch: float = 1.0  # 1 + drift: the source's seconds per second of video (a placement's drift_ppm)
 
 
 def read_jobs(result_csv: str | Path) -> list[Job]:
@@ -63,13 +65,21 @@ def read_jobs(result_csv: str | Path) -> list[Job]:
             raise AvmatchError(f"the offset of {r[video]!r} is not a number", path) from None
         if not np.isfinite(s):
             raise AvmatchError(f"the offset of {r[video]!r} is not a finite number", path)
-        jobs.append(Job(r[video], r[audio], s))
+        ppm = float(r.get("drift_ppm") or "nan") if video == "clip" else float("nan")
+        jobs.append(Job(r[video], r[audio], s, 1.0 + ppm * 1e-6 if np.isfinite(ppm) else 1.0))
     return jobs
 
 
-def audio_segment(path: str | Path, start_s: float, duration_s: float, sample_rate: int) -> np.ndarray:
+def audio_segment(path: str | Path, start_s: float, duration_s: float, sample_rate: int,
+                  stretch: float = 1.0) -> np.ndarray:
     """``duration_s`` of mono audio from ``start_s`` of the file (negative or past its end: silence
-    there), decoded as a stream: only what precedes the segment is read, never the whole file."""
+    there), decoded as a stream: only what precedes the segment is read, never the whole file.
+    ``stretch`` != 1 reads ``duration_s * stretch`` seconds of the file into ``duration_s`` (a
+    recorder whose clock drifts against the camera's), by linear interpolation."""
+    if stretch != 1.0:
+        n = int(round(duration_s * sample_rate))
+        src = audio_segment(path, start_s, duration_s * stretch + 2.0 / sample_rate, sample_rate)
+        return np.interp(np.arange(n) * stretch, np.arange(len(src)), src).astype(np.float32)
     n = int(round(duration_s * sample_rate))
     first = int(round(start_s * sample_rate))
     out = np.zeros(n, np.float32)
@@ -84,14 +94,15 @@ def audio_segment(path: str | Path, start_s: float, duration_s: float, sample_ra
     return out
 
 
-def mux_one(video: str | Path, audio: str | Path, shift_s: float, out: str | Path) -> Path:
-    """Write ``out``: ``video``'s video stream copied, with ``audio`` shifted by ``shift_s`` as its sound."""
+def mux_one(video: str | Path, audio: str | Path, shift_s: float, out: str | Path, stretch: float = 1.0) -> Path:
+    """Write ``out``: ``video``'s video stream copied, with ``audio`` shifted by ``shift_s`` (and
+    stretched, see :func:`audio_segment`) as its sound."""
     video, out = Path(video), Path(out)
     info = probe(video)
     if info.video_duration_s is None and info.width is None:
         raise AvmatchError("has no video stream", video)
     codec, rate = AUDIO_CODEC.get(out.suffix.lower(), ("aac", probe(audio).sample_rate or 48000))
-    sound = audio_segment(audio, shift_s, info.video_duration_s or info.duration_s, rate)
+    sound = audio_segment(audio, shift_s, info.video_duration_s or info.duration_s, rate, stretch)
     with atomic_path(out) as tmp, av.open(str(video)) as src, \
             av.open(str(tmp), "w", format={".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"}.get(out.suffix.lower())) as dst:
         vin = src.streams.video[0]
@@ -139,7 +150,7 @@ def mux(result_csv: str | Path, videos: str | Path, audios: str | Path, out_dir:
                 done["kept"].append(target)
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                done["written"].append(mux_one(src, audio_files[job.audio_id], job.shift_s, target))
+                done["written"].append(mux_one(src, audio_files[job.audio_id], job.shift_s, target, job.stretch))
         except (AvmatchError, OSError, av.FFmpegError, ValueError) as err:
             done["failed"][job.video_id] = " ".join(str(err).split())[:300]
         bar.update(1)

@@ -132,3 +132,36 @@ def test_reverse_places_audio_snippets_inside_long_silent_videos(tmp_path):
                  "--min-confidence", "0.5"]) == 0
     (row,) = csv.DictReader(open(out))
     assert row["clip"] == "s1" and row["recording"] == "long" and abs(float(row["start_s"]) - 21.0) <= 0.04, row
+
+
+def test_a_long_take_gets_its_drift_measured_and_mux_corrects_it(tmp_path):
+    """A recorder whose clock runs 1000 ppm fast: a 2-minute take drifts 120 ms along it. locate
+    measures the drift; mux stretches the recording's audio so the take's end is in sync too."""
+    from avmatch.cli import main
+    from avmatch.demo import scenes
+    from avmatch.demo.scenes import write_media
+    from avmatch.media import read_audio
+
+    ppm = 1000.0
+    scene = scenes.make_scene([8, 2], "bounce", duration_s=150.0, size=(48, 48))
+    rate = scene.sample_rate
+    k = 1 + ppm * 1e-6  # a sound at scene time s is at recording time s * k
+    recording = np.interp(np.arange(int(len(scene.audio) * k)) / k, np.arange(len(scene.audio)), scene.audio)
+    write_media(tmp_path / "rec" / "day.wav", None, recording.astype(np.float32), sample_rate=rate)
+    write_media(tmp_path / "takes" / "t.mp4", scene.frames[250:3250], None, fps=scene.fps)  # scene 10 s .. 130 s
+    out = tmp_path / "placements.csv"
+    assert main(["locate", str(tmp_path / "takes"), str(tmp_path / "rec"), "-o", str(out), "--min-confidence", "0.5"]) == 0
+    (row,) = csv.DictReader(open(out))
+    assert row["recording"] == "day" and abs(float(row["start_s"]) - 10.0 * k) <= 0.04, row
+    assert abs(float(row["drift_ppm"]) - ppm) <= 300, row
+    assert main(["mux", str(out), str(tmp_path / "takes"), str(tmp_path / "rec"), "-o", str(tmp_path / "out")]) == 0
+    back = read_audio(tmp_path / "out" / "t.mp4", rate)
+    truth = scene.audio[int(10.0 * rate) : int(130.0 * rate)]
+    tail = slice(int(110 * rate), int(118 * rate))  # near the end, where uncorrected it would be 110 ms off
+
+    def lag(a, b, max_lag):
+        a, b = a - a.mean(), b - b.mean()
+        return max(range(-max_lag, max_lag + 1), key=lambda d: float(np.dot(a[max(0, -d) : len(a) - max(0, d)],
+                                                                             b[max(0, d) : len(b) - max(0, -d)])))
+
+    assert abs(lag(truth[tail], back[tail], int(0.2 * rate))) / rate <= 0.025

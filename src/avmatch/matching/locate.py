@@ -21,7 +21,8 @@ overlap in time: settled surest first, a clip whose best place a surer take of i
 gets its next best free place (of its few best) or is refused.
 
 ``reverse``: short audio snippets inside long silent videos, the same search with the roles swapped.
-Clips must lie wholly inside a recording; drift over long takes is not modelled (yet).
+Clips must lie wholly inside a recording. A clip of a minute or more has its drift measured: its
+stretches placed again near where the whole clip sits, a line through them (:func:`drift`).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ MIN_FRAMES = 8  # a clip this short has no timing to place it by
 CANDIDATES = 5  # best places kept per clip, for when a surer clip of its camera took the best
 NULL_PEAKS = 16  # best places kept per recording (the top of the clip's null)
 NULL_GAPS = 15  # gaps below the top that measure the scale of the null's tail
+NULL_SPACING_S = 2.0  # places this far apart (or a clip's length, if shorter) are separate peaks
+DRIFT_MIN_S = 60.0  # clips this long get their drift measured (shorter: too little to measure it by)
 
 
 @dataclass
@@ -55,9 +58,10 @@ class Placement:
     start_s: float  # where the clip's first frame falls in the recording (the best place, even if refused)
     end_s: float
     score: float  # mean cosine of the clip's frames with the recording's there
-    z: float  # the score against the clip's scores at every other place, robust z
-    confidence: float  # probability that no wrong place would score as high (normal null)
+    z: float  # the score against the clip's scores at the other places of its recording, robust z
+    confidence: float  # how unlike a wrong place's the best place's lead over the next is (see _best_places)
     best_recording: str  # the best place's recording, refused or not
+    drift_ppm: float = float("nan")  # recording clock against the clip's, for clips of DRIFT_MIN_S or more
 
 
 class RecordingIndex:
@@ -132,11 +136,43 @@ def locate(trained: Trained, clips: Corpus, recordings: Corpus, min_confidence: 
         options.append(_best_places(index.place_scores(emb), len(emb), rate))
         bar.update(1)
     bar.close()
-    return _choose(c_clips, r_clips, clip_emb, options, rate, min_confidence, camera)
+    placements = _choose(c_clips, r_clips, clip_emb, options, rate, min_confidence, camera)
+    by_id = {r.id: k for k, r in enumerate(r_clips)}
+    for p, emb in zip(placements, clip_emb, strict=True):
+        if p.recording and len(emb) >= DRIFT_MIN_S * rate:
+            p.start_s, p.drift_ppm = drift(emb, rec_emb[by_id[p.recording]], p.start_s * rate, rate)
+            p.end_s = p.start_s + len(emb) / rate * (1 + p.drift_ppm * 1e-6)
+    return placements
+
+
+def drift(clip: np.ndarray, recording: np.ndarray, start: float, rate: float, pieces: int = 4,
+          search_s: float = 2.0) -> tuple[float, float]:
+    """(start_s, drift_ppm) of a long clip placed at frame ``start`` of a recording whose clock runs
+    at another rate: each of ``pieces`` stretches of the clip is placed again within ``search_s``
+    of where the first placement puts it, and a line through those places gives the start and the
+    rate (ppm: how many microseconds the recording gains per second of the clip)."""
+    n = len(clip)
+    piece = min(n // pieces, int(30 * rate))  # up to 30 s of frames each
+    reach = int(search_s * rate)
+    where, found = [], []
+    for a in np.linspace(0, n - piece, pieces).astype(int):
+        expect = int(round(start)) + a
+        lo, hi = max(0, expect - reach), min(len(recording) - piece, expect + reach)
+        if hi <= lo:
+            continue
+        windows = np.lib.stride_tricks.sliding_window_view(recording[lo : hi + piece], piece, axis=0)  # (L, E, piece)
+        curve = np.einsum("te,let->l", clip[a : a + piece], windows) / piece
+        k = int(np.argmax(curve))
+        where.append(a)
+        found.append(lo + _refine(curve, k))
+    if len(where) < 2:
+        return start / rate, float("nan")
+    slope, intercept = np.polyfit(np.array(where, float), np.array(found), 1)
+    return float(intercept / rate), float((slope - 1.0) * 1e6)
 
 
 def _best_places(curves: list[np.ndarray], frames: int, rate: float, keep: int = CANDIDATES) -> list[tuple]:
-    """The clip's ``keep`` best places, at least a clip's length apart on one recording, as
+    """The clip's ``keep`` best places, separate peaks (``NULL_SPACING_S`` apart) on one recording, as
     (recording index, start_s, score, z, confidence), best first; [] if it fits in no recording.
 
     z: the place's score against the other places of its recording (robust z). confidence: how
@@ -154,12 +190,13 @@ def _best_places(curves: list[np.ndarray], frames: int, rate: float, keep: int =
         centre = float(np.median(curve))
         spread = 1.4826 * float(np.median(np.abs(curve - centre))) + 1e-6
         left = curve.copy()
+        reach = min(frames, int(NULL_SPACING_S * rate))  # places nearer than this share the peak
         for _ in range(min(NULL_PEAKS, len(left))):
             k = int(np.argmax(left))
             if not np.isfinite(left[k]):
                 break
             tops.append(((float(curve[k]) - centre) / spread, float(curve[k]), r, _refine(curve, k) / rate))
-            left[max(0, k - frames + 1) : k + frames] = -np.inf  # places that would overlap this one
+            left[max(0, k - reach + 1) : k + reach] = -np.inf
     if not tops:
         return []
     tops.sort(reverse=True)
@@ -215,7 +252,7 @@ def _choose(c_clips, r_clips, clip_emb, options, rate, min_confidence, camera) -
     return [out[i] for i in range(len(c_clips))]
 
 
-FIELDS = ("clip", "recording", "start_s", "end_s", "score", "z", "confidence", "best_recording")
+FIELDS = ("clip", "recording", "start_s", "end_s", "score", "z", "confidence", "best_recording", "drift_ppm")
 
 
 def placements_text(placements: list[Placement]) -> str:
