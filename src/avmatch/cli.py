@@ -127,6 +127,10 @@ def cmd_locate(args) -> None:
         sys.stdout.write(placements_text(placements))
         return
     write_placements(placements, args.output)
+    if args.report:
+        from avmatch.report import placements_report
+
+        placements_report(args.report, placements)
     refused = [p.clip for p in placements if not p.recording]
     print(f"placed {len(placements) - len(refused)} of {len(placements)} clips in {args.output}"
           + (f"; refused (no recording explains them): {', '.join(refused[:10])}{' ...' if len(refused) > 10 else ''}"
@@ -294,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-confidence", type=float, default=None,
                    help="refuse placements less sure than this (default 0.9)")
     p.add_argument("--reverse", action="store_true", help="short audio snippets inside long silent videos")
+    p.add_argument("--report", default=None, metavar="HTML", help="also write a report: a timeline per recording, "
+                   "the refused clips listed")
     p.add_argument("--camera", default=None, metavar="REGEX",
                    help="what names a clip's camera in its id (clips of one camera never overlap in time); "
                         "default: its folder; 'none': no cameras")

@@ -70,7 +70,8 @@ def test_locate_places_clips_and_refuses_a_clip_nothing_recorded(recorded, tmp_p
     root, truth = recorded
     out = tmp_path / "placements.csv"
     # a minute of recording is little null to judge a place by: the confidences here are modest
-    assert main(["locate", str(root / "clips"), str(root / "recordings"), "-o", str(out), "--min-confidence", "0.5"]) == 0
+    assert main(["locate", str(root / "clips"), str(root / "recordings"), "-o", str(out), "--min-confidence", "0.5",
+                 "--report", str(tmp_path / "report.html")]) == 0
     rows = {r["clip"]: r for r in csv.DictReader(open(out))}
     assert set(rows) == set(truth) | {"decoy"}
     for clip, (recording, start_s) in truth.items():
@@ -79,6 +80,10 @@ def test_locate_places_clips_and_refuses_a_clip_nothing_recorded(recorded, tmp_p
         assert float(rows[clip]["confidence"]) > float(rows["decoy"]["confidence"])
     assert rows["decoy"]["recording"] == "" and float(rows["decoy"]["confidence"]) < 0.5
     assert "refused" in capsys.readouterr().out
+    page = (tmp_path / "report.html").read_text()  # a timeline, every clip, the refused one first
+    assert "Timeline per recording" in page and "data:image/png;base64," in page
+    table = page[page.index("Clips (refused first)"):]
+    assert table.index("decoy") < min(table.index(c) for c in truth) and "(refused)" in table
 
 
 def test_two_takes_of_one_camera_are_never_placed_on_top_of_each_other(recorded, tmp_path):
