@@ -109,6 +109,23 @@ def test_evaluate_ranks_the_raw_and_the_normalised_scores_apart(tmp_path, capsys
     assert "ranked on the model's own scores" in out and "normalised_mrr" in out
 
 
+def test_the_heat_map_puts_every_choice_on_the_diagonal(tmp_path):
+    from avmatch.matching.results import heatmap_layout, heatmap_png
+
+    rng = np.random.default_rng(0)
+    scores = rng.random((5, 7))
+    chosen = np.array([3, -1, 0, 6, 2])  # one video unmatched
+    videos, audios = ["v3", "v0", "v4", "v1", "v2"], [f"a{j}" for j in (6, 5, 4, 3, 2, 1, 0)]
+    rows, cols = heatmap_layout(videos, audios, chosen)
+    assert [videos[i] for i in rows] == ["v0", "v1", "v2", "v3", "v4"]
+    assert sorted(cols) == list(range(7))
+    on_diagonal = [(i, cols[y]) for y, i in enumerate(r for r in rows if chosen[r] >= 0)]
+    assert all(chosen[i] == j for i, j in on_diagonal) and len(on_diagonal) == 4
+    assert [audios[j] for j in cols[4:]] == sorted(audios[j] for j in cols[4:])  # the unchosen, by id
+    png = heatmap_png(scores, tmp_path / "h.png", videos, audios, chosen, right=np.array([1, 0, 1, 0, 1], bool))
+    assert png.stat().st_size > 1000
+
+
 def test_evaluate_refuses_its_two_files_swapped(tmp_path):
     scores = np.eye(2)
     MatchResult(["v0", "v1"], ["a0", "a1"], scores, assign(scores), "hungarian").write(tmp_path / "pairs.csv")

@@ -17,6 +17,7 @@ Layout of the output folder::
     features/{train,test_videos,test_audios}   feature corpora
     run/                        the trained model (best.pt, metrics.json, TensorBoard events)
     pairs.csv, pairs.scores.npz, pairs.heatmap.png, report.html, demo.json
+    pairs.judged.png            the heat map with the key's verdict: wrong choices crossed
     .avmatch-demo               marks the folder as the demo's: a rerun clears media/, features/, run/
 """
 
@@ -35,6 +36,7 @@ from avmatch.corpus import Corpus, load_corpus
 from avmatch.errors import AvmatchError
 from avmatch.evaluate import evaluate_pairs, read_pairs
 from avmatch.matching import assign, normalise
+from avmatch.matching.results import heatmap_png
 from avmatch.report import html_report
 
 HOLDOUT = ("scenes:lamps", "worlds:keys")  # never trained on: the demo's unseen families
@@ -276,7 +278,11 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
                       "audio": r["audio"], "format": format_of.get(r["audio"], ""), "score": r["score"],
                       "margin": r["margin"], "offset_s": r.get("offset_s", float("nan")), "true audio": true_audio,
                       "true offset_s": true_offset, "right": r["audio"] == true_audio})
-    html_report(out / "report.html", "avmatch demo", [summary], pairs, out / "pairs.heatmap.png")
+    # the heat map again, now that the key says which choices are right (the match's own stays as written)
+    judged = heatmap_png(match.scores, out / "pairs.judged.png", match.video_ids, match.audio_ids, match.chosen,
+                         right=np.array([right.get(v, False) for v in match.video_ids]))
+    html_report(out / "report.html", "avmatch demo", [summary], pairs, judged,
+                image_title="Score matrix (each video's choice on the diagonal; x: wrong)")
     stage["total"] = summary["seconds"]
     write_text(out / "demo.json", json.dumps({"summary": summary, "metrics": metrics, "floor": floor,
                                               "stage_seconds": stage, "config": asdict(cfg),

@@ -123,29 +123,58 @@ class MatchResult:
 
 
 
+def heatmap_layout(video_ids: list[str], audio_ids: list[str], chosen: np.ndarray | None) -> tuple[list[int], list[int]]:
+    """The heat map's row and column order: videos by id; the k-th column is the k-th video's
+    chosen audio (so the choices form the diagonal), then the audios no video got, by id."""
+    rows = sorted(range(len(video_ids)), key=lambda i: video_ids[i])
+    cols = [int(chosen[i]) for i in rows if chosen is not None and chosen[i] >= 0]
+    cols += sorted(set(range(len(audio_ids))) - set(cols), key=lambda j: audio_ids[j])
+    return rows, cols
+
+
 def heatmap_png(scores: np.ndarray, path: str | Path, video_ids: list[str] | None = None,
-                audio_ids: list[str] | None = None, chosen: np.ndarray | None = None) -> Path:
-    """A heat map of the score matrix (rows: videos, columns: audios), chosen pairs marked."""
+                audio_ids: list[str] | None = None, chosen: np.ndarray | None = None,
+                right: np.ndarray | None = None, label: str = "score (normalised)") -> Path:
+    """A heat map of the score matrix, laid out so that it can be read: videos by id, and each
+    video's chosen audio in the same position, so the chosen pairs form the diagonal (audios no video
+    got follow, by id). ``right`` (a bool per video, when the answer is known) marks wrong choices
+    with a red cross and right ones with a white circle; else every choice gets a red circle."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     n_v, n_a = scores.shape
+    video_ids = video_ids if video_ids is not None else [str(i) for i in range(n_v)]
+    audio_ids = audio_ids if audio_ids is not None else [str(j) for j in range(n_a)]
+    rows, cols = heatmap_layout(video_ids, audio_ids, chosen)
+    shown = scores[np.ix_(rows, cols)]
     size = min(12.0, 3.0 + 0.12 * max(n_v, n_a))
     fig, ax = plt.subplots(figsize=(size, size * n_v / max(n_a, 1) + 0.8))
-    im = ax.imshow(scores, cmap="viridis", aspect="auto", interpolation="nearest")
+    im = ax.imshow(shown, cmap="viridis", aspect="auto", interpolation="nearest")
     if chosen is not None:
-        rows = np.flatnonzero(chosen >= 0)
-        ax.scatter(chosen[rows], rows, s=max(2, 200 / max(n_v, 1)), facecolors="none", edgecolors="red", linewidths=0.8)
-    if video_ids is not None and n_v <= 40:
-        ax.set_yticks(range(n_v), video_ids, fontsize=6)
-    if audio_ids is not None and n_a <= 40:
-        ax.set_xticks(range(n_a), audio_ids, fontsize=6, rotation=90)
-    ax.set_xlabel("audio")
-    ax.set_ylabel("video")
-    ax.set_title("avmatch scores (red: chosen pair)")
-    fig.colorbar(im, ax=ax, fraction=0.046)
+        at = {j: k for k, j in enumerate(cols)}
+        picked = [(y, at[int(chosen[i])]) for y, i in enumerate(rows) if chosen[i] >= 0]
+        mark = max(2, 200 / max(n_v, 1))
+        if right is None:
+            ax.scatter([x for _, x in picked], [y for y, _ in picked], s=mark, facecolors="none", edgecolors="red",
+                       linewidths=0.8, label="chosen")
+        else:
+            ok = [bool(right[rows[y]]) for y, _ in picked]
+            for good, style in ((True, {"facecolors": "none", "edgecolors": "white", "marker": "o", "label": "chosen, right"}),
+                                (False, {"c": "red", "marker": "x", "label": "chosen, wrong"})):
+                pts = [p for p, g in zip(picked, ok, strict=True) if g == good]
+                if pts:
+                    ax.scatter([x for _, x in pts], [y for y, _ in pts], s=mark, linewidths=0.8, **style)
+        ax.legend(loc="upper right", fontsize=7, framealpha=0.6)
+    if n_v <= 40:
+        ax.set_yticks(range(n_v), [video_ids[i] for i in rows], fontsize=6)
+    if n_a <= 40:
+        ax.set_xticks(range(n_a), [audio_ids[j] for j in cols], fontsize=6, rotation=90)
+    ax.set_xlabel("audio (each video's choice on the diagonal)")
+    ax.set_ylabel("video (by id)")
+    ax.set_title("avmatch scores")
+    fig.colorbar(im, ax=ax, fraction=0.046, label=label)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110)
