@@ -363,8 +363,21 @@ def train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: bool
 
     ``run_dir`` must be new or empty, unless ``resume`` (continue the run in it) or ``force``
     (clear the previous run in it first)."""
-    with _quiet_event_threads():
+    with _quiet_event_threads(), _repeatable():
         return _train(corpus, run_dir, config, resume, device, progress, force)
+
+
+@contextlib.contextmanager
+def _repeatable():
+    """PyTorch's deterministic kernels while training, so a seed gives the same run every time (on
+    CPU some backward passes otherwise sum in a different order run to run: lstm-cnn's weights
+    differed by 3e-3 after two epochs); the caller's setting comes back after."""
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)  # an op with no deterministic kernel warns, never fails
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
 def _train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: bool,
