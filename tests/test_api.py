@@ -32,7 +32,7 @@ def test_the_readme_python_example_runs_as_written(tmp_path, monkeypatch, capsys
     result = scope["result"]
     assert isinstance(result, avmatch.Result) and len(result.pairs) == 12
     assert sorted(a for _, a in result.pairs) == sorted(a for _, a in key)  # one-to-one over every audio
-    assert list(scope["columns"]) == ["video", "audio", "score", "margin"]
+    assert list(scope["columns"]) == ["video", "audio", "score", "margin", "confidence"]
     assert np.array_equal(scope["columns"]["video"], [v for v, _ in result.pairs])
     assert (tmp_path / "pairs.csv").exists() and (tmp_path / "pairs.scores.npz").exists()
     # the result judged in memory is the result judged from its files, and beats chance

@@ -87,9 +87,11 @@ class Model:
     def match(self, videos: Corpus | str | Path, audios: Corpus | str | Path, *, greedy: bool = False,
               normalise: str = "dual-softmax", max_offset_s: float | None = None, mode: str = "auto",
               candidates: int | None = None, retriever: Model | str | Path | None = None,
-              retrieval: str = "flat", workers: int = 1, options: dict | None = None) -> Result:
+              retrieval: str = "flat", workers: int = 1, options: dict | None = None,
+              min_confidence: float = 0.0) -> Result:
         """Match every video of ``videos`` to an audio of ``audios`` (one-to-one, or each video's best
-        with ``greedy``); a timing model also gives each pair's offset. See ``avmatch match --help``
+        with ``greedy``); a timing model also gives each pair's offset; ``min_confidence`` leaves a video
+        whose pair is less sure than that unmatched. See ``avmatch match --help``
         for the options; ``retriever`` is a Model or a run for two-stage retrieval."""
         from avmatch.matching import match_corpora
 
@@ -98,7 +100,8 @@ class Model:
         return match_corpora(self.trained, self.features(videos, options, workers),
                              self.features(audios, options, workers), "greedy" if greedy else "hungarian",
                              normalise, max_offset_s, mode=mode, candidates=candidates,
-                             retriever=retriever.trained if retriever else None, retrieval=retrieval)
+                             retriever=retriever.trained if retriever else None, retrieval=retrieval,
+                             min_confidence=min_confidence)
 
 
     def locate(self, clips: Corpus | str | Path, recordings: Corpus | str | Path, *,

@@ -93,7 +93,7 @@ def cmd_match(args) -> None:
     result = avmatch.load(args.model).match(
         args.videos, args.audios, greedy=args.greedy, normalise=args.normalise, max_offset_s=args.max_offset,
         mode=args.mode, candidates=args.candidates, retriever=args.retriever, retrieval=args.retrieval,
-        workers=args.workers, options=_options(args.option))
+        workers=args.workers, options=_options(args.option), min_confidence=args.min_confidence)
     if args.output == "-":  # the pairs on standard output (no score file or heat map to go with them)
         sys.stdout.write(result.csv_text())
         return
@@ -327,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-offset", type=float, default=None, help="seconds of lag searched by timing models (default: as trained, 2 s)")
     p.add_argument("--no-heatmap", action="store_true")
     p.add_argument("--json", action="store_true", help="print the pairs as JSON (the files are written too)")
+    p.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
+                   help="leave a video unmatched when its pair's confidence is below P (default 0: match every video)")
     p.add_argument("--mode", default="auto", choices=["auto", "dense", "two-stage"],
                    help="dense: score every pair; two-stage: score each video's top candidates only "
                         "(auto: dense up to 5000 x 5000 pairs)")

@@ -5,7 +5,7 @@ import pytest
 
 from avmatch.errors import AvmatchError
 from avmatch.evaluate import evaluate_pairs, ranks, retrieval_metrics
-from avmatch.matching import MatchResult, assign, margins
+from avmatch.matching import MatchResult, assign, margins, normalise
 
 
 def test_hungarian_beats_greedy_on_a_crafted_matrix():
@@ -124,6 +124,54 @@ def test_the_heat_map_puts_every_choice_on_the_diagonal(tmp_path):
     assert [audios[j] for j in cols[4:]] == sorted(audios[j] for j in cols[4:])  # the unchosen, by id
     png = heatmap_png(scores, tmp_path / "h.png", videos, audios, chosen, right=np.array([1, 0, 1, 0, 1], bool))
     assert png.stat().st_size > 1000
+
+
+def test_assignment_confidence_is_a_probability_that_sees_competition():
+    from avmatch.matching.dense import assignment_confidence
+
+    clear = np.array([[9.0, 0.0, 0.0], [0.0, 9.0, 0.0], [0.0, 0.0, 9.0]])
+    conf = assignment_confidence(clear, np.array([0, 1, 2]))
+    assert np.all(conf > 0.99)
+    # v0 and v1 both want a0 equally: neither can be sure; v2 is unaffected
+    contested = np.array([[9.0, 0.0, 0.0], [9.0, 8.5, 0.0], [0.0, 0.0, 9.0]])
+    conf = assignment_confidence(contested, np.array([0, 1, 2]))
+    row_softmax = np.exp(8.5) / np.exp([9.0, 8.5, 0.0]).sum()
+    assert conf[1] > row_softmax and conf[0] < 0.99 and conf[2] > 0.99  # a0 is v0's, so v1's a1 gains
+    assert np.isnan(assignment_confidence(clear, np.array([0, -1, 2]))[1])
+    wide = np.random.default_rng(0).normal(size=(4, 9))  # more audios than videos
+    got = assignment_confidence(wide, assign(wide))
+    assert np.all((got > 0) & (got <= 1))
+
+
+def test_match_abstains_below_min_confidence(tmp_path):
+    """--min-confidence: a video no audio fits stays unmatched rather than forced onto one."""
+    from avmatch.corpus import Clip, Corpus
+    from avmatch.matching import match_corpora
+
+    class Fixed:  # stands in for a trained model: match_corpora only needs its scores
+        pass
+
+    import avmatch.matching as m
+
+    # v2's audio is not in the pile: a2 and a3 fit it no better than each other
+    raw = np.array([[9.0, 0.0, 0.0, 0.0], [0.0, 9.0, 0.0, 0.0], [1.0, 1.1, 1.0, 1.0]])
+    videos = Corpus([Clip(f"v{i}", np.zeros((3, 2), np.float32)) for i in range(3)])
+    audios = Corpus([Clip(f"a{j}", None, np.zeros((3, 2), np.float32)) for j in range(4)])
+    original = m.match_dense, m.check_fits, m.capabilities
+    try:
+        m.match_dense = lambda *a, **k: (normalise(raw), raw, assign(normalise(raw)))
+        m.check_fits = lambda *a, **k: None
+        m.capabilities = lambda model: type("E", (), {"timing": False})()
+        trained = type("T", (), {"model": None})()
+        forced = match_corpora(trained, videos, audios)
+        assert list(forced.chosen[:2]) == [0, 1] and forced.chosen[2] in (2, 3) and forced.confidence[2] < 0.6
+        sure = match_corpora(trained, videos, audios, min_confidence=0.9)
+        assert list(sure.chosen) == [0, 1, -1] and np.isnan(sure.confidence[2])
+        assert sure.rows()[2]["audio"] == "" and "confidence" in sure.rows()[0]
+        with pytest.raises(AvmatchError, match="min-confidence"):
+            match_corpora(trained, videos, audios, min_confidence=1.5)
+    finally:
+        m.match_dense, m.check_fits, m.capabilities = original
 
 
 def test_evaluate_refuses_its_two_files_swapped(tmp_path):

@@ -242,6 +242,7 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
     by_group = {g: _share(right, vs) for g, vs in groups.items()}
     by_family = {f: _share(right, [v for v in key if family[v] == f]) for f in sorted(set(family.values()))}
     by_format = {f: _share(right, [v for v in key if format_of.get(key[v][0]) == f]) for f in AUDIO_FORMATS}
+    reliability = _reliability(match.confidence, np.array([right.get(v, False) for v in match.video_ids]))
     shipped = _shipped_one_to_one(videos, audios, key)
     t0 = lap("match", t0)
     n = len(key)
@@ -253,6 +254,8 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
     _say(progress, "      by audio format: " + ", ".join(f"{f} {x:.3f}" for f, x in by_format.items()))
     _say(progress, f"      offset within 40 ms {metrics.get('offset_within_40ms', float('nan')):.3f} of the right pairs, "
          f"median error {1000 * metrics.get('offset_median_s', float('nan')):.0f} ms")
+    _say(progress, f"      confidence: of the {reliability['n_sure']} pairs at >= 0.9, {reliability['right_when_sure']:.3f} "
+         f"right; expected calibration error {reliability['ece']:.3f}")
     if shipped is not None:
         _say(progress, f"      the shipped model, no training: one-to-one {shipped:.3f}")
     _say(progress, f"      untrained floor (motion energy vs onset strength): one-to-one {floor['one_to_one']:.3f}, "
@@ -266,6 +269,8 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
         "chance": 1 / n,
         "offset within 40 ms": metrics.get("offset_within_40ms", float("nan")),
         "offset median error (s)": metrics.get("offset_median_s", float("nan")),
+        "pairs with confidence >= 0.9": reliability["n_sure"], "right among them": reliability["right_when_sure"],
+        "confidence calibration error": reliability["ece"],
         "shipped model one-to-one": float("nan") if shipped is None else shipped,
         "floor one-to-one": floor["one_to_one"], "floor offset within 40 ms": floor["offset_within_40ms"],
         "seconds": round(time.perf_counter() - started, 1),
@@ -276,7 +281,7 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
         pairs.append({"video": r["video"], "scene": family.get(r["video"], "")
                       + (" (held out)" if family.get(r["video"]) in HOLDOUT else ""),
                       "audio": r["audio"], "format": format_of.get(r["audio"], ""), "score": r["score"],
-                      "margin": r["margin"], "offset_s": r.get("offset_s", float("nan")), "true audio": true_audio,
+                      "margin": r["margin"], "confidence": r.get("confidence", float("nan")), "offset_s": r.get("offset_s", float("nan")), "true audio": true_audio,
                       "true offset_s": true_offset, "right": r["audio"] == true_audio})
     # the heat map again, now that the key says which choices are right (the match's own stays as written)
     judged = heatmap_png(match.scores, out / "pairs.judged.png", match.video_ids, match.audio_ids, match.chosen,
@@ -292,6 +297,19 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
     _say(progress, f"[5/5] wrote {out / 'report.html'} and {out / 'demo.json'} ({summary['seconds']:.0f} s in all)")
     return {**summary, "metrics": metrics, "floor": floor, "stage_seconds": stage, "by_family": by_family,
             "by_format": by_format}
+
+
+def _reliability(confidence: np.ndarray, right: np.ndarray, bins: int = 10) -> dict:
+    """How far the pairs' confidences can be trusted: expected calibration error (the gap between
+    confidence and the share right, averaged over ten confidence bins, weighted by their pairs) and
+    the share right among pairs of confidence >= 0.9."""
+    known = np.isfinite(confidence)
+    conf, ok = confidence[known], right[known].astype(float)
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    ece = sum(abs(conf[which == b].mean() - ok[which == b].mean()) * (which == b).mean() for b in range(bins)
+              if (which == b).any())
+    sure = conf >= 0.9
+    return {"ece": float(ece), "n_sure": int(sure.sum()), "right_when_sure": float(ok[sure].mean()) if sure.any() else float("nan")}
 
 
 def _share(right: dict[str, bool], videos: list[str]) -> float:

@@ -12,7 +12,7 @@ from avmatch.checkpoint import Trained
 from avmatch.corpus import Corpus
 from avmatch.errors import AvmatchError
 from avmatch.inference import check_fits, estimate_offsets, lag_range
-from avmatch.matching.dense import assign, margins, match_dense, normalise
+from avmatch.matching.dense import assign, assignment_confidence, margins, match_dense, normalise
 from avmatch.matching.results import MatchResult, check_same_run, load_scores, scores_path
 from avmatch.matching.two_stage import DEFAULT_CANDIDATES, match_two_stage
 from avmatch.models import capabilities
@@ -36,14 +36,18 @@ def choose_mode(n_videos: int, n_audios: int, mode: str = "auto", dense_max: int
 def match_corpora(trained: Trained, videos: Corpus, audios: Corpus, method: str = "hungarian",
                   normalisation: str = "dual-softmax", max_offset_s: float | None = None, mode: str = "auto",
                   candidates: int | None = None, retriever: Trained | None = None, retrieval: str = "flat",
-                  dense_max: int | None = None) -> MatchResult:
+                  dense_max: int | None = None, min_confidence: float = 0.0) -> MatchResult:
     """Score every video clip of ``videos`` against every audio clip of ``audios``, normalise the
     scores, assign, and (timing models) estimate each matched pair's offset.
 
     ``mode`` "dense" scores all pairs; "two-stage" scores only each video's top-``candidates``
     audios, retrieved with an embedding model (``retriever``, by default the trained model) from a
     FAISS index of kind ``retrieval``; "auto" is dense up to ``dense_max`` x ``dense_max`` pairs
-    (defaults: DEFAULT_CANDIDATES, DENSE_MAX)."""
+    (defaults: DEFAULT_CANDIDATES, DENSE_MAX). Dense matching gives each pair a confidence
+    (:func:`~avmatch.matching.dense.assignment_confidence`); with ``min_confidence`` a video whose
+    pair is less sure than that stays unmatched rather than forced onto an audio."""
+    if not 0.0 <= min_confidence <= 1.0:
+        raise AvmatchError(f"--min-confidence must be in [0, 1], got {min_confidence:g}")
     v_clips = [c for c in videos.clips if c.video is not None]
     a_clips = [c for c in audios.clips if c.audio is not None]
     if not v_clips:
@@ -64,6 +68,14 @@ def match_corpora(trained: Trained, videos: Corpus, audios: Corpus, method: str 
     else:
         scores, raw, chosen = match_dense(trained, videos_x, audios_x, method, normalisation, max_lag)
     result = MatchResult([c.id for c in v_clips], [c.id for c in a_clips], scores, chosen, method, raw)
+    if not result.sparse:
+        result.confidence = assignment_confidence(raw, chosen)
+        if min_confidence:  # abstain: a video whose best is not sure enough stays unmatched
+            chosen[~(result.confidence >= min_confidence)] = -1
+            result.confidence[chosen < 0] = np.nan
+    elif min_confidence:
+        raise AvmatchError("--min-confidence needs dense matching (--mode dense): two-stage matching scores "
+                           "only candidates, so it has no confidence to judge by")
     if timing:
         matched = np.flatnonzero(chosen >= 0)
         off, conf = estimate_offsets(trained, [v_clips[i].video for i in matched],

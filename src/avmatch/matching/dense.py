@@ -86,6 +86,32 @@ def margins(scores: np.ndarray, chosen: np.ndarray) -> np.ndarray:
 
 
 
+def assignment_confidence(raw: np.ndarray, chosen: np.ndarray, iterations: int = 30) -> np.ndarray:
+    """Each video's confidence in its chosen audio: the probability the assignment gives the pair
+    once the model's scores (logits) are balanced so that every clip of the smaller set has exactly
+    one partner and every clip of the larger set at most one (Sinkhorn's iterations with capacities,
+    in the log domain). A video whose
+    audio every other video also wants gets less than its row's softmax would say. NaN where
+    unmatched. What it is worth is measured, not assumed (the demo reports its reliability)."""
+    from scipy.special import logsumexp
+
+    s = _real_scores(raw, summed=False)
+    s = np.where(np.isfinite(s), s, np.nanmin(np.where(np.isfinite(s), s, np.nan)) - 50.0)
+    nv, na = s.shape
+    f, g = np.zeros(nv), np.zeros(na)
+    for _ in range(iterations):  # the smaller side sums to exactly 1 per clip, the larger to at most 1
+        if nv <= na:
+            f = -logsumexp(s + g[None, :], axis=1)
+            g = np.minimum(0.0, -logsumexp(s + f[:, None], axis=0))
+        else:
+            g = -logsumexp(s + f[:, None], axis=0)
+            f = np.minimum(0.0, -logsumexp(s + g[None, :], axis=1))
+    out = np.full(nv, np.nan)
+    rows = np.flatnonzero(chosen >= 0)
+    out[rows] = np.exp(s[rows, chosen[rows]] + f[rows] + g[chosen[rows]])
+    return out
+
+
 def match_dense(trained: Trained, videos: list[np.ndarray], audios: list[np.ndarray], method: str = "hungarian",
                 normalisation: str = "dual-softmax", max_lag: int | None = None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -29,6 +29,7 @@ class MatchResult:
     raw_scores: np.ndarray | csr_matrix | None = None  # (Nv, Na) the model's own scores
     offset_s: np.ndarray | None = None  # (Nv,) for timing models
     offset_conf: np.ndarray | None = None
+    confidence: np.ndarray | None = None  # (Nv,) dense matching: dense.assignment_confidence
 
     @property
     def sparse(self) -> bool:
@@ -67,6 +68,8 @@ class MatchResult:
         for i, (vid, j) in enumerate(zip(self.video_ids, self.chosen, strict=True)):
             row = {"video": vid, "audio": self.audio_ids[j] if j >= 0 else "",
                    "score": float(chosen_scores[i]), "margin": float(m[i])}
+            if self.confidence is not None:
+                row["confidence"] = float(self.confidence[i])
             if self.offset_s is not None:
                 row["offset_s"] = float(self.offset_s[i])
                 row["offset_conf"] = float(self.offset_conf[i])
