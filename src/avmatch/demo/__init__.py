@@ -48,7 +48,7 @@ ONSET_COLUMN = 40  # default extractor: onset strength follows the 40 log-mel ba
 @dataclass
 class DemoConfig:
     """Sizes and training settings of a demo run; ``DemoConfig()`` and ``DemoConfig.quick()`` are the
-    presets (the default ran in 276 s on a 2-core machine; --quick is a smaller smoke run)."""
+    presets (the default ran in 264 s on a 2-core machine; --quick is a smaller smoke run)."""
 
     n_train: int = 640
     n_test: int = 160
