@@ -169,13 +169,19 @@ def cmd_search(args) -> None:
     from avmatch.matching.index import load_index
 
     index = load_index(args.index)
-    hits = index.search(args.query, args.k, audio=args.audio)
-    own, other = ("audio", "video") if args.audio else ("video", "audio")
+    if args.like:  # the query's own modality: video -> videos, audio -> audios
+        hits = index.similar(args.query, args.k, audio=args.audio)
+        own = "audio" if args.audio else "video"
+        other, score = f"similar_{own}", "similarity"
+    else:
+        hits = index.search(args.query, args.k, audio=args.audio)
+        own, other = ("audio", "video") if args.audio else ("video", "audio")
+        score = "score"
     if args.json:
-        print(json.dumps({q: [{other: c, "score": s} for c, s in h] for q, h in zip(args.query, hits, strict=True)},
+        print(json.dumps({q: [{other: c, score: s} for c, s in h] for q, h in zip(args.query, hits, strict=True)},
                          indent=2))
         return
-    print(f"{own},rank,{other},score")
+    print(f"{own},rank,{other},{score}")
     for q, h in zip(args.query, hits, strict=True):
         for rank, (clip, score) in enumerate(h, 1):
             print(f"{q},{rank},{clip},{score:.6g}")
@@ -361,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("query", nargs="+", help="clip ids in the index")
     p.add_argument("-k", type=int, default=5, help="results per query")
     p.add_argument("--audio", action="store_true", help="queries are audio clips; find their videos")
+    p.add_argument("--like", action="store_true",
+                   help="find clips of the query's own modality instead (video -> videos, audio -> audios)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search)
 

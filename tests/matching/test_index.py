@@ -11,6 +11,7 @@ from avmatch.cli import main
 from avmatch.corpus import write_corpus
 from avmatch.demo.synthetic import make_feature_corpus
 from avmatch.errors import AvmatchError
+from avmatch.inference import clip_embeddings
 from avmatch.matching.index import (
     build_index,
     index_corpus,
@@ -138,6 +139,20 @@ def test_cli_index_and_search_end_to_end(dual_run, capsys):
     assert list(out) == [ids[0]] and len(out[ids[0]]) == 2 and set(out[ids[0]][0]) == {"video", "score"}
     assert main(["search", str(root / "idx"), "nope"]) == 2
     assert "no video clip 'nope'" in capsys.readouterr().err
+    # --like: the query's own modality, itself left out, by the cosine of the embeddings
+    assert main(["search", str(root / "idx"), ids[0], "--like", "-k", "4"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "video,rank,similar_video,similarity" and len(lines) == 5
+    found = [line.split(",") for line in lines[1:]]
+    assert ids[0] not in [f[2] for f in found]
+    v = clip_embeddings(trained, [c.video for c in corpus.clips], "video")
+    cos = v @ v[0]
+    cos[0] = -np.inf
+    assert [f[2] for f in found] == [corpus.clips[j].id for j in np.argsort(-cos)[:4]]
+    assert np.allclose([float(f[3]) for f in found], np.sort(cos)[::-1][:4], atol=1e-4)
+    assert main(["search", str(root / "idx"), ids[1], "--like", "--audio", "-k", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out[ids[1]][0]) == {"similar_audio", "similarity"} and out[ids[1]][0]["similar_audio"] != ids[1]
 
 
 def test_cli_index_hnsw_reports_recall(dual_run, capsys):
