@@ -520,6 +520,11 @@ def _train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: boo
               "val_top1": state["best_top1"], "val_mrr": state["best_mrr"],
               "train_seconds": round(time.perf_counter() - started, 2), "history": state["history"]}
     if main:
+        # the run's settings beside its outcome, for TensorBoard's HPARAMS table across runs
+        hparams = {k: v for k, v in asdict(config).items() if isinstance(v, (int, float, str, bool))}
+        hparams.update({f"model/{k}": v for k, v in model.config.items() if isinstance(v, (int, float, str, bool))})
+        writer.add_hparams(hparams, {"hparam/val_top1": result["val_top1"], "hparam/val_mrr": result["val_mrr"]},
+                           run_name=".")
         writer.close()
         write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
     if own_group:

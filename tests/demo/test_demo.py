@@ -30,6 +30,9 @@ def test_demo_writes_what_it_promises(demo):
     assert len(audios) == TINY.n_test and {a.suffix for a in audios} == {".wav", ".flac", ".mp3", ".m4a", ".opus"}
     saved = json.loads((out / "demo.json").read_text())
     assert saved["summary"]["test pairs"] == TINY.n_test
+    import avmatch
+
+    assert saved["summary"]["avmatch"] == avmatch.__version__ and saved["summary"]["extractor"] == "default"
     assert set(saved["stage_seconds"]) >= {"generate", "extract", "train", "match", "total"}
     rows = list(csv.DictReader(open(out / "pairs.csv")))
     assert len(rows) == TINY.n_test and len({r["audio"] for r in rows}) == TINY.n_test  # one-to-one

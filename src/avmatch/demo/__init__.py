@@ -261,7 +261,11 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
     _say(progress, f"      untrained floor (motion energy vs onset strength): one-to-one {floor['one_to_one']:.3f}, "
          f"offset within 40 ms {floor['offset_within_40ms']:.3f}")
 
+    from avmatch import __version__
+
     summary = {
+        "avmatch": __version__, "run": time.strftime("%Y-%m-%d %H:%M:%S"), "seed": seed,
+        "model": f"{trained.model.name} ({out / 'run'})", "extractor": cfg.extractor,
         "test pairs": n, "training clips": cfg.n_train, "one-to-one": metrics["one_to_one"],
         **{f"one-to-one, {g}": x for g, x in by_group.items()},
         "top-1 (raw scores)": metrics["top1"], "top-5 (raw scores)": metrics["top5"],
