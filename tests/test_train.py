@@ -110,6 +110,7 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert {"loss/total", "grad/norm", "val/top1", "val/top5"} <= set(tags["scalars"])
     assert all(e.value > 0 for e in events.Scalars("grad/norm"))
     assert "hparam/val_top1" in tags["scalars"]  # the run's settings and outcome in the HPARAMS table
+    assert len(list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))) == 1  # in the run's one file
     for prefix in ("weights/", "grads/", "outputs/"):
         assert any(t.startswith(prefix) for t in tags["histograms"]), prefix
     assert {"scores/matched", "scores/mismatched"} <= set(tags["histograms"])

@@ -523,8 +523,13 @@ def _train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: boo
         # the run's settings beside its outcome, for TensorBoard's HPARAMS table across runs
         hparams = {k: v for k, v in asdict(config).items() if isinstance(v, (int, float, str, bool))}
         hparams.update({f"model/{k}": v for k, v in model.config.items() if isinstance(v, (int, float, str, bool))})
-        writer.add_hparams(hparams, {"hparam/val_top1": result["val_top1"], "hparam/val_mrr": result["val_mrr"]},
-                           run_name=".")
+        outcome = {"hparam/val_top1": result["val_top1"], "hparam/val_mrr": result["val_mrr"]}
+        from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+        for summary in hparams_summaries(hparams, outcome):  # into this run's one events file (add_hparams
+            writer.file_writer.add_summary(summary)  # would open a second one)
+        for k, v in outcome.items():
+            writer.add_scalar(k, v)
         writer.close()
         write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
     if own_group:
