@@ -100,14 +100,25 @@ def score_matrix(trained: Trained, videos: list[np.ndarray], audios: list[np.nda
     return out.float().cpu().numpy()
 
 
+def peak_between_frames(curve: np.ndarray, k: int) -> float:
+    """The position of a lag curve's peak at index ``k`` between frames: the vertex of a parabola
+    through it and its two neighbours (``k`` itself at an end, or where a neighbour is no real
+    agreement, -1 or below: lags without enough overlap)."""
+    if 0 < k < len(curve) - 1 and min(curve[k - 1], curve[k + 1]) > -1:
+        denom = curve[k - 1] - 2 * curve[k] + curve[k + 1]
+        if denom < 0:
+            return k + 0.5 * (curve[k - 1] - curve[k + 1]) / denom
+    return float(k)
+
+
 @torch.no_grad()
 def estimate_offsets(trained: Trained, videos: list[np.ndarray], audios: list[np.ndarray],
                      batch_size: int = 64, max_lag: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Offset of each (video, audio) pair in seconds (positive: the audio starts that many seconds
     into the video) and its confidence (peak agreement minus the median over all lags).
 
-    Needs a timing model (:func:`avmatch.models.capabilities`); the peak is refined between frames by fitting
-    a parabola through it and its two neighbours. ``max_lag``: lag range in frames (None: as trained).
+    Needs a timing model (:func:`avmatch.models.capabilities`); the peak is refined between frames
+    (:func:`peak_between_frames`). ``max_lag``: lag range in frames (None: as trained).
     """
     model = at_lag_range(trained.model, max_lag)
     was_training = model.training
@@ -121,11 +132,7 @@ def estimate_offsets(trained: Trained, videos: list[np.ndarray], audios: list[np
         curve = model.lag_curve(model.encode_video(v, v_len), model.encode_audio(a, a_len), v_len, a_len).cpu().numpy()
         for c in curve:
             k = int(c.argmax())
-            frac = 0.0
-            if 0 < k < len(c) - 1 and min(c[k - 1], c[k + 1]) > -1:
-                denom = c[k - 1] - 2 * c[k] + c[k + 1]
-                frac = 0.5 * (c[k - 1] - c[k + 1]) / denom if denom < 0 else 0.0
-            lag = k + frac - model.max_lag  # video row t meets audio row t + lag
+            lag = peak_between_frames(c, k) - model.max_lag  # video row t meets audio row t + lag
             offsets.append(-lag / rate)
             valid = c[c > -1]
             confs.append(float(c[k] - np.median(valid)) if len(valid) else 0.0)

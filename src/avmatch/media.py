@@ -15,6 +15,7 @@ import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -414,3 +415,18 @@ def read_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
     chunks = list(iter_audio(path, sample_rate=sample_rate))
     return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
 
+
+def encode_audio(container, stream, audio: np.ndarray) -> None:
+    """Encode mono float audio in [-1, 1] into an open output ``stream`` of ``container`` (the
+    encoder's frame size, its sample format: float, or 16-bit for PCM-like encoders) and flush it."""
+    fmt = stream.codec_context.format.name if stream.codec_context.format else "fltp"
+    block = stream.codec_context.frame_size or 1024
+    rate = stream.codec_context.sample_rate
+    for i in range(0, len(audio), block):
+        part = np.ascontiguousarray(audio[None, i : i + block], dtype=np.float32)
+        if fmt in ("s16", "s16p"):
+            part = (np.clip(part, -1, 1) * 32767).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(part, format=fmt, layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = rate, i, Fraction(1, rate)
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode(None))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -25,7 +24,7 @@ from avmatch.atomic import atomic_path, write_text
 from avmatch.errors import AvmatchError
 from avmatch.evaluate import read_pairs
 from avmatch.extract import find_media
-from avmatch.media import iter_audio, probe
+from avmatch.media import encode_audio, iter_audio, probe
 from avmatch.progress import bar as progress_bar
 
 AUDIO_CODEC = {".webm": ("libopus", 48000)}  # by container; any other: AAC at the audio's own rate
@@ -114,16 +113,7 @@ def mux_one(video: str | Path, audio: str | Path, shift_s: float, out: str | Pat
                 continue
             packet.stream = vout
             dst.mux(packet)
-        fmt = aout.codec_context.format.name if aout.codec_context.format else "fltp"
-        block = aout.codec_context.frame_size or 1024
-        for i in range(0, len(sound), block):
-            part = np.ascontiguousarray(sound[None, i : i + block])
-            if fmt in ("s16", "s16p"):
-                part = (np.clip(part, -1, 1) * 32767).astype(np.int16)
-            frame = av.AudioFrame.from_ndarray(part, format=fmt, layout="mono")
-            frame.sample_rate, frame.pts, frame.time_base = rate, i, Fraction(1, rate)
-            dst.mux(aout.encode(frame))
-        dst.mux(aout.encode(None))
+        encode_audio(dst, aout, sound)
     return out
 
 

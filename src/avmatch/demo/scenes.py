@@ -39,6 +39,7 @@ from scipy.signal import lfilter
 
 from avmatch import speech
 from avmatch.atomic import atomic_path, write_text
+from avmatch.media import encode_audio
 
 FPS = 25.0
 SAMPLE_RATE = 16000
@@ -578,19 +579,6 @@ def _to_uint8(frames: np.ndarray) -> np.ndarray:
     return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def _encode_audio(container, stream, audio: np.ndarray) -> None:
-    fmt = stream.codec_context.format.name if stream.codec_context.format else "fltp"
-    block = stream.codec_context.frame_size or 1024
-    for i in range(0, len(audio), block):
-        part = np.ascontiguousarray(audio[None, i : i + block], dtype=np.float32)
-        if fmt in ("s16", "s16p"):
-            part = (np.clip(part, -1, 1) * 32767).astype(np.int16)
-        frame = av.AudioFrame.from_ndarray(part, format=fmt, layout="mono")
-        frame.sample_rate, frame.pts = stream.codec_context.sample_rate, i
-        container.mux(stream.encode(frame))
-    container.mux(stream.encode(None))
-
-
 def write_media(path: str | Path, frames: np.ndarray | None, audio: np.ndarray | None, fps: float = FPS,
                 sample_rate: int = SAMPLE_RATE, audio_codec: str | None = None, audio_bit_rate: int | None = None) -> Path:
     """Write frames ((N, H, W, 3) float in [0, 1]) and/or mono audio to ``path`` (atomically).
@@ -619,7 +607,7 @@ def write_media(path: str | Path, frames: np.ndarray | None, audio: np.ndarray |
                 astream.bit_rate = 64000
                 astream.options = {"aac_coder": "fast"}
             if codec == "libmp3lame":
-                astream.format = "fltp"  # LAME's default, s32p, is not a format _encode_audio writes
+                astream.format = "fltp"  # LAME's default, s32p, is not a format encode_audio writes
             if audio_bit_rate:
                 astream.bit_rate = audio_bit_rate
         if vstream is not None:
@@ -630,7 +618,7 @@ def write_media(path: str | Path, frames: np.ndarray | None, audio: np.ndarray |
                 out.mux(vstream.encode(frame))
             out.mux(vstream.encode(None))
         if astream is not None:
-            _encode_audio(out, astream, audio)
+            encode_audio(out, astream, audio)
     return path
 
 

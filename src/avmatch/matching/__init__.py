@@ -12,7 +12,14 @@ from avmatch.checkpoint import Trained
 from avmatch.corpus import Corpus
 from avmatch.errors import AvmatchError
 from avmatch.inference import check_fits, estimate_offsets, lag_range
-from avmatch.matching.dense import assign, assignment_confidence, margins, match_dense, normalise
+from avmatch.matching.dense import (
+    assign,
+    assignment_confidence,
+    check_min_confidence,
+    margins,
+    match_dense,
+    normalise,
+)
 from avmatch.matching.results import MatchResult, check_same_run, load_scores, scores_path
 from avmatch.matching.two_stage import DEFAULT_CANDIDATES, match_two_stage
 from avmatch.models import capabilities
@@ -46,8 +53,7 @@ def match_corpora(trained: Trained, videos: Corpus, audios: Corpus, method: str 
     (defaults: DEFAULT_CANDIDATES, DENSE_MAX). Dense matching gives each pair a confidence
     (:func:`~avmatch.matching.dense.assignment_confidence`); with ``min_confidence`` a video whose
     pair is less sure than that stays unmatched rather than forced onto an audio."""
-    if not 0.0 <= min_confidence <= 1.0:
-        raise AvmatchError(f"--min-confidence must be in [0, 1], got {min_confidence:g}")
+    check_min_confidence(min_confidence)
     v_clips = [c for c in videos.clips if c.video is not None]
     a_clips = [c for c in audios.clips if c.audio is not None]
     if not v_clips:

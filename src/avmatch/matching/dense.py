@@ -86,6 +86,13 @@ def margins(scores: np.ndarray, chosen: np.ndarray) -> np.ndarray:
 
 
 
+def check_min_confidence(value: float) -> float:
+    """A --min-confidence a matching or a placement can honour: a probability."""
+    if not 0.0 <= value <= 1.0:
+        raise AvmatchError(f"--min-confidence must be in [0, 1], got {value:g}")
+    return value
+
+
 def assignment_confidence(raw: np.ndarray, chosen: np.ndarray, iterations: int = 30) -> np.ndarray:
     """Each video's confidence in its chosen audio: the probability the assignment gives the pair
     once the model's scores (logits) are balanced so that every clip of the smaller set has exactly
@@ -95,8 +102,7 @@ def assignment_confidence(raw: np.ndarray, chosen: np.ndarray, iterations: int =
     unmatched. What it is worth is measured, not assumed (the demo reports its reliability)."""
     from scipy.special import logsumexp
 
-    s = _real_scores(raw, summed=False)
-    s = np.where(np.isfinite(s), s, np.nanmin(np.where(np.isfinite(s), s, np.nan)) - 50.0)
+    s = _real_scores(raw, summed=False)  # NaN and inf below every real score
     nv, na = s.shape
     f, g = np.zeros(nv), np.zeros(na)
     for _ in range(iterations):  # the smaller side sums to exactly 1 per clip, the larger to at most 1

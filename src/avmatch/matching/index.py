@@ -154,30 +154,29 @@ class EmbeddingIndex:
     def search(self, query_ids: list[str], k: int = 5, audio: bool = False) -> list[list[tuple[str, float]]]:
         """For each query clip id the ``k`` best clips of the other modality and their model scores:
         audios for a video, or videos for an audio with ``audio=True``."""
-        own_ids, own, other_ids, other = ((self.audio_ids, self.audio, self.video_ids, self.video) if audio
-                                          else (self.video_ids, self.video, self.audio_ids, self.audio))
-        row = {c: i for i, c in enumerate(own_ids)}
-        missing = [q for q in query_ids if q not in row]
-        if missing:
-            raise AvmatchError(f"no {'audio' if audio else 'video'} clip {missing[0]!r} in the index"
-                               + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-        return self._ranked(other, other_ids, vectors(own, np.array([row[q] for q in query_ids])), k)
+        other_ids, other = (self.video_ids, self.video) if audio else (self.audio_ids, self.audio)
+        return self._ranked(other, other_ids, self._query_vectors(query_ids, audio), k)
 
     def similar(self, query_ids: list[str], k: int = 5, audio: bool = False) -> list[list[tuple[str, float]]]:
         """For each query clip id the ``k`` clips of its *own* modality most like it (videos for a
         video, audios for an audio with ``audio=True``), itself left out: the cosine of their
         embeddings (minus their distance for a distance model), not a video-audio score."""
         ids, index = (self.audio_ids, self.audio) if audio else (self.video_ids, self.video)
+        sims, rows = search(index, self._query_vectors(query_ids, audio), k + 1)
+        if self.metric == "l2":
+            sims = -np.sqrt(np.maximum(sims.astype(np.float64), 0.0) + 1e-8)
+        return [[(ids[j], float(sc)) for sc, j in zip(srow, jrow, strict=True) if j >= 0 and ids[j] != q][:k]
+                for q, srow, jrow in zip(query_ids, sims, rows, strict=True)]
+
+    def _query_vectors(self, query_ids: list[str], audio: bool) -> np.ndarray:
+        """The stored embeddings of the query clips (audio ones with ``audio``); an unknown id is one line."""
+        ids, index = (self.audio_ids, self.audio) if audio else (self.video_ids, self.video)
         row = {c: i for i, c in enumerate(ids)}
         missing = [q for q in query_ids if q not in row]
         if missing:
             raise AvmatchError(f"no {'audio' if audio else 'video'} clip {missing[0]!r} in the index"
                                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-        sims, rows = search(index, vectors(index, np.array([row[q] for q in query_ids])), k + 1)
-        if self.metric == "l2":
-            sims = -np.sqrt(np.maximum(sims.astype(np.float64), 0.0) + 1e-8)
-        return [[(ids[j], float(sc)) for sc, j in zip(srow, jrow, strict=True) if j >= 0 and ids[j] != q][:k]
-                for q, srow, jrow in zip(query_ids, sims, rows, strict=True)]
+        return vectors(index, np.array([row[q] for q in query_ids]))
 
     def search_vectors(self, queries: np.ndarray, k: int = 5, audio: bool = False) -> list[list[tuple[str, float]]]:
         """The ``k`` best clips for (Q, E) query embeddings: audios for video embeddings, or videos

@@ -39,7 +39,8 @@ from avmatch.atomic import write_text
 from avmatch.checkpoint import Trained
 from avmatch.corpus import Corpus
 from avmatch.errors import AvmatchError
-from avmatch.inference import check_fits, frame_embeddings
+from avmatch.inference import check_fits, frame_embeddings, peak_between_frames
+from avmatch.matching.dense import check_min_confidence
 from avmatch.progress import bar as progress_bar
 
 MIN_CONFIDENCE = 0.9  # placements less sure than this are refused
@@ -95,15 +96,6 @@ class RecordingIndex:
         return out
 
 
-def _refine(curve: np.ndarray, k: int) -> float:
-    """The peak between frames: a parabola through it and its two neighbours."""
-    if 0 < k < len(curve) - 1:
-        denom = curve[k - 1] - 2 * curve[k] + curve[k + 1]
-        if denom < 0:
-            return k + 0.5 * (curve[k - 1] - curve[k + 1]) / denom
-    return float(k)
-
-
 def locate(trained: Trained, clips: Corpus, recordings: Corpus, min_confidence: float = MIN_CONFIDENCE,
            reverse: bool = False, progress: bool = False, camera: str | None | bool = None) -> list[Placement]:
     """Place every clip (silent video; audio with ``reverse``) of ``clips`` in the recordings (audio;
@@ -118,8 +110,7 @@ def locate(trained: Trained, clips: Corpus, recordings: Corpus, min_confidence: 
         raise AvmatchError(f"no clip with {'audio' if reverse else 'visual'} features to place", clips.root)
     if not r_clips:
         raise AvmatchError(f"no recording with {'visual' if reverse else 'audio'} features to search", recordings.root)
-    if not 0.0 <= min_confidence <= 1.0:
-        raise AvmatchError(f"--min-confidence must be in [0, 1], got {min_confidence:g}")
+    check_min_confidence(min_confidence)
     check_fits(trained, clips, short)
     check_fits(trained, recordings, long)
     too_short = [c.id for c in c_clips if len(getattr(c, short)) < MIN_FRAMES]
@@ -164,7 +155,7 @@ def drift(clip: np.ndarray, recording: np.ndarray, start: float, rate: float, pi
         curve = np.einsum("te,let->l", clip[a : a + piece], windows) / piece
         k = int(np.argmax(curve))
         where.append(a)
-        found.append(lo + _refine(curve, k))
+        found.append(lo + peak_between_frames(curve, k))
     if len(where) < 2:
         return start / rate, float("nan")
     slope, intercept = np.polyfit(np.array(where, float), np.array(found), 1)
@@ -195,7 +186,7 @@ def _best_places(curves: list[np.ndarray], frames: int, rate: float, keep: int =
             k = int(np.argmax(left))
             if not np.isfinite(left[k]):
                 break
-            tops.append(((float(curve[k]) - centre) / spread, float(curve[k]), r, _refine(curve, k) / rate))
+            tops.append(((float(curve[k]) - centre) / spread, float(curve[k]), r, peak_between_frames(curve, k) / rate))
             left[max(0, k - reach + 1) : k + reach] = -np.inf
     if not tops:
         return []
