@@ -145,6 +145,42 @@ def test_cli_says_its_version(capsys):
     assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"avmatch {avmatch.__version__}"
 
 
+def test_every_subcommand_help_gives_defaults_and_an_example(capsys):
+    from avmatch.cli import EXAMPLES, build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert set(commands) == set(EXAMPLES)
+    for name, command in commands.items():
+        text = command.format_help()
+        assert f"example:\n  {EXAMPLES[name]}" in text, name
+        text = "".join(text.split())  # whatever the line breaks (argparse also wraps at hyphens)
+        for action in command._actions:  # an option with a default says it
+            if action.option_strings and action.default not in (None, False, [], "==SUPPRESS=="):
+                assert f"default:{action.default}" in text or "default" in (action.help or ""), (name, action.dest)
+    assert "(default: auto)" in commands["match"].format_help() and "(default: 5)" in commands["search"].format_help()
+    assert "-q, --quiet" in parser.format_help()
+
+
+def test_quiet_turns_the_bars_and_notes_off_and_a_missing_cuda_device_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("AVMATCH_QUIET", "")  # not quiet; and the -q below, which sets it, is undone after
+    write_corpus(make_feature_corpus(40, min_len=5, max_len=9, seed=0, **DIMS), tmp_path / "train")
+    assert main(["train", str(tmp_path / "train"), "-o", str(tmp_path / "run"), "--epochs", "1", "--no-histograms"]) == 0
+    loud = capsys.readouterr().err
+    assert "no --model given" in loud and "train dual" in loud  # a note and the training bar
+    assert main(["-q", "train", str(tmp_path / "train"), "-o", str(tmp_path / "run2"), "--epochs", "1",
+                 "--no-histograms", "--device", "cpu"]) == 0
+    quiet = capsys.readouterr()
+    assert quiet.err == "" and "best validation top-1" in quiet.out
+    import torch
+
+    if not torch.cuda.is_available():
+        _one_line_error(capsys, ["match", str(tmp_path / "train"), str(tmp_path / "train"), "--model",
+                                 str(tmp_path / "run"), "--device", "cuda"], "cuda", "--device cpu")
+    _one_line_error(capsys, ["match", str(tmp_path / "train"), str(tmp_path / "train"), "--model",
+                             str(tmp_path / "run"), "--device", "tpu"], "'tpu'")
+
+
 def test_cli_inspect_matches_the_reports_table(capsys):
     assert main(["inspect", "--model", "lstm-cnn"]) == 0
     out = capsys.readouterr().out

@@ -119,21 +119,22 @@ class Model:
                       MIN_CONFIDENCE if min_confidence is None else min_confidence, reverse, progress, camera)
 
 
-def load(run: str | Path = "default") -> Model:
+def load(run: str | Path = "default", device: str | None = "auto") -> Model:
     """A trained model: a run folder (its best checkpoint), a ``.pt`` file, or "default" (the
-    model shipped with avmatch). Every checkpoint is checked before it is built."""
+    model shipped with avmatch). Every checkpoint is checked before it is built. ``device``: where it
+    runs ("auto": CUDA where present, else the CPU; "cpu", "cuda", "cuda:N")."""
     from avmatch.checkpoint import load_trained
     from avmatch.shipped import model_path
 
-    return Model(load_trained(model_path(run)), run)
+    return Model(load_trained(model_path(run), device), run)
 
 
 def train(corpus: Corpus | str | Path, run: str | Path, *, resume: bool = False, force: bool = False,
-          progress: bool = True, **config) -> Model:
+          progress: bool = True, device: str | None = "auto", **config) -> Model:
     """Train on the paired clips of ``corpus`` (a Corpus or a corpus folder) into the run folder
     ``run`` and return the best model. ``config``: any field of :class:`avmatch.train.TrainConfig`
     (model, epochs, batch_size, lr, window_s, init, model_options, ...) over the model's recipe
-    (``avmatch.train.RECIPES``); by default the model that suits the corpus."""
+    (``avmatch.train.RECIPES``); by default the model that suits the corpus. ``device`` as for :func:`load`."""
     from avmatch.extract import training_features
     from avmatch.train import choose_model, recipe
     from avmatch.train import train as run_training
@@ -142,8 +143,8 @@ def train(corpus: Corpus | str | Path, run: str | Path, *, resume: bool = False,
     if not config.get("model") and not config.get("init"):
         config["model"] = choose_model(corpus)
     metrics = run_training(corpus, run, recipe(config.pop("model", ""), **config), resume=resume, progress=progress,
-                           force=force)
-    model = load(run)
+                           force=force, device=device)
+    model = load(run, device)
     model.metrics = metrics
     return model
 

@@ -96,7 +96,7 @@ def _is_count(x: object) -> bool:
 
 # Bounds on model_config values, checked before anything is built: a config is data from a stranger.
 MAX_DIM = 1 << 16  # any size (dims, hidden units, channels)
-COUNT_BOUNDS = {"layers": 64, "blocks": 64, "max_lag": 2000}  # lag frames: 80 s at 25 Hz
+COUNT_BOUNDS = {"layers": 64, "blocks": 64, "max_lag": 30000}  # lag frames: 20 minutes at 25 Hz
 MAX_LIST = 64
 MAX_FLOAT = 1e6
 
@@ -310,7 +310,25 @@ def media_extractor(record: dict, options: dict | None = None, where: str | Path
     return {**record, "params": {**params, **options}}
 
 
-def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Trained:
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """The device to run on: "auto" or None is CUDA where present, else the CPU; "cpu", "cuda",
+    "cuda:1" as said, a CUDA device this machine does not have being one line."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise AvmatchError(f"unknown device {str(device)!r}; use auto, cpu, cuda or cuda:N") from None
+    if chosen.type == "cuda" and (not torch.cuda.is_available()
+                                  or (chosen.index or 0) >= torch.cuda.device_count()):
+        raise AvmatchError(f"device {str(device)!r} asked for, but this machine has "
+                           f"{torch.cuda.device_count()} CUDA device(s); use --device cpu")
+    if chosen.type not in ("cpu", "cuda"):
+        raise AvmatchError(f"device {str(device)!r} is not supported; use auto, cpu, cuda or cuda:N")
+    return chosen
+
+
+def load_trained(path: str | Path, device: str | torch.device | None = "cpu") -> Trained:
     """Load a checkpoint file, or the best checkpoint of a run folder.
 
     ``torch.load(weights_only=True)`` unpickles tensors and plain values only, never code; then the
@@ -331,7 +349,7 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
         raise AvmatchError(f"not a loadable avmatch checkpoint ({_load_fault(err)})", path) from None
     _check_schema(state, path)
     model = _build_checked(state, path)
-    model.to(device).eval()
+    model.to(resolve_device(device)).eval()
     stats = {k: state["stats"][k].float().numpy() for k in ("video_mean", "video_std", "audio_mean", "audio_std")}
     return Trained(model, **stats, extractor=_without_files(state.get("extractor", {})),
                    video_rate_hz=float(state["rates"]["video_hz"]), audio_rate_hz=float(state["rates"]["audio_hz"]),

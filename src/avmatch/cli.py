@@ -12,6 +12,12 @@ from pathlib import Path
 from avmatch.errors import AvmatchError
 
 
+def note(text: str) -> None:
+    """A remark for the person at the terminal (not a result, not an error): silent under -q."""
+    if not os.environ.get("AVMATCH_QUIET"):
+        print(f"avmatch: {text}", file=sys.stderr)
+
+
 def _options(pairs: list[str]) -> dict:
     """``--option hidden=64 --option cell=gru`` -> {"hidden": 64, "cell": "gru"}."""
     out = {}
@@ -77,9 +83,10 @@ def cmd_train(args) -> None:
     corpus = training_features(args.corpus)
     model = args.model or ("" if args.init else choose_model(corpus))
     if not args.model and not args.init and first:
-        print(f"avmatch: no --model given; using {model!r} for this corpus", file=sys.stderr)
+        note(f"no --model given; using {model!r} for this corpus")
     config = _train_config(args, model)
-    result = avmatch.train(corpus, args.output, resume=args.resume, force=args.force, **asdict(config)).metrics
+    result = avmatch.train(corpus, args.output, resume=args.resume, force=args.force, device=args.device,
+                           **asdict(config)).metrics
     if first:
         print(f"{config.model}: best validation top-1 {result['val_top1']:.3f} at epoch {result['best_epoch']} "
               f"of {result['epochs']} ({result['train_seconds']:.1f} s); run in {args.output}")
@@ -90,7 +97,7 @@ def cmd_match(args) -> None:
 
     import avmatch
 
-    result = avmatch.load(args.model).match(
+    result = avmatch.load(args.model, args.device).match(
         args.videos, args.audios, greedy=args.greedy, normalise=args.normalise, max_offset_s=args.max_offset,
         mode=args.mode, candidates=args.candidates, retriever=args.retriever, retrieval=args.retrieval,
         workers=args.workers, options=_options(args.option), min_confidence=args.min_confidence)
@@ -120,7 +127,7 @@ def cmd_locate(args) -> None:
     import avmatch
     from avmatch.matching.locate import placements_text, write_placements
 
-    placements = avmatch.load(args.model).locate(args.clips, args.recordings, min_confidence=args.min_confidence,
+    placements = avmatch.load(args.model, args.device).locate(args.clips, args.recordings, min_confidence=args.min_confidence,
                                                   reverse=args.reverse, workers=args.workers, progress=True,
                                                   camera=False if args.camera == "none" else args.camera)
     if args.output == "-":
@@ -253,23 +260,56 @@ def cmd_demo(args) -> None:
 
 def _add_train_options(p: argparse.ArgumentParser, epochs: int | None = None) -> None:
     """The training options; each one not given keeps avmatch.train.TrainConfig's default."""
-    p.add_argument("--epochs", type=int, default=epochs, help="(default: TrainConfig's)" if epochs is None else None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
+    recipe = " (default: the model's recipe, else avmatch.train.TrainConfig's)"
+    p.add_argument("--epochs", type=int, default=epochs, help="training epochs" + (recipe if epochs is None else ""))
+    p.add_argument("--batch-size", type=int, default=None, help="clips per step" + recipe)
+    p.add_argument("--lr", type=float, default=None, help="learning rate" + recipe)
     p.add_argument("--clip-grad", type=float, default=None, help="max gradient norm (0: no clipping)")
     p.add_argument("--window", type=float, default=None, help="training window in seconds (0: whole clip)")
-    p.add_argument("--val-fraction", type=float, default=None)
+    p.add_argument("--val-fraction", type=float, default=None, help="share of clips held out for validation" + recipe)
     p.add_argument("--patience", type=int, default=None, help="early stopping: epochs without a better validation top-1")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="random seed (same seed, same weights)" + recipe)
     p.add_argument("--no-histograms", action="store_true", help="skip TensorBoard histograms (faster)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="model option, repeatable")
+
+
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """--help gives each option's default, where it has one and its help does not say it already."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.option_strings and action.default not in (None, False, [], argparse.SUPPRESS) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+# one example per subcommand, shown at the end of its --help
+EXAMPLES = {
+    "models": "avmatch models",
+    "inspect": "avmatch inspect --model lstm-cnn",
+    "train": "avmatch extract train_clips/ -o feats --paired && avmatch train feats -o run",
+    "locate": "avmatch locate takes/ recorder/ -o placements.csv --report timeline.html",
+    "mux": "avmatch mux pairs.csv videos/ audios/ -o with_sound",
+    "match": "avmatch match videos/ audios/ -o pairs.csv            # the shipped model, no training",
+    "index": "avmatch index feats --model run -o feats.index",
+    "search": "avmatch search feats.index clip0001 -k 5",
+    "evaluate": "avmatch evaluate pairs.csv --key key.csv",
+    "compare": "avmatch make-features -o course && avmatch compare course --epochs 10",
+    "extract": "avmatch extract clips/ -o feats --workers 2",
+    "extractors": "avmatch extractors",
+    "make-features": "avmatch make-features -o course --clips 300",
+    "demo": "avmatch demo -o avmatch-demo",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     from avmatch import __version__
 
-    parser = argparse.ArgumentParser(prog="avmatch", description="Find which audio belongs to which silent video.")
+    parser = argparse.ArgumentParser(prog="avmatch", description="Find which audio belongs to which silent video.",
+                                     formatter_class=_Help, epilog="example:\n  " + EXAMPLES["match"])
     parser.add_argument("--version", action="version", version=f"avmatch {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notes; results and errors only")
+    parser.add_argument("-v", "--verbose", action="store_true", help="the traceback of an internal error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("models", help="list the models")
@@ -277,13 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="per-layer parameter table of a model or a trained run")
     p.add_argument("--model", required=True, help="model name or run folder / checkpoint")
-    p.add_argument("--video-dim", type=int, default=1024)
-    p.add_argument("--audio-dim", type=int, default=128)
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--video-dim", type=int, default=1024, help="visual feature columns of a model built by name")
+    p.add_argument("--audio-dim", type=int, default=128, help="audio feature columns of a model built by name")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="model option, repeatable")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("train", help="train a model on a feature corpus")
-    p.add_argument("corpus")
+    p.add_argument("corpus", help="feature corpus (avmatch extract --paired), or a folder of paired media")
     p.add_argument("-o", "--output", required=True, help="run folder")
     p.add_argument("--model", default=None, help="model name (default: the one that suits the corpus)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output")
@@ -294,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train with DistributedDataParallel in N local processes (starts torchrun; "
                         "--batch-size stays the global batch)")
     _add_train_options(p)
+    p.add_argument("--device", default="auto", help="where the model runs: auto (CUDA where present), cpu, cuda, cuda:N")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("locate", help="place short silent clips inside long audio recordings (which one, where)")
@@ -310,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what names a clip's camera in its id (clips of one camera never overlap in time); "
                         "default: its folder; 'none': no cameras")
     p.add_argument("--workers", type=int, default=1, help="extraction processes for media")
+    p.add_argument("--device", default="auto", help="where the model runs: auto (CUDA where present), cpu, cuda, cuda:N")
     p.set_defaults(func=cmd_locate)
 
     p = sub.add_parser("mux", help="write each video with its recovered audio, in sync (video stream copied)")
@@ -330,8 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--greedy", action="store_true", help="each video's best audio instead of a one-to-one assignment")
     p.add_argument("--normalise", default="dual-softmax", choices=["dual-softmax", "none"],
                    help="score normalisation before assigning (counters 'hub' audios)")
-    p.add_argument("--max-offset", type=float, default=None, help="seconds of lag searched by timing models (default: as trained, 2 s)")
-    p.add_argument("--no-heatmap", action="store_true")
+    p.add_argument("--max-offset", type=float, default=None, help="seconds of lag searched by timing models (default: as trained, 1.28 s for the shipped model; up to 20 minutes)")
+    p.add_argument("--no-heatmap", action="store_true", help="do not draw the heat map")
     p.add_argument("--json", action="store_true", help="print the pairs as JSON (the files are written too)")
     p.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
                    help="leave a video unmatched when its pair's confidence is below P (default 0: match every video)")
@@ -345,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="two-stage: FAISS index that retrieves them (flat: exact)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="extractor option for media input (e.g. weights=PATH: the network the run's features came from)")
+    p.add_argument("--device", default="auto", help="where the model runs: auto (CUDA where present), cpu, cuda, cuda:N")
     p.set_defaults(func=cmd_match)
 
     p = sub.add_parser("index", help="export a corpus's video and audio embeddings into a FAISS index")
@@ -363,33 +406,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="the best audios for a video (or videos for an audio) in an index")
-    p.add_argument("index")
+    p.add_argument("index", help="index folder (avmatch index)")
     p.add_argument("query", nargs="+", help="clip ids in the index")
     p.add_argument("-k", type=int, default=5, help="results per query")
     p.add_argument("--audio", action="store_true", help="queries are audio clips; find their videos")
     p.add_argument("--like", action="store_true",
                    help="find clips of the query's own modality instead (video -> videos, audio -> audios)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("evaluate", help="score pairs.csv against a key")
-    p.add_argument("pairs")
+    p.add_argument("pairs", help="pairs.csv written by avmatch match")
     p.add_argument("--key", required=True, help="CSV with columns video,audio")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("compare", help="train several models and tabulate them")
-    p.add_argument("corpus")
-    p.add_argument("--models", default="va-metric,lstm,gru,cnn,lstm-tw,lstm-cnn,dual")
-    p.add_argument("-o", "--output", default="compare")
-    p.add_argument("--test-fraction", type=float, default=0.3)
+    p.add_argument("corpus", help="feature corpus of paired clips")
+    p.add_argument("--models", default="va-metric,lstm,gru,cnn,lstm-tw,lstm-cnn,dual", help="models to train, comma-separated")
+    p.add_argument("-o", "--output", default="compare", help="folder for the runs and the table")
+    p.add_argument("--test-fraction", type=float, default=0.3, help="share of clips kept out of training as the test set")
     _add_train_options(p, epochs=20)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("extract", help="extract feature sequences from media files into a corpus")
     p.add_argument("sources", nargs="+", help="media files and/or folders (searched recursively)")
     p.add_argument("-o", "--output", required=True, help="corpus folder (a rerun resumes it)")
-    p.add_argument("--extractor", default="default")
+    p.add_argument("--extractor", default="default", help="feature extractor (avmatch extractors lists them)")
     p.add_argument("--workers", type=int, default=1, help="processes decoding in parallel")
     p.add_argument("--paired", action="store_true", help="every file must have video and audio (a training folder)")
     p.add_argument("--cluster", nargs="?", const="", default=None, metavar="ADDRESS",
@@ -402,27 +445,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_extractors)
 
     p = sub.add_parser("make-features", help="write a generated feature corpus (for trying avmatch out)")
-    p.add_argument("-o", "--output", required=True)
-    p.add_argument("--clips", type=int, default=300)
-    p.add_argument("--video-dim", type=int, default=1024)
-    p.add_argument("--audio-dim", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", required=True, help="corpus folder")
+    p.add_argument("--clips", type=int, default=300, help="paired clips")
+    p.add_argument("--video-dim", type=int, default=1024, help="visual feature columns")
+    p.add_argument("--audio-dim", type=int, default=128, help="audio feature columns")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.set_defaults(func=cmd_make_features)
 
     p = sub.add_parser("demo", help="generate scenes as media files, extract, train, match a shuffled test set, report")
-    p.add_argument("-o", "--output", default="avmatch-demo")
+    p.add_argument("-o", "--output", default="avmatch-demo", help="folder for everything the demo makes")
     p.add_argument("--quick", action="store_true", help="a smaller, faster smoke run: 300 training clips, 40 test pairs")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--train-clips", type=int, default=None, help="training clips (default: 640, --quick 300)")
     p.add_argument("--test-clips", type=int, default=None, help="test pairs (default: 160, --quick 40)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: as the preset)")
     p.set_defaults(func=cmd_demo)
+    for name, command in sub.choices.items():
+        command.formatter_class = _Help
+        command.epilog = "example:\n  " + EXAMPLES[name]
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)  # for commands that relaunch themselves
+    if args.quiet:  # the environment carries it to the processes a job starts (extraction workers, DDP)
+        os.environ["AVMATCH_QUIET"] = "1"
     try:
         args.func(args)
     except AvmatchError as err:
@@ -439,10 +487,10 @@ def main(argv: list[str] | None = None) -> int:
         print("avmatch: error: out of memory; try fewer clips, a smaller --batch-size or shorter media", file=sys.stderr)
         return 2
     except Exception as err:  # a bug, not a bad input: one line, the traceback on request
-        if os.environ.get("AVMATCH_DEBUG"):
+        if args.verbose or os.environ.get("AVMATCH_DEBUG"):
             raise
         print(f"avmatch: internal error ({type(err).__name__}: {_one_line(str(err))}); rerun with "
-              "AVMATCH_DEBUG=1 for the traceback and please report it", file=sys.stderr)
+              "-v (or AVMATCH_DEBUG=1) for the traceback and please report it", file=sys.stderr)
         return 1
     return 0
 

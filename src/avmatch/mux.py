@@ -4,8 +4,8 @@ Reads a ``pairs.csv`` (``avmatch match``: video, audio, offset_s) or a ``placeme
 (``avmatch locate``: clip, recording, start_s) and, for every row with an audio, writes
 ``OUT/<video id><video's suffix>``: the video stream copied packet for packet (no re-encoding, PyAV
 remux) and the audio cut and shifted so that it plays in sync — ``audio(t + shift)`` at video time
-``t``, where ``shift`` is ``-offset_s`` for a pair and ``start_s`` for a placement (whose
-``drift_ppm``, when measured, stretches it: ``audio(start_s + t * (1 + ppm / 1e6))``); silence where
+``t``, where ``shift`` is ``-offset_s`` for a pair and ``start_s`` for a placement (a row's
+``drift_ppm``, when measured, stretches it: ``audio(shift + t * (1 + ppm / 1e6))``); silence where
 the audio has nothing — encoded once (AAC; Opus in .webm). Outputs are written atomically; a file
 already in OUT is kept (the job resumes); files that fail are listed in ``OUT/failed.csv``.
 """
@@ -64,7 +64,7 @@ def read_jobs(result_csv: str | Path) -> list[Job]:
             raise AvmatchError(f"the offset of {r[video]!r} is not a number", path) from None
         if not np.isfinite(s):
             raise AvmatchError(f"the offset of {r[video]!r} is not a finite number", path)
-        ppm = float(r.get("drift_ppm") or "nan") if video == "clip" else float("nan")
+        ppm = float(r.get("drift_ppm") or "nan")
         jobs.append(Job(r[video], r[audio], s, 1.0 + ppm * 1e-6 if np.isfinite(ppm) else 1.0))
     return jobs
 

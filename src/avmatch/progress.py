@@ -1,10 +1,12 @@
 """The progress bar every long job shows (extract, train, locate, mux): one place for how it looks.
 
 On a terminal it redraws as often as it likes; written to a file or a pipe (a log, CI) it updates at
-most every 30 s, so a log gets a line now and then instead of one per step."""
+most every 30 s, so a log gets a line now and then instead of one per step. ``avmatch -q`` (AVMATCH_QUIET in the
+environment) turns every bar off."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 from tqdm import tqdm
@@ -14,5 +16,5 @@ LOG_INTERVAL_S = 30.0
 
 def bar(total: int, desc: str, unit: str, initial: int = 0, enabled: bool = True) -> tqdm:
     terminal = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True,
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not enabled or bool(os.environ.get("AVMATCH_QUIET")), dynamic_ncols=True,
                 mininterval=0.1 if terminal else LOG_INTERVAL_S, maxinterval=max(10.0, LOG_INTERVAL_S))

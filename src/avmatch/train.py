@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from avmatch import losses
 from avmatch.atomic import write_text
-from avmatch.checkpoint import Trained, feature_stats, load_trained
+from avmatch.checkpoint import Trained, feature_stats, load_trained, resolve_device
 from avmatch.corpus import Clip, Corpus
 from avmatch.errors import AvmatchError
 from avmatch.evaluate import retrieval_metrics
@@ -74,10 +74,6 @@ def recipe(model: str, **given) -> TrainConfig:
     base = dict(RECIPES.get(model, {}))
     options = {**base.pop("model_options", {}), **(given.pop("model_options", None) or {})}
     return TrainConfig(model=model, **{**base, **given}, model_options=options)
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def choose_model(corpus: Corpus) -> str:
@@ -211,15 +207,14 @@ class _Step(nn.Module):
         return _step_loss(self.model, *args)
 
 
-def _distributed(device: torch.device | None) -> tuple[int, int, torch.device, bool]:
+def _distributed(device: str | torch.device | None) -> tuple[int, int, torch.device, bool]:
     """Rank, world size and device from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK), and
     whether this call started the process group (nccl on GPUs, gloo on CPU). Outside torchrun, or
     with one process: rank 0 of 1 and nothing is started."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        return 0, 1, device or default_device(), False
-    if device is None:
-        device = default_device()
+        return 0, 1, resolve_device(device), False
+    device = resolve_device(device)
     if device.type == "cuda":
         if device.index is None:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

@@ -170,3 +170,32 @@ def test_a_long_take_gets_its_drift_measured_and_mux_corrects_it(tmp_path):
                                                                              b[max(0, d) : len(b) - max(0, -d)])))
 
     assert abs(lag(truth[tail], back[tail], int(0.2 * rate))) / rate <= 0.025
+
+
+def test_match_finds_an_offset_of_a_minute_and_the_drift_of_long_pairs(tmp_path):
+    """Two long takes whose audio starts a minute before the picture, on a recorder running 1000 ppm
+    fast: match (the shipped model, --max-offset 90 s: an FFT search) pairs them, puts each offset
+    at the start of the take and measures the drift; mux reads the drift from pairs.csv."""
+    from avmatch.cli import main
+    from avmatch.demo import scenes
+    from avmatch.demo.scenes import write_media
+
+    ppm, k = 1000.0, 1.001
+    for n, seed in enumerate((3, 4)):
+        scene = scenes.make_scene([seed, 9], "bounce", duration_s=135.0, size=(48, 48))
+        rate = scene.sample_rate
+        recording = np.interp(np.arange(int(len(scene.audio) * k)) / k, np.arange(len(scene.audio)), scene.audio)
+        write_media(tmp_path / "audios" / f"a{n}.wav", None, recording.astype(np.float32), sample_rate=rate)
+        write_media(tmp_path / "videos" / f"v{n}.mp4", scene.frames[1500:3250], None, fps=scene.fps)  # 60 s .. 130 s
+    out = tmp_path / "pairs.csv"
+    assert main(["match", str(tmp_path / "videos"), str(tmp_path / "audios"), "-o", str(out),
+                 "--max-offset", "90"]) == 0
+    rows = {r["video"]: r for r in csv.DictReader(open(out))}
+    for n in (0, 1):
+        row = rows[f"v{n}"]
+        assert row["audio"] == f"a{n}" and abs(float(row["offset_s"]) + 60.0 * k) <= 0.04, row
+        assert abs(float(row["drift_ppm"]) - ppm) <= 300, row
+    from avmatch.mux import read_jobs
+
+    assert [round(j.stretch, 4) for j in read_jobs(out)] == [round(1 + float(rows[f"v{n}"]["drift_ppm"]) * 1e-6, 4)
+                                                             for n in (0, 1)]

@@ -230,3 +230,21 @@ def test_rnn_is_the_plain_tanh_rnn_and_cell_rnn_works_for_every_recurrent_model(
     assert isinstance(rnn.video.rnn, torch.nn.RNN) and rnn.video.rnn.nonlinearity == "tanh"
     assert rnn.video.rnn.weight_hh_l0.shape[0] * 4 == lstm.video.rnn.weight_hh_l0.shape[0]
     assert isinstance(build_model("lstm-tw", VIDEO_DIM, AUDIO_DIM, cell="rnn").video.rnn, torch.nn.RNN)
+
+
+def test_a_long_lag_range_searched_by_fft_scores_what_the_direct_search_does():
+    """Past FFT_FROM_LAGS lags the sync model cross-correlates by FFT: the same lag sums, the same
+    score matrix and lag curves, lags beyond both clips at no overlap."""
+    from avmatch.models.sync import SyncModel
+
+    torch.manual_seed(0)
+    model = SyncModel(10, 6, max_lag=40).eval()
+    v, a = torch.randn(3, 50, 8), torch.randn(4, 70, 8)
+    np.testing.assert_allclose(model._lag_sums_fft(v, a, False), model._lag_sums(v, a, False), atol=1e-4)
+    np.testing.assert_allclose(model._lag_sums_fft(v, a[:3], True), model._lag_sums(v, a[:3], True), atol=1e-4)
+    model.max_lag = 200  # past FFT_FROM_LAGS: _lag_sums itself takes the FFT path
+    assert 2 * model.max_lag + 1 >= model.FFT_FROM_LAGS
+    wide = model._lag_sums(v, a, False)
+    assert wide.shape == (3, 4, 401) and float(wide[..., :130].abs().max()) == 0.0  # lag < -50: no overlap
+    model.FFT_FROM_LAGS = 10_000  # the direct search at the same range
+    np.testing.assert_allclose(wide, model._lag_sums(v, a, False), atol=1e-4)

@@ -11,7 +11,7 @@ import numpy as np
 from avmatch.checkpoint import Trained
 from avmatch.corpus import Corpus
 from avmatch.errors import AvmatchError
-from avmatch.inference import check_fits, estimate_offsets, lag_range
+from avmatch.inference import check_fits, estimate_offsets, frame_embeddings, lag_range
 from avmatch.matching.dense import (
     assign,
     assignment_confidence,
@@ -20,6 +20,7 @@ from avmatch.matching.dense import (
     match_dense,
     normalise,
 )
+from avmatch.matching.locate import DRIFT_MIN_S, drift
 from avmatch.matching.results import MatchResult, check_same_run, load_scores, scores_path
 from avmatch.matching.two_stage import DEFAULT_CANDIDATES, match_two_stage
 from avmatch.models import capabilities
@@ -52,7 +53,9 @@ def match_corpora(trained: Trained, videos: Corpus, audios: Corpus, method: str 
     FAISS index of kind ``retrieval``; "auto" is dense up to ``dense_max`` x ``dense_max`` pairs
     (defaults: DEFAULT_CANDIDATES, DENSE_MAX). Dense matching gives each pair a confidence
     (:func:`~avmatch.matching.dense.assignment_confidence`); with ``min_confidence`` a video whose
-    pair is less sure than that stays unmatched rather than forced onto an audio."""
+    pair is less sure than that stays unmatched rather than forced onto an audio. A matched pair of
+    a timing model at least ``DRIFT_MIN_S`` long gets its offset measured at several points and the
+    drift between the two clocks (``drift_ppm``), as :func:`~avmatch.matching.locate.locate` does."""
     check_min_confidence(min_confidence)
     v_clips = [c for c in videos.clips if c.video is not None]
     a_clips = [c for c in audios.clips if c.audio is not None]
@@ -89,5 +92,16 @@ def match_corpora(trained: Trained, videos: Corpus, audios: Corpus, method: str 
         result.offset_s = np.full(len(v_clips), np.nan)
         result.offset_conf = np.full(len(v_clips), np.nan)
         result.offset_s[matched], result.offset_conf[matched] = off, conf
+        long_pairs = [i for i in matched if min(len(v_clips[i].video), len(a_clips[chosen[i]].audio))
+                      >= DRIFT_MIN_S * trained.audio_rate_hz]
+        if long_pairs:  # long takes: the offset at several points, and the clocks' drift between them
+            result.drift_ppm = np.full(len(v_clips), np.nan)
+            v_emb = frame_embeddings(trained, [v_clips[i].video for i in long_pairs], "video")
+            a_emb = frame_embeddings(trained, [a_clips[chosen[i]].audio for i in long_pairs], "audio")
+            rate = trained.audio_rate_hz
+            for i, ve, ae in zip(long_pairs, v_emb, a_emb, strict=True):
+                start_s, ppm = drift(ve, ae, -result.offset_s[i] * rate, rate)
+                if np.isfinite(ppm):
+                    result.offset_s[i], result.drift_ppm[i] = -start_s, ppm
     return result
 

@@ -30,6 +30,7 @@ class MatchResult:
     offset_s: np.ndarray | None = None  # (Nv,) for timing models
     offset_conf: np.ndarray | None = None
     confidence: np.ndarray | None = None  # (Nv,) dense matching: dense.assignment_confidence
+    drift_ppm: np.ndarray | None = None  # (Nv,) clock drift of long pairs (NaN: too short to measure)
 
     @property
     def sparse(self) -> bool:
@@ -57,7 +58,8 @@ class MatchResult:
         return self.write(pairs_csv, heatmap)
 
     def rows(self) -> list[dict]:
-        """One dict per video: video, audio ("" unmatched), score, margin (and offset_s, offset_conf)."""
+        """One dict per video: video, audio ("" unmatched), score, margin (and offset_s, offset_conf,
+        drift_ppm when some pair was long enough to measure it)."""
         if self.sparse:
             m = margins_sparse(self.scores, self.chosen)
             chosen_scores = sparse_lookup(self.scores, np.arange(len(self.chosen)), self.chosen)
@@ -73,6 +75,8 @@ class MatchResult:
             if self.offset_s is not None:
                 row["offset_s"] = float(self.offset_s[i])
                 row["offset_conf"] = float(self.offset_conf[i])
+            if self.drift_ppm is not None:
+                row["drift_ppm"] = float(self.drift_ppm[i])
             rows.append(row)
         return rows
 

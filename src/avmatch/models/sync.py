@@ -125,10 +125,13 @@ class SyncModel(MatchModel):
     def _lag_sums(self, v: Tensor, a: Tensor, pairwise: bool) -> Tensor:
         """Sum over t of v[t] . a[t + lag] for every lag: (B, L) pairwise, else (Nv, Na, L).
 
-        The audio is padded by max_lag frames each side and cut into one window per lag, so the
-        whole thing is one matrix product (no loop over lags)."""
+        Within a few hundred lags the audio is padded by max_lag frames each side and cut into one
+        window per lag, so the whole thing is one matrix product (no loop over lags); a longer range
+        (an offset of minutes) is a cross-correlation by FFT, whose cost hardly grows with the range."""
         t = max(v.shape[1], a.shape[1])
         k = self.max_lag
+        if 2 * k + 1 >= self.FFT_FROM_LAGS:
+            return self._lag_sums_fft(v, a, pairwise)
         v = nn.functional.pad(v, (0, 0, 0, t - v.shape[1]))  # (Nv, t, E)
         a = nn.functional.pad(a, (0, 0, k, k + t - a.shape[1]))  # (Na, t + 2k, E)
         windows = a.unfold(1, t, 1).transpose(2, 3)  # (Na, L, t, E): window l is a[l - k : l - k + t]
@@ -137,6 +140,25 @@ class SyncModel(MatchModel):
         nv, na, n_lags = v.shape[0], a.shape[0], windows.shape[1]
         flat = windows.reshape(na * n_lags, -1)  # (Na * L, t * E)
         return (v.reshape(nv, -1) @ flat.T).view(nv, na, n_lags)
+
+    FFT_FROM_LAGS = 257  # lag ranges this wide or wider are searched by FFT
+
+    def _lag_sums_fft(self, v: Tensor, a: Tensor, pairwise: bool) -> Tensor:
+        """What :meth:`_lag_sums` gives, by FFT: the correlation of v with a at lag m is
+        irfft(conj(V) . A)[m mod n], summed over the embedding in the frequency domain."""
+        tv, ta, k = v.shape[1], a.shape[1], self.max_lag
+        n = 1 << (tv + ta - 1).bit_length()  # no wrap-around: every lag with overlap has its own index
+        spec_v = torch.fft.rfft(v.float(), n=n, dim=1).conj()  # (Nv, F, E)
+        spec_a = torch.fft.rfft(a.float(), n=n, dim=1)  # (Na, F, E)
+        if pairwise:
+            corr = torch.fft.irfft((spec_v * spec_a).sum(-1), n=n, dim=1)  # (B, n)
+        else:
+            corr = torch.fft.irfft(spec_v.transpose(0, 1) @ spec_a.permute(1, 2, 0), n=n, dim=0)  # (n, Nv, Na)
+            corr = corr.permute(1, 2, 0)  # (Nv, Na, n)
+        lags = torch.arange(-k, k + 1, device=v.device)
+        overlap = (lags > -tv) & (lags < ta)  # lags beyond both clips: nothing overlaps there
+        out = corr[..., lags % n] * overlap
+        return out.to(v.dtype)
 
     def _lag_scores(self, v, a, v_len, a_len, pairwise: bool) -> tuple[Tensor, Tensor]:
         """Mean cosine of v[t] with a[t + lag] over the frames both clips have, -1 where the overlap
@@ -162,8 +184,13 @@ class SyncModel(MatchModel):
         return self._peak_score(*self._lag_scores(v, a, v_len, a_len, True))
 
     def score_matrix(self, v, a, v_len, a_len):
-        # blocks of audios keep the (block, L, t, E) windows and the (Nv, block, L) scores small
-        per_audio = (2 * self.max_lag + 1) * (max(v.shape[1], a.shape[1]) * v.shape[2] + v.shape[0])
+        # blocks of audios keep the (block, L, t, E) windows, or the FFT's spectra, and the (Nv, block, L)
+        # scores small
+        n_lags, t = 2 * self.max_lag + 1, max(v.shape[1], a.shape[1])
+        if n_lags >= self.FFT_FROM_LAGS:
+            per_audio = v.shape[0] * (5 * (v.shape[1] + a.shape[1]) + 4 * n_lags) + a.shape[1] * a.shape[2] * 4
+        else:
+            per_audio = n_lags * (t * v.shape[2] + v.shape[0])
         block = max(1, (1 << 24) // per_audio)
         return torch.cat([self._peak_score(*self._lag_scores(v, a[s : s + block], v_len, a_len[s : s + block], False))
                           for s in range(0, a.shape[0], block)], 1)
