@@ -181,6 +181,39 @@ def test_quiet_turns_the_bars_and_notes_off_and_a_missing_cuda_device_is_one_lin
                              str(tmp_path / "run"), "--device", "tpu"], "'tpu'")
 
 
+def test_the_report_recipe_trains_its_model_its_way_and_gives_probabilities(tmp_path, capsys):
+    """--recipe report: the report's lstm-cnn (concatenated sequences, ReLU after the residual sums)
+    with BCE, plain Adam at a constant rate and every layer's diagnostics at every step; match
+    writes the sigmoid probability of each chosen pair."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    corpus = make_feature_corpus(60, min_len=5, max_len=9, seed=4, **DIMS)
+    write_corpus(corpus, tmp_path / "train")
+    videos, audios, _key = shuffle_for_matching(make_feature_corpus(12, min_len=5, max_len=9, seed=5, **DIMS), seed=1)
+    write_corpus(videos, tmp_path / "videos")
+    write_corpus(audios, tmp_path / "audios")
+    assert main(["train", str(tmp_path / "train"), "-o", str(tmp_path / "run"), "--recipe", "report",
+                 "--epochs", "2", "--batch-size", "16"]) == 0
+    assert capsys.readouterr().out.startswith("lstm-cnn: best validation top-1")
+    run = load_trained(tmp_path / "run" / "last.pt")
+    assert run.model.config["interleave"] is False and run.model.config["residual_relu"] is True
+    assert run.model.video.relu and run.model.audio.relu
+    group = run.extra["optimizer"]["param_groups"][0]
+    assert group["weight_decay"] == 0 and group["lr"] == 1e-3  # plain Adam, constant rate after 2 epochs
+    events = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"histograms": 0}).Reload()
+    steps = len(events.Scalars("loss/total"))
+    for layer in ("layers.0.conv", "layers.1.conv", "layers.2.conv"):  # one tag per layer, every step
+        assert len(events.Histograms(f"outputs/{layer}")) == steps > 2
+    assert main(["match", str(tmp_path / "videos"), str(tmp_path / "audios"), "--model", str(tmp_path / "run"),
+                 "-o", str(tmp_path / "pairs.csv")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "pairs.csv")))
+    assert len(rows) == 12 and all(0.0 <= float(r["probability"]) <= 1.0 for r in rows)
+    _one_line_error(capsys, ["train", str(tmp_path / "train"), "-o", str(tmp_path / "run2"), "--recipe", "report",
+                             "--model", "gru"], "'lstm-cnn'", "'gru'")
+    _one_line_error(capsys, ["train", str(tmp_path / "train"), "-o", str(tmp_path / "run2"), "--recipe", "nope"],
+                    "unknown recipe", "report")
+
+
 def test_cli_inspect_matches_the_reports_table(capsys):
     assert main(["inspect", "--model", "lstm-cnn"]) == 0
     out = capsys.readouterr().out

@@ -130,19 +130,34 @@ def load(run: str | Path = "default", device: str | None = "auto") -> Model:
 
 
 def train(corpus: Corpus | str | Path, run: str | Path, *, resume: bool = False, force: bool = False,
-          progress: bool = True, device: str | None = "auto", **config) -> Model:
+          progress: bool = True, device: str | None = "auto", recipe: str = "", **config) -> Model:
     """Train on the paired clips of ``corpus`` (a Corpus or a corpus folder) into the run folder
     ``run`` and return the best model. ``config``: any field of :class:`avmatch.train.TrainConfig`
-    (model, epochs, batch_size, lr, window_s, init, model_options, ...) over the model's recipe
-    (``avmatch.train.RECIPES``); by default the model that suits the corpus. ``device`` as for :func:`load`."""
+    (model, epochs, batch_size, lr, window_s, init, model_options, ...) over the model's recipe, or
+    over the named ``recipe`` ("report"; ``avmatch.train.RECIPES``); by default the model that suits
+    the corpus. ``device`` as for :func:`load`."""
     from avmatch.extract import training_features
-    from avmatch.train import choose_model, recipe
+    from avmatch.train import choose_model
+    from avmatch.train import recipe as recipe_config
     from avmatch.train import train as run_training
 
     corpus = corpus if not isinstance(corpus, (str, Path)) else training_features(corpus)
-    if not config.get("model") and not config.get("init"):
+    if not recipe and not config.get("model") and not config.get("init"):
         config["model"] = choose_model(corpus)
-    metrics = run_training(corpus, run, recipe(config.pop("model", ""), **config), resume=resume, progress=progress,
+    model = config.pop("model", "")
+    if recipe:
+        from avmatch.errors import AvmatchError
+        from avmatch.train import RECIPES
+
+        named = sorted(k for k, v in RECIPES.items() if "model" in v)
+        if recipe not in named:
+            raise AvmatchError(f"unknown recipe {recipe!r}; one of: {', '.join(named)}")
+        if model and model != RECIPES[recipe]["model"]:
+            raise AvmatchError(f"recipe {recipe!r} trains {RECIPES[recipe]['model']!r}, not {model!r}")
+        if config.get("init"):
+            raise AvmatchError("a recipe trains a new model; init fine-tunes one: give one of them")
+    name = recipe or model
+    metrics = run_training(corpus, run, recipe_config(name, **config), resume=resume, progress=progress,
                            force=force, device=device)
     model = load(run, device)
     model.metrics = metrics

@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 from avmatch.errors import AvmatchError
@@ -37,13 +36,12 @@ _TRAIN_OPTIONS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "c
                   "window": "window_s", "val_fraction": "val_fraction", "patience": "patience", "seed": "seed"}
 
 
-def _train_config(args, model: str):
-    from avmatch.train import recipe
-
+def _train_settings(args) -> dict:
+    """The training settings given on the command line (TrainConfig fields), over any recipe's."""
     given = {field: getattr(args, opt) for opt, field in _TRAIN_OPTIONS.items() if getattr(args, opt) is not None}
     if args.no_histograms:
         given["histograms"] = False
-    return recipe(model, model_options=_options(args.option), init=getattr(args, "init", None) or "", **given)
+    return {**given, "model_options": _options(args.option)}
 
 
 def cmd_models(args) -> None:
@@ -81,14 +79,14 @@ def cmd_train(args) -> None:
         return
     first = os.environ.get("RANK", "0") == "0"  # under torchrun, one process speaks
     corpus = training_features(args.corpus)
-    model = args.model or ("" if args.init else choose_model(corpus))
-    if not args.model and not args.init and first:
+    model = args.model or ("" if args.init or args.recipe else choose_model(corpus))
+    if not args.model and not args.init and not args.recipe and first:
         note(f"no --model given; using {model!r} for this corpus")
-    config = _train_config(args, model)
-    result = avmatch.train(corpus, args.output, resume=args.resume, force=args.force, device=args.device,
-                           **asdict(config)).metrics
+    trained = avmatch.train(corpus, args.output, resume=args.resume, force=args.force, device=args.device,
+                            recipe=args.recipe or "", model=model, init=args.init or "", **_train_settings(args))
+    result = trained.metrics
     if first:
-        print(f"{config.model}: best validation top-1 {result['val_top1']:.3f} at epoch {result['best_epoch']} "
+        print(f"{trained.name}: best validation top-1 {result['val_top1']:.3f} at epoch {result['best_epoch']} "
               f"of {result['epochs']} ({result['train_seconds']:.1f} s); run in {args.output}")
 
 
@@ -221,7 +219,7 @@ def cmd_compare(args) -> None:
     from avmatch.demo.compare import compare
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    compare(load_corpus(args.corpus), models, args.output, _train_config(args, models[0]), args.test_fraction)
+    compare(load_corpus(args.corpus), models, args.output, _train_settings(args), args.test_fraction)
     print((Path(args.output) / "compare.md").read_text())
 
 
@@ -326,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("corpus", help="feature corpus (avmatch extract --paired), or a folder of paired media")
     p.add_argument("-o", "--output", required=True, help="run folder")
     p.add_argument("--model", default=None, help="model name (default: the one that suits the corpus)")
+    p.add_argument("--recipe", default=None, metavar="NAME",
+                   help="a named recipe: a model and how to train it ('report': the university report's lstm-cnn, "
+                        "trained its way)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output")
     p.add_argument("--force", action="store_true", help="replace the run already in --output (deletes it first)")
     p.add_argument("--init", default=None, metavar="RUN",
@@ -423,7 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="train several models and tabulate them")
     p.add_argument("corpus", help="feature corpus of paired clips")
-    p.add_argument("--models", default="va-metric,lstm,gru,cnn,lstm-tw,lstm-cnn,dual", help="models to train, comma-separated")
+    p.add_argument("--models", default="va-metric,rnn,lstm,gru,cnn,lstm-tw,lstm-cnn,report,dual",
+                   help="models (or named recipes such as report) to train, comma-separated")
     p.add_argument("-o", "--output", default="compare", help="folder for the runs and the table")
     p.add_argument("--test-fraction", type=float, default=0.3, help="share of clips kept out of training as the test set")
     _add_train_options(p, epochs=20)

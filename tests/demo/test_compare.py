@@ -2,17 +2,32 @@
 
 from avmatch.demo.compare import compare
 from avmatch.demo.synthetic import make_feature_corpus
-from avmatch.train import TrainConfig
 
 
 def test_compare_trains_each_model_and_tabulates_it_against_chance(tmp_path):
     corpus = make_feature_corpus(80, min_len=5, max_len=8, seed=1, video_dim=12, audio_dim=6)
-    rows = compare(corpus, ["va-metric", "dual"], tmp_path, TrainConfig(epochs=4, batch_size=16, histograms=False),
+    rows = compare(corpus, ["va-metric", "dual"], tmp_path, {"epochs": 4, "batch_size": 16, "histograms": False},
                    test_fraction=0.25, progress=False)
     assert [r["model"] for r in rows] == ["va-metric", "dual"]
     for r in rows:
         assert r["parameters"] > 0 and 0.0 <= r["top1"] <= r["top5"] <= 1.0 and 0.0 < r["mrr"] <= 1.0
         assert (tmp_path / r["model"] / "best.pt").is_file()
     assert max(r["top5"] for r in rows) > 5 / 20  # 20 test pairs: someone beats chance's top-5
+    assert all(r["top5_of_30"] is None for r in rows)  # fewer than the course's 30 test pairs
     table = (tmp_path / "compare.md").read_text()
     assert "| va-metric |" in table and "| dual |" in table and "| chance |" in table and "20 test pairs" in table
+
+
+def test_top5_of_30_ranks_within_groups_of_30_on_raw_scores():
+    import numpy as np
+
+    from avmatch.demo.compare import top5_of_30
+
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(65, 65))
+    scores[np.arange(30), np.arange(30)] += 100  # the first group all right
+    scores[30:60, 30:60] = 0.0
+    scores[np.arange(30, 60), np.arange(30, 60)] = -1.0  # the second all last among their 30
+    scores[np.arange(30, 60), (np.arange(30, 60) + 1 - 30) % 30 + 30] = 5.0
+    assert top5_of_30(scores) == 0.5  # (1 + 0) / 2; the last 5 pairs form no group
+    assert top5_of_30(scores[:29, :29]) is None

@@ -162,7 +162,7 @@ def test_match_abstains_below_min_confidence(tmp_path):
         m.match_dense = lambda *a, **k: (normalise(raw), raw, assign(normalise(raw)))
         m.check_fits = lambda *a, **k: None
         m.capabilities = lambda model: type("E", (), {"timing": False})()
-        trained = type("T", (), {"model": None})()
+        trained = type("T", (), {"model": type("M", (), {"loss": "infonce"})()})()  # scores, not logits
         forced = match_corpora(trained, videos, audios)
         assert list(forced.chosen[:2]) == [0, 1] and forced.chosen[2] in (2, 3) and forced.confidence[2] < 0.6
         sure = match_corpora(trained, videos, audios, min_confidence=0.9)

@@ -12,6 +12,7 @@ from avmatch.checkpoint import Trained
 from avmatch.corpus import Corpus
 from avmatch.errors import AvmatchError
 from avmatch.inference import check_fits, estimate_offsets, frame_embeddings, lag_range
+from avmatch.losses import objective
 from avmatch.matching.dense import (
     assign,
     assignment_confidence,
@@ -22,7 +23,7 @@ from avmatch.matching.dense import (
 )
 from avmatch.matching.locate import DRIFT_MIN_S, drift
 from avmatch.matching.results import MatchResult, check_same_run, load_scores, scores_path
-from avmatch.matching.two_stage import DEFAULT_CANDIDATES, match_two_stage
+from avmatch.matching.two_stage import DEFAULT_CANDIDATES, match_two_stage, sparse_lookup
 from avmatch.models import capabilities
 
 __all__ = ["DENSE_MAX", "MODES", "MatchResult", "assign", "check_same_run", "choose_mode", "load_scores",
@@ -77,11 +78,17 @@ def match_corpora(trained: Trained, videos: Corpus, audios: Corpus, method: str 
     else:
         scores, raw, chosen = match_dense(trained, videos_x, audios_x, method, normalisation, max_lag)
     result = MatchResult([c.id for c in v_clips], [c.id for c in a_clips], scores, chosen, method, raw)
+    if objective(trained.model.loss).logits:  # a pair classifier: its own probability that the pair matches
+        rows = np.arange(len(chosen))
+        logit = sparse_lookup(raw, rows, chosen) if result.sparse else raw[rows, np.maximum(chosen, 0)]
+        result.probability = np.where(chosen >= 0, 1 / (1 + np.exp(-np.asarray(logit, float))), np.nan)
     if not result.sparse:
         result.confidence = assignment_confidence(raw, chosen)
         if min_confidence:  # abstain: a video whose best is not sure enough stays unmatched
             chosen[~(result.confidence >= min_confidence)] = -1
             result.confidence[chosen < 0] = np.nan
+            if result.probability is not None:
+                result.probability[chosen < 0] = np.nan
     elif min_confidence:
         raise AvmatchError("--min-confidence needs dense matching (--mode dense): two-stage matching scores "
                            "only candidates, so it has no confidence to judge by")

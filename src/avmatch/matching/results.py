@@ -31,6 +31,7 @@ class MatchResult:
     offset_conf: np.ndarray | None = None
     confidence: np.ndarray | None = None  # (Nv,) dense matching: dense.assignment_confidence
     drift_ppm: np.ndarray | None = None  # (Nv,) clock drift of long pairs (NaN: too short to measure)
+    probability: np.ndarray | None = None  # (Nv,) a pair classifier's own sigmoid of its logit for the pair
 
     @property
     def sparse(self) -> bool:
@@ -58,7 +59,8 @@ class MatchResult:
         return self.write(pairs_csv, heatmap)
 
     def rows(self) -> list[dict]:
-        """One dict per video: video, audio ("" unmatched), score, margin (and offset_s, offset_conf,
+        """One dict per video: video, audio ("" unmatched), score, margin (and probability for a
+        pair classifier, confidence for dense matching, offset_s, offset_conf for a timing model,
         drift_ppm when some pair was long enough to measure it)."""
         if self.sparse:
             m = margins_sparse(self.scores, self.chosen)
@@ -70,6 +72,8 @@ class MatchResult:
         for i, (vid, j) in enumerate(zip(self.video_ids, self.chosen, strict=True)):
             row = {"video": vid, "audio": self.audio_ids[j] if j >= 0 else "",
                    "score": float(chosen_scores[i]), "margin": float(m[i])}
+            if self.probability is not None:
+                row["probability"] = float(self.probability[i])
             if self.confidence is not None:
                 row["confidence"] = float(self.confidence[i])
             if self.offset_s is not None:

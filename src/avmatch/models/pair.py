@@ -15,7 +15,8 @@ Layout of the 128 columns: with ``interleave=True`` (default) video and audio fe
 (v0, a0, v1, a1, ...), so every 5x5 window sees both modalities and the convolutions can compare
 them from the first layer. ``interleave=False`` puts the 64 audio columns after the 64 video columns
 (plain concatenation); then only the windows near the seam see both modalities. Either way the
-parameter counts are the report's.
+parameter counts are the report's. ``residual_relu=True`` puts a ReLU after each residual sum, as the
+report does (``--recipe report`` sets both).
 
 The global pool: the mean over the real rows, and over the columns in 4 equal bands, of each of the
 16 channels: 16 x 4 = 64 values, which is what the report's linear layer (65 weights) takes.
@@ -32,16 +33,19 @@ from avmatch.models.conv import masked_batch_norm, pool_lengths
 
 
 class ResidualLSTM(nn.Module):
-    """(B, T, D) -> (B, T, H): ``lstm2(h1) + h1`` with ``h1 = lstm1(x)``; zero past each length."""
+    """(B, T, D) -> (B, T, H): ``lstm2(h1) + h1`` with ``h1 = lstm1(x)`` (a ReLU of the sum with
+    ``relu``, as the report's model has it); zero past each length."""
 
-    def __init__(self, in_dim: int, hidden: int):
+    def __init__(self, in_dim: int, hidden: int, relu: bool = False):
         super().__init__()
         self.lstm1 = nn.LSTM(in_dim, hidden, batch_first=True)
         self.lstm2 = nn.LSTM(hidden, hidden, batch_first=True)
+        self.relu = relu
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         h1 = run_rnn(self.lstm1, x, lengths)
-        return run_rnn(self.lstm2, h1, lengths) + h1
+        h = run_rnn(self.lstm2, h1, lengths) + h1
+        return torch.relu(h) if self.relu else h
 
 
 class LstmCnnModel(PairModel):
@@ -49,13 +53,14 @@ class LstmCnnModel(PairModel):
     pair_chunk = 256  # every pair builds a (T, 128) image through three conv layers
 
     def __init__(self, video_dim: int, audio_dim: int, hidden: int = 64, channels: tuple[int, ...] = (4, 8, 16),
-                 kernel: int = 5, bands: int = 4, dropout: float = 0.1, interleave: bool = True):
+                 kernel: int = 5, bands: int = 4, dropout: float = 0.1, interleave: bool = True,
+                 residual_relu: bool = False):
         super().__init__()
         channels = tuple(channels)
         self.interleave = interleave
         self.bands = bands
-        self.video = ResidualLSTM(video_dim, hidden)
-        self.audio = ResidualLSTM(audio_dim, hidden)
+        self.video = ResidualLSTM(video_dim, hidden, residual_relu)
+        self.audio = ResidualLSTM(audio_dim, hidden, residual_relu)
         dims = (1, *channels)
         self.layers = nn.ModuleList(
             nn.ModuleDict({"conv": nn.Conv2d(i, o, kernel, padding=kernel // 2), "norm": nn.BatchNorm2d(o)})

@@ -87,7 +87,7 @@ class SyncModel(MatchModel):
 
     def __init__(self, video_dim: int, audio_dim: int, hidden: int = 128, embed_dim: int = 64,
                  max_lag: int = 50, dropout: float = 0.1, init_scale: float = 10.0, lag_contrast: float = 0.75,
-                 audio_centre: int = 0, video_maps: list[int] | None = None):
+                 audio_centre: int = 0, video_maps: list[int] | None = None, video_centre: int = 0):
         super().__init__()
         # video_maps [start, channels, grid]: the video features hold that many grid x grid maps from
         # column start (an extractor's Extractor.video_maps; training fills it in), read by
@@ -96,7 +96,8 @@ class SyncModel(MatchModel):
         if front is not None and (len(video_maps) != 3 or min(video_maps[1:]) < 1 or video_maps[0] < 0
                                   or video_maps[0] + video_maps[1] * video_maps[2] ** 2 > video_dim):
             raise ValueError(f"video_maps {video_maps} ([start column, maps, grid]) do not fit {video_dim} video columns")
-        self.video = FrameTower(video_dim, hidden, embed_dim, dropout, front=front)
+        # video_centre > 0 centres the video input over that many frames: what changes, not how it looks
+        self.video = FrameTower(video_dim, hidden, embed_dim, dropout, centre=video_centre, front=front)
         # audio_centre > 0 centres the audio input over that many frames (odd): level-invariant by design
         self.audio = FrameTower(audio_dim, hidden, embed_dim, dropout, centre=audio_centre)
         self.max_lag = max_lag  # frames searched either side; overridable at match time
