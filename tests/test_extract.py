@@ -62,6 +62,33 @@ def test_batch_reports_bad_files_and_finishes(batch, tmp_path):
     assert again.done == 0 and again.skipped == 5 and len(again.failed) == 4
 
 
+def test_dead_worker_processes_stop_the_batch_with_one_line_not_a_failure_per_file(batch, tmp_path, monkeypatch):
+    """A pool whose workers died (killed, out of memory, a script without a main guard) is no fault of
+    the files: one error that says so, not every file listed as failed."""
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    class DeadPool:  # what ProcessPoolExecutor gives once its workers are gone
+        def __init__(self, *a, **k):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def submit(self, *a, **k):
+            fut = Future()
+            fut.set_exception(BrokenProcessPool("A process in the process pool was terminated abruptly"))
+            return fut
+
+    monkeypatch.setattr(importlib.import_module("avmatch.extract"), "ProcessPoolExecutor", DeadPool)
+    with pytest.raises(AvmatchError, match="worker processes died.*rerun resumes"):
+        extract([batch], tmp_path / "c", workers=2, progress=False)
+    assert not (tmp_path / "c" / "failed.csv").exists() or not failed_rows(tmp_path / "c")
+
+
 def test_paired_training_folder_rejects_single_stream_files(batch, tmp_path):
     summary = extract([batch], tmp_path / "p", paired=True, progress=False)
     reasons = failed_rows(tmp_path / "p")

@@ -27,6 +27,7 @@ import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -375,6 +376,10 @@ def _results(todo: list[tuple[Path, str]], args: tuple, workers: int, cluster: s
             futures = {pool.submit(extract_file, str(p), *args): (p, cid) for p, cid in todo}
             for fut in as_completed(futures):
                 err = fut.exception()
+                if isinstance(err, BrokenProcessPool):  # not one bad file: every worker is gone
+                    raise AvmatchError("the extraction worker processes died (killed, out of memory, or started "
+                                       "from a script without `if __name__ == \"__main__\":`); the files done are "
+                                       "kept, a rerun resumes") from None
                 yield *futures[fut], None if err else fut.result(), err
 
 

@@ -131,6 +131,31 @@ def test_classic_layout(media):
     assert np.linalg.norm(audio[0] - audio[2]) > np.linalg.norm(audio[0] - audio[1]) * 0.5
 
 
+@pytest.mark.parametrize("at_s", [1.25, 1.75])
+def test_classic_rows_keep_when_within_the_second_things_happen(tmp_path, at_s):
+    """A flash and a click a quarter or three quarters into second 1: the row of that second says
+    which tenth they fell in (the audio's per-tenth onsets; the video's per-frame motion, read back
+    through the fixed projection)."""
+    from avmatch.demo.scenes import write_media
+    from avmatch.extractors.classic import PER_FRAME
+
+    fps, sr = 25.0, 16000
+    frames = np.full((75, 32, 32, 3), 0.2, np.float32)
+    frames[int(at_s * fps) : int(at_s * fps) + 4] = 0.9  # 160 ms of flash: seen by frames sampled every 100 ms
+    audio = 0.001 * np.random.default_rng(0).standard_normal(3 * sr).astype(np.float32)
+    audio[int(at_s * sr) : int(at_s * sr) + 800] += np.hanning(800).astype(np.float32) * 0.8
+    write_media(tmp_path / "v.mp4", frames, None, fps=fps)
+    write_media(tmp_path / "a.wav", None, audio, sample_rate=sr)
+    extractor = get_extractor("classic")
+    onsets = extractor.audio(tmp_path / "a.wav")[1, 64:74]  # second 1, onset strength per tenth
+    assert int(np.argmax(onsets)) == int((at_s - 1) * 10), onsets  # the tenth the click starts in
+    row = extractor.video(tmp_path / "v.mp4")[1]
+    stats = np.linalg.lstsq(extractor.projection.T, row, rcond=None)[0]
+    energy = stats[144 : 144 + extractor.frames_per_s]  # per-frame motion energy of the second
+    assert int(np.argmax(energy)) in (int((at_s - 1) * 10), int((at_s - 1) * 10) + 1), energy
+    assert PER_FRAME * extractor.frames_per_s == len(stats) - 144
+
+
 def test_logmel_streams_like_one_block():
     rng = np.random.default_rng(0)
     signal = rng.standard_normal(16000 * 3 + 123).astype(np.float32) * 0.1
