@@ -76,7 +76,8 @@ def all_families() -> list[str]:
     return [f"{g}:{f}" for g, mod in GENERATORS.items() for f in mod.available_families()]
 
 
-def make_media(root: Path, families: list[str], n_train: int, n_test: int, seed: int, workers: int) -> dict:
+def make_media(root: Path, families: list[str], n_train: int, n_test: int, seed: int, workers: int,
+               duration_s: float = 4.0) -> dict:
     """Paired clips of each family: ``root/train/<gen>-<family>/`` and ``root/test_clips/...``.
     Returns {clip file name: family} (file names are unique across families)."""
     family_of = {}
@@ -87,7 +88,7 @@ def make_media(root: Path, families: list[str], n_train: int, n_test: int, seed:
         for part, n, first in (("train", n_train, base), ("test_clips", n_test, base + 50_000)):
             if n <= 0:
                 continue
-            for p in mod.make_corpus(root / part / f"{gen}-{fam}", n, 4.0, seed + k, SIZES[gen], first=first,
+            for p in mod.make_corpus(root / part / f"{gen}-{fam}", n, duration_s, seed + k, SIZES[gen], first=first,
                                      families=[fam], workers=workers):
                 family_of[p.name] = name
     return family_of

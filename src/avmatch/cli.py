@@ -95,7 +95,8 @@ def cmd_match(args) -> None:
 
     import avmatch
 
-    result = avmatch.load(args.model, args.device).match(
+    model = avmatch.load(args.model, args.device)
+    result = model.match(
         args.videos, args.audios, greedy=args.greedy, normalise=args.normalise, max_offset_s=args.max_offset,
         mode=args.mode, candidates=args.candidates, retriever=args.retriever, retrieval=args.retrieval,
         workers=args.workers, options=_options(args.option), min_confidence=args.min_confidence)
@@ -103,6 +104,11 @@ def cmd_match(args) -> None:
         sys.stdout.write(result.csv_text())
         return
     written = result.to_csv(args.output, heatmap=not args.no_heatmap)
+    if args.report:
+        from avmatch.report import match_report
+
+        written.append(match_report(args.report, result, {"model": f"{model.name} ({args.model})",
+                                                          "extractor": model.trained.extractor.get("name", "")}))
     if args.json:  # the same rows for a program to read; NaN (no offset) as null
         rows = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
                 for r in sorted(result.rows(), key=lambda r: r["video"])]
@@ -375,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score normalisation before assigning (counters 'hub' audios)")
     p.add_argument("--max-offset", type=float, default=None, help="seconds of lag searched by timing models (default: as trained, 1.28 s for the shipped model; up to 20 minutes)")
     p.add_argument("--no-heatmap", action="store_true", help="do not draw the heat map")
+    p.add_argument("--report", default=None, metavar="HTML",
+                   help="also write a report: pairs sortable, doubtful first, each playable with its audio at the offset")
     p.add_argument("--json", action="store_true", help="print the pairs as JSON (the files are written too)")
     p.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
                    help="leave a video unmatched when its pair's confidence is below P (default 0: match every video)")

@@ -29,14 +29,18 @@ def top5_of_30(scores: np.ndarray) -> float | None:
 
 
 def compare(corpus: Corpus, models: list[str], out_dir: str | Path, settings: dict | None = None,
-            test_fraction: float = 0.3, progress: bool = True) -> list[dict]:
+            test_fraction: float = 0.3, progress: bool = True, test: Corpus | None = None) -> list[dict]:
     """Hold out a test split, train each model on the rest, score the test pairs; writes compare.md.
 
     ``models``: model names, or named recipes such as "report" (``avmatch.train.RECIPES``); each
-    trains with its own recipe under ``settings`` (TrainConfig fields: epochs, seed, ...)."""
+    trains with its own recipe under ``settings`` (TrainConfig fields: epochs, seed, ...). ``test``:
+    test pairs of their own (e.g. families never trained on); then all of ``corpus`` trains."""
     out_dir = Path(out_dir)
     settings = dict(settings or {})
-    train_set, test_set = corpus.paired().split(test_fraction, seed=settings.get("seed", 0) + 1)
+    if test is None:
+        train_set, test_set = corpus.paired().split(test_fraction, seed=settings.get("seed", 0) + 1)
+    else:
+        train_set, test_set = corpus.paired(), test.paired()
     videos = [c.video for c in test_set.clips]
     audios = [c.audio for c in test_set.clips]
     rows = []

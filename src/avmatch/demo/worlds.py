@@ -734,12 +734,12 @@ def _actor(scene: Scene, cv: _Canvas, rng: np.random.Generator, sounding: bool) 
         age = (times - t0).astype(np.float32)
         after = age >= 0
         if action == "flash":
-            colour += (np.clip(1.2 - colour, 0, 1) * np.where(after, np.exp(-age / 0.12), 0)[:, None]).astype(np.float32)
+            colour += (np.clip(1.2 - colour, 0, 1) * np.where(after, np.exp(-np.maximum(age, 0) / 0.12), 0)[:, None]).astype(np.float32)
         elif action == "jump":
             cx += np.where(after, rng.uniform(-0.25, 0.25), 0).astype(np.float32)
             cy += np.where(after, aspect * rng.uniform(-0.2, 0.2), 0).astype(np.float32)
         elif action == "pulse":
-            scale *= (1 + np.where(after, rng.uniform(0.3, 0.7) * np.exp(-age / 0.1), 0)).astype(np.float32)
+            scale *= (1 + np.where(after, rng.uniform(0.3, 0.7) * np.exp(-np.maximum(age, 0) / 0.1), 0)).astype(np.float32)
         elif action == "recolour":
             colour[after] = _colour(rng)
         elif action == "drop":  # falls from above and lands at t0

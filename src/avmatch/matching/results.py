@@ -7,7 +7,7 @@ import csv
 import hashlib
 import io
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ class MatchResult:
     confidence: np.ndarray | None = None  # (Nv,) dense matching: dense.assignment_confidence
     drift_ppm: np.ndarray | None = None  # (Nv,) clock drift of long pairs (NaN: too short to measure)
     probability: np.ndarray | None = None  # (Nv,) a pair classifier's own sigmoid of its logit for the pair
+    sources: dict = field(default_factory=dict)  # {"video" | "audio": {clip id: media file}} where known
 
     @property
     def sparse(self) -> bool:
