@@ -107,7 +107,9 @@ def test_cli_end_to_end(tmp_path, capsys):
 
     events = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"histograms": 0}).Reload()
     tags = events.Tags()
-    assert {"loss/total", "grad/norm", "val/top1", "val/top5"} <= set(tags["scalars"])
+    assert {"loss/total", "grad/norm", "val/top1", "val/top5", "val/loss"} <= set(tags["scalars"])
+    assert all(np.isfinite(e.value) and e.value > 0 for e in events.Scalars("val/loss"))
+    assert len(events.Images("val/heatmap")) == 2  # the validation score matrix, one image per epoch
     assert all(e.value > 0 for e in events.Scalars("grad/norm"))
     assert "hparam/val_top1" in tags["scalars"]  # the run's settings and outcome in the HPARAMS table
     assert len(list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))) == 1  # in the run's one file

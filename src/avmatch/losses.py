@@ -117,6 +117,20 @@ LOSSES: dict[str, Objective] = {
 }
 
 
+def validation_loss(scores: np.ndarray, name: str) -> float:
+    """The matching loss on a validation set's (N, N) score matrix (row i's own audio is column i):
+    for a pair classifier, BCE with matched (diagonal) and mismatched pairs weighted equally; for the
+    others, symmetric cross-entropy over the matrix (InfoNCE over the clips). Comparable across epochs
+    of one run, not across objectives."""
+    s = torch.as_tensor(np.nan_to_num(scores, nan=-1e4, posinf=1e4, neginf=-1e4), dtype=torch.float64)
+    if objective(name).logits:
+        eye = torch.eye(len(s), dtype=torch.bool)
+        terms = pair_bce(s[eye], s[~eye]) if len(s) > 1 else pair_bce(s[eye], s[eye][:0])
+    else:
+        terms = info_nce(s)
+    return float(sum(t for t in terms.values() if torch.isfinite(t)))
+
+
 def objective(name: str) -> Objective:
     """The objective a model names (``model.loss``), by exact name."""
     if name not in LOSSES:

@@ -289,6 +289,23 @@ def _log_scores(writer, model: nn.Module, scores: np.ndarray, step: int) -> None
     writer.add_histogram("scores/mismatched", prob[~eye], step)
 
 
+def _log_heatmap(writer, scores: np.ndarray, step: int, most: int = 64) -> None:
+    """The validation score matrix as an image (up to ``most`` clips): a clear diagonal is a model
+    that matches."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = scores[:most, :most]
+    fig, ax = plt.subplots(figsize=(4, 3.4))
+    im = ax.imshow(shown, cmap="viridis", aspect="auto")
+    fig.colorbar(im, ax=ax, label="score")
+    ax.set(xlabel="audio", ylabel="video", title=f"validation scores ({len(shown)} clips)")
+    fig.tight_layout()
+    writer.add_figure("val/heatmap", fig, step)  # closes the figure
+
+
 def launch_processes(processes: int, argv: list[str]) -> None:
     """Run ``python -m avmatch ARGV`` as ``processes`` DDP processes on this machine, as
     ``torchrun --standalone --nproc-per-node N -m avmatch ARGV`` does (a free port is chosen)."""
@@ -526,11 +543,13 @@ def _train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: boo
             metrics, scores = validate(trained, val_set)
             for k in ("top1", "top5", "mrr", "a2v_top1"):
                 writer.add_scalar(f"val/{k}", metrics[k], epoch + 1)
+            writer.add_scalar("val/loss", losses.validation_loss(scores, model.loss), epoch + 1)
             writer.add_scalar("lr", optimizer.param_groups[0]["lr"], epoch + 1)
             if config.histograms:
                 if not config.histogram_steps:  # per step instead: logged in the loop above
                     _log_layers(writer, model, trained, val_set, epoch + 1)
                 _log_scores(writer, model, scores, epoch + 1)
+                _log_heatmap(writer, scores, epoch + 1)
             state["epoch"] = epoch + 1
             state["history"].append({"epoch": epoch + 1, "loss": float(loss.item()), **metrics})
             if (metrics["top1"], metrics["mrr"]) > (state["best_top1"], state["best_mrr"]):
