@@ -677,16 +677,35 @@ def _mouth(scene: Scene, cv: _Canvas, rng: np.random.Generator) -> None:
              rx=wide * 0.45, ry=gap * 0.22)
 
 
-ACTIONS = ("flash", "jump", "pulse", "recolour", "drop", "shake", "toggle")
+ACTIONS = ("flash", "jump", "pulse", "recolour", "drop", "shake", "toggle", "glow", "swell")
+HELD = ("glow", "swell")  # changes that last a while (0.1-0.6 s) and sound for exactly as long
 
 
-def _voice(rng: np.random.Generator, sr: int) -> Callable[[], np.ndarray]:
-    """One object's sound: a random kind of source at a random pitch, varied a little each time."""
+def _held_sound(sr: int, f: float, dur_s: float, kind: int, rng: np.random.Generator) -> np.ndarray:
+    """A sound that lasts ``dur_s`` and stops: a harmonic tone, a buzz or a band of noise at ``f``,
+    with a 5 ms attack and a 10 ms release."""
+    t = np.arange(max(1, int(dur_s * sr))) / sr
+    if kind == 0:
+        x = sum(rng.uniform(0.2, 1.0) / h * np.sin(2 * np.pi * f * h * t) for h in (1, 2, 3))
+    elif kind == 1:  # a buzz: a square wave, softened
+        x = sosfilt(butter(2, min(6 * f, 0.45 * sr), fs=sr, output="sos"), np.sign(np.sin(2 * np.pi * f * t)))
+    else:
+        x = sosfilt(butter(2, [f / 1.5, min(f * 1.5, 0.45 * sr)], btype="bandpass", fs=sr, output="sos"),
+                    rng.standard_normal(len(t)))
+    x = x / (np.abs(x).max() + 1e-9)
+    return (x * np.minimum(1.0, t / 0.005) * np.minimum(1.0, (t[-1] - t) / 0.01 + 1e-3)).astype(np.float32)
+
+
+def _voice(rng: np.random.Generator, sr: int) -> Callable[..., np.ndarray]:
+    """One object's sound: a random kind of source at a random pitch, varied a little each time;
+    ``sound(dur_s)`` is the object's held sound, lasting that long."""
     f0 = float(2 ** rng.uniform(np.log2(90), np.log2(2500)))
     kind = int(rng.integers(8))
 
-    def sound() -> np.ndarray:
+    def sound(dur_s: float | None = None) -> np.ndarray:
         f = f0 * 2 ** rng.uniform(-0.05, 0.05)
+        if dur_s is not None:
+            return _held_sound(sr, min(f, 2000.0), dur_s, kind % 3, rng)
         if kind == 0:
             return membrane(sr, min(f, 600.0), rng, rng.uniform(0.08, 0.3))
         if kind == 1:
@@ -733,7 +752,12 @@ def _actor(scene: Scene, cv: _Canvas, rng: np.random.Generator, sounding: bool) 
         action = own or str(rng.choice(ACTIONS))
         age = (times - t0).astype(np.float32)
         after = age >= 0
-        if action == "flash":
+        held_s = float(rng.uniform(0.1, 0.6)) if action in HELD else None
+        if action == "glow":  # lights up and stays lit while it sounds
+            colour += (np.clip(1.2 - colour, 0, 1) * 0.8 * (after & (age < held_s))[:, None]).astype(np.float32)
+        elif action == "swell":  # grows and stays bigger while it sounds
+            scale *= (1 + 0.5 * (after & (age < held_s))).astype(np.float32)
+        elif action == "flash":
             colour += (np.clip(1.2 - colour, 0, 1) * np.where(after, np.exp(-np.maximum(age, 0) / 0.12), 0)[:, None]).astype(np.float32)
         elif action == "jump":
             cx += np.where(after, rng.uniform(-0.25, 0.25), 0).astype(np.float32)
@@ -750,7 +774,7 @@ def _actor(scene: Scene, cv: _Canvas, rng: np.random.Generator, sounding: bool) 
         else:  # toggle: appears (or vanishes) at t0
             alpha = np.where(after, 1 - alpha[np.searchsorted(times, t0) - 1] if t0 > 0 else 1.0, alpha).astype(np.float32)
         if sounding:
-            add_sound(scene.audio, sr, float(t0), voice(), _level(rng, 4))
+            add_sound(scene.audio, sr, float(t0), voice(held_s), _level(rng, 4))
     cx, cy = np.clip(cx, 0.02, 0.98), np.clip(cy, 0.02, aspect - 0.02)
     size = {k: r * scale for k in keys}
     cv.shape(sdf, cx, cy, r * scale * 1.5 + 0.01, np.clip(colour, 0, 1), alpha=alpha, **size, **extra)
@@ -761,7 +785,8 @@ def _actor(scene: Scene, cv: _Canvas, rng: np.random.Generator, sounding: bool) 
 def _events(scene: Scene, cv: _Canvas, rng: np.random.Generator) -> None:
     """Cause and effect at random, for training: one to three objects, each with its own look and its
     own voice, do visible things at random times (flash, jump, swell, change colour, drop, shake,
-    appear) and sound at that moment, beside one or two that do the same things in silence. Nothing
+    appear; or light up or grow and stay so for a while) and sound at that moment (for as long as a
+    held change lasts), beside one or two that do the same things in silence. Nothing
     ties what is seen to what is heard but *when*: a model learns timing, not one family's looks."""
     for _ in range(int(rng.integers(1, 4))):
         scene.events_s.extend(_actor(scene, cv, rng, sounding=True))
