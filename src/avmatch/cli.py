@@ -13,7 +13,9 @@ from avmatch.errors import AvmatchError
 
 def note(text: str) -> None:
     """A remark for the person at the terminal (not a result, not an error): silent under -q."""
-    if not os.environ.get("AVMATCH_QUIET"):
+    from avmatch.progress import quiet
+
+    if not quiet():
         print(f"avmatch: {text}", file=sys.stderr)
 
 

@@ -14,7 +14,12 @@ from tqdm import tqdm
 LOG_INTERVAL_S = 30.0
 
 
+def quiet() -> bool:
+    """Whether the user asked for results and errors only (``avmatch -q``: AVMATCH_QUIET set)."""
+    return bool(os.environ.get("AVMATCH_QUIET"))
+
+
 def bar(total: int, desc: str, unit: str, initial: int = 0, enabled: bool = True) -> tqdm:
     terminal = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not enabled or bool(os.environ.get("AVMATCH_QUIET")), dynamic_ncols=True,
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not enabled or quiet(), dynamic_ncols=True,
                 mininterval=0.1 if terminal else LOG_INTERVAL_S, maxinterval=max(10.0, LOG_INTERVAL_S))
