@@ -67,12 +67,13 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "src" / "avmatch" / "weights
 
 def recipe(epochs: int, seed: int = 0, plain: bool = False, init: str = ""):
     """The shipped model's recipe (``avmatch.train.RECIPES["sync"]``) for ``epochs``; ``plain`` is the
-    reference (no augmentation, no level-free audio, no map convolutions); ``init`` fine-tunes from that run."""
+    reference (no augmentation, no level-free audio, no map convolutions); ``init`` fine-tunes from that run
+    (as ``avmatch train`` does: ``avmatch.train.FINE_TUNE`` over the started model's recipe)."""
     from avmatch.train import recipe as sync_recipe
 
     common = {"epochs": epochs, "patience": epochs, "seed": seed, "histograms": False}
     if init:
-        return sync_recipe("", init=init, lr=1e-3, batch_size=48, window_s=3.0, max_shift_s=1.0, **common)
+        return sync_recipe("", init=init, **common)
     if plain:
         return sync_recipe("sync", augment=0.0, model_options={"audio_centre": 0, "video_maps": None}, **common)
     return sync_recipe("sync", **common)

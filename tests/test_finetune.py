@@ -72,25 +72,58 @@ def test_the_shipped_model_matches_with_no_training(media_pairs, tmp_path, capsy
     assert len(rows) == 6 and len({r["audio"] for r in rows}) == 6 and all(r["offset_s"] for r in rows)
 
 
-def test_fine_tuning_the_shipped_model_on_paired_media(media_pairs, tmp_path):
+@pytest.fixture(scope="module")
+def media_feats(media_pairs):
     import avmatch
 
-    avmatch.extract([media_pairs / "clips"], tmp_path / "feats", paired=True, progress=False)
-    model = avmatch.train(tmp_path / "feats", tmp_path / "run", init="default", epochs=1, batch_size=6,
+    avmatch.extract([media_pairs / "clips"], media_pairs / "feats", paired=True, progress=False)
+    return media_pairs / "feats"
+
+
+def test_fine_tuning_the_shipped_model_on_paired_media(media_feats, tmp_path):
+    import avmatch
+
+    model = avmatch.train(media_feats, tmp_path / "run", init="default", epochs=1, batch_size=6,
                           window_s=0.0, progress=False)
     shipped = avmatch.load("default")
     assert model.trained.model.config == shipped.trained.model.config
     np.testing.assert_array_equal(model.trained.video_mean, shipped.trained.video_mean)
 
 
-def test_a_new_sync_model_reads_the_extractors_motion_maps(media_pairs, corpus, tmp_path):
+def test_train_starts_from_the_shipped_model_where_the_features_fit_it(media_feats, corpus, tmp_path, capsys):
+    """`avmatch train FEATS -o RUN` with no --model, --recipe or --init fine-tunes the shipped model on
+    default-extractor features (at FINE_TUNE's rate, the sync recipe's windows); --init none trains a
+    new model; features the shipped model does not fit get the model that suits them, from scratch."""
+    import json
+
+    from avmatch.cli import main
+    from avmatch.corpus import write_corpus
+    from avmatch.train import FINE_TUNE, RECIPES
+
+    def settings(run):
+        return json.loads((run / "config.json").read_text())["train"]
+
+    assert main(["train", str(media_feats), "-o", str(tmp_path / "tuned"), "--epochs", "1", "--batch-size", "6"]) == 0
+    assert "fine-tuning the shipped model" in capsys.readouterr().err
+    tuned = settings(tmp_path / "tuned")
+    assert tuned["init"] == "default" and tuned["model"] == "sync" and tuned["lr"] == FINE_TUNE["lr"]
+    assert tuned["window_s"] == RECIPES["sync"]["window_s"] and tuned["epochs"] == 1
+    assert main(["train", str(media_feats), "-o", str(tmp_path / "new"), "--init", "none", "--epochs", "1",
+                 "--batch-size", "6"]) == 0
+    new = settings(tmp_path / "new")
+    assert new["init"] == "" and new["model"] == "sync" and new["lr"] != FINE_TUNE["lr"]
+    write_corpus(corpus, tmp_path / "course")
+    assert main(["train", str(tmp_path / "course"), "-o", str(tmp_path / "dual"), "--epochs", "1"]) == 0
+    assert "using 'dual'" in capsys.readouterr().err and settings(tmp_path / "dual")["init"] == ""
+
+
+def test_a_new_sync_model_reads_the_extractors_motion_maps(media_feats, corpus, tmp_path):
     """Training fills ``video_maps`` from the extractor that made the corpus (Extractor.video_maps):
     the default extractor's two 16x16 motion maps; features of unknown layout get none."""
     import avmatch
     from avmatch.extractors.frames import FrameRateFeatures
 
-    avmatch.extract([media_pairs / "clips"], tmp_path / "feats", paired=True, progress=False)
-    model = avmatch.train(tmp_path / "feats", tmp_path / "run", model="sync", epochs=1, batch_size=6,
+    model = avmatch.train(media_feats, tmp_path / "run", model="sync", epochs=1, batch_size=6,
                           window_s=0.0, progress=False)
     assert model.trained.model.config["video_maps"] == list(FrameRateFeatures.video_maps) == [96, 2, 16]
     assert model.trained.model.video.front is not None

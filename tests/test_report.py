@@ -2,6 +2,8 @@
 
 import html.parser
 
+import pytest
+
 from avmatch.report import html_report, markdown_table
 
 
@@ -45,23 +47,31 @@ def test_html_report_escapes_marks_wrong_rows_and_embeds_the_heat_map(tmp_path):
     assert "(none)" not in page
 
 
-def test_match_report_puts_the_doubtful_first_and_plays_each_pair_from_its_files(tmp_path):
+@pytest.fixture(scope="module")
+def matched(tmp_path_factory):
+    """match --report on three generated scenes (silent videos in a sub-folder, wav audios)."""
+    from avmatch.cli import main
+    from avmatch.demo import scenes
+    from avmatch.demo.scenes import write_media
+
+    root = tmp_path_factory.mktemp("report")
+    for i, family in enumerate(("bounce", "lamps", "talker")):
+        scene = scenes.make_scene([i, 3], family, duration_s=3.0, size=(48, 48))
+        write_media(root / "videos" / "cam" / f"v{i}.mp4", scene.frames, None, fps=scene.fps)
+        write_media(root / "audios" / f"a {i}.wav", None, scene.audio, sample_rate=scene.sample_rate)
+    report = root / "out" / "report.html"
+    assert main(["match", str(root / "videos"), str(root / "audios"), "-o", str(root / "out" / "pairs.csv"),
+                 "--report", str(report)]) == 0
+    return root, report
+
+
+def test_match_report_puts_the_doubtful_first_and_plays_each_pair_from_its_files(matched):
     """match --report: run context, a breakdown by folder, the pairs sorted least sure first (unmatched
     before them), sortable and filterable, each row's play button pointing (relative to the page) at
     its silent video and its audio, with the offset."""
     import numpy as np
 
-    from avmatch.cli import main
-    from avmatch.demo import scenes
-    from avmatch.demo.scenes import write_media
-
-    for i, family in enumerate(("bounce", "lamps", "talker")):
-        scene = scenes.make_scene([i, 3], family, duration_s=3.0, size=(48, 48))
-        write_media(tmp_path / "videos" / "cam" / f"v{i}.mp4", scene.frames, None, fps=scene.fps)
-        write_media(tmp_path / "audios" / f"a {i}.wav", None, scene.audio, sample_rate=scene.sample_rate)
-    report = tmp_path / "out" / "report.html"
-    assert main(["match", str(tmp_path / "videos"), str(tmp_path / "audios"), "-o", str(tmp_path / "out" / "pairs.csv"),
-                 "--report", str(report)]) == 0
+    root, report = matched
     page = report.read_text()
 
     class Rows(html.parser.HTMLParser):
@@ -85,8 +95,84 @@ def test_match_report_puts_the_doubtful_first_and_plays_each_pair_from_its_files
     from urllib.parse import unquote
 
     for r in parsed.rows:
-        assert (report.parent / unquote(r["data-video-src"])).resolve() == (tmp_path / "videos" / f"{r['data-video']}.mp4").resolve()
+        assert (report.parent / unquote(r["data-video-src"])).resolve() == (root / "videos" / f"{r['data-video']}.mp4").resolve()
         assert (report.parent / unquote(r["data-audio-src"])).is_file() and np.isfinite(float(r["data-offset"]))
     for needed in ("function sortBy", "function filterRows", "function play", 'id="doubtful"', "By folder", "cam",
                    "avmatch</th>", "sync (default)"):
         assert needed in page, needed
+
+
+def _browser():
+    """Headless Chromium under Selenium; skipped where either is missing, unless AVMATCH_BROWSER_TESTS=1
+    (.ci/run installs both and sets it, so there the test runs or fails)."""
+    import os
+    import shutil
+
+    binary, driver = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        binary = None
+    if not (binary and driver):
+        if os.environ.get("AVMATCH_BROWSER_TESTS") == "1":
+            pytest.fail("AVMATCH_BROWSER_TESTS=1 but selenium, chromium or chromedriver is missing")
+        pytest.skip("no headless browser here (selenium + chromium + chromedriver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required",
+                 "--allow-file-access-from-files", "--mute-audio"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def test_report_in_a_real_browser_renders_sorts_filters_and_plays_a_pair(matched):
+    """report.html in headless Chromium: the heat map renders, a click on a header sorts the rows, the
+    filter hides rows, and a row's play button plays its silent video with its audio, the audio
+    following the video at the pair's offset."""
+    import time
+
+    from selenium.webdriver.common.by import By
+
+    _, report = matched
+    browser = _browser()
+    try:
+        browser.get(report.resolve().as_uri())
+        js = browser.execute_script
+        assert js("return Array.from(document.images).every(i => i.complete && i.naturalWidth > 100)")
+        videos = lambda: js("return Array.from(document.querySelectorAll('#rows tbody tr'))"  # noqa: E731
+                            ".filter(r => !r.hidden).map(r => r.dataset.video)")
+        assert sorted(videos()) == ["cam/v0", "cam/v1", "cam/v2"]
+        header = next(th for th in browser.find_elements(By.CSS_SELECTOR, "#rows th") if th.text == "video")
+        header.click()
+        assert videos() == ["cam/v0", "cam/v1", "cam/v2"]
+        header.click()
+        assert videos() == ["cam/v2", "cam/v1", "cam/v0"]
+        box = browser.find_element(By.ID, "filter")
+        box.send_keys("v1")
+        assert videos() == ["cam/v1"]
+        box.clear()
+        box.send_keys(" ")  # oninput fires; a space is in no row's text
+        js("document.getElementById('filter').value = ''; filterRows();")
+        assert len(videos()) == 3
+
+        row = browser.find_elements(By.CSS_SELECTOR, "#rows tbody tr")[0]
+        offset = float(row.get_attribute("data-offset"))
+        row.find_element(By.TAG_NAME, "button").click()
+        state = "const v = document.getElementById('pv'), a = document.getElementById('pa'); " \
+                "return [v.currentTime, v.paused, a.currentTime, a.paused, v.error && v.error.code, a.error && a.error.code, " \
+                "decodeURIComponent(v.src), decodeURIComponent(a.src)];"
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            v_time, v_paused, a_time, a_paused, v_error, a_error, v_src, a_src = js(state)
+            assert v_error is None and a_error is None, (v_error, a_error)
+            if v_time > max(offset, 0.0) + 0.6 and not a_paused:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"the pair did not play: {js(state)}")
+        assert not browser.find_element(By.ID, "player").get_attribute("hidden")
+        assert v_src.endswith(row.get_attribute("data-video") + ".mp4") and "/audios/" in a_src
+        assert not v_paused and abs(a_time - (v_time - offset)) < 0.3, (v_time, a_time, offset)
+    finally:
+        browser.quit()

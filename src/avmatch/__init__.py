@@ -135,16 +135,15 @@ def train(corpus: Corpus | str | Path, run: str | Path, *, resume: bool = False,
     ``run`` and return the best model. ``config``: any field of :class:`avmatch.train.TrainConfig`
     (model, epochs, batch_size, lr, window_s, init, model_options, ...) over the model's recipe, or
     over the named ``recipe`` ("report"; ``avmatch.train.RECIPES``); by default the model that suits
-    the corpus. ``device`` as for :func:`load`."""
+    the corpus: the shipped model fine-tuned where it fits the corpus's features, else a new model
+    (``init="none"``: a new model in any case). ``device`` as for :func:`load`."""
     from avmatch.extract import training_features
-    from avmatch.train import choose_model
+    from avmatch.train import choose_start
     from avmatch.train import recipe as recipe_config
     from avmatch.train import train as run_training
 
     corpus = corpus if not isinstance(corpus, (str, Path)) else training_features(corpus)
-    if not recipe and not config.get("model") and not config.get("init"):
-        config["model"] = choose_model(corpus)
-    model = config.pop("model", "")
+    model, config["init"] = choose_start(corpus, config.pop("model", ""), config.pop("init", ""), recipe)
     if recipe:
         from avmatch.errors import AvmatchError
         from avmatch.train import RECIPES

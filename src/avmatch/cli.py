@@ -74,18 +74,19 @@ def cmd_inspect(args) -> None:
 def cmd_train(args) -> None:
     import avmatch
     from avmatch.extract import training_features
-    from avmatch.train import choose_model, launch_processes
+    from avmatch.train import choose_start, launch_processes
 
     if args.ddp > 1 and "WORLD_SIZE" not in os.environ:  # the processes it starts find WORLD_SIZE set
         launch_processes(args.ddp, args.argv)
         return
     first = os.environ.get("RANK", "0") == "0"  # under torchrun, one process speaks
     corpus = training_features(args.corpus)
-    model = args.model or ("" if args.init or args.recipe else choose_model(corpus))
+    model, init = choose_start(corpus, args.model or "", args.init or "", args.recipe or "")
     if not args.model and not args.init and not args.recipe and first:
-        note(f"no --model given; using {model!r} for this corpus")
+        note("fine-tuning the shipped model on this corpus (--init none: a new model)" if init else
+             f"no --model given; using {model!r} for this corpus")
     trained = avmatch.train(corpus, args.output, resume=args.resume, force=args.force, device=args.device,
-                            recipe=args.recipe or "", model=model, init=args.init or "", **_train_settings(args))
+                            recipe=args.recipe or "", model=model, init=init, **_train_settings(args))
     result = trained.metrics
     if first:
         print(f"{trained.name}: best validation top-1 {result['val_top1']:.3f} at epoch {result['best_epoch']} "
@@ -338,7 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --output")
     p.add_argument("--force", action="store_true", help="replace the run already in --output (deletes it first)")
     p.add_argument("--init", default=None, metavar="RUN",
-                   help="fine-tune: start from this run or checkpoint ('default': the shipped model)")
+                   help="fine-tune: start from this run or checkpoint ('default': the shipped model, which is where "
+                        "training starts when no --model, --recipe or --init is given and the features fit it; "
+                        "'none': a new model)")
     p.add_argument("--ddp", type=int, default=0, metavar="N",
                    help="train with DistributedDataParallel in N local processes (starts torchrun; "
                         "--batch-size stays the global batch)")

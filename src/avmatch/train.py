@@ -36,6 +36,7 @@ from avmatch.inference import check_fits, pad_batch, score_matrix
 from avmatch.models import build_model, capabilities, model_entry
 from avmatch.models.base import parameter_table
 from avmatch.progress import bar as progress_bar
+from avmatch.shipped import model_path
 
 
 @dataclass
@@ -75,14 +76,20 @@ RECIPES: dict[str, dict] = {
     "sync": {"epochs": 16, "batch_size": 48, "window_s": 3.0, "max_shift_s": 1.0,
              "model_options": {"max_lag": 32, "hidden": 128, "embed_dim": 64, "init_scale": 50.0, "audio_centre": 25}},
 }
+# Fine-tuning (``init``): the started model's recipe, then these (benchmarks/generalise.py's fine-tuned arm)
+FINE_TUNE = {"lr": 1e-3, "epochs": 8, "patience": 8}
 
 
 def recipe(name: str, **given) -> TrainConfig:
     """The TrainConfig of a recipe: TrainConfig's defaults, then ``RECIPES[name]`` (a model's own
     recipe is under the model's name; a named one such as "report" names its model), then ``given``
-    (its ``model_options`` merged over the recipe's)."""
+    (its ``model_options`` merged over the recipe's). Fine-tuning (``init`` given, no name): the
+    started model's recipe with :data:`FINE_TUNE` over it."""
     base = dict(RECIPES.get(name, {}))
     model = base.pop("model", name)
+    if given.get("init") and not model:
+        model = load_trained(model_path(given["init"])).model.name
+        base = {**RECIPES.get(model, {}), **FINE_TUNE}
     options = {**base.pop("model_options", {}), **(given.pop("model_options", None) or {})}
     return TrainConfig(model=model, **{**base, **given}, model_options=options)
 
@@ -95,11 +102,30 @@ def choose_model(corpus: Corpus) -> str:
     return "dual"
 
 
+def choose_start(corpus: Corpus, model: str = "", init: str = "", recipe: str = "") -> tuple[str, str]:
+    """The (model, init) to train: what the user named, else the shipped model fine-tuned where it
+    fits the corpus (its extractor, dims and rates), else :func:`choose_model`'s from scratch.
+    ``init="none"`` asks for scratch."""
+    if init == "none":
+        return model or ("" if recipe else choose_model(corpus)), ""
+    if model or init or recipe:
+        return model, init
+    return ("", "default") if _shipped_fits(corpus) else (choose_model(corpus), "")
+
+
+def _shipped_fits(corpus: Corpus) -> bool:
+    try:
+        shipped = load_trained(model_path("default"))
+        for modality in ("video", "audio"):
+            check_fits(shipped, corpus, modality)
+    except AvmatchError:  # no shipped model, or features it was not trained on
+        return False
+    return True
+
+
 def _initial(config: TrainConfig, corpus: Corpus) -> Trained:
     """The checkpoint ``config.init`` names, checked to fit the corpus; sets ``config.model`` and
     ``config.model_options`` to its own (a fine-tuned model keeps its architecture)."""
-    from avmatch.shipped import model_path
-
     start = load_trained(model_path(config.init))
     for modality in ("video", "audio"):  # the dims, rates and extractor match refuses, for a corpus too
         check_fits(start, corpus, modality)

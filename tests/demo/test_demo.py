@@ -10,8 +10,8 @@ from avmatch.cli import main
 from avmatch.demo import DemoConfig, motion_onset_scores, run_demo
 from avmatch.errors import AvmatchError
 
-# short clips, small offsets, a small model trained for many short epochs
-TINY = DemoConfig(n_train=240, n_test=16, duration_s=2.5, max_offset_s=0.4, epochs=30, batch_size=16, lr=5e-3,
+# short clips, small offsets, a small new model trained for many short epochs
+TINY = DemoConfig(n_train=240, init="none", n_test=16, duration_s=2.5, max_offset_s=0.4, epochs=30, batch_size=16, lr=5e-3,
                   window_s=0.0, patience=30, model_options={"max_lag": 14, "hidden": 32, "embed_dim": 32, "init_scale": 30.0})
 
 
