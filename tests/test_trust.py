@@ -54,6 +54,26 @@ def test_a_config_far_larger_than_its_weights_is_refused_before_it_costs_memory(
     assert grown_mb < 200  # the real model of hidden=4000 would take over 1 GB
 
 
+def test_a_run_keeps_its_confidence_temperature_and_a_bad_one_is_refused(tmp_path):
+    """Training fits the confidence's temperature on its validation pairs and best.pt keeps it; match
+    reads it; a checkpoint without one (older, shipped) means 1; a bad value is one line."""
+    from avmatch.matching.dense import fit_temperature
+    from avmatch.train import TrainConfig, train, validate
+
+    corpus = make_feature_corpus(60, min_len=5, max_len=9, seed=3, video_dim=6, audio_dim=4)
+    train(corpus, tmp_path / "run", TrainConfig(model="dual", epochs=2, batch_size=16, histograms=False,
+                                                model_options={"hidden": 8, "embed_dim": 4, "blocks": 1}), progress=False)
+    run = load_trained(tmp_path / "run")
+    _, val = corpus.paired().split(0.15, 0)
+    assert run.temperature == pytest.approx(fit_temperature(validate(run, val)[1])) and run.temperature != 1.0
+    older = edited(tmp_path / "run" / "best.pt", tmp_path / "older.pt", lambda s: s.pop("calibration"))
+    assert load_trained(older).temperature == 1.0
+    for bad in (0.0, -1.0, float("nan"), "hot", True):
+        path = edited(older, tmp_path / "bad.pt", lambda s, bad=bad: s.update(calibration={"temperature": bad}))
+        with pytest.raises(AvmatchError, match="bad.pt: malformed checkpoint: calibration temperature"):
+            load_trained(path)
+
+
 def test_a_lag_range_out_of_bounds_is_refused(tmp_path):
     _, good = tiny(tmp_path, "sync", hidden=8, embed_dim=4)
     bad = edited(good, tmp_path / "lag.pt", lambda s: s["model_config"].update(max_lag=5_000_000))

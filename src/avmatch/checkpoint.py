@@ -37,6 +37,9 @@ class Trained:
     video_rate_hz: float = 1.0
     audio_rate_hz: float = 1.0
     extra: dict = field(default_factory=dict)  # training state for --resume: optimizer, epoch, ...
+    # the confidence's temperature (matching.dense.fit_temperature), fitted on the run's validation
+    # pairs; 1.0: none fitted (the shipped model, older runs)
+    temperature: float = 1.0
 
     def standardise(self, x: np.ndarray, modality: str) -> np.ndarray:
         mean, std = (self.video_mean, self.video_std) if modality == "video" else (self.audio_mean, self.audio_std)
@@ -58,6 +61,7 @@ class Trained:
             "extractor": self.extractor,
             "rates": {"video_hz": float(self.video_rate_hz), "audio_hz": float(self.audio_rate_hz)},
             "extra": self.extra,
+            "calibration": {"temperature": float(self.temperature)},
         }
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
@@ -219,9 +223,12 @@ def _check_schema(state: object, path: Path) -> None:
         rate = rates.get(key)
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < float("inf"):
             fail(f"malformed checkpoint: rates {key} is {rate!r:.40}, not a positive number")
-    for key in ("extractor", "extra"):
+    for key in ("extractor", "extra", "calibration"):
         if not isinstance(state.get(key, {}), dict):
             fail(f"malformed checkpoint: {key} is a {type(state[key]).__name__}, not a table")
+    temperature = state.get("calibration", {}).get("temperature", 1.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < float("inf"):
+        fail(f"malformed checkpoint: calibration temperature is {temperature!r:.40}, not a positive number")
     _check_extractor(state.get("extractor", {}), fail)
 
 
@@ -353,4 +360,4 @@ def load_trained(path: str | Path, device: str | torch.device | None = "cpu") ->
     stats = {k: state["stats"][k].float().numpy() for k in ("video_mean", "video_std", "audio_mean", "audio_std")}
     return Trained(model, **stats, extractor=_without_files(state.get("extractor", {})),
                    video_rate_hz=float(state["rates"]["video_hz"]), audio_rate_hz=float(state["rates"]["audio_hz"]),
-                   extra=state.get("extra", {}))
+                   extra=state.get("extra", {}), temperature=float(state.get("calibration", {}).get("temperature", 1.0)))

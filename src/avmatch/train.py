@@ -33,6 +33,7 @@ from avmatch.errors import AvmatchError
 from avmatch.evaluate import retrieval_metrics
 from avmatch.extractors import video_maps
 from avmatch.inference import check_fits, pad_batch, score_matrix
+from avmatch.matching.dense import fit_temperature
 from avmatch.models import build_model, capabilities, model_entry
 from avmatch.models.base import parameter_table
 from avmatch.progress import bar as progress_bar
@@ -581,6 +582,7 @@ def _train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: boo
             if (metrics["top1"], metrics["mrr"]) > (state["best_top1"], state["best_mrr"]):
                 state.update(best_top1=metrics["top1"], best_mrr=metrics["mrr"], bad_epochs=0, best_epoch=epoch + 1)
                 trained.extra = {}
+                trained.temperature = fit_temperature(scores)  # the confidence, made honest on these pairs
                 trained.save(run_dir / "best.pt")
             else:
                 state["bad_epochs"] += 1

@@ -143,6 +143,26 @@ def test_assignment_confidence_is_a_probability_that_sees_competition():
     assert np.all((got > 0) & (got <= 1))
 
 
+def test_fit_temperature_makes_the_confidence_honest_on_known_pairs():
+    """Scores with a known share of right answers: the confidence at the fitted temperature matches
+    that share (overconfident scores are cooled, cautious ones sharpened), and the assignment stays."""
+    from avmatch.matching.dense import assignment_confidence, fit_temperature
+
+    rng = np.random.default_rng(1)
+    n = 200
+    for scale in (40.0, 0.5):  # far too sure, far too cautious
+        truth_margin = rng.normal(1.0, 1.0, n)  # about 84% of true pairs beat a typical wrong one
+        raw = scale * (rng.normal(size=(n, n)) + np.diag(truth_margin))
+        chosen = assign(raw)
+        right = chosen == np.arange(n)
+        t = fit_temperature(raw)
+        before = assignment_confidence(raw, chosen)
+        after = assignment_confidence(raw, chosen, temperature=t)
+        assert abs(after.mean() - right.mean()) < abs(before.mean() - right.mean())
+        assert abs(after.mean() - right.mean()) < 0.1, (scale, t, after.mean(), right.mean())
+        assert np.array_equal(assign(raw / t), chosen)
+
+
 def test_match_abstains_below_min_confidence(tmp_path):
     """--min-confidence: a video no audio fits stays unmatched rather than forced onto one."""
     from avmatch.corpus import Clip, Corpus
@@ -162,7 +182,7 @@ def test_match_abstains_below_min_confidence(tmp_path):
         m.match_dense = lambda *a, **k: (normalise(raw), raw, assign(normalise(raw)))
         m.check_fits = lambda *a, **k: None
         m.capabilities = lambda model: type("E", (), {"timing": False})()
-        trained = type("T", (), {"model": type("M", (), {"loss": "infonce"})()})()  # scores, not logits
+        trained = type("T", (), {"model": type("M", (), {"loss": "infonce"})(), "temperature": 1.0})()  # scores, not logits
         forced = match_corpora(trained, videos, audios)
         assert list(forced.chosen[:2]) == [0, 1] and forced.chosen[2] in (2, 3) and forced.confidence[2] < 0.6
         sure = match_corpora(trained, videos, audios, min_confidence=0.9)

@@ -85,7 +85,7 @@ def match_corpora(trained: Trained, videos: Corpus, audios: Corpus, method: str 
         logit = sparse_lookup(raw, rows, chosen) if result.sparse else raw[rows, np.maximum(chosen, 0)]
         result.probability = np.where(chosen >= 0, 1 / (1 + np.exp(-np.asarray(logit, float))), np.nan)
     if not result.sparse:
-        result.confidence = assignment_confidence(raw, chosen)
+        result.confidence = assignment_confidence(raw, chosen, temperature=trained.temperature)
         if min_confidence:  # abstain: a video whose best is not sure enough stays unmatched
             chosen[~(result.confidence >= min_confidence)] = -1
             result.confidence[chosen < 0] = np.nan
