@@ -104,7 +104,7 @@ def test_match_report_puts_the_doubtful_first_and_plays_each_pair_from_its_files
 
 def _browser():
     """Headless Chromium under Selenium; skipped where either is missing, unless AVMATCH_BROWSER_TESTS=1
-    (.ci/run installs both and sets it, so there the test runs or fails)."""
+    (.ci/run installs Chromium and sets it once both are there, so there the test runs or fails)."""
     import os
     import shutil
 
