@@ -1,6 +1,7 @@
 """The report's table on a generated feature corpus: every model trained and scored on the same split.
 
-    python benchmarks/compare_models.py [--clips 900] [--test-fraction 0.1] [--epochs 20] [--window 12] [--out DIR]
+    python benchmarks/compare_models.py [--clips 900] [--test-fraction 0.1] [--epochs 20] [--patience N]
+                                        [--window 12] [--models a,b:KEY=VALUE,...] [--out DIR]
     python benchmarks/compare_models.py --media [--holdout gen:family,...] [--train-per-family 40]
 
 ``--media``: the report's path on real media instead: 30 s clips of both scene generators (H.264 +
@@ -72,8 +73,11 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=900)
     ap.add_argument("--test-fraction", type=float, default=0.1)
     ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--patience", type=int, default=None, help="early stopping (default: each recipe's)")
     ap.add_argument("--window", type=float, default=12.0, help="random training window in seconds (0: whole clips)")
-    ap.add_argument("--models", default=",".join(REPORT_MODELS))
+    ap.add_argument("--models", default=",".join(REPORT_MODELS),
+                    help="models or recipes, each with model options after a colon, ';' between entries "
+                         "when one has several options (report:interleave=true;lstm-cnn)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="keep the runs here (default: a temporary folder)")
     ap.add_argument("--media", action="store_true", help="real media through the classic extractor, held-out families")
@@ -82,12 +86,13 @@ def main() -> None:
     ap.add_argument("--test-per-family", type=int, default=15)
     ap.add_argument("--duration", type=float, default=30.0, help="--media: clip length in seconds")
     args = ap.parse_args()
-    models = [m for m in args.models.split(",") if m]
+    models = [m for m in args.models.split(";" if ";" in args.models else ",") if m]
     known = {m.name for m in list_models()} | set(RECIPES)
-    assert set(models) <= known, f"unknown models: {set(models) - known}"
+    assert {m.partition(":")[0] for m in models} <= known, f"unknown models: {models}"
     out = Path(args.out or tempfile.mkdtemp(prefix="avmatch-compare-"))
     started = time.perf_counter()
-    settings = {"epochs": args.epochs, "seed": args.seed, "histograms": False, "window_s": args.window}
+    settings = {"epochs": args.epochs, "seed": args.seed, "histograms": False, "window_s": args.window,
+                **({"patience": args.patience} if args.patience else {})}
     if args.media:
         train, test, floor = media_corpora(out, args)
         compare(train, models, out, settings, progress=False, test=test)

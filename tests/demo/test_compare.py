@@ -31,3 +31,21 @@ def test_top5_of_30_ranks_within_groups_of_30_on_raw_scores():
     scores[np.arange(30, 60), (np.arange(30, 60) + 1 - 30) % 30 + 30] = 5.0
     assert top5_of_30(scores) == 0.5  # (1 + 0) / 2; the last 5 pairs form no group
     assert top5_of_30(scores[:29, :29]) is None
+
+
+def test_compare_takes_model_options_per_entry(tmp_path):
+    """"NAME:KEY=VALUE,...": a model or recipe with options over its own, e.g. the report's recipe
+    with interleaving; a malformed option is one line."""
+    import pytest
+
+    from avmatch.checkpoint import load_trained
+    from avmatch.errors import AvmatchError
+
+    corpus = make_feature_corpus(40, min_len=5, max_len=8, seed=1, video_dim=12, audio_dim=6)
+    settings = {"epochs": 1, "batch_size": 16, "histograms": False}
+    rows = compare(corpus, ["report:interleave=true,hidden=8"], tmp_path, settings, test_fraction=0.25, progress=False)
+    assert rows[0]["model"] == "report:interleave=true,hidden=8"
+    config = load_trained(tmp_path / "report+interleave=true+hidden=8").model.config
+    assert config["interleave"] is True and config["hidden"] == 8 and config["residual_relu"] is True
+    with pytest.raises(AvmatchError, match="options are KEY=VALUE"):
+        compare(corpus, ["report:interleave"], tmp_path, settings, progress=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import numpy as np
 from avmatch.atomic import write_text
 from avmatch.checkpoint import load_trained
 from avmatch.corpus import Corpus
+from avmatch.errors import AvmatchError
 from avmatch.evaluate import retrieval_metrics
 from avmatch.inference import score_matrix
 from avmatch.matching import assign
@@ -28,12 +30,28 @@ def top5_of_30(scores: np.ndarray) -> float | None:
     return float(np.mean([retrieval_metrics(scores[g, g])["top5"] for g in groups]))
 
 
+def _entry(entry: str) -> tuple[str, dict]:
+    """"report:interleave=true,hidden=32" -> ("report", {"interleave": True, "hidden": 32})."""
+    name, _, given = entry.partition(":")
+    options = {}
+    for pair in filter(None, given.split(",")):
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise AvmatchError(f"model {entry!r}: options are KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return name, options
+
+
 def compare(corpus: Corpus, models: list[str], out_dir: str | Path, settings: dict | None = None,
             test_fraction: float = 0.3, progress: bool = True, test: Corpus | None = None) -> list[dict]:
     """Hold out a test split, train each model on the rest, score the test pairs; writes compare.md.
 
-    ``models``: model names, or named recipes such as "report" (``avmatch.train.RECIPES``); each
-    trains with its own recipe under ``settings`` (TrainConfig fields: epochs, seed, ...). ``test``:
+    ``models``: model names, or named recipes such as "report" (``avmatch.train.RECIPES``), each
+    optionally with model options over its own ("report:interleave=true"); each trains with its own
+    recipe under ``settings`` (TrainConfig fields: epochs, seed, ...). ``test``:
     test pairs of their own (e.g. families never trained on); then all of ``corpus`` trains."""
     out_dir = Path(out_dir)
     settings = dict(settings or {})
@@ -45,8 +63,11 @@ def compare(corpus: Corpus, models: list[str], out_dir: str | Path, settings: di
     audios = [c.audio for c in test_set.clips]
     rows = []
     for name in models:
-        result = train(train_set, out_dir / name, recipe(name, **settings), progress=progress)
-        trained = load_trained(out_dir / name)
+        base, options = _entry(name)
+        config = recipe(base, **{**settings, "model_options": {**settings.get("model_options", {}), **options}})
+        run = out_dir / name.replace(":", "+").replace(",", "+")
+        result = train(train_set, run, config, progress=progress)
+        trained = load_trained(run)
         scores = score_matrix(trained, videos, audios)
         metrics = retrieval_metrics(scores)
         one_to_one = float((assign(scores) == range(len(videos))).mean())
