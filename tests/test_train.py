@@ -214,6 +214,12 @@ def test_the_report_recipe_trains_its_model_its_way_and_gives_probabilities(tmp_
                              "--model", "gru"], "'lstm-cnn'", "'gru'")
     _one_line_error(capsys, ["train", str(tmp_path / "train"), "-o", str(tmp_path / "run2"), "--recipe", "nope"],
                     "unknown recipe", "report")
+    # plain lstm-cnn trains the report's way too, its sequences interleaved, diagnostics once an epoch
+    assert main(["train", str(tmp_path / "train"), "-o", str(tmp_path / "plain"), "--model", "lstm-cnn",
+                 "--epochs", "1", "--batch-size", "16", "--no-histograms"]) == 0
+    plain = load_trained(tmp_path / "plain" / "last.pt")
+    assert plain.model.config["interleave"] is True and plain.model.config["residual_relu"] is True
+    assert plain.extra["optimizer"]["param_groups"][0]["weight_decay"] == 0
 
 
 def test_cli_inspect_matches_the_reports_table(capsys):
