@@ -63,11 +63,11 @@ class TrainConfig:
     model_options: dict = field(default_factory=dict)
 
 
-# Settings that suit a model better than TrainConfig's general defaults, applied whenever that model
-# is trained (the CLI, the API, the demo and the shipped model's build); what a caller gives wins.
 # the university report's training of its lstm-cnn, exactly where it says and plainly where it does not:
 # a ReLU after each residual sum, BCE on one mismatched pair per matched pair, plain Adam at a constant rate
 _REPORT_TRAINING = {"optimizer": "adam", "schedule": "constant", "lr": 1e-3, "negatives": 1}
+# Settings that suit a model better than TrainConfig's general defaults, applied whenever that model
+# is trained (the CLI, the API, the demo and the shipped model's build); what a caller gives wins.
 RECIPES: dict[str, dict] = {
     # the report's model and training (``--recipe report``; README "The report's recipe"): the two
     # sequences concatenated, diagnostics every step
