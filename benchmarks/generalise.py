@@ -50,7 +50,7 @@ import torch
 
 from avmatch.corpus import Corpus, load_corpus
 from avmatch.demo import motion_onset_scores, scenes, worlds
-from avmatch.evaluate import retrieval_metrics
+from avmatch.evaluate import reliability, retrieval_metrics
 from avmatch.extract import default_workers, extract
 from avmatch.matching import assign, normalise
 from avmatch.testing.formats import FORMATS, reencode
@@ -110,8 +110,9 @@ def read_key(path: Path) -> dict:
 
 
 def measure(scores_raw: np.ndarray, offsets: np.ndarray | None, video_ids: list[str], audio_ids: list[str],
-            key: dict, family_of: dict, fmt: str) -> dict:
-    """One-to-one, top-k and offsets of one score matrix against the key, in all and per family."""
+            confidence: np.ndarray | None, key: dict, family_of: dict, fmt: str) -> dict:
+    """One-to-one, top-k, offsets and the confidence's reliability of one score matrix against the
+    key, in all and per family."""
     scores = normalise(scores_raw, "dual-softmax")
     chosen = assign(scores)
     col = {a.removesuffix(f"-{fmt}"): j for j, a in enumerate(audio_ids)}  # reencode() names files <id>-<fmt>
@@ -122,26 +123,29 @@ def measure(scores_raw: np.ndarray, offsets: np.ndarray | None, video_ids: list[
     if offsets is not None and right.any():
         err = np.abs(offsets - np.array([float(key[v]["offset_s"]) for v in video_ids]))[right]
         out["offset_40ms"] = float((err <= 0.040 + 1e-9).mean())
+    if confidence is not None:
+        trust = reliability(confidence, right)
+        out.update(confidence_ece=trust["ece"], sure_n=trust["n_sure"], sure_right=trust["right_when_sure"])
     fams = np.array([family_of[key[v]["source"]] for v in video_ids])
     out["by_family"] = {f: float(right[fams == f].mean()) for f in sorted(set(fams))}
     return out
 
 
-def model_scores(trained, videos: Corpus, audios: Corpus) -> tuple[np.ndarray, np.ndarray | None, list, list]:
+def model_scores(trained, videos: Corpus, audios: Corpus) -> tuple:
     from avmatch.matching import match_corpora
 
-    # dual softmax + Hungarian, as measure() assigns: the offsets are those of the same pairs
+    # dual softmax + Hungarian, as measure() assigns: the offsets and confidences are those of the same pairs
     result = match_corpora(trained, videos, audios, max_offset_s=1.3)
-    return result.raw_scores, result.offset_s, result.video_ids, result.audio_ids
+    return result.raw_scores, result.offset_s, result.video_ids, result.audio_ids, result.confidence
 
 
-def floor_scores(videos: Corpus, audios: Corpus, rate_hz: float) -> tuple[np.ndarray, np.ndarray, list, list]:
+def floor_scores(videos: Corpus, audios: Corpus, rate_hz: float) -> tuple:
     v = [c for c in videos.clips if c.video is not None]
     a = [c for c in audios.clips if c.audio is not None]
     scores, lags = motion_onset_scores([c.video for c in v], [c.audio for c in a], int(1.3 * rate_hz))
     chosen = assign(normalise(scores))
     offsets = np.array([-lags[i, j] / rate_hz if j >= 0 else np.nan for i, j in enumerate(chosen)])
-    return scores, offsets, [c.id for c in v], [c.id for c in a]
+    return scores, offsets, [c.id for c in v], [c.id for c in a], None
 
 
 def train_recipe(corpus: Corpus, families: list[str], run: Path, config) -> tuple:
@@ -301,7 +305,7 @@ def report(results: dict, formats: list[str], holdout: list[str], root: Path, co
     worst = {n: min(results[n, f]["one_to_one"] - results[n, formats[0]]["one_to_one"] for f in formats)
              for n in names}
     print(f"  {'worst - ' + formats[0]:12s} " + " ".join(f"{worst[n]:10.3f}" for n in names))
-    for metric in ("top1", "top5", "offset_40ms"):
+    for metric in ("top1", "top5", "offset_40ms", "confidence_ece", "sure_n", "sure_right"):
         print(f"  {formats[0] + ' ' + metric:12s} " + " ".join(
             f"{results[n, formats[0]].get(metric, float('nan')):10.3f}" for n in names))
     print(f"\none-to-one by held-out family ({formats[0]})")

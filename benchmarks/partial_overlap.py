@@ -27,18 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def reliability(conf: np.ndarray, right: np.ndarray, bins: int = 10) -> dict:
-    edges = np.linspace(0, 1, bins + 1)
-    ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        m = (conf >= lo) & ((conf < hi) if hi < 1 else (conf <= hi))
-        if m.any():
-            ece += m.mean() * abs(conf[m].mean() - right[m].mean())
-    sure = conf >= 0.9
-    return {"pairs": int(len(conf)), "confidence >= 0.9": int(sure.sum()),
-            "right among them": float(right[sure].mean()) if sure.any() else None,
-            "right overall": float(right.mean()), "expected calibration error": round(float(ece), 3)}
+from avmatch.evaluate import reliability
 
 
 def main() -> None:
@@ -69,7 +58,11 @@ def main() -> None:
     full = model.match(root / "test" / "videos", root / "test" / "audios")
     rows = {r["video"]: r for r in full.rows()}
     right_full = np.array([rows[v]["audio"] == key[v]["audio"] for v in key])
-    result = {"model": args.model, "full overlap": reliability(np.array([rows[v]["confidence"] for v in key]), right_full)}
+    full_conf = np.array([rows[v]["confidence"] for v in key])
+    measured = reliability(full_conf, right_full)
+    result = {"model": args.model, "full overlap": {
+        "pairs": int(len(full_conf)), "confidence >= 0.9": measured["n_sure"], "right among them": measured["right_when_sure"],
+        "right overall": float(np.mean(right_full)), "expected calibration error": round(measured["ece"], 3)}}
 
     rng = random.Random(args.seed)
     order = sorted(key)

@@ -214,6 +214,9 @@ def cmd_evaluate(args) -> None:
     for k in ("one_to_one", "in_candidates", "offset_mae_s", "offset_within_40ms"):
         if k in metrics:
             print(f"{k:18s} {metrics[k]:.3f}")
+    if "confidence_ece" in metrics:
+        print(f"confidence: of the {metrics['confidence_n_sure']} pairs at >= 0.9, {metrics['confidence_right_when_sure']:.3f} "
+              f"right; expected calibration error {metrics['confidence_ece']:.3f}")
     for prefix, what in SCORES.items():
         if prefix + "top1" in metrics:
             print(f"ranked on {what}:")
@@ -227,7 +230,7 @@ def cmd_compare(args) -> None:
     from avmatch.corpus import load_corpus
     from avmatch.demo.compare import compare
 
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    models = [m.strip() for m in args.models.split(";" if ";" in args.models else ",") if m.strip()]
     compare(load_corpus(args.corpus), models, args.output, _train_settings(args), args.test_fraction)
     print((Path(args.output) / "compare.md").read_text())
 
@@ -438,7 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="train several models and tabulate them")
     p.add_argument("corpus", help="feature corpus of paired clips")
     p.add_argument("--models", default="va-metric,rnn,lstm,gru,cnn,lstm-tw,lstm-cnn,report,dual",
-                   help="models (or named recipes such as report) to train, comma-separated")
+                   help="models (or named recipes such as report) to train, comma-separated, each with model "
+                        "options after a colon if wanted (report:interleave=true); ';' between entries when one "
+                        "has several options")
     p.add_argument("-o", "--output", default="compare", help="folder for the runs and the table")
     p.add_argument("--test-fraction", type=float, default=0.3, help="share of clips kept out of training as the test set")
     _add_train_options(p, epochs=20)

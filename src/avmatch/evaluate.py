@@ -133,6 +133,21 @@ def _seconds(row: dict, path: str | Path) -> float:
     return value
 
 
+def reliability(confidence: np.ndarray, right: np.ndarray, bins: int = 10) -> dict:
+    """How far the pairs' confidences can be trusted: expected calibration error (the gap between
+    confidence and the share right, averaged over ten confidence bins, weighted by their pairs) and
+    the share right among pairs of confidence >= 0.9; pairs without a confidence (NaN) are left out."""
+    confidence, right = np.asarray(confidence, float), np.asarray(right, bool)
+    known = np.isfinite(confidence)
+    conf, ok = confidence[known], right[known].astype(float)
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    ece = sum(abs(conf[which == b].mean() - ok[which == b].mean()) * (which == b).mean() for b in range(bins)
+              if (which == b).any())
+    sure = conf >= 0.9
+    return {"ece": float(ece), "n_sure": int(sure.sum()),
+            "right_when_sure": float(ok[sure].mean()) if sure.any() else float("nan")}
+
+
 def evaluate_pairs(pairs_csv: str | Path, key_csv: str | Path) -> dict:
     """Compare a ``pairs.csv`` written by ``avmatch match`` with a key (columns ``video,audio``).
 
@@ -141,7 +156,8 @@ def evaluate_pairs(pairs_csv: str | Path, key_csv: str | Path) -> dict:
     once it is known to be of the same run (:func:`avmatch.matching.results.check_same_run`); when the key has
     ``offset_s``, the offset error over the correctly matched pairs. Top-k and MRR come twice, on
     the raw and on the normalised scores (:data:`SCORES`). A key must be one-to-one; so
-    must the pairs, unless the run matched greedily.
+    must the pairs, unless the run matched greedily. With a ``confidence`` column, how far it can be
+    trusted (:func:`reliability`: ``confidence_ece``, ``confidence_n_sure``, ``confidence_right_when_sure``).
     """
     from avmatch.matching import check_same_run, load_scores, scores_path
 
@@ -167,6 +183,11 @@ def evaluate_pairs(pairs_csv: str | Path, key_csv: str | Path) -> dict:
              for v, a in sorted(key.items()) if v not in pairs or pairs[v]["audio"] != a]
     out: dict = {"pairs": len(key), "one_to_one": 1.0 - len(wrong) / len(key), "wrong": wrong,
                  "not_in_key": unknown}
+    rows = [pairs[v] for v in key if pairs.get(v, {}).get("audio") and pairs[v].get("confidence")]
+    if rows:
+        conf = np.array([float(r["confidence"]) for r in rows])
+        out.update({f"confidence_{k}": v for k, v in
+                    reliability(conf, np.array([r["audio"] == key[r["video"]] for r in rows])).items()})
     if key_rows and "offset_s" in key_rows[0] and all(pairs.get(r["video"], {}).get("offset_s") for r in key_rows):
         err = np.array([abs(_seconds(pairs[r["video"]], pairs_csv) - _seconds(r, key_csv))
                         for r in key_rows if pairs[r["video"]]["audio"] == r["audio"]])

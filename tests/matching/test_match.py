@@ -89,6 +89,25 @@ def test_evaluate_pairs_from_written_match(tmp_path):
     assert {w["video"] for w in metrics["wrong"]} == {"v1", "v2"}
 
 
+def test_evaluate_says_how_far_the_confidence_can_be_trusted(tmp_path, capsys):
+    """With a confidence column: calibration error over ten bins and the share right at >= 0.9."""
+    from avmatch.cli import main
+    from avmatch.evaluate import reliability
+
+    scores = np.eye(4) * 5.0
+    result = MatchResult([f"v{i}" for i in range(4)], [f"a{i}" for i in range(4)], scores, np.arange(4), "hungarian")
+    result.confidence = np.array([0.95, 0.95, 0.55, 0.55])
+    result.write(tmp_path / "pairs.csv")
+    (tmp_path / "key.csv").write_text("video,audio\nv0,a0\nv1,a1\nv2,a3\nv3,a2\n")
+    m = evaluate_pairs(tmp_path / "pairs.csv", tmp_path / "key.csv")
+    # bin 0.9: confidence 0.95, all right (gap 0.05); bin 0.5: confidence 0.55, none right (gap 0.55)
+    assert m["confidence_n_sure"] == 2 and m["confidence_right_when_sure"] == 1.0
+    assert m["confidence_ece"] == pytest.approx(0.5 * 0.05 + 0.5 * 0.55)
+    assert main(["evaluate", str(tmp_path / "pairs.csv"), "--key", str(tmp_path / "key.csv")]) == 0
+    assert "of the 2 pairs at >= 0.9, 1.000 right; expected calibration error 0.300" in capsys.readouterr().out
+    assert reliability(np.array([np.nan, 0.2]), np.array([True, False]))["ece"] == pytest.approx(0.2)
+
+
 def test_evaluate_ranks_the_raw_and_the_normalised_scores_apart(tmp_path, capsys):
     """The course ranks the model's own scores; the assignment uses normalised ones: both are reported,
     each under its own name, and they can differ."""

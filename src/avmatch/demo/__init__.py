@@ -37,6 +37,7 @@ from avmatch.atomic import write_text
 from avmatch.corpus import Corpus, load_corpus
 from avmatch.errors import AvmatchError
 from avmatch.evaluate import evaluate_pairs, read_pairs
+from avmatch.evaluate import reliability as confidence_reliability
 from avmatch.matching import assign, normalise
 from avmatch.matching.results import heatmap_png
 from avmatch.report import html_report
@@ -252,7 +253,7 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
     by_group = {g: _share(right, vs) for g, vs in groups.items()}
     by_family = {f: _share(right, [v for v in key if family[v] == f]) for f in sorted(set(family.values()))}
     by_format = {f: _share(right, [v for v in key if format_of.get(key[v][0]) == f]) for f in AUDIO_FORMATS}
-    reliability = _reliability(match.confidence, np.array([right.get(v, False) for v in match.video_ids]))
+    reliability = confidence_reliability(match.confidence, np.array([right.get(v, False) for v in match.video_ids]))
     shipped = _shipped_one_to_one(videos, audios, key)
     t0 = lap("match", t0)
     n = len(key)
@@ -314,19 +315,6 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
     _say(progress, f"[5/5] wrote {out / 'report.html'} and {out / 'demo.json'} ({summary['seconds']:.0f} s in all)")
     return {**summary, "metrics": metrics, "floor": floor, "stage_seconds": stage, "by_family": by_family,
             "by_format": by_format}
-
-
-def _reliability(confidence: np.ndarray, right: np.ndarray, bins: int = 10) -> dict:
-    """How far the pairs' confidences can be trusted: expected calibration error (the gap between
-    confidence and the share right, averaged over ten confidence bins, weighted by their pairs) and
-    the share right among pairs of confidence >= 0.9."""
-    known = np.isfinite(confidence)
-    conf, ok = confidence[known], right[known].astype(float)
-    which = np.minimum((conf * bins).astype(int), bins - 1)
-    ece = sum(abs(conf[which == b].mean() - ok[which == b].mean()) * (which == b).mean() for b in range(bins)
-              if (which == b).any())
-    sure = conf >= 0.9
-    return {"ece": float(ece), "n_sure": int(sure.sum()), "right_when_sure": float(ok[sure].mean()) if sure.any() else float("nan")}
 
 
 def _share(right: dict[str, bool], videos: list[str]) -> float:
