@@ -215,7 +215,7 @@ def cmd_evaluate(args) -> None:
         if k in metrics:
             print(f"{k:18s} {metrics[k]:.3f}")
     if "confidence_ece" in metrics:
-        print(f"confidence: of the {metrics['confidence_n_sure']} pairs at >= 0.9, {metrics['confidence_right_when_sure']:.3f} "
+        print(f"confidence: of the {metrics['confidence_n_sure']} pairs at >= 0.9, {metrics.get('confidence_right_when_sure', float('nan')):.3f} "
               f"right; expected calibration error {metrics['confidence_ece']:.3f}")
     for prefix, what in SCORES.items():
         if prefix + "top1" in metrics:

@@ -186,8 +186,8 @@ def evaluate_pairs(pairs_csv: str | Path, key_csv: str | Path) -> dict:
     rows = [pairs[v] for v in key if pairs.get(v, {}).get("audio") and pairs[v].get("confidence")]
     if rows:
         conf = np.array([float(r["confidence"]) for r in rows])
-        out.update({f"confidence_{k}": v for k, v in
-                    reliability(conf, np.array([r["audio"] == key[r["video"]] for r in rows])).items()})
+        trust = reliability(conf, np.array([r["audio"] == key[r["video"]] for r in rows]))
+        out.update({f"confidence_{k}": v for k, v in trust.items() if v == v})  # no NaN: none at >= 0.9
     if key_rows and "offset_s" in key_rows[0] and all(pairs.get(r["video"], {}).get("offset_s") for r in key_rows):
         err = np.array([abs(_seconds(pairs[r["video"]], pairs_csv) - _seconds(r, key_csv))
                         for r in key_rows if pairs[r["video"]]["audio"] == r["audio"]])

@@ -106,6 +106,10 @@ def test_evaluate_says_how_far_the_confidence_can_be_trusted(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "pairs.csv"), "--key", str(tmp_path / "key.csv")]) == 0
     assert "of the 2 pairs at >= 0.9, 1.000 right; expected calibration error 0.300" in capsys.readouterr().out
     assert reliability(np.array([np.nan, 0.2]), np.array([True, False]))["ece"] == pytest.approx(0.2)
+    result.confidence = np.array([0.5, 0.5, 0.5, 0.5])  # none at >= 0.9: no share to give (and no NaN)
+    result.write(tmp_path / "pairs.csv")
+    m = evaluate_pairs(tmp_path / "pairs.csv", tmp_path / "key.csv")
+    assert m["confidence_n_sure"] == 0 and "confidence_right_when_sure" not in m
 
 
 def test_evaluate_ranks_the_raw_and_the_normalised_scores_apart(tmp_path, capsys):
