@@ -335,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model on a feature corpus")
     p.add_argument("corpus", help="feature corpus (avmatch extract --paired), or a folder of paired media")
     p.add_argument("-o", "--output", required=True, help="run folder")
-    p.add_argument("--model", default=None, help="model name (default: the one that suits the corpus)")
+    p.add_argument("--model", default=None, help="model name (default: the shipped model's, fine-tuned, where the "
+                   "features fit it; else the one that suits the corpus; naming one trains a new model)")
     p.add_argument("--recipe", default=None, metavar="NAME",
                    help="a named recipe: a model and how to train it ('report': the university report's lstm-cnn, "
                         "trained its way)")
