@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from avmatch.demo.compare import compare
+from avmatch.demo.compare import compare, model_entries
 from avmatch.demo.synthetic import make_feature_corpus
 from avmatch.models import list_models
 from avmatch.train import RECIPES
@@ -86,7 +86,7 @@ def main() -> None:
     ap.add_argument("--test-per-family", type=int, default=15)
     ap.add_argument("--duration", type=float, default=30.0, help="--media: clip length in seconds")
     args = ap.parse_args()
-    models = [m for m in args.models.split(";" if ";" in args.models else ",") if m]
+    models = model_entries(args.models)
     known = {m.name for m in list_models()} | set(RECIPES)
     assert {m.partition(":")[0] for m in models} <= known, f"unknown models: {models}"
     out = Path(args.out or tempfile.mkdtemp(prefix="avmatch-compare-"))

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from avmatch.errors import AvmatchError
+from avmatch.options import parse_options
 
 
 def note(text: str) -> None:
@@ -21,16 +22,7 @@ def note(text: str) -> None:
 
 def _options(pairs: list[str]) -> dict:
     """``--option hidden=64 --option cell=gru`` -> {"hidden": 64, "cell": "gru"}."""
-    out = {}
-    for p in pairs:
-        key, sep, value = p.partition("=")
-        if not sep:
-            raise AvmatchError(f"--option wants KEY=VALUE, got {p!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
+    return parse_options(pairs, "--option wants KEY=VALUE")
 
 
 # command-line option -> TrainConfig field; an option not given keeps TrainConfig's default (its one source)
@@ -228,10 +220,9 @@ def cmd_evaluate(args) -> None:
 
 def cmd_compare(args) -> None:
     from avmatch.corpus import load_corpus
-    from avmatch.demo.compare import compare
+    from avmatch.demo.compare import compare, model_entries
 
-    models = [m.strip() for m in args.models.split(";" if ";" in args.models else ",") if m.strip()]
-    compare(load_corpus(args.corpus), models, args.output, _train_settings(args), args.test_fraction)
+    compare(load_corpus(args.corpus), model_entries(args.models), args.output, _train_settings(args), args.test_fraction)
     print((Path(args.output) / "compare.md").read_text())
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +9,11 @@ import numpy as np
 from avmatch.atomic import write_text
 from avmatch.checkpoint import load_trained
 from avmatch.corpus import Corpus
-from avmatch.errors import AvmatchError
 from avmatch.evaluate import retrieval_metrics
 from avmatch.inference import score_matrix
 from avmatch.matching import assign
 from avmatch.models.base import parameter_table
+from avmatch.options import parse_options
 from avmatch.report import markdown_table
 from avmatch.train import recipe, train
 
@@ -30,19 +29,16 @@ def top5_of_30(scores: np.ndarray) -> float | None:
     return float(np.mean([retrieval_metrics(scores[g, g])["top5"] for g in groups]))
 
 
+def model_entries(text: str) -> list[str]:
+    """The entries of a ``--models`` list: comma-separated, or ';'-separated when an entry has several
+    options ("report:interleave=true,hidden=8;lstm-cnn")."""
+    return [m.strip() for m in text.split(";" if ";" in text else ",") if m.strip()]
+
+
 def _entry(entry: str) -> tuple[str, dict]:
     """"report:interleave=true,hidden=32" -> ("report", {"interleave": True, "hidden": 32})."""
     name, _, given = entry.partition(":")
-    options = {}
-    for pair in filter(None, given.split(",")):
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise AvmatchError(f"model {entry!r}: options are KEY=VALUE, got {pair!r}")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return name, options
+    return name, parse_options(filter(None, given.split(",")), f"model {entry!r}: options are KEY=VALUE")
 
 
 def compare(corpus: Corpus, models: list[str], out_dir: str | Path, settings: dict | None = None,
