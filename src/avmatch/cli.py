@@ -66,7 +66,7 @@ def cmd_inspect(args) -> None:
 def cmd_train(args) -> None:
     import avmatch
     from avmatch.extract import training_features
-    from avmatch.train import choose_start, launch_processes
+    from avmatch.train import RECIPES, choose_start, launch_processes
 
     if args.ddp > 1 and "WORLD_SIZE" not in os.environ:  # the processes it starts find WORLD_SIZE set
         launch_processes(args.ddp, args.argv)
@@ -75,8 +75,9 @@ def cmd_train(args) -> None:
     corpus = training_features(args.corpus)
     model, init = choose_start(corpus, args.model or "", args.init or "", args.recipe or "")
     if not args.model and not args.init and not args.recipe and first:
+        named = RECIPES.get(model, {}).get("model")  # a recipe that suits the corpus's extractor
         note("fine-tuning the shipped model on this corpus (--init none: a new model)" if init else
-             f"no --model given; using {model!r} for this corpus")
+             f"no --model given; using {f'the recipe {model!r} ({named})' if named else repr(model)} for this corpus")
     trained = avmatch.train(corpus, args.output, resume=args.resume, force=args.force, device=args.device,
                             recipe=args.recipe or "", model=model, init=init, **_train_settings(args))
     result = trained.metrics
@@ -330,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "features fit it; else the one that suits the corpus; naming one trains a new model)")
     p.add_argument("--recipe", default=None, metavar="NAME",
                    help="a named recipe: a model and how to train it ('report': the university report's lstm-cnn, "
-                        "trained its way)")
+                        "trained its way; 'seconds': sync comparing one-row-a-second features second by second, "
+                        "the default for the classic extractor's)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output")
     p.add_argument("--force", action="store_true", help="replace the run already in --output (deletes it first)")
     p.add_argument("--init", default=None, metavar="RUN",

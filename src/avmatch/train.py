@@ -31,7 +31,7 @@ from avmatch.checkpoint import Trained, feature_stats, load_trained, resolve_dev
 from avmatch.corpus import Clip, Corpus
 from avmatch.errors import AvmatchError
 from avmatch.evaluate import retrieval_metrics
-from avmatch.extractors import video_maps
+from avmatch.extractors import suited_recipe, video_maps
 from avmatch.inference import check_fits, pad_batch, score_matrix
 from avmatch.matching.dense import fit_temperature
 from avmatch.models import build_model, capabilities, model_entry
@@ -80,6 +80,14 @@ RECIPES: dict[str, dict] = {
     # with the audio shifted by up to 1 s, offsets searched within 32 frames (1.28 s at 25 Hz)
     "sync": {"epochs": 16, "batch_size": 48, "window_s": 3.0, "max_shift_s": 1.0,
              "model_options": {"max_lag": 32, "hidden": 128, "embed_dim": 64, "init_scale": 50.0, "audio_centre": 25}},
+    # one row a second that carries the second's timing inside it (the classic extractor): the sync model
+    # comparing the rows second by second, each row on its own (kernel 1), less each clip's look and
+    # level (both towers centred over 25 s); aligned clips only (no lag: a second is too coarse for one).
+    # Families never trained on: one-to-one 1.000 / 0.867 / 0.900 over seeds 0 / 1 / 2, where dual got
+    # 0.033 and lstm-cnn 0.017 (benchmarks/compare_models.py --media; README "Models")
+    "seconds": {"model": "sync", "epochs": 20, "batch_size": 48, "window_s": 12.0,
+                "model_options": {"max_lag": 0, "kernel": 1, "hidden": 128, "embed_dim": 64, "init_scale": 50.0,
+                                  "audio_centre": 25, "video_centre": 25}},
 }
 # Fine-tuning (``init``): the started model's recipe, then these (benchmarks/generalise.py's fine-tuned arm)
 FINE_TUNE = {"lr": 1e-3, "epochs": 8, "patience": 8}
@@ -100,8 +108,12 @@ def recipe(name: str, **given) -> TrainConfig:
 
 
 def choose_model(corpus: Corpus) -> str:
-    """The model that suits a corpus when the user names none: the timing-aware one for frame-rate
-    features (several rows a second, both modalities at one rate), else the embedding model."""
+    """The model (or recipe) that suits a corpus when the user names none: the one its extractor names
+    (:func:`avmatch.extractors.suited_recipe`), else the timing-aware one for frame-rate features
+    (several rows a second, both modalities at one rate), else the embedding model."""
+    suited = suited_recipe(corpus.extractor)
+    if suited:
+        return suited
     if corpus.video_rate_hz == corpus.audio_rate_hz and corpus.video_rate_hz >= 5:
         return "sync"
     return "dual"

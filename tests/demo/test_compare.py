@@ -6,11 +6,14 @@ from avmatch.demo.synthetic import make_feature_corpus
 
 def test_compare_trains_each_model_and_tabulates_it_against_chance(tmp_path):
     corpus = make_feature_corpus(80, min_len=5, max_len=8, seed=1, video_dim=12, audio_dim=6)
+    groups = {c.id: ("odd", "even")[k % 2 == 0] for k, c in enumerate(corpus.clips)}  # e.g. scene families
     rows = compare(corpus, ["va-metric", "dual"], tmp_path, {"epochs": 4, "batch_size": 16, "histograms": False},
-                   test_fraction=0.25, progress=False)
+                   test_fraction=0.25, progress=False, groups=groups)
     assert [r["model"] for r in rows] == ["va-metric", "dual"]
     for r in rows:
         assert r["parameters"] > 0 and 0.0 <= r["top1"] <= r["top5"] <= 1.0 and 0.0 < r["mrr"] <= 1.0
+        each = [r["one_to_one even"], r["one_to_one odd"]]  # one-to-one within each group
+        assert min(each) <= r["one_to_one"] <= max(each)
         assert (tmp_path / r["model"] / "best.pt").is_file()
     assert max(r["top5"] for r in rows) > 5 / 20  # 20 test pairs: someone beats chance's top-5
     assert all(r["top5_of_30"] is None for r in rows)  # fewer than the course's 30 test pairs

@@ -15,7 +15,8 @@ from avmatch.models.base import parameter_table
 VIDEO_DIM, AUDIO_DIM = 24, 12
 NAMES = [e.name for e in list_models() if e.builder.__module__.startswith("avmatch.")]  # not models tests register
 # every model as built by default, and the options that switch on another path through a model
-BUILDS = [(n, {}) for n in NAMES] + [("sync", {"video_maps": [4, 1, 4]})]  # one 4x4 map from column 4
+BUILDS = [(n, {}) for n in NAMES] + [("sync", {"video_maps": [4, 1, 4]}),  # one 4x4 map from column 4
+                                      ("sync", {"kernel": 1, "max_lag": 0})]  # the "seconds" recipe's: row by row
 BUILD_IDS = [n + "".join(f"-{k}" for k in o) for n, o in BUILDS]
 
 
@@ -248,3 +249,10 @@ def test_a_long_lag_range_searched_by_fft_scores_what_the_direct_search_does():
     assert wide.shape == (3, 4, 401) and float(wide[..., :130].abs().max()) == 0.0  # lag < -50: no overlap
     model.FFT_FROM_LAGS = 10_000  # the direct search at the same range
     np.testing.assert_allclose(wide, model._lag_sums(v, a, False), atol=1e-4)
+
+
+def test_an_option_out_of_bounds_is_one_line_naming_the_model():
+    from avmatch.errors import AvmatchError
+
+    with pytest.raises(AvmatchError, match="model 'sync': kernel must be odd"):
+        build_model("sync", VIDEO_DIM, AUDIO_DIM, kernel=2)

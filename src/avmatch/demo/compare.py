@@ -42,13 +42,15 @@ def _entry(entry: str) -> tuple[str, dict]:
 
 
 def compare(corpus: Corpus, models: list[str], out_dir: str | Path, settings: dict | None = None,
-            test_fraction: float = 0.3, progress: bool = True, test: Corpus | None = None) -> list[dict]:
+            test_fraction: float = 0.3, progress: bool = True, test: Corpus | None = None,
+            groups: dict[str, str] | None = None) -> list[dict]:
     """Hold out a test split, train each model on the rest, score the test pairs; writes compare.md.
 
     ``models``: model names, or named recipes such as "report" (``avmatch.train.RECIPES``), each
     optionally with model options over its own ("report:interleave=true"); each trains with its own
     recipe under ``settings`` (TrainConfig fields: epochs, seed, ...). ``test``:
-    test pairs of their own (e.g. families never trained on); then all of ``corpus`` trains."""
+    test pairs of their own (e.g. families never trained on); then all of ``corpus`` trains. ``groups``
+    {test clip id: group} (e.g. its scene family) adds each model's one-to-one within each group."""
     out_dir = Path(out_dir)
     settings = dict(settings or {})
     if test is None:
@@ -57,6 +59,7 @@ def compare(corpus: Corpus, models: list[str], out_dir: str | Path, settings: di
         train_set, test_set = corpus.paired(), test.paired()
     videos = [c.video for c in test_set.clips]
     audios = [c.audio for c in test_set.clips]
+    clip_group = np.array([(groups or {}).get(c.id, "") for c in test_set.clips])
     rows = []
     for name in models:
         base, options = _entry(name)
@@ -66,11 +69,12 @@ def compare(corpus: Corpus, models: list[str], out_dir: str | Path, settings: di
         trained = load_trained(run)
         scores = score_matrix(trained, videos, audios)
         metrics = retrieval_metrics(scores)
-        one_to_one = float((assign(scores) == range(len(videos))).mean())
+        right = assign(scores) == np.arange(len(videos))
         rows.append({"model": name, "parameters": sum(n for _, n in parameter_table(trained.model)),
                      "top1": metrics["top1"], "top5": metrics["top5"], "top5_of_30": top5_of_30(scores),
-                     "one_to_one": one_to_one,
-                     "mrr": metrics["mrr"], "epochs": result["epochs"], "train_s": result["train_seconds"]})
+                     "one_to_one": float(right.mean()),
+                     "mrr": metrics["mrr"], "epochs": result["epochs"], "train_s": result["train_seconds"],
+                     **{f"one_to_one {g}": float(right[clip_group == g].mean()) for g in sorted(set(clip_group) - {""})}})
     chance = {"model": "chance", "parameters": 0, "top1": 1 / len(videos), "top5": min(1.0, 5 / len(videos)),
               "top5_of_30": 5 / COURSE_TEST if len(videos) >= COURSE_TEST else None,
               "one_to_one": 1 / len(videos), "mrr": sum(1 / r for r in range(1, len(videos) + 1)) / len(videos),

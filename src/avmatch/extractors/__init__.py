@@ -36,6 +36,9 @@ class Extractor:
     # where the visual features hold maps of cells: (first column, number of maps, cells per side), so
     # a model can read them as images (models registered with reads_maps); None: no maps
     video_maps: ClassVar[tuple[int, int, int] | None] = None
+    # the training recipe (avmatch.train.RECIPES) that suits these features when the user names no
+    # model; "": the model that suits the corpus's rates
+    recipe: ClassVar[str] = ""
 
     def video(self, path: str | Path) -> np.ndarray:
         """Visual features of a media file, (T, video_dim) float32 at ``video_rate_hz``."""
@@ -113,6 +116,13 @@ def video_maps(record: dict) -> list[int] | None:
     if cls is None or cls.video_maps is None or record.get("version") != cls.version:
         return None
     return list(cls.video_maps)
+
+
+def suited_recipe(record: dict) -> str:
+    """The training recipe (:attr:`Extractor.recipe`) that suits the features an extractor record
+    describes; "" for other or unknown extractors and versions."""
+    cls = _REGISTRY.get(record.get("name", ""))
+    return cls.recipe if cls is not None and record.get("version") == cls.version else ""
 
 
 def _lookup(name: str) -> type[Extractor]:

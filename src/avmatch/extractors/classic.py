@@ -52,6 +52,7 @@ class ClassicLayout(Extractor):
     """weight-free stand-in for the course's Inception-v3/VGGish layout: 1 row/s, 1024 | 128"""
 
     version = 2  # 2: each row carries its second's timing (per frame / per tenth)
+    recipe = "seconds"  # a model that compares the rows second by second (avmatch.train.RECIPES)
     video_rate_hz = 1.0
     audio_rate_hz = 1.0
     video_dim = 1024

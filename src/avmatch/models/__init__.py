@@ -99,7 +99,10 @@ def build_model(name: str, video_dim: int, audio_dim: int, **config) -> nn.Modul
     """Build a registered model; the result carries ``.name`` and ``.config`` (every option, defaults
     included) for checkpoints."""
     entry = model_entry(name)
-    model = entry.builder(video_dim, audio_dim, **config)
+    try:
+        model = entry.builder(video_dim, audio_dim, **config)
+    except ValueError as err:  # an option out of its bounds (each model checks its own)
+        raise AvmatchError(f"model {name!r}: {err}") from None
     model.name = name
     model.config = {"video_dim": video_dim, "audio_dim": audio_dim, **full_config(entry, model, config)}
     return model

@@ -1,8 +1,9 @@
 """``sync``: a timing-aware model on frame-rate features that also says how far the audio is shifted.
 
 Each tower turns every frame into an L2-normalised embedding using about a second of context
-(dilated temporal convolutions). A (video, audio) pair is scored at every lag within ``max_lag``
-frames: the mean cosine of the overlapping frames. The best lag is the offset estimate; the pair's
+(dilated temporal convolutions; ``kernel=1`` makes them per-frame layers, for rows that each hold
+a whole second, as the classic extractor's do). A (video, audio) pair is scored at every lag within
+``max_lag`` frames: the mean cosine of the overlapping frames. The best lag is the offset estimate; the pair's
 score is that lag's agreement less ``lag_contrast`` times the mean over all lags, so a peak that
 stands out (timing) counts for more than agreement at every lag (content alone). Training (loss "sync") is InfoNCE over every other clip at every lag *and*
 the same clip at the wrong lags, as SyncNet does, so embeddings learn timing, not only content.
@@ -58,13 +59,14 @@ class FrameTower(nn.Module):
     """(B, T, D) -> (B, T, E) per-frame embeddings; padding frames come out as zeros."""
 
     def __init__(self, in_dim: int, hidden: int, embed_dim: int, dropout: float, centre: int = 0,
-                 front: MapFront | None = None):
+                 front: MapFront | None = None, kernel: int = 5):
         super().__init__()
         self.centre = centre  # frames of local centring of the input; 0: none
         self.front = front
         in_dim = front.out_dim(in_dim) if front is not None else in_dim
         self.inp = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU())
-        self.convs = nn.ModuleList(nn.Conv1d(hidden, hidden, 5, padding=2 * d, dilation=d) for d in (1, 2, 4))
+        self.convs = nn.ModuleList(nn.Conv1d(hidden, hidden, kernel, padding=kernel // 2 * d, dilation=d)
+                                   for d in (1, 2, 4))
         self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in self.convs)
         self.drop = nn.Dropout(dropout)
         self.out = nn.Linear(hidden, embed_dim)
@@ -87,7 +89,8 @@ class SyncModel(MatchModel):
 
     def __init__(self, video_dim: int, audio_dim: int, hidden: int = 128, embed_dim: int = 64,
                  max_lag: int = 50, dropout: float = 0.1, init_scale: float = 10.0, lag_contrast: float = 0.75,
-                 audio_centre: int = 0, video_maps: list[int] | None = None, video_centre: int = 0):
+                 audio_centre: int = 0, video_maps: list[int] | None = None, video_centre: int = 0,
+                 kernel: int = 5):
         super().__init__()
         # video_maps [start, channels, grid]: the video features hold that many grid x grid maps from
         # column start (an extractor's Extractor.video_maps; training fills it in), read by
@@ -96,10 +99,13 @@ class SyncModel(MatchModel):
         if front is not None and (len(video_maps) != 3 or min(video_maps[1:]) < 1 or video_maps[0] < 0
                                   or video_maps[0] + video_maps[1] * video_maps[2] ** 2 > video_dim):
             raise ValueError(f"video_maps {video_maps} ([start column, maps, grid]) do not fit {video_dim} video columns")
+        if kernel < 1 or kernel % 2 == 0:
+            raise ValueError(f"kernel must be odd and at least 1 (frames each convolution reads), got {kernel}")
         # video_centre > 0 centres the video input over that many frames: what changes, not how it looks
-        self.video = FrameTower(video_dim, hidden, embed_dim, dropout, centre=video_centre, front=front)
+        self.video = FrameTower(video_dim, hidden, embed_dim, dropout, centre=video_centre, front=front,
+                                kernel=kernel)
         # audio_centre > 0 centres the audio input over that many frames (odd): level-invariant by design
-        self.audio = FrameTower(audio_dim, hidden, embed_dim, dropout, centre=audio_centre)
+        self.audio = FrameTower(audio_dim, hidden, embed_dim, dropout, centre=audio_centre, kernel=kernel)
         self.max_lag = max_lag  # frames searched either side; overridable at match time
         # a pair's score is its best lag's agreement minus lag_contrast times the mean over all lags:
         # a peak that stands out is timing evidence; agreement at every lag is only similar content
