@@ -26,8 +26,8 @@ def clips(tmp_path_factory):
 
 def test_classic_features_train_the_seconds_recipe_and_match_new_pairs(clips, tmp_path, capsys):
     """`train` with no --model picks the recipe made for the classic rows (sync, second by second),
-    and the run matches unseen aligned pairs of real media far above chance (1 in 12; `dual`, the
-    default for per-second features before, got 1 in 12 on this corpus)."""
+    and the run matches unseen aligned pairs of real media far above chance (1 in 12, which is what
+    `dual`, the default for per-second features before, gets on this corpus)."""
     assert main(["extract", str(clips / "train"), "-o", str(tmp_path / "feats"), "--extractor", "classic",
                  "--paired", "--workers", "2"]) == 0
     assert main(["train", str(tmp_path / "feats"), "-o", str(tmp_path / "run"), "--epochs", "12", "--seed", "0"]) == 0
