@@ -2,7 +2,7 @@
 
     python benchmarks/compare_models.py [--clips 900] [--test-fraction 0.1] [--epochs 20] [--patience N]
                                         [--window 12] [--models a,b:KEY=VALUE,...] [--out DIR]
-    python benchmarks/compare_models.py --media [--holdout gen:family,...] [--train-per-family 40]
+    python benchmarks/compare_models.py --media [--holdout gen:family,...] [--train-per-family 80]
 
 ``--media``: the report's path on real media instead: 30 s clips of both scene generators (H.264 +
 AAC files) through the ``classic`` extractor (one row a second, 1024 | 128, each row carrying its
@@ -84,7 +84,8 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="keep the runs here (default: a temporary folder)")
     ap.add_argument("--media", action="store_true", help="real media through the classic extractor, held-out families")
     ap.add_argument("--holdout", default="scenes:lamps,scenes:speech,worlds:drums,worlds:keys")
-    ap.add_argument("--train-per-family", type=int, default=40)
+    ap.add_argument("--train-per-family", type=int, default=80,
+                    help="--media: training clips of each family not held out (640 in all by default)")
     ap.add_argument("--test-per-family", type=int, default=15)
     ap.add_argument("--duration", type=float, default=30.0, help="--media: clip length in seconds")
     args = ap.parse_args()
