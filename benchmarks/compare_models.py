@@ -40,7 +40,8 @@ REPORT_MODELS = ["va-metric", "rnn", "lstm", "gru", "cnn", "lstm-tw", "lstm-cnn"
 
 def media_corpora(out: Path, args) -> tuple:
     """Generated 30 s media of every family, extracted with ``classic``: (train corpus of the families not
-    held out, test corpus of the held-out ones, the untrained floor's metrics on the test pairs)."""
+    held out, test corpus of the held-out ones, {test clip id: its family}, the untrained floor's
+    metrics on the test pairs)."""
     import numpy as np
     from generalise import all_families, make_media
 
@@ -54,7 +55,7 @@ def media_corpora(out: Path, args) -> tuple:
     trained_on = [f for f in all_families() if f not in holdout]
     t0 = time.perf_counter()
     make_media(out / "media", trained_on, args.train_per_family, 0, args.seed, 2, args.duration)
-    make_media(out / "media", holdout, 0, args.test_per_family, args.seed, 2, args.duration)
+    family_of = make_media(out / "media", holdout, 0, args.test_per_family, args.seed, 2, args.duration)
     print(f"generated {len(trained_on)} x {args.train_per_family} training and {len(holdout)} x {args.test_per_family} "
           f"test clips of {args.duration:g} s in {time.perf_counter() - t0:.0f} s; held out: {', '.join(holdout)}", flush=True)
     t0 = time.perf_counter()
@@ -66,7 +67,9 @@ def media_corpora(out: Path, args) -> tuple:
     scores, _ = motion_onset_scores([c.video for c in fine.clips], [c.audio for c in fine.clips], int(fine.audio_rate_hz))
     floor = {**{k: round(v, 3) for k, v in retrieval_metrics(scores).items() if k in ("top1", "top5")},
              "one_to_one": round(float((assign(scores) == np.arange(len(scores))).mean()), 3)}
-    return load_corpus(out / "classic-train"), load_corpus(out / "classic-test"), floor
+    test = load_corpus(out / "classic-test")
+    families = {c.id: family_of[Path(c.source).name] for c in test.clips}
+    return load_corpus(out / "classic-train"), test, families, floor
 
 
 def main() -> None:
@@ -97,8 +100,7 @@ def main() -> None:
     settings = {"epochs": args.epochs, "seed": args.seed, "histograms": False, "window_s": args.window,
                 **({"patience": args.patience} if args.patience else {})}
     if args.media:
-        train, test, floor = media_corpora(out, args)
-        families = {c.id: Path(c.source).parent.name for c in test.clips}  # media/test_clips/<gen>-<family>/
+        train, test, families, floor = media_corpora(out, args)
         compare(train, models, out, settings, progress=False, test=test, groups=families)
         print((out / "compare.md").read_text())
         print("untrained floor (25 Hz motion energy vs onset strength, same test pairs): " + json.dumps(floor))

@@ -109,20 +109,26 @@ def get_extractor(name: str, **options: Any) -> Extractor:
         raise AvmatchError(f"extractor {name!r}: {err}") from None
 
 
-def video_maps(record: dict) -> list[int] | None:
-    """The map layout (:attr:`Extractor.video_maps`) of the features an extractor record (a corpus's
-    or a checkpoint's ``extractor``) describes; None for other or unknown extractors and versions."""
+def _recorded(record: dict) -> type[Extractor] | None:
+    """The registered extractor that made the features an extractor record (a corpus's or a
+    checkpoint's ``extractor``) describes, at its current version; None for other or unknown
+    extractors and versions."""
     cls = _REGISTRY.get(record.get("name", ""))
-    if cls is None or cls.video_maps is None or record.get("version") != cls.version:
-        return None
-    return list(cls.video_maps)
+    return cls if cls is not None and record.get("version") == cls.version else None
+
+
+def video_maps(record: dict) -> list[int] | None:
+    """The map layout (:attr:`Extractor.video_maps`) of the features an extractor record describes;
+    None where they hold no maps or come from another or unknown extractor or version."""
+    cls = _recorded(record)
+    return list(cls.video_maps) if cls is not None and cls.video_maps is not None else None
 
 
 def suited_recipe(record: dict) -> str:
     """The training recipe (:attr:`Extractor.recipe`) that suits the features an extractor record
     describes; "" for other or unknown extractors and versions."""
-    cls = _REGISTRY.get(record.get("name", ""))
-    return cls.recipe if cls is not None and record.get("version") == cls.version else ""
+    cls = _recorded(record)
+    return cls.recipe if cls is not None else ""
 
 
 def _lookup(name: str) -> type[Extractor]:
