@@ -70,11 +70,11 @@ def compare(corpus: Corpus, models: list[str], out_dir: str | Path, settings: di
         scores = score_matrix(trained, videos, audios)
         metrics = retrieval_metrics(scores)
         right = assign(scores) == np.arange(len(videos))
+        per_group = {f"one_to_one {g}": float(right[clip_group == g].mean()) for g in sorted(set(clip_group) - {""})}
         rows.append({"model": name, "parameters": sum(n for _, n in parameter_table(trained.model)),
                      "top1": metrics["top1"], "top5": metrics["top5"], "top5_of_30": top5_of_30(scores),
                      "one_to_one": float(right.mean()),
-                     "mrr": metrics["mrr"], "epochs": result["epochs"], "train_s": result["train_seconds"],
-                     **{f"one_to_one {g}": float(right[clip_group == g].mean()) for g in sorted(set(clip_group) - {""})}})
+                     "mrr": metrics["mrr"], "epochs": result["epochs"], "train_s": result["train_seconds"], **per_group})
     chance = {"model": "chance", "parameters": 0, "top1": 1 / len(videos), "top5": min(1.0, 5 / len(videos)),
               "top5_of_30": 5 / COURSE_TEST if len(videos) >= COURSE_TEST else None,
               "one_to_one": 1 / len(videos), "mrr": sum(1 / r for r in range(1, len(videos) + 1)) / len(videos),

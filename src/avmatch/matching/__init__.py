@@ -94,8 +94,8 @@ def match_corpora(trained: Trained, videos: Corpus, audios: Corpus, method: str 
     elif min_confidence:
         raise AvmatchError("--min-confidence needs dense matching (--mode dense): two-stage matching scores "
                            "only candidates, so it has no confidence to judge by")
-    searched = max_lag if max_lag is not None else getattr(trained.model, "max_lag", 0)
-    if timing and searched > 0:  # a model that compares the clips aligned only (max_lag 0) has no offset to give
+    # a timing model that compares the clips aligned only (a lag range of 0) has no offset to give
+    if timing and (trained.model.max_lag if max_lag is None else max_lag) > 0:
         matched = np.flatnonzero(chosen >= 0)
         off, conf = estimate_offsets(trained, [v_clips[i].video for i in matched],
                                      [a_clips[chosen[i]].audio for i in matched], max_lag=max_lag)
