@@ -11,7 +11,8 @@ ties a sound to a picture; so each row also carries the second's timing, tenth b
 Visual: per second, from frames sampled at ``frames_per_s`` (10: one per tenth) and decoded to 32x32
 RGB: mean brightness on an 8x8 grid, mean colour on a 4x4 grid, mean and peak motion on a 4x4 grid,
 and for every frame of the second its motion energy, its motion on a 2x2 grid and its change of
-lighting (6 per frame); projected to 1024 values by a fixed random matrix (seeded, so every run and
+lighting (6 per frame; a frame's motion is its change to the next frame, so it falls in the same tenth
+as the audio's onset there); projected to 1024 values by a fixed random matrix (seeded, so every run and
 machine gives the same features) and clipped to [-2, 2] like the course's de-quantised features.
 Audio: per second, from 64 log-mel bands (125-7500 Hz, 25 ms windows every 10 ms, as VGGish uses)
 scaled by (dB + 50) / 25: mean and spread of 32 bands (neighbours averaged), and for each tenth of the
@@ -51,7 +52,9 @@ def _projection(seed: int, rows: int, dim: int) -> np.ndarray:
 class ClassicLayout(Extractor):
     """weight-free stand-in for the course's Inception-v3/VGGish layout: 1 row/s, 1024 | 128"""
 
-    version = 2  # 2: each row carries its second's timing (per frame / per tenth)
+    # 2: each row carries its second's timing (per frame / per tenth); 3: a frame's motion is its change
+    # to the next frame, in the same tenth as the audio's onset (it was a tenth late)
+    version = 3
     recipe = "seconds"  # a model that compares the rows second by second (avmatch.train.RECIPES)
     video_rate_hz = 1.0
     audio_rate_hz = 1.0
@@ -76,26 +79,16 @@ class ClassicLayout(Extractor):
         per_s = self.frames_per_s
         rows: list[np.ndarray] = []
         pending: list[np.ndarray] = []  # per-frame statistics of the second being filled
-        prev = None
+        held = None  # the last frame decoded: its change is to the next frame, not decoded yet
         for rgb in iter_video_frames(path, fps=per_s, size=(GRID_PX, GRID_PX)):  # (n, 32, 32, 3)
-            y = luma(rgb)
-            n = len(y)
-            before = np.concatenate([y[:1] if prev is None else prev[None], y[:-1]])
-            change = y - before
-            diff = np.abs(change)
-            frame_stats = np.concatenate([
-                2.0 * cell_mean(y, 8).reshape(n, 64) - 1.0,
-                2.0 * cell_mean(rgb.astype(np.float32) / 255.0, 4).reshape(n, 48) - 1.0,
-                motion_scale(cell_mean(diff, 4).reshape(n, 16)),
-                motion_scale(diff.mean(axis=(1, 2)))[:, None],
-                motion_scale(cell_mean(diff, 2).reshape(n, 4)),
-                signed_scale(change.mean(axis=(1, 2)))[:, None],
-            ], axis=1)  # (n, 64 + 48 + 16 + 1 + 4 + 1)
-            prev = y[-1]
-            pending.extend(frame_stats)
+            frames = rgb if held is None else np.concatenate([held[None], rgb])
+            pending.extend(self._frame_stats(frames[:-1], frames[1:]))
+            held = frames[-1]
             while len(pending) >= per_s:
                 rows.append(self._pool_video(np.stack(pending[:per_s]), per_s))
                 del pending[:per_s]
+        if held is not None:  # the clip's last frame: nothing follows it
+            pending.extend(self._frame_stats(held[None], held[None]))
         total = int(round((len(rows) * per_s + len(pending)) / per_s))
         if len(rows) < total and pending:
             rows.append(self._pool_video(np.stack(pending), per_s))
@@ -103,6 +96,24 @@ class ClassicLayout(Extractor):
             return np.zeros((0, self.video_dim), np.float32)
         stats = np.stack(rows)  # (T, stats)
         return np.clip(stats @ self.projection, -2.0, 2.0).astype(np.float32)  # (T, 1024)
+
+    @staticmethod
+    def _frame_stats(rgb: np.ndarray, following: np.ndarray) -> np.ndarray:
+        """(n, 32, 32, 3) frames and the frames a tenth later -> (n, stats): each frame's look and the
+        change from it to the next, so frame k's change falls in the tenth [k, k + 1) / 10 s, the
+        same tenth as an onset of the audio there."""
+        y = luma(rgb)
+        change = luma(following) - y
+        diff = np.abs(change)
+        n = len(y)
+        return np.concatenate([
+            2.0 * cell_mean(y, 8).reshape(n, 64) - 1.0,
+            2.0 * cell_mean(rgb.astype(np.float32) / 255.0, 4).reshape(n, 48) - 1.0,
+            motion_scale(cell_mean(diff, 4).reshape(n, 16)),
+            motion_scale(diff.mean(axis=(1, 2)))[:, None],
+            motion_scale(cell_mean(diff, 2).reshape(n, 4)),
+            signed_scale(change.mean(axis=(1, 2)))[:, None],
+        ], axis=1)  # (n, 64 + 48 + 16 + 1 + 4 + 1)
 
     @staticmethod
     def _pool_video(frames: np.ndarray, per_s: int) -> np.ndarray:
