@@ -10,9 +10,10 @@ ties a sound to a picture; so each row also carries the second's timing, tenth b
 
 Visual: per second, from frames sampled at ``frames_per_s`` (10: one per tenth) and decoded to 32x32
 RGB: mean brightness on an 8x8 grid, mean colour on a 4x4 grid, mean and peak motion on a 4x4 grid,
-and for every frame of the second its motion energy, its motion on a 2x2 grid and its change of
-lighting (6 per frame; a frame's motion is its change to the next frame, so it falls in the same tenth
-as the audio's onset there); projected to 1024 values by a fixed random matrix (seeded, so every run and
+and for every frame of the second its motion energy, its motion on a 2x2 grid, its change of
+lighting and its motion onset (the mean and the peak rise of motion over an 8x8 grid: 8 per frame; a
+frame's motion is its change to the next frame, so it falls in the same tenth as the audio's onset
+there); projected to 1024 values by a fixed random matrix (seeded, so every run and
 machine gives the same features) and clipped to [-2, 2] like the course's de-quantised features.
 Audio: per second, from 64 log-mel bands (125-7500 Hz, 25 ms windows every 10 ms, as VGGish uses)
 scaled by (dB + 50) / 25: mean and spread of 32 bands (neighbours averaged), and for each tenth of the
@@ -34,7 +35,7 @@ from avmatch.extractors.frames import GRID_PX, cell_mean, db_scale, luma, motion
 from avmatch.extractors.spectral import LogMel
 from avmatch.media import iter_audio, iter_video_frames
 
-PER_FRAME = 1 + 4 + 1  # motion energy, motion on a 2x2 grid, lighting change
+PER_FRAME = 1 + 4 + 1 + 2  # motion energy, motion on a 2x2 grid, lighting change, motion onset (mean, peak)
 TENTHS = 10  # the audio's timing within each second
 ONSET_GROUPS = 4  # band groups whose onsets are kept per tenth
 
@@ -53,7 +54,7 @@ class ClassicLayout(Extractor):
     """weight-free stand-in for the course's Inception-v3/VGGish layout: 1 row/s, 1024 | 128"""
 
     # 2: each row carries its second's timing (per frame / per tenth); 3: a frame's motion is its change
-    # to the next frame, in the same tenth as the audio's onset (it was a tenth late)
+    # to the next frame, in the same tenth as the audio's onset (it was a tenth late), and its motion onset
     version = 3
     recipe = "seconds"  # a model that compares the rows second by second (avmatch.train.RECIPES)
     video_rate_hz = 1.0
@@ -80,15 +81,17 @@ class ClassicLayout(Extractor):
         rows: list[np.ndarray] = []
         pending: list[np.ndarray] = []  # per-frame statistics of the second being filled
         held = None  # the last frame decoded: its change is to the next frame, not decoded yet
+        moved = None  # the motion in each cell of the frame before the first of a chunk
         for rgb in iter_video_frames(path, fps=per_s, size=(GRID_PX, GRID_PX)):  # (n, 32, 32, 3)
             frames = rgb if held is None else np.concatenate([held[None], rgb])
-            pending.extend(self._frame_stats(frames[:-1], frames[1:]))
+            stats, moved = self._frame_stats(frames[:-1], frames[1:], moved)
+            pending.extend(stats)
             held = frames[-1]
             while len(pending) >= per_s:
                 rows.append(self._pool_video(np.stack(pending[:per_s]), per_s))
                 del pending[:per_s]
         if held is not None:  # the clip's last frame: nothing follows it
-            pending.extend(self._frame_stats(held[None], held[None]))
+            pending.extend(self._frame_stats(held[None], held[None], moved)[0])
         total = int(round((len(rows) * per_s + len(pending)) / per_s))
         if len(rows) < total and pending:
             rows.append(self._pool_video(np.stack(pending), per_s))
@@ -98,14 +101,19 @@ class ClassicLayout(Extractor):
         return np.clip(stats @ self.projection, -2.0, 2.0).astype(np.float32)  # (T, 1024)
 
     @staticmethod
-    def _frame_stats(rgb: np.ndarray, following: np.ndarray) -> np.ndarray:
-        """(n, 32, 32, 3) frames and the frames a tenth later -> (n, stats): each frame's look and the
-        change from it to the next, so frame k's change falls in the tenth [k, k + 1) / 10 s, the
-        same tenth as an onset of the audio there."""
+    def _frame_stats(rgb: np.ndarray, following: np.ndarray, moved: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(n, 32, 32, 3) frames, the frames a tenth later and the motion in each 8x8 cell of the
+        frame before the first (None at the start) -> ((n, stats), the last frame's cell motion).
+        A frame's motion is its change to the next frame, so it falls in the tenth [k, k + 1) / 10 s,
+        the same tenth as an onset of the audio there. Its motion onset is the cells' rise of motion
+        since the frame before, as the audio's onset is the bands' rise: a camera that shakes or a
+        thing that moves steadily hardly rises, a thing struck does."""
         y = luma(rgb)
         change = luma(following) - y
         diff = np.abs(change)
         n = len(y)
+        cells = motion_scale(cell_mean(diff, 8).reshape(n, 64))
+        rise = np.maximum(cells - np.concatenate([cells[:1] if moved is None else moved[None], cells[:-1]]), 0.0)
         return np.concatenate([
             2.0 * cell_mean(y, 8).reshape(n, 64) - 1.0,
             2.0 * cell_mean(rgb.astype(np.float32) / 255.0, 4).reshape(n, 48) - 1.0,
@@ -113,7 +121,9 @@ class ClassicLayout(Extractor):
             motion_scale(diff.mean(axis=(1, 2)))[:, None],
             motion_scale(cell_mean(diff, 2).reshape(n, 4)),
             signed_scale(change.mean(axis=(1, 2)))[:, None],
-        ], axis=1)  # (n, 64 + 48 + 16 + 1 + 4 + 1)
+            rise.mean(1, keepdims=True),
+            rise.max(1, keepdims=True),
+        ], axis=1), cells[-1]  # (n, 64 + 48 + 16 + 1 + 4 + 1 + 2)
 
     @staticmethod
     def _pool_video(frames: np.ndarray, per_s: int) -> np.ndarray:
