@@ -281,3 +281,16 @@ def test_a_seed_gives_the_same_weights_every_time(tmp_path):
     a, b = (r.model.state_dict() for r in runs)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_resume_refuses_settings_the_run_was_not_started_with(small, tmp_path):
+    """``--resume --epochs 40`` on a run of 2 epochs: refused in one line, not silently trained for 2."""
+    import avmatch
+
+    avmatch.train(small, tmp_path / "run", model="dual", epochs=2, batch_size=16, histograms=False, progress=False)
+    with pytest.raises(AvmatchError, match=r"epochs 2 there, 40 asked.*new run"):
+        avmatch.train(small, tmp_path / "run", resume=True, model="dual", epochs=40, progress=False)
+    with pytest.raises(AvmatchError, match=r"model option hidden"):
+        avmatch.train(small, tmp_path / "run", resume=True, model="dual", model_options={"hidden": 7}, progress=False)
+    again = avmatch.train(small, tmp_path / "run", resume=True, model="dual", epochs=2, progress=False)
+    assert again.metrics["epochs"] == 2  # the same settings: resumed (here: already finished)

@@ -178,6 +178,9 @@ def test_train_refuses_a_run_folder_holding_a_run_unless_forced(tmp_path, capsys
     events = list((tmp_path / "run" / "tb").iterdir())
     assert main([*args, "--force"]) == 0
     assert not any(e.exists() for e in events)  # the old run's TensorBoard events went with it
+    capsys.readouterr()
+    assert main([*args, "--resume", "--epochs", "3"]) == 2  # would have gone on for the run's 1 epoch
+    assert "epochs 1 there, 3 asked" in capsys.readouterr().err
     (tmp_path / "run" / "config.json").write_text("{")
     assert main([*args, "--resume"]) == 2
     assert "cannot resume: config.json" in capsys.readouterr().err

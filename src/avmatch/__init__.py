@@ -143,6 +143,10 @@ def train(corpus: Corpus | str | Path, run: str | Path, *, resume: bool = False,
     from avmatch.train import train as run_training
 
     corpus = corpus if not isinstance(corpus, (str, Path)) else training_features(corpus)
+    if resume:
+        from avmatch.train import check_resume_settings
+
+        check_resume_settings(run, config)
     model, config["init"] = choose_start(corpus, config.pop("model", ""), config.pop("init", ""), recipe)
     if recipe:
         from avmatch.errors import AvmatchError

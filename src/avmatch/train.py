@@ -392,17 +392,37 @@ def _claim_run_dir(run_dir: Path, force: bool, clear: bool) -> None:
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
 
 
-def _resumable(run_dir: Path, config: TrainConfig, corpus: Corpus) -> TrainConfig:
-    """The saved training config of a run to resume, once its folder is known to hold a whole run of
-    this model on features like the corpus's: a torn or foreign folder is one line."""
+def saved_config(run_dir: str | Path) -> TrainConfig:
+    """The training config of the run in ``run_dir``, to resume it: one line when there is none."""
+    run_dir = Path(run_dir)
     if not (run_dir / "last.pt").is_file():
         raise AvmatchError("nothing to resume: no last.pt", run_dir)
     try:
-        saved = json.loads((run_dir / "config.json").read_text())["train"]
-        saved = TrainConfig(**saved)
+        return TrainConfig(**json.loads((run_dir / "config.json").read_text())["train"])
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
         raise AvmatchError(f"cannot resume: config.json is missing or not one avmatch train wrote "
                            f"({type(err).__name__}: {str(err)[:80]})", run_dir) from None
+
+
+def check_resume_settings(run_dir: str | Path, asked: dict) -> None:
+    """A resumed run goes on as it was started: settings asked for that differ from the run's (more
+    epochs, another learning rate ...) are refused in one line, never silently ignored. The model
+    and its start are checked once the recipe is resolved (:func:`_resumable`)."""
+    saved = saved_config(run_dir)
+    options = asked.get("model_options") or {}
+    changed = [f"{k} {getattr(saved, k)!r} there, {v!r} asked" for k, v in asked.items()
+               if k not in ("model", "init", "model_options") and hasattr(saved, k) and getattr(saved, k) != v]
+    changed += [f"model option {k} {saved.model_options.get(k)!r} there, {v!r} asked" for k, v in options.items()
+                if saved.model_options.get(k) != v]
+    if changed:
+        raise AvmatchError(f"--resume goes on with the run as it was started ({'; '.join(changed)}); "
+                           f"to change that, train a new run (another folder, or --force)", run_dir)
+
+
+def _resumable(run_dir: Path, config: TrainConfig, corpus: Corpus) -> TrainConfig:
+    """The saved training config of a run to resume, once its folder is known to hold a whole run of
+    this model on features like the corpus's: a torn or foreign folder is one line."""
+    saved = saved_config(run_dir)
     if saved.model != config.model:
         raise AvmatchError(f"run was trained with model {saved.model!r}, not {config.model!r}", run_dir)
     last = load_trained(run_dir / "last.pt")
