@@ -84,8 +84,9 @@ class ClassicLayout(Extractor):
         moved = None  # the motion in each cell of the frame before the first of a chunk
         for rgb in iter_video_frames(path, fps=per_s, size=(GRID_PX, GRID_PX)):  # (n, 32, 32, 3)
             frames = rgb if held is None else np.concatenate([held[None], rgb])
-            stats, moved = self._frame_stats(frames[:-1], frames[1:], moved)
-            pending.extend(stats)
+            if len(frames) > 1:
+                stats, moved = self._frame_stats(frames[:-1], frames[1:], moved)
+                pending.extend(stats)
             held = frames[-1]
             while len(pending) >= per_s:
                 rows.append(self._pool_video(np.stack(pending[:per_s]), per_s))
