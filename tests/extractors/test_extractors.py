@@ -119,6 +119,19 @@ def test_default_features_do_not_depend_on_the_clip(media):
     np.testing.assert_allclose(extractor.audio(short)[:45, :40], extractor.audio(long)[:45, :40], atol=0.3)
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 7])
+def test_classic_video_rows_do_not_depend_on_how_frames_arrive(media, monkeypatch, chunk):
+    """Each frame's motion is its change to the next frame and its onset the rise since the one
+    before: frames arriving a few at a time give the rows one block gives."""
+    import avmatch.extractors.classic as classic
+
+    path = media.clip("three.mp4", duration_s=3.0, size=(96, 64))
+    whole = get_extractor("classic").video(path)
+    decode = classic.iter_video_frames
+    monkeypatch.setattr(classic, "iter_video_frames", lambda *a, **k: decode(*a, **{**k, "chunk": chunk}))
+    np.testing.assert_allclose(get_extractor("classic").video(path), whole, atol=1e-5)
+
+
 def test_classic_layout(media):
     path = media.clip("three.mp4", duration_s=3.0, size=(96, 64))
     extractor = get_extractor("classic")
