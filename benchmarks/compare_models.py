@@ -3,18 +3,20 @@
     python benchmarks/compare_models.py [--clips 900] [--test-fraction 0.1] [--epochs 20] [--patience N]
                                         [--window 12] [--models a,b:KEY=VALUE,...] [--out DIR]
     python benchmarks/compare_models.py --media [--holdout gen:family,...] [--train-per-family 80]
+                                        [--randomised-clips 240] [--formats wav,mp3-24k,...]
 
 ``--media``: the report's path on real media instead: 30 s clips of both scene generators (H.264 +
 AAC files) through the ``classic`` extractor (one row a second, 1024 | 128, each row carrying its
 second's timing); the models train on some families (and ``--randomised-clips`` more of the random
 cause-and-effect family, as the shipped recipe does: what is learnt is timing rather than the looks of
-a few families) and are tested on aligned pairs of families they never saw (``--holdout``, as in benchmarks/generalise.py), beside the untrained floor (25 Hz
-motion energy against onset strength over +-1 s, ``avmatch.demo.motion_onset_scores``). There the
-models also include "seconds", the recipe ``train`` picks for classic features, and the table has
-each model's one-to-one per held-out family. Then every model matches the same test pairs as a user
-has them, silent videos and audio files under random names, with each audio file re-encoded in every
-format of ``avmatch.testing.formats`` (``--formats``): one-to-one per format (dual softmax + Hungarian,
-as ``avmatch match`` does). Target (issue 14): one-to-one >= 0.95 there.
+a few families) and are tested on aligned pairs of families they never saw (``--holdout``, as in
+benchmarks/generalise.py), beside the untrained floor (25 Hz motion energy against onset strength over
++-1 s, ``avmatch.demo.motion_onset_scores``). There the models also include "seconds", the recipe
+``train`` picks for classic features, and the table has each model's one-to-one per held-out family.
+Then every model matches the same test pairs as a user has them, silent videos and audio files under
+random names, with each audio file re-encoded in every format of ``avmatch.testing.formats``
+(``--formats``): one-to-one per format and family (dual softmax + Hungarian, as ``avmatch match``
+does). Target (issue 14): one-to-one >= 0.95 there.
 
 Generates a classic-shaped corpus (1024-d visual, 128-d audio, one row per second, 20-40 s clips;
 see avmatch/synthetic.py), holds out the test pairs, trains each model with the same settings and
@@ -32,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from avmatch.demo.compare import compare, model_entries
+from avmatch.demo.compare import compare, model_entries, run_dir
 from avmatch.demo.synthetic import make_feature_corpus
 from avmatch.models import list_models
 from avmatch.testing.formats import FORMATS
@@ -62,8 +64,9 @@ def media_corpora(out: Path, args) -> tuple:
     make_media(out / "media", trained_on, args.train_per_family, 0, args.seed, 2, args.duration,
                more={RANDOMISED: args.randomised_clips})
     family_of = make_media(out / "media", holdout, 0, args.test_per_family, args.seed, 2, args.duration)
-    print(f"generated {len(trained_on)} x {args.train_per_family} (+{args.randomised_clips} {RANDOMISED}) training and "
-          f"{len(holdout)} x {args.test_per_family} test clips of {args.duration:g} s in {time.perf_counter() - t0:.0f} s; held out: {', '.join(holdout)}", flush=True)
+    print(f"generated {len(trained_on)} x {args.train_per_family} (+{args.randomised_clips} {RANDOMISED}) training "
+          f"and {len(holdout)} x {args.test_per_family} test clips of {args.duration:g} s in "
+          f"{time.perf_counter() - t0:.0f} s; held out: {', '.join(holdout)}", flush=True)
     t0 = time.perf_counter()
     extract([out / "media" / "train"], out / "classic-train", "classic", workers=2, paired=True, progress=False)
     extract([out / "media" / "test_clips"], out / "classic-test", "classic", workers=2, paired=True, progress=False)
@@ -102,7 +105,7 @@ def by_format(out: Path, models: list[str], formats: list[str], family_of: dict,
         extract([test / f"audios-{fmt}"], out / f"classic-audios-{fmt}", "classic", workers=2, progress=False)
         audios = load_corpus(out / f"classic-audios-{fmt}")
         for name in models:
-            r = match_corpora(load_trained(out / name.replace(":", "+").replace(",", "+")), videos, audios)
+            r = match_corpora(load_trained(run_dir(out, name)), videos, audios)
             results[name, fmt] = measure(r.raw_scores, None, r.video_ids, r.audio_ids, None, key, family_of, fmt)
     print(f"\none-to-one by audio format ({len(key)} aligned pairs as a user has them; re-encoded and "
           f"extracted in {time.perf_counter() - t0:.0f} s)")

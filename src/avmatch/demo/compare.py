@@ -41,6 +41,11 @@ def _entry(entry: str) -> tuple[str, dict]:
     return name, parse_options(filter(None, given.split(",")), f"model {entry!r}: options are KEY=VALUE")
 
 
+def run_dir(out_dir: str | Path, entry: str) -> Path:
+    """The folder :func:`compare` trains a model entry ("report:interleave=true") in."""
+    return Path(out_dir) / entry.replace(":", "+").replace(",", "+")
+
+
 def compare(corpus: Corpus, models: list[str], out_dir: str | Path, settings: dict | None = None,
             test_fraction: float = 0.3, progress: bool = True, test: Corpus | None = None,
             groups: dict[str, str] | None = None) -> list[dict]:
@@ -64,7 +69,7 @@ def compare(corpus: Corpus, models: list[str], out_dir: str | Path, settings: di
     for name in models:
         base, options = _entry(name)
         config = recipe(base, **{**settings, "model_options": {**settings.get("model_options", {}), **options}})
-        run = out_dir / name.replace(":", "+").replace(",", "+")
+        run = run_dir(out_dir, name)
         result = train(train_set, run, config, progress=progress)
         trained = load_trained(run)
         scores = score_matrix(trained, videos, audios)
