@@ -83,9 +83,8 @@ RECIPES: dict[str, dict] = {
     # one row a second that carries the second's timing inside it (the classic extractor): the sync model
     # comparing the rows second by second, each row on its own (kernel 1), less each clip's look and
     # level (both towers centred over 25 s); aligned clips only (no lag: a second is too coarse for one).
-    # Four families never trained on: one-to-one 0.917-0.967 in four runs from 640 training clips
-    # (0.850-0.900 from 320, where dual got 0.050 and lstm-cnn 0.017)
-    # (benchmarks/compare_models.py --media; README "Models")
+    # Four families never trained on, every audio format: one-to-one 1.000 where dual gets 0.017 and
+    # lstm-cnn 0.033 (benchmarks/compare_models.py --media; README "Models")
     "seconds": {"model": "sync", "epochs": 20, "batch_size": 48, "window_s": 12.0,
                 "model_options": {"max_lag": 0, "kernel": 1, "hidden": 128, "embed_dim": 64, "init_scale": 50.0,
                                   "audio_centre": 25, "video_centre": 25}},
