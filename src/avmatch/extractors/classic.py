@@ -85,14 +85,14 @@ class ClassicLayout(Extractor):
         for rgb in iter_video_frames(path, fps=per_s, size=(GRID_PX, GRID_PX)):  # (n, 32, 32, 3)
             frames = rgb if held is None else np.concatenate([held[None], rgb])
             if len(frames) > 1:
-                stats, moved = self._frame_stats(frames[:-1], frames[1:], moved)
+                stats, moved = self._frame_stats(frames, moved)
                 pending.extend(stats)
             held = frames[-1]
             while len(pending) >= per_s:
                 rows.append(self._pool_video(np.stack(pending[:per_s]), per_s))
                 del pending[:per_s]
-        if held is not None:  # the clip's last frame: nothing follows it
-            pending.extend(self._frame_stats(held[None], held[None], moved)[0])
+        if held is not None:  # the clip's last frame: nothing follows it, as if it stood still
+            pending.extend(self._frame_stats(np.stack([held, held]), moved)[0])
         total = int(round((len(rows) * per_s + len(pending)) / per_s))
         if len(rows) < total and pending:
             rows.append(self._pool_video(np.stack(pending), per_s))
@@ -102,15 +102,17 @@ class ClassicLayout(Extractor):
         return np.clip(stats @ self.projection, -2.0, 2.0).astype(np.float32)  # (T, 1024)
 
     @staticmethod
-    def _frame_stats(rgb: np.ndarray, following: np.ndarray, moved: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """(n, 32, 32, 3) frames, the frames a tenth later and the motion in each 8x8 cell of the
-        frame before the first (None at the start) -> ((n, stats), the last frame's cell motion).
-        A frame's motion is its change to the next frame, so it falls in the tenth [k, k + 1) / 10 s,
-        the same tenth as an onset of the audio there. Its motion onset is the cells' rise of motion
-        since the frame before, as the audio's onset is the bands' rise: a camera that shakes or a
-        thing that moves steadily hardly rises, a thing struck does."""
-        y = luma(rgb)
-        change = luma(following) - y
+    def _frame_stats(frames: np.ndarray, moved: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(n + 1, 32, 32, 3) frames a tenth apart and the motion in each 8x8 cell of the frame before
+        the first (None at the start) -> ((n, stats) of all but the last frame, the motion in each cell
+        of the n-th). A frame's motion is its change to the next frame, so it falls in the tenth
+        [k, k + 1) / 10 s, the same tenth as an onset of the audio there. Its motion onset is the cells'
+        rise of motion since the frame before, as the audio's onset is the bands' rise: a camera that
+        shakes or a thing that moves steadily hardly rises, a thing struck does."""
+        rgb = frames[:-1]
+        lit = luma(frames)  # each frame's brightness once, as a frame and as the next one's predecessor
+        y = lit[:-1]
+        change = lit[1:] - y
         diff = np.abs(change)
         n = len(y)
         cells = motion_scale(cell_mean(diff, 8).reshape(n, 64))
