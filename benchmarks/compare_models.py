@@ -94,10 +94,12 @@ def by_format(out: Path, models: list[str], formats: list[str], family_of: dict,
 
     t0 = time.perf_counter()
     test = out / "media" / "test"
-    key = read_key(make_test_set(sorted((out / "media" / "test_clips").rglob("*.mp4")), test, seed=seed, max_offset_s=0.0))
+    clips = sorted((out / "media" / "test_clips").rglob("*.mp4"))
+    key = read_key(make_test_set(clips, test, seed=seed, max_offset_s=0.0))
     rng = np.random.default_rng(seed)
     extract([test / "videos"], out / "classic-videos", "classic", workers=2, progress=False)
     videos = load_corpus(out / "classic-videos")
+    trained = {name: load_trained(run_dir(out, name)) for name in models}
     results = {}
     for fmt in formats:
         for wav in sorted((test / "audios").glob("*.wav")):
@@ -105,7 +107,7 @@ def by_format(out: Path, models: list[str], formats: list[str], family_of: dict,
         extract([test / f"audios-{fmt}"], out / f"classic-audios-{fmt}", "classic", workers=2, progress=False)
         audios = load_corpus(out / f"classic-audios-{fmt}")
         for name in models:
-            r = match_corpora(load_trained(run_dir(out, name)), videos, audios)
+            r = match_corpora(trained[name], videos, audios)
             results[name, fmt] = measure(r.raw_scores, None, r.video_ids, r.audio_ids, None, key, family_of, fmt)
     print(f"\none-to-one by audio format ({len(key)} aligned pairs as a user has them; re-encoded and "
           f"extracted in {time.perf_counter() - t0:.0f} s)")
@@ -116,7 +118,8 @@ def by_format(out: Path, models: list[str], formats: list[str], family_of: dict,
         print(f"{name}: one-to-one by family and format")
         print(f"  {'family':16s} " + " ".join(f"{f:>8s}" for f in formats))
         for fam in sorted(set(family_of.values())):
-            print(f"  {fam:16s} " + " ".join(f"{results[name, f]['by_family'].get(fam, float('nan')):8.3f}" for f in formats))
+            cells = (results[name, f]["by_family"].get(fam, float("nan")) for f in formats)
+            print(f"  {fam:16s} " + " ".join(f"{c:8.3f}" for c in cells))
 
 
 def main() -> None:
@@ -137,7 +140,8 @@ def main() -> None:
     ap.add_argument("--train-per-family", type=int, default=80,
                     help="--media: training clips of each family not held out (640 in all by default)")
     ap.add_argument("--randomised-clips", type=int, default=240,
-                    help="--media: more training clips of the random cause-and-effect family (generalise.py's RANDOMISED)")
+                    help="--media: more training clips of the random cause-and-effect family "
+                         "(generalise.py's RANDOMISED)")
     ap.add_argument("--test-per-family", type=int, default=15)
     ap.add_argument("--duration", type=float, default=30.0, help="--media: clip length in seconds")
     ap.add_argument("--formats", default=",".join(FORMATS), help="--media: audio formats of the test files ('': none)")
