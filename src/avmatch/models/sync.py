@@ -1,12 +1,13 @@
 """``sync``: a timing-aware model on frame-rate features that also says how far the audio is shifted.
 
-Each tower turns every frame into an L2-normalised embedding using about a second of context
-(dilated temporal convolutions; ``kernel=1`` makes them per-frame layers, for rows that each hold
-a whole second, as the classic extractor's do). A (video, audio) pair is scored at every lag within
-``max_lag`` frames: the mean cosine of the overlapping frames. The best lag is the offset estimate;
-the pair's score is that lag's agreement less ``lag_contrast`` times the mean over all lags, so a peak that
-stands out (timing) counts for more than agreement at every lag (content alone). Training (loss "sync") is InfoNCE over every other clip at every lag *and*
-the same clip at the wrong lags, as SyncNet does, so embeddings learn timing, not only content.
+Each tower turns every frame into an L2-normalised embedding using about a second of context (dilated
+temporal convolutions; ``kernel=1`` makes them per-frame layers, for rows that each hold a whole
+second, as the classic extractor's do). A (video, audio) pair is scored at every lag within ``max_lag``
+frames: the mean cosine of the overlapping frames. The best lag is the offset estimate; the pair's
+score is that lag's agreement less ``lag_contrast`` times the mean over all lags, so a peak that stands
+out (timing) counts for more than agreement at every lag (content alone). Training (loss "sync") is
+InfoNCE over every other clip at every lag *and* the same clip at the wrong lags, as SyncNet does, so
+embeddings learn timing, not only content.
 """
 
 from __future__ import annotations
