@@ -11,15 +11,17 @@ from avmatch.train import RECIPES
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
-    """80 paired 15 s clips of two generators (training) and 12 aligned test pairs of other clips."""
+    """80 paired 15 s clips of two generators (training) and 12 aligned test pairs of other clips, 30 s
+    long as issue 14 asks (with 15 s test clips the version-3 classic rows reached 0.667-1.000 one-to-one
+    depending only on thread settings: a threshold of 0.75 sat on the edge)."""
     from avmatch.demo import scenes, worlds
 
     root = tmp_path_factory.mktemp("classic")
     for gen, first in ((scenes, 0), (worlds, 100)):
         gen.make_corpus(root / "train" / gen.__name__.rsplit(".", 1)[-1], 40, 15.0, seed=3, size=(48, 48), first=first,
                         workers=2)
-    test = (scenes.make_corpus(root / "test_clips" / "a", 6, 15.0, seed=11, size=(48, 48), first=500, workers=2) +
-            worlds.make_corpus(root / "test_clips" / "b", 6, 15.0, seed=11, size=(48, 48), first=600, workers=2))
+    test = (scenes.make_corpus(root / "test_clips" / "a", 6, 30.0, seed=11, size=(48, 48), first=500, workers=2) +
+            worlds.make_corpus(root / "test_clips" / "b", 6, 30.0, seed=11, size=(48, 48), first=600, workers=2))
     scenes.make_test_set(test, root / "test", seed=2, max_offset_s=0.0)
     return root
 
