@@ -63,6 +63,21 @@ def test_extraction_killed_at_random_moments_completes_without_redoing_work(tmp_
     assert not list((tmp_path / "killed").glob("**/.*.tmp*"))
 
 
+def test_extraction_removes_the_temporary_files_a_killed_writer_left(tmp_path):
+    """A kill between mkstemp and rename leaves ``.NAME.xxxx.tmpSUFFIX`` beside corpus.json, the
+    manifest or an array (CI once found one beside corpus.json after the random kills above)."""
+    src = tmp_path / "media"
+    src.mkdir()
+    make_clip(src / "a.mp4", duration_s=1.0, size=(64, 48), events=(0.3,))
+    out = tmp_path / "c"
+    (out / "arrays").mkdir(parents=True)
+    left = [out / ".corpus.json.k1.tmp.json", out / ".manifest.jsonl.k2.tmp.jsonl", out / "arrays" / ".x.npy.k3.tmp.npy"]
+    for path in left:
+        path.write_text("half")
+    extract([src], out, progress=False)
+    assert not list(out.glob("**/.*.tmp*")) and [c.id for c in load_corpus(out).clips] == ["a"]
+
+
 def test_a_torn_manifest_line_is_cut_before_the_next_append(tmp_path):
     """A writer killed mid-line leaves a torn last line; the next append must not glue its row onto it
     (that would make a bad line in the middle of the file, which readers refuse)."""

@@ -419,9 +419,10 @@ def _claim_corpus(out: Path, extractor: dict) -> None:
             raise AvmatchError(f"corpus was made with extractor {had.get('name')!r} {had.get('params')}; "
                                f"extract with {extractor['name']!r} {extractor['params']} into another folder", out)
     out.mkdir(parents=True, exist_ok=True)
+    for pattern in (".*.tmp*", "arrays/.*.tmp*"):  # left by a writer killed mid-file (manifest, arrays, ...)
+        for stale in out.glob(pattern):
+            stale.unlink(missing_ok=True)
     write_text(info, json.dumps({"extractor": extractor}, indent=2, default=str))
-    for stale in out.glob("arrays/.*.tmp*"):  # left by a writer that was killed mid-file
-        stale.unlink(missing_ok=True)
 
 
 def _write_failed(path: Path, failed: list[tuple[str, str]], settled: set[str]) -> None:
