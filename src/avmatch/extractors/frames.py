@@ -142,10 +142,9 @@ class FrameRateFeatures(Extractor):
         """What the same sound looks like through another microphone, codec or room, for training.
 
         Works on the features of one clip (T, 42): it changes the band energies as a low-bit-rate
-        codec (bands above a cut-off at the floor, holes in the few below it), a telephone line (no
-        lows, no highs), a quieter or louder recorder (a level shift), another microphone (a smooth
-        tilt across bands) or a noisier room (noise added in power) would, then recomputes onset and
-        loudness from the bands."""
+        codec (bands above a cut-off at the floor), a telephone line (no lows, no highs), a quieter or
+        louder recorder (a level shift), another microphone (a smooth tilt across bands) or a noisier
+        room (noise added in power) would, then recomputes onset and loudness from the bands."""
         mel_db = x[:, :MEL_BANDS].astype(np.float64) * 25.0 - 50.0  # undo db_scale
         centres = mel_centres_hz(MEL_BANDS, 50.0, self.fmax)
         # in the order sound meets them: microphone, recorder level, room noise, then the channel
@@ -160,10 +159,6 @@ class FrameRateFeatures(Extractor):
         if rng.random() < 0.5:  # codec or bandwidth limit: mp3 at 24 kbit/s keeps ~5.8 kHz, 8 kHz audio 4 kHz
             cut = centres > rng.uniform(2800.0, 7500.0)
             mel_db[:, cut] = floor + rng.normal(0.0, 1.0, (len(mel_db), int(cut.sum())))
-            if rng.random() < 0.7:  # a low-bit-rate codec also drops the few bands below its cut in some
-                below = np.flatnonzero(~cut)[-int(rng.integers(2, 7)):]  # frames (holes), more near the cut
-                holes = rng.random((len(mel_db), len(below))) < np.linspace(0.05, rng.uniform(0.3, 0.95), len(below))
-                mel_db[:, below] = np.where(holes, floor, mel_db[:, below])
         if rng.random() < 0.2:  # telephone: no lows either
             mel_db[:, centres < rng.uniform(150.0, 400.0)] = floor
         mel_db = np.maximum(mel_db, DB_OF_FLOOR)
