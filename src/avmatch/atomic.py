@@ -72,6 +72,12 @@ def remove_stale_temps(path: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
+def remove_stale_temps_in(folder: Path) -> None:
+    """Delete the temporary files killed writers of any file in ``folder`` left."""
+    for stale in folder.glob(".*.*.tmp*"):
+        stale.unlink(missing_ok=True)
+
+
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avmatch.atomic import write_text
+from avmatch.atomic import remove_stale_temps_in, write_text
 from avmatch.corpus import (
     CORPUS_INFO,
     MANIFEST,
@@ -419,9 +419,8 @@ def _claim_corpus(out: Path, extractor: dict) -> None:
             raise AvmatchError(f"corpus was made with extractor {had.get('name')!r} {had.get('params')}; "
                                f"extract with {extractor['name']!r} {extractor['params']} into another folder", out)
     out.mkdir(parents=True, exist_ok=True)
-    for pattern in (".*.tmp*", "arrays/.*.tmp*"):  # left by a writer killed mid-file (manifest, arrays, ...)
-        for stale in out.glob(pattern):
-            stale.unlink(missing_ok=True)
+    for folder in (out, out / "arrays"):  # what a writer killed mid-file (manifest, array, ...) left
+        remove_stale_temps_in(folder)
     write_text(info, json.dumps({"extractor": extractor}, indent=2, default=str))
 
 
