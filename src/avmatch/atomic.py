@@ -66,16 +66,21 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def remove_stale_temps(path: Path) -> None:
-    """Delete the temporary files a killed writer of ``path`` left (:func:`atomic_path`'s naming)."""
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp*"):
+def _remove_temps(folder: Path, name_pattern: str) -> None:
+    """Delete :func:`atomic_path`'s temporaries (``.NAME.XXXX.tmpSUFFIX``) in ``folder`` of the files
+    whose names match ``name_pattern``: what writers killed between mkstemp and rename left."""
+    for stale in folder.glob(f".{name_pattern}.*.tmp*"):
         stale.unlink(missing_ok=True)
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Delete the temporary files a killed writer of ``path`` left."""
+    _remove_temps(path.parent, glob.escape(path.name))
 
 
 def remove_stale_temps_in(folder: Path) -> None:
     """Delete the temporary files killed writers of any file in ``folder`` left."""
-    for stale in folder.glob(".*.*.tmp*"):
-        stale.unlink(missing_ok=True)
+    _remove_temps(folder, "*")
 
 
 def file_sha256(path: str | Path) -> str:
