@@ -80,6 +80,7 @@ class Corpus:
 
 MANIFEST = "manifest.jsonl"
 CORPUS_INFO = "corpus.json"
+ARRAYS = "arrays"
 MODALITIES = ("video", "audio")
 CLASSIC_FILES = {"video": "vfeat.npy", "audio": "afeat.npy"}
 CLASSIC_DIMS = {"video": 1024, "audio": 128}
@@ -141,11 +142,12 @@ def same_content(a: dict | None, b: dict | None) -> bool:
     return bool(a and b and a.get("hash") and (a.get("size"), a.get("hash")) == (b.get("size"), b.get("hash")))
 
 
-def _safe_name(clip_id: str, modality: str) -> str:
-    """A file name for a clip id (which may hold slashes or odd characters), unique per id."""
+def _array_file(clip_id: str, modality: str) -> str:
+    """The array's file, relative to the corpus root, for a clip id (which may hold slashes or odd
+    characters), unique per id."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", clip_id).strip("._")[:80] or "clip"
     digest = hashlib.sha1(clip_id.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    return f"{stem}-{digest}.{modality}.npy"
+    return f"{ARRAYS}/{stem}-{digest}.{modality}.npy"
 
 
 def _read_text(path: Path) -> str:
@@ -180,7 +182,7 @@ def append_clip(root: str | Path, clip_id: str, features: dict[str, np.ndarray],
         if array.ndim != 2:
             raise AvmatchError(f"{modality} features of clip {clip_id!r} should be (T, D), got shape {array.shape}",
                                source)
-        name = f"arrays/{_safe_name(clip_id, modality)}"
+        name = _array_file(clip_id, modality)
         _save_array(Path(root) / name, array)
         rows.append({"clip": clip_id, "modality": modality, "file": name, "source": source,
                      "rate_hz": float(rates_hz[modality]), "dims": int(array.shape[1]),
@@ -198,7 +200,7 @@ def reuse_clip(root: str | Path, rows: dict[str, dict], clip_id: str, source: st
     root = Path(root)
     new = []
     for modality, row in rows.items():
-        name = f"arrays/{_safe_name(clip_id, modality)}"
+        name = _array_file(clip_id, modality)
         if name != row["file"]:
             with atomic_path(root / name) as tmp:
                 tmp.unlink()
@@ -346,7 +348,7 @@ def write_corpus(corpus: Corpus, root: str | Path) -> Path:
             array = getattr(clip, modality)
             if array is None:
                 continue
-            name = f"arrays/{_safe_name(clip.id, modality)}"
+            name = _array_file(clip.id, modality)
             _save_array(root / name, array)
             rate = corpus.video_rate_hz if modality == "video" else corpus.audio_rate_hz
             lines.append(json.dumps({"clip": clip.id, "modality": modality, "file": name, "source": clip.source,

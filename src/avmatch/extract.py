@@ -35,6 +35,7 @@ import numpy as np
 
 from avmatch.atomic import remove_stale_temps_in, write_text
 from avmatch.corpus import (
+    ARRAYS,
     CORPUS_INFO,
     MANIFEST,
     Corpus,
@@ -419,7 +420,7 @@ def _claim_corpus(out: Path, extractor: dict) -> None:
             raise AvmatchError(f"corpus was made with extractor {had.get('name')!r} {had.get('params')}; "
                                f"extract with {extractor['name']!r} {extractor['params']} into another folder", out)
     out.mkdir(parents=True, exist_ok=True)
-    for folder in (out, out / "arrays"):  # what a writer killed mid-file (manifest, array, ...) left
+    for folder in (out, out / ARRAYS):  # what a writer killed mid-file (manifest, array, ...) left
         remove_stale_temps_in(folder)
     write_text(info, json.dumps({"extractor": extractor}, indent=2, default=str))
 
