@@ -39,7 +39,9 @@ script and nothing else.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -49,7 +51,7 @@ import numpy as np
 import torch
 
 from avmatch.corpus import Corpus, load_corpus
-from avmatch.demo import motion_onset_scores, scenes, worlds
+from avmatch.demo import motion_onset_scores, recordings, scenes, worlds
 from avmatch.evaluate import reliability, retrieval_metrics
 from avmatch.extract import default_workers, extract
 from avmatch.matching import assign, normalise
@@ -57,7 +59,12 @@ from avmatch.testing.formats import FORMATS, reencode
 
 GENERATORS = {"scenes": scenes, "worlds": worlds}
 SIZES = {"scenes": (64, 64), "worlds": (96, 96)}  # two frame sizes: the extractor must not care
-DEFAULT_HOLDOUT = ("scenes:lamps", "scenes:speech", "worlds:drums", "worlds:keys")  # one per kind of cause
+# one per kind of cause; scenes:voices is a face with real recorded voices, of sources held out as well
+DEFAULT_HOLDOUT = ("scenes:lamps", "scenes:speech", "scenes:voices", "worlds:drums", "worlds:keys")
+# real recorded sources never heard in training (leave-source-out): a language and a speaker not trained on
+DEFAULT_HOLDOUT_SOURCES = ("asterisk-ru", "prompt-fr-armelle")
+# the shipped recipe also trains on more clips of real voices than of any other family but the random one
+VOICES = "worlds:voices"
 # cause and effect at random (worlds' "events": random looks, actions and voices tied only by timing):
 # the shipped recipe trains on many more clips of it than of any one family, so that what it learns
 # is timing rather than the looks and sounds of a few families
@@ -83,11 +90,31 @@ def all_families() -> list[str]:
     return [f"{g}:{f}" for g, mod in GENERATORS.items() for f in mod.available_families()]
 
 
+@contextlib.contextmanager
+def recorded_sources(sources: list[str] | None):
+    """Real recordings only from ``sources`` (all stored ones when None) while the media are made."""
+    before = os.environ.get("AVMATCH_RECORDING_SOURCES")
+    os.environ["AVMATCH_RECORDING_SOURCES"] = ",".join(sources or [])
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("AVMATCH_RECORDING_SOURCES")
+        else:
+            os.environ["AVMATCH_RECORDING_SOURCES"] = before
+
+
 def make_media(root: Path, families: list[str], n_train: int, n_test: int, seed: int, workers: int,
-               duration_s: float = 4.0, more: dict | None = None) -> dict:
+               duration_s: float = 4.0, more: dict | None = None, sources: list[str] | None = None) -> dict:
     """Paired clips of each family: ``root/train/<gen>-<family>/`` and ``root/test_clips/...``;
-    ``more`` {family: n}: that many more training clips of a family. Returns {clip file name: family}
-    (file names are unique across families)."""
+    ``more`` {family: n}: that many more training clips of a family; real recordings from ``sources``
+    only (default: every one stored). Returns {clip file name: family} (file names are unique across
+    families)."""
+    with recorded_sources(sources):
+        return _make_media(root, families, n_train, n_test, seed, workers, duration_s, more)
+
+
+def _make_media(root, families, n_train, n_test, seed, workers, duration_s, more) -> dict:
     family_of = {}
     for k, name in enumerate(families):
         gen, fam = name.split(":")
@@ -165,20 +192,23 @@ def build_default(args) -> None:
     """Train the recipe on every family of both generators and write it into the package."""
     root = Path(args.output or tempfile.mkdtemp(prefix="avmatch-default-"))
     families = all_families()
-    print(f"building the shipped model on {len(families)} families: {', '.join(families)}")
+    sources = recordings.available_sources("speech")
+    print(f"building the shipped model on {len(families)} families: {', '.join(families)}; "
+          f"recorded speech from {', '.join(sources) or 'nothing (run benchmarks/fetch_recordings.py)'}")
     t0 = time.perf_counter()
     make_media(root / "media", families, args.train_per_family, 0, args.seed, args.workers,
-               more={RANDOMISED: args.randomised_clips})
+               more={RANDOMISED: args.randomised_clips, VOICES: args.voice_clips})
     extract([root / "media" / "train"], root / "train", "default", workers=args.workers, paired=True)
     print(f"generated and extracted in {time.perf_counter() - t0:.0f} s")
     corpus = load_corpus(root / "train")
     trained, seconds, result, n = train_recipe(corpus, families, root / "run", recipe(args.shipped_epochs, args.seed))
     WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
     trained.save(WEIGHTS_DIR / "default.pt", weights_dtype=torch.float16)  # half the size in the package
-    record = {"trained_on_families": families, "clips": n, "clip_s": 4.0, "epochs": result["epochs"],
+    record = {"trained_on_families": families, "recorded_sources": sources, "clips": n, "clip_s": 4.0, "epochs": result["epochs"],
               "val_top1": round(result["val_top1"], 4), "train_seconds": round(seconds, 1), "seed": args.seed,
               "command": f"python benchmarks/generalise.py --build-default --train-per-family "
-                         f"{args.train_per_family} --randomised-clips {args.randomised_clips} --shipped-epochs "
+                         f"{args.train_per_family} --randomised-clips {args.randomised_clips} --voice-clips "
+                         f"{args.voice_clips} --shipped-epochs "
                          f"{args.shipped_epochs} --seed {args.seed}"}
     (WEIGHTS_DIR / "default.json").write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))
@@ -199,6 +229,10 @@ def main() -> None:
                         "reference, --build-default), which trains on many more clips")
     parser.add_argument("--randomised-clips", type=int, default=1200,
                         help=f"more training clips of {RANDOMISED} (random cause and effect) for the shipped recipe")
+    parser.add_argument("--voice-clips", type=int, default=300,
+                        help=f"more training clips of {VOICES} (real recorded speech) for the shipped recipe")
+    parser.add_argument("--holdout-sources", default=",".join(DEFAULT_HOLDOUT_SOURCES),
+                        help="real recorded sources never trained on: the held-out families' clips use only these")
     parser.add_argument("--tune-epochs", type=int, default=8)
     parser.add_argument("--formats", default=",".join(FORMATS), help="audio formats to test")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference model")
@@ -212,7 +246,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.train_per_family, args.tune_clips, args.test_pairs, args.epochs, args.tune_epochs = 16, 16, 24, 2, 1
-        args.shipped_epochs, args.randomised_clips = 2, 16
+        args.shipped_epochs, args.randomised_clips, args.voice_clips = 2, 16, 16
     if args.build_default:
         return build_default(args)
 
@@ -220,8 +254,15 @@ def main() -> None:
     holdout = [h.strip() for h in args.holdout.split(",") if h.strip()]
     unknown = sorted(set(holdout) - set(all_families()))
     if unknown:
-        parser.error(f"unknown families {unknown}; known: {all_families()}")
+        parser.error(f"unknown families {unknown}; known: {all_families()} (the voices families need the "
+                     "recordings of benchmarks/fetch_recordings.py)")
     train_families = [f for f in all_families() if f not in holdout]
+    stored = recordings.available_sources("speech")
+    held_sources = [h for h in args.holdout_sources.split(",") if h]
+    if set(held_sources) - set(stored):
+        parser.error(f"recorded sources {sorted(set(held_sources) - set(stored))} are not stored; "
+                     "run benchmarks/fetch_recordings.py")
+    train_sources = [s for s in stored if s not in held_sources]
     formats = [f for f in args.formats.split(",") if f]
     root = Path(args.output) if args.output else Path(tempfile.mkdtemp(prefix="avmatch-generalise-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -233,9 +274,10 @@ def main() -> None:
                      if p.parent.parent.name in ("train", "test_clips")}
     else:
         family_of = make_media(root / "media", train_families, args.train_per_family, 0, args.seed, args.workers,
-                               more={RANDOMISED: args.randomised_clips})
+                               more={RANDOMISED: args.randomised_clips, VOICES: args.voice_clips},
+                               sources=train_sources)
         family_of.update(make_media(root / "media", holdout, -(-args.tune_clips // len(holdout)), per_family,
-                                    args.seed + 1000, args.workers))
+                                    args.seed + 1000, args.workers, sources=held_sources))
         test_clips = sorted((root / "media" / "test_clips").rglob("*.mp4"))[: args.test_pairs]
         key_csv = scenes.make_test_set(test_clips, root / "media" / "test", seed=args.seed, max_offset_s=1.0)
         rng = np.random.default_rng(args.seed)
@@ -247,8 +289,10 @@ def main() -> None:
     key = read_key(key_csv)
     train_families = [f for f in train_families if f in set(family_of.values())]  # --reuse: what is there
     gen_s = time.perf_counter() - t0
-    print(f"generated clips of {len(train_families)} training families, {len(key)} test pairs of "
-          f"{len(holdout)} held-out families ({', '.join(holdout)}), {len(formats)} audio formats, in {gen_s:.0f} s")
+    print(f"generated clips of {len(train_families)} training families (recorded speech from "
+          f"{', '.join(train_sources)}), {len(key)} test pairs of {len(holdout)} held-out families "
+          f"({', '.join(holdout)}; recorded speech from {', '.join(held_sources)}), {len(formats)} audio "
+          f"formats, in {gen_s:.0f} s")
 
     t0 = time.perf_counter()
     extract([root / "media" / "train"], root / "feats" / "train", "default", workers=args.workers, paired=True,
@@ -287,6 +331,7 @@ def main() -> None:
                                          fmt)
     report(results, formats, holdout, root, {"train_seconds": seconds, "train_clips": clips,
                                              "train_families": train_families, "holdout": holdout,
+                                             "train_sources": train_sources, "holdout_sources": held_sources,
                                              "generate_s": round(gen_s, 1),
                                              "total_s": round(time.perf_counter() - started, 1)})
     if "shipped*" in models:

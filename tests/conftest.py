@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,12 @@ from avmatch.testing.mediagen import make_audio, make_clip  # noqa: E402
 # The models under test are small: one thread avoids OpenMP overhead and, on a shared 2-core
 # machine, threads spinning against each other (measured here: 3 s with one thread, 11 s with two).
 torch.set_num_threads(1)
+
+# The scene generators take real recordings from ~/.cache/avmatch/recordings where someone fetched them
+# (benchmarks/fetch_recordings.py): tests make their own (tests/demo/test_recordings.py), so what a
+# machine has cached never changes what the tests generate. Subprocesses inherit this.
+os.environ["AVMATCH_RECORDINGS"] = tempfile.mkdtemp(prefix="avmatch-test-recordings-")
+os.environ.pop("AVMATCH_RECORDING_SOURCES", None)
 
 
 class MediaFiles:

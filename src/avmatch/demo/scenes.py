@@ -39,6 +39,7 @@ from scipy.signal import lfilter
 
 from avmatch import speech
 from avmatch.atomic import atomic_path, write_text
+from avmatch.demo import recordings
 from avmatch.media import encode_audio
 
 FPS = 25.0
@@ -472,23 +473,33 @@ def _espeak(text: str, rng: np.random.Generator, sample_rate: int, pitch: int) -
     return speech.say(text, sample_rate, voice=voice, speed_wpm=int(rng.integers(140, 200)), pitch=pitch)
 
 
-@_family("speech")
-def _speech(scene: Scene, rng: np.random.Generator) -> None:
-    """The face says words spoken by eSpeak NG; the mouth opens with the loudness of the speech."""
+def _say_espeak(rng: np.random.Generator, sample_rate: int, pitch: int) -> np.ndarray | None:
+    """One or two words said by eSpeak NG, without its leading and trailing silence, or None."""
+    said = _espeak(" ".join(rng.choice(_WORDS, size=int(rng.integers(1, 3)))), rng, sample_rate, pitch)
+    if said is None:
+        return None
+    loud = np.flatnonzero(np.abs(said) > 0.05)
+    return said[loud[0] : loud[-1] + 1] if len(loud) else said
+
+
+def _say_recorded(rng: np.random.Generator, sample_rate: int, pitch: int) -> np.ndarray | None:
+    """A stretch of up to 2.5 s of speech recorded by a person (:mod:`avmatch.demo.recordings`), or None."""
+    said = recordings.utterance(rng, "speech", max_s=2.5)
+    return None if said is None else recordings.resample(said, sample_rate)
+
+
+def _talking_face(scene: Scene, rng: np.random.Generator, say) -> bool:
+    """The face says what ``say(rng, sample_rate, pitch)`` gives; the mouth opens with the loudness of
+    the speech. False (nothing drawn) when ``say`` has nothing."""
     size = rng.random()
-    pitch = int(20 + 60 * (1.0 - size))  # bigger face, lower voice
+    pitch = int(20 + 60 * (1.0 - size))  # bigger face, lower voice (eSpeak; a recording is as it is)
     voice = np.zeros(len(scene.audio), np.float32)
     t = rng.uniform(0.0, 0.6)
     while t < scene.duration_s - 0.3:
-        words = " ".join(rng.choice(_WORDS, size=int(rng.integers(1, 3))))
-        said = _espeak(words, rng, scene.sample_rate, pitch)
-        if said is None:  # eSpeak failed: say vowels instead, never fail
+        said = say(rng, scene.sample_rate, pitch)
+        if said is None:
             scene.events_s.clear()
-            _talker(scene, rng)
-            return
-        loud = np.flatnonzero(np.abs(said) > 0.05)  # trim espeak's leading and trailing silence
-        if len(loud):
-            said = said[loud[0] : loud[-1] + 1]
+            return False
         add_sound(voice, scene.sample_rate, t, said, rng.uniform(0.6, 1.0))
         scene.events_s.append(float(t))
         t += len(said) / scene.sample_rate + rng.uniform(0.15, 0.8)
@@ -497,11 +508,28 @@ def _speech(scene: Scene, rng: np.random.Generator) -> None:
     width = 0.5 + 0.3 * np.sin(np.arange(len(env)) * rng.uniform(0.3, 0.9))
     _face(scene, rng, opening, width, size)
     scene.audio += voice
+    return True
+
+
+@_family("speech")
+def _speech(scene: Scene, rng: np.random.Generator) -> None:
+    """The face says words spoken by eSpeak NG; the mouth opens with the loudness of the speech."""
+    if not _talking_face(scene, rng, _say_espeak):  # eSpeak failed: say vowels instead, never fail
+        _talker(scene, rng)
+
+
+@_family("voices")
+def _voices(scene: Scene, rng: np.random.Generator) -> None:
+    """The face says what real people said (recorded speech, many speakers and languages)."""
+    if not _talking_face(scene, rng, _say_recorded):
+        raise RuntimeError("no recorded speech: run benchmarks/fetch_recordings.py (see avmatch.demo.recordings)")
 
 
 def available_families() -> list[str]:
-    """The families this machine can make (``speech`` needs :func:`avmatch.speech.speech_available`)."""
-    return [f for f in FAMILIES if f != "speech" or espeak_available()]
+    """The families this machine can make (``speech`` needs :func:`avmatch.speech.speech_available`,
+    ``voices`` the recordings of :mod:`avmatch.demo.recordings`)."""
+    return [f for f in FAMILIES if (f != "speech" or espeak_available())
+            and (f != "voices" or recordings.available_sources("speech"))]
 
 
 # ------------------------------------------------------------------------------- what has no sound

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import butter, lfilter, sosfilt
 
+from avmatch.demo import recordings
 from avmatch.demo.scenes import FPS, SAMPLE_RATE, Scene, add_sound, write_corpus
 
 GENERATOR = "worlds"
@@ -633,9 +634,37 @@ def _onsets(x: np.ndarray, sr: int, hop_s: float = 0.01, pause_s: float = 0.08) 
     return np.array(starts) * hop_s
 
 
+def _say_generated(rng: np.random.Generator, sr: int, size: float, f0: float) -> tuple[np.ndarray, np.ndarray]:
+    """Words from eSpeak, else formant babble at pitch ``f0``; (audio, roundness per sample)."""
+    words = ", ".join(rng.choice(_WORDS, int(rng.integers(1, 4))))  # commas: pauses between words
+    said = _spoken(words, sr, rng, pitch=int(20 + 60 * (1 - size)))
+    if said is None:
+        return _formant_babble(sr, rng, f0, int(rng.integers(1, 4)))
+    return said, np.full(len(said), 0.3)
+
+
+def _say_recorded(rng: np.random.Generator, sr: int, size: float, f0: float) -> tuple[np.ndarray, np.ndarray]:
+    """Up to 2.5 s of speech recorded by a person (:mod:`avmatch.demo.recordings`)."""
+    said = recordings.utterance(rng, "speech", max_s=2.5)
+    if said is None:
+        raise RuntimeError("no recorded speech: run benchmarks/fetch_recordings.py (see avmatch.demo.recordings)")
+    said = recordings.resample(said, sr)
+    return said, np.full(len(said), 0.3)
+
+
 @_family("mouth")
 def _mouth(scene: Scene, cv: _Canvas, rng: np.random.Generator) -> None:
     """Close-up lips opening with the loudness of the voice; bigger lips, lower voice."""
+    _lips(scene, cv, rng, _say_generated)
+
+
+@_family("voices")
+def _voices(scene: Scene, cv: _Canvas, rng: np.random.Generator) -> None:
+    """Close-up lips opening with the loudness of what real people said (recorded speech)."""
+    _lips(scene, cv, rng, _say_recorded)
+
+
+def _lips(scene: Scene, cv: _Canvas, rng: np.random.Generator, say) -> None:
     sr, times, aspect = scene.sample_rate, scene.frame_times(), cv.aspect
     n = len(scene.audio)
     size = rng.random()
@@ -644,12 +673,7 @@ def _mouth(scene: Scene, cv: _Canvas, rng: np.random.Generator) -> None:
     roundness = np.full(n, 0.3)
     t = rng.uniform(0.02, 0.5)
     while t < scene.duration_s - 0.25:
-        words = ", ".join(rng.choice(_WORDS, int(rng.integers(1, 4))))  # commas: pauses between words
-        said = _spoken(words, sr, rng, pitch=int(20 + 60 * (1 - size)))
-        if said is None:
-            said, rnd = _formant_babble(sr, rng, f0, int(rng.integers(1, 4)))
-        else:
-            rnd = np.full(len(said), 0.3)
+        said, rnd = say(rng, sr, size, f0)
         add_sound(voice, sr, t, said, _level(rng, 3))
         i0 = int(round(t * sr))
         roundness[i0 : i0 + len(rnd)] = rnd[: n - i0]
@@ -795,8 +819,9 @@ def _events(scene: Scene, cv: _Canvas, rng: np.random.Generator) -> None:
 
 
 def available_families() -> list[str]:
-    """Every family runs on any machine (``mouth`` falls back to its own babble without speech)."""
-    return list(FAMILIES)
+    """Every family runs on any machine (``mouth`` falls back to its own babble without speech) but
+    ``voices``, which needs the recordings of :mod:`avmatch.demo.recordings`."""
+    return [f for f in FAMILIES if f != "voices" or recordings.available_sources("speech")]
 
 
 # ------------------------------------------------------------------------------- what has no sound
