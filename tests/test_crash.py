@@ -88,3 +88,33 @@ def test_a_torn_manifest_line_is_cut_before_the_next_append(tmp_path):
     append_clip(root, "c", {"video": np.zeros((3, 2))}, rates_hz={"video": 25.0, "audio": 25.0}, source="c.mp4")
     assert [r["clip"] for r in read_manifest(root)] == ["a", "c"]
     assert [c.id for c in load_corpus(root).clips] == ["a", "c"]
+
+
+def test_a_concurrent_writers_live_temporaries_are_left_alone(tmp_path):
+    """Two writers of one corpus or cache: one's start-up sweep removes only what an *ended* writer
+    left, never the other's live temporaries (a sweep that did killed the other run, 1 trial in 3)."""
+    import subprocess
+    import sys
+
+    from avmatch.atomic import _owner, atomic_path, remove_stale_temps_in
+
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    try:
+        mine, theirs = _owner(), _owner().rsplit("p", 1)[0]
+        live = tmp_path / f".manifest.jsonl.{theirs}p{alive.pid}.abcd1234.tmp.jsonl"
+        dead = tmp_path / f".corpus.json.{theirs}p{ended.pid}.abcd1234.tmp.json"
+        other_host = tmp_path / f".x.npy.00000000p{ended.pid}.abcd1234.tmp.npy"
+        for path in (live, dead, other_host):
+            path.write_text("half")
+        with atomic_path(tmp_path / "out.txt") as own:
+            assert mine in own.name
+            own.write_text("whole")
+            remove_stale_temps_in(tmp_path)  # this process's own live file stays too
+            assert own.exists()
+        assert live.exists() and other_host.exists() and not dead.exists()
+        assert (tmp_path / "out.txt").read_text() == "whole"
+    finally:
+        alive.kill()
+        alive.wait()

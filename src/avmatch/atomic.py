@@ -6,7 +6,10 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import re
+import socket
 import tempfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,7 +43,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_owner()}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~current_umask())
     finally:
@@ -66,11 +69,44 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def _host_tag() -> str:
+    return f"{zlib.crc32(socket.gethostname().encode()):08x}"
+
+
+def _owner() -> str:
+    """The writing process in a temporary's name (host, pid), so a sweep can tell a live writer's file
+    from one a killed writer left."""
+    return f"{_host_tag()}p{os.getpid()}"
+
+
+_OWNER = re.compile(r"\.([0-9a-f]{8})p(\d+)\.[^.]+\.tmp")
+
+
+def _owner_gone(name: str) -> bool:
+    """Whether the process that wrote the temporary ``name`` has ended (a name from before owners were
+    recorded counts as ended; a writer on another host, or one still running, does not)."""
+    found = _OWNER.search(name)
+    if not found:
+        return True
+    host, pid = found.group(1), int(found.group(2))
+    if host != _host_tag() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists but is not ours to signal
+        return False
+    return False
+
+
 def _remove_temps(folder: Path, name_pattern: str) -> None:
-    """Delete :func:`atomic_path`'s temporaries (``.NAME.XXXX.tmpSUFFIX``) in ``folder`` of the files
-    whose names match ``name_pattern``: what writers killed between mkstemp and rename left."""
+    """Delete :func:`atomic_path`'s temporaries (``.NAME.OWNER.XXXX.tmpSUFFIX``) in ``folder`` of the
+    files whose names match ``name_pattern``, where their writer has ended: what writers killed between
+    mkstemp and rename left. A concurrent writer's live temporaries are left alone."""
     for stale in folder.glob(f".{name_pattern}.*.tmp*"):
-        stale.unlink(missing_ok=True)
+        if _owner_gone(stale.name):
+            stale.unlink(missing_ok=True)
 
 
 def remove_stale_temps(path: Path) -> None:
