@@ -75,3 +75,60 @@ def test_mux_refuses_a_file_that_is_no_result(tmp_path):
     (tmp_path / "y.csv").write_text("video,audio,offset_s\nv,a,nan\n")
     with pytest.raises(AvmatchError, match="not a finite number"):
         read_jobs(tmp_path / "y.csv")
+
+
+def _mux_setup(scene, tmp_path, offset_s: float = 0.0):
+    write_media(tmp_path / "videos" / "v1.mp4", scene.frames[:50], None)
+    write_media(tmp_path / "audios" / "a1.wav", None, scene.audio[: 2 * RATE])
+    write_media(tmp_path / "audios" / "a2.wav", None, scene.audio[6 * RATE : 8 * RATE])
+    (tmp_path / "pairs.csv").write_text(f"video,audio,offset_s\nv1,a1,{offset_s}\n")
+    return ["mux", str(tmp_path / "pairs.csv"), str(tmp_path / "videos"), str(tmp_path / "audios")]
+
+
+def test_mux_never_writes_into_an_input_folder(scene, tmp_path, capsys):
+    args = _mux_setup(scene, tmp_path)
+    for out in ("videos", "audios", "videos/sub"):
+        assert main([*args, "-o", str(tmp_path / out)]) == 2
+        assert "input folder" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "videos").rglob("*")) == ["v1.mp4"]
+
+
+def test_mux_rerun_after_the_pairs_changed_writes_the_new_audio(scene, tmp_path):
+    args = _mux_setup(scene, tmp_path)
+    out = tmp_path / "out"
+    assert main([*args, "-o", str(out)]) == 0
+    first = read_audio(out / "v1.mp4", RATE)
+    assert abs(lag_s(scene.audio[: 2 * RATE], first, RATE)) <= 0.020
+    (tmp_path / "pairs.csv").write_text("video,audio,offset_s\nv1,a2,0.0\n")  # the user corrected a pair
+    assert main([*args, "-o", str(out)]) == 0
+    second = read_audio(out / "v1.mp4", RATE)
+    want = scene.audio[6 * RATE : 8 * RATE]
+    n = min(len(want), len(second))
+    assert np.corrcoef(want[:n], second[:n])[0, 1] > 0.9  # the new audio, not the old one kept
+
+
+def test_mux_keeps_what_it_did_not_write(scene, tmp_path):
+    args = _mux_setup(scene, tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "v1.mp4").write_bytes(b"the user's own file")
+    (out / "failed.csv").write_text("the user's own failed.csv\n")
+    main([*args, "-o", str(out)])
+    assert (out / "v1.mp4").read_bytes() == b"the user's own file"
+    (out / "v1.mp4").unlink()
+    assert main([*args, "-o", str(out)]) == 0 and (out / "v1.mp4").stat().st_size > 1000
+    (out / "failed.csv").write_text("the user's own failed.csv\n")
+    assert main([*args, "-o", str(out)]) == 0
+    assert (out / "failed.csv").read_text() == "the user's own failed.csv\n"
+
+
+def test_mux_refuses_an_offset_that_leaves_the_track_silent_and_a_wild_drift(scene, tmp_path):
+    args = _mux_setup(scene, tmp_path, offset_s=-5.0)  # audio from 5 s of a 2 s file
+    assert main([*args, "-o", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out" / "v1.mp4").exists()
+    assert "wholly outside" in (tmp_path / "out" / "failed.csv").read_text()
+    from avmatch.mux import read_jobs
+
+    (tmp_path / "d.csv").write_text("video,audio,offset_s,drift_ppm\nv1,a1,0,1e12\n")
+    with pytest.raises(AvmatchError, match="drift_ppm"):
+        read_jobs(tmp_path / "d.csv")

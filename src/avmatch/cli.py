@@ -148,7 +148,8 @@ def cmd_mux(args) -> None:
     from avmatch.mux import mux
 
     done = mux(args.result, args.videos, args.audios, args.output)
-    print(f"wrote {len(done['written'])} videos with their audio to {args.output}"
+    n = len(done["written"])
+    print(f"wrote {n} video{'' if n == 1 else 's'} with their audio to {args.output}"
           + (f", kept {len(done['kept'])} already there" if done["kept"] else "")
           + (f"; {len(done['failed'])} failed (see {Path(args.output) / 'failed.csv'})" if done["failed"] else ""))
     if done["failed"] and not done["written"] and not done["kept"]:
