@@ -184,6 +184,12 @@ def test_train_refuses_a_run_folder_holding_a_run_unless_forced(tmp_path, capsys
     (tmp_path / "run" / "config.json").write_text("{")
     assert main([*args, "--resume"]) == 2
     assert "cannot resume: config.json" in capsys.readouterr().err
+    # a run whose checkpoints were moved away still holds its metrics and logs: not cleared without --force
+    for name in ("best.pt", "last.pt"):
+        (tmp_path / "run" / name).unlink()
+    assert main(args) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (tmp_path / "run" / "metrics.json").is_file() and any((tmp_path / "run" / "tb").iterdir())
 
 
 # ------------------------------------------------------------------------------------ mismatches

@@ -379,8 +379,8 @@ def _claim_run_dir(run_dir: Path, force: bool, clear: bool) -> None:
     if foreign:
         raise AvmatchError(f"the run folder holds files a run does not write ({', '.join(foreign[:3])}"
                            f"{' ...' if len(foreign) > 3 else ''}); give a new or empty folder", run_dir)
-    # a folder without a checkpoint holds a run killed before its first epoch: nothing to lose
-    if not force and ("last.pt" in present or "best.pt" in present):
+    # a folder without a checkpoint or metrics holds a run killed before its first epoch: nothing to lose
+    if not force and {"last.pt", "best.pt", "metrics.json"} & set(present):
         raise AvmatchError(f"the run folder already holds a run ({', '.join(present)}); continue it with "
                            "--resume, replace it with --force, or give a new folder", run_dir)
     if clear:
