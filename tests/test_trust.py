@@ -253,3 +253,13 @@ def test_index_options_out_of_range_are_one_line(kind, options, fault):
     emb = np.random.default_rng(0).standard_normal((30, 4)).astype(np.float32)
     with pytest.raises(AvmatchError, match=fault):
         build_index(emb, kind, **options)
+
+
+def test_a_folder_named_default_never_stands_in_for_the_shipped_model(tmp_path, monkeypatch):
+    from avmatch.shipped import NAMES, model_path
+
+    (tmp_path / "default").mkdir()
+    (tmp_path / "default" / "best.pt").write_bytes(b"planted")
+    monkeypatch.chdir(tmp_path)
+    assert model_path("default") == NAMES["default"]
+    assert model_path("./default").resolve() == (tmp_path / "default").resolve()  # the folder, asked for as one

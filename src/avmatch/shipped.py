@@ -17,9 +17,12 @@ NAMES = {"default": WEIGHTS / "default.pt"}
 
 
 def model_path(name_or_path: str | Path) -> Path:
-    """The checkpoint a ``--model`` / ``--init`` value names: a shipped model's name, else the path."""
-    if str(name_or_path) in NAMES and not Path(name_or_path).exists():
-        path = NAMES[str(name_or_path)]
+    """The checkpoint a ``--model`` / ``--init`` value names: a shipped model's name, else the path.
+
+    A shipped model's name always means the shipped model, whatever the working folder holds (a
+    planted ``default/best.pt`` must not stand in for it): a run folder of that name is ``./default``."""
+    if isinstance(name_or_path, str) and name_or_path in NAMES:
+        path = NAMES[name_or_path]
         if not path.is_file():
             raise AvmatchError("this installation has no shipped model; give --model RUN (a run folder "
                                "from `avmatch train`)", path)
