@@ -263,3 +263,14 @@ def test_a_folder_named_default_never_stands_in_for_the_shipped_model(tmp_path, 
     monkeypatch.chdir(tmp_path)
     assert model_path("default") == NAMES["default"]
     assert model_path("./default").resolve() == (tmp_path / "default").resolve()  # the folder, asked for as one
+
+
+def test_evaluate_reads_a_key_that_names_files_as_the_user_has_them(tmp_path):
+    (tmp_path / "pairs.csv").write_text("video,audio,offset_s\nv084d024967,a6d88892449,0.5\nv2,a3,0\nv3,a9,0\n")
+    (tmp_path / "key.csv").write_text("video,audio\nv084d024967.mp4,a6d88892449.flac\nv2.mkv,a3.wav\nv3.mp4,a4.mp3\n")
+    got = evaluate_pairs(tmp_path / "pairs.csv", tmp_path / "key.csv")
+    assert got["one_to_one"] == pytest.approx(2 / 3) and got["not_in_key"] == []
+    assert got["wrong"] == [{"video": "v3", "chosen": "a9", "true": "a4.mp3"}]
+    (tmp_path / "other.csv").write_text("video,audio\nx1,y1\nx2,y2\n")  # a key of another test set
+    with pytest.raises(AvmatchError, match="names none of the videos"):
+        evaluate_pairs(tmp_path / "pairs.csv", tmp_path / "other.csv")

@@ -123,6 +123,22 @@ def _one_per_video(rows: list[dict], path: str | Path, audio_once: bool) -> dict
     return by_video
 
 
+def _named_as(key_rows: list[dict], pairs: dict[str, dict], key_csv: str | Path) -> list[dict]:
+    """The key's rows with file names turned into the clip ids the pairs use: a key may name the files
+    as the user has them (``v1.mp4``, ``a7.flac``) where ``pairs.csv`` names clips (``v1``, ``a7``)."""
+    from avmatch.extract import MEDIA_SUFFIXES
+
+    ids = {"video": set(pairs), "audio": {r.get("audio") for r in pairs.values() if r.get("audio")}}
+
+    def as_id(name: str, column: str) -> str:
+        stem, dot, suffix = name.rpartition(".")
+        if name in ids[column] or not dot or f".{suffix.lower()}" not in MEDIA_SUFFIXES:
+            return name
+        return stem if stem in ids[column] else name
+
+    return [{**r, **{c: as_id(r[c], c) for c in ("video", "audio") if r.get(c)}} for r in key_rows]
+
+
 def _seconds(row: dict, path: str | Path) -> float:
     try:
         value = float(row["offset_s"])
@@ -168,6 +184,7 @@ def evaluate_pairs(pairs_csv: str | Path, key_csv: str | Path) -> dict:
     if key_rows and {"score", "margin"} <= set(key_rows[0]):
         raise AvmatchError("is a pairs file written by avmatch match (it has score and margin columns), not a key; "
                            "the arguments are: avmatch evaluate PAIRS --key KEY", key_csv)
+    key_rows = _named_as(key_rows, pairs, key_csv)
     key_by_video = _one_per_video(key_rows, key_csv, audio_once=True)
     if any(not r.get("audio") for r in key_rows):
         raise AvmatchError("a row names no audio", key_csv)
@@ -179,6 +196,9 @@ def evaluate_pairs(pairs_csv: str | Path, key_csv: str | Path) -> dict:
     unknown = sorted(set(pairs) - set(key))
     if not key:
         raise AvmatchError("key is empty", key_csv)
+    if pairs and not set(pairs) & set(key):  # every video "unmatched" would be a wrong answer, not a score
+        raise AvmatchError(f"names none of the videos of {Path(pairs_csv).name} (the key has e.g. "
+                           f"{next(iter(key))!r}, the pairs {next(iter(pairs))!r})", key_csv)
     wrong = [{"video": v, "chosen": pairs[v]["audio"] if v in pairs else "", "true": a}
              for v, a in sorted(key.items()) if v not in pairs or pairs[v]["audio"] != a]
     out: dict = {"pairs": len(key), "one_to_one": 1.0 - len(wrong) / len(key), "wrong": wrong,
