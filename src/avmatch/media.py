@@ -29,6 +29,9 @@ MAX_BAD_PACKETS = 50  # corrupt packets skipped before the file is called corrup
 MAX_PIXELS = 8192 * 4320  # 8K: a header claiming larger frames is refused before any frame is decoded
 MAX_DURATION_S = 12 * 3600.0  # longer media (by its header or its timestamps) is refused: decoding is bounded
 TIMESTAMP_SLACK_S = 5.0  # frames this far past the header's duration are corrupt timestamps, skipped
+# Two frames further apart than this are a damaged timestamp, not a still picture: filling the gap would
+# make hours of frames out of a few bytes (a 1.6 KB mkv whose fourth frame claimed 5 h took 4.4 GB)
+MAX_FRAME_GAP_S = 60.0
 
 Size = tuple[int, int] | int | None
 
@@ -309,6 +312,9 @@ def iter_video_frames(path: str | Path, fps: float = 25.0, size: Size = None, gr
                 continue
             if last_t is not None:
                 last_gap = t - last_t
+                if last_gap > MAX_FRAME_GAP_S:
+                    raise AvmatchError(f"corrupt timestamps: a frame at {_hours(t)} follows one at {_hours(last_t)}; "
+                                       f"avmatch fills gaps of at most {MAX_FRAME_GAP_S:.0f} s", path)
             item = [frame, None]
             # Output times before this frame show the previous one (or this one, before the first frame).
             while k * step < t - 1e-6:
