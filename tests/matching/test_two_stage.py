@@ -385,3 +385,22 @@ def test_timing_model_retrieves_by_mean_frame_and_rescores_with_offsets():
     check_one_to_one(two.chosen, 60)
     rows = np.repeat(np.arange(60), 60)
     assert np.allclose(two.raw_scores.toarray()[rows, np.tile(np.arange(60), 60)], dense.raw_scores.ravel(), atol=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_an_extreme_score_bias_does_not_overflow_the_index(kind):
+    """A bias of -1.8e308 made the retrieval key +inf in float32: an internal error (ivf) or an
+    infinite coordinate in the flat index. Now a valid one-to-one answer comes back, and a large
+    shift of every score (which the dual softmax ignores) changes nothing."""
+    rng = np.random.default_rng(3)
+    v = rng.standard_normal((300, 16)).astype(np.float32)
+    a = v + 0.3 * rng.standard_normal(v.shape).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    extra = {"nlist": 4, "nprobe": 4} if kind == "ivf" else {}
+    _, _, plain = match_embeddings(v, a, k=5, scale=10.0, kind=kind, **extra)
+    assert (plain == np.arange(300)).mean() > 0.9
+    _, _, shifted = match_embeddings(v, a, k=5, scale=10.0, bias=-1e6, kind=kind, **extra)
+    assert np.array_equal(plain, shifted)
+    _, _, extreme = match_embeddings(v, a, k=5, scale=10.0, bias=-1.8e308, kind=kind, **extra)
+    assert sorted(extreme) == list(range(300))  # every score equal in float64 now: any one-to-one answer

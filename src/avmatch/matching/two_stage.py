@@ -308,8 +308,10 @@ def match_sparse(video_emb: np.ndarray, audio_emb: np.ndarray, pair_scores, k: i
     if dual:  # retrieve in dual-softmax order: scale * cosine minus the audio's column bulk
         bulk = column_log_mass(video_emb, audio_emb, *outside, sample=outside_sample, k=k)
         bulk = np.where(np.isfinite(bulk), bulk, bulk[np.isfinite(bulk)].min(initial=0.0))
+        # only the order matters here: shifted to peak at 0 and bounded, so float32 (FAISS) cannot overflow
+        key = np.clip(bulk - bulk.max(initial=0.0), -1e30, 0.0).astype(np.float32)
         _, idx = top_k_candidates(np.hstack([outside[0] * video_emb, np.ones((nv, 1), np.float32)]),
-                                  np.hstack([audio_emb, -bulk[:, None].astype(np.float32)]), k, kind, **index_options)
+                                  np.hstack([audio_emb, -key[:, None]]), k, kind, **index_options)
     else:
         _, idx = top_k_candidates(video_emb, audio_emb, k, kind, **index_options)
     vi = np.repeat(np.arange(nv), idx.shape[1])
