@@ -274,3 +274,27 @@ def test_evaluate_reads_a_key_that_names_files_as_the_user_has_them(tmp_path):
     (tmp_path / "other.csv").write_text("video,audio\nx1,y1\nx2,y2\n")  # a key of another test set
     with pytest.raises(AvmatchError, match="names none of the videos"):
         evaluate_pairs(tmp_path / "pairs.csv", tmp_path / "other.csv")
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["train", "{feats}", "-o", "{run}", "--val-fraction", "1.5"], "val_fraction is 1.5"),
+    (["train", "{feats}", "-o", "{run}", "--lr", "nan"], "lr is nan"),
+    (["train", "{feats}", "-o", "{run}", "--epochs", "0"], "epochs is 0"),
+    (["train", "{feats}", "-o", "{run}", "--model", "dual", "--option", "hidden=-4"], "hidden=-4"),
+    (["make-features", "-o", "{run}", "--clips", "0"], "--clips: 0 is less than 1"),
+    (["match", "{feats}", "{feats}", "-o", "{run}/p.csv", "--candidates", "-5"], "--candidates: -5 is less than 1"),
+    (["locate", "{feats}", "{feats}", "--min-confidence", "2"], "--min-confidence: 2 is not from 0 to 1"),
+])
+def test_bad_option_values_get_one_line_naming_them(tmp_path, capsys, argv, says):
+    from avmatch.corpus import write_corpus
+
+    write_corpus(make_feature_corpus(6, video_dim=6, audio_dim=4, min_len=3, max_len=5), tmp_path / "feats")
+    argv = [a.format(feats=tmp_path / "feats", run=tmp_path / "run") for a in argv]
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's own refusal
+        code = exit_.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert says in err and "internal error" not in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").rglob("*.pt"))

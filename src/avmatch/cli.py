@@ -25,6 +25,28 @@ def _options(pairs: list[str]) -> dict:
     return parse_options(pairs, "--option wants KEY=VALUE")
 
 
+def count(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (clips, workers, candidates, cells ...)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    return value
+
+
+def share(text: str) -> float:
+    """An argparse type: a number from 0 to 1 (a confidence)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{value:g} is not from 0 to 1")
+    return value
+
+
 # command-line option -> TrainConfig field; an option not given keeps TrainConfig's default (its one source)
 _TRAIN_OPTIONS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "clip_grad": "clip_grad",
                   "window": "window_s", "val_fraction": "val_fraction", "patience": "patience", "seed": "seed"}
@@ -320,8 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="per-layer parameter table of a model or a trained run")
     p.add_argument("--model", required=True, help="model name or run folder / checkpoint")
-    p.add_argument("--video-dim", type=int, default=1024, help="visual feature columns of a model built by name")
-    p.add_argument("--audio-dim", type=int, default=128, help="audio feature columns of a model built by name")
+    p.add_argument("--video-dim", type=count, default=1024, help="visual feature columns of a model built by name")
+    p.add_argument("--audio-dim", type=count, default=128, help="audio feature columns of a model built by name")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="model option, repeatable")
     p.set_defaults(func=cmd_inspect)
 
@@ -352,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recordings", help="long audio recordings; with --reverse, long silent videos")
     p.add_argument("-o", "--output", default="placements.csv", help="placements.csv to write; '-': standard output")
     p.add_argument("--model", default="default", help="run folder or checkpoint of a timing model (default: shipped)")
-    p.add_argument("--min-confidence", type=float, default=None,
+    p.add_argument("--min-confidence", type=share, default=None,
                    help="refuse placements less sure than this (default 0.9)")
     p.add_argument("--reverse", action="store_true", help="short audio snippets inside long silent videos")
     p.add_argument("--report", default=None, metavar="HTML", help="also write a report: a timeline per recording, "
@@ -360,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--camera", default=None, metavar="REGEX",
                    help="what names a clip's camera in its id (clips of one camera never overlap in time); "
                         "default: its folder; 'none': no cameras")
-    p.add_argument("--workers", type=int, default=1, help="extraction processes for media")
+    p.add_argument("--workers", type=count, default=1, help="extraction processes for media")
     p.add_argument("--device", default="auto", help="where the model runs: auto (CUDA where present), cpu, cuda, cuda:N")
     p.set_defaults(func=cmd_locate)
 
@@ -374,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("match", help="match silent videos to audios with a trained model")
     p.add_argument("videos", help="feature corpus, or media file/folder (extracted with the run's extractor, cached)")
     p.add_argument("audios", help="feature corpus, or media file/folder")
-    p.add_argument("--workers", type=int, default=1, help="extraction processes for media input")
+    p.add_argument("--workers", type=count, default=1, help="extraction processes for media input")
     p.add_argument("--model", default="default",
                    help="run folder or checkpoint (default: the model shipped with avmatch, no training needed)")
     p.add_argument("-o", "--output", default="pairs.csv",
@@ -387,12 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default=None, metavar="HTML",
                    help="also write a report: pairs sortable, doubtful first, each playable with its audio at the offset")
     p.add_argument("--json", action="store_true", help="print the pairs as JSON (the files are written too)")
-    p.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
+    p.add_argument("--min-confidence", type=share, default=0.0, metavar="P",
                    help="leave a video unmatched when its pair's confidence is below P (default 0: match every video)")
     p.add_argument("--mode", default="auto", choices=["auto", "dense", "two-stage"],
                    help="dense: score every pair; two-stage: score each video's top candidates only "
                         "(auto: dense up to 5000 x 5000 pairs)")
-    p.add_argument("--candidates", type=int, default=None, metavar="K", help="two-stage: audios retrieved per video (default 10)")
+    p.add_argument("--candidates", type=count, default=None, metavar="K", help="two-stage: audios retrieved per video (default 10)")
     p.add_argument("--retriever", default=None, metavar="RUN",
                    help="two-stage: embedding model that retrieves the candidates (default: --model)")
     p.add_argument("--retrieval", default="flat", choices=["flat", "ivf", "hnsw"],
@@ -408,11 +430,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="index folder")
     p.add_argument("--kind", default="flat", choices=["flat", "ivf", "hnsw"],
                    help="flat: exact inner product; ivf, hnsw: approximate, recall reported")
-    p.add_argument("--nlist", type=int, default=None, help="ivf: cells (default about 4 sqrt(N))")
-    p.add_argument("--nprobe", type=int, default=None, help="ivf: cells searched per query (default nlist/8)")
-    p.add_argument("--hnsw-m", type=int, default=32, help="hnsw: links per node")
-    p.add_argument("--ef-search", type=int, default=128, help="hnsw: search beam width")
-    p.add_argument("--workers", type=int, default=1, help="extraction processes for media input")
+    p.add_argument("--nlist", type=count, default=None, help="ivf: cells (default about 4 sqrt(N))")
+    p.add_argument("--nprobe", type=count, default=None, help="ivf: cells searched per query (default nlist/8)")
+    p.add_argument("--hnsw-m", type=count, default=32, help="hnsw: links per node")
+    p.add_argument("--ef-search", type=count, default=128, help="hnsw: search beam width")
+    p.add_argument("--workers", type=count, default=1, help="extraction processes for media input")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="extractor option for media input (e.g. weights=PATH: the network the run's features came from)")
     p.set_defaults(func=cmd_index)
@@ -420,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="the best audios for a video (or videos for an audio) in an index")
     p.add_argument("index", help="index folder (avmatch index)")
     p.add_argument("query", nargs="+", help="clip ids in the index")
-    p.add_argument("-k", type=int, default=5, help="results per query")
+    p.add_argument("-k", type=count, default=5, help="results per query")
     p.add_argument("--audio", action="store_true", help="queries are audio clips; find their videos")
     p.add_argument("--like", action="store_true",
                    help="find clips of the query's own modality instead (video -> videos, audio -> audios)")
@@ -448,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sources", nargs="+", help="media files and/or folders (searched recursively)")
     p.add_argument("-o", "--output", required=True, help="corpus folder (a rerun resumes it)")
     p.add_argument("--extractor", default="default", help="feature extractor (avmatch extractors lists them)")
-    p.add_argument("--workers", type=int, default=1, help="processes decoding in parallel")
+    p.add_argument("--workers", type=count, default=1, help="processes decoding in parallel")
     p.add_argument("--paired", action="store_true", help="every file must have video and audio (a training folder)")
     p.add_argument("--cluster", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="run files as Dask tasks: on the scheduler at ADDRESS (tcp://host:8786), or on a local "
@@ -461,9 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("make-features", help="write a generated feature corpus (for trying avmatch out)")
     p.add_argument("-o", "--output", required=True, help="corpus folder")
-    p.add_argument("--clips", type=int, default=300, help="paired clips")
-    p.add_argument("--video-dim", type=int, default=1024, help="visual feature columns")
-    p.add_argument("--audio-dim", type=int, default=128, help="audio feature columns")
+    p.add_argument("--clips", type=count, default=300, help="paired clips")
+    p.add_argument("--video-dim", type=count, default=1024, help="visual feature columns")
+    p.add_argument("--audio-dim", type=count, default=128, help="audio feature columns")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.set_defaults(func=cmd_make_features)
 
@@ -471,8 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="avmatch-demo", help="folder for everything the demo makes")
     p.add_argument("--quick", action="store_true", help="a smaller, faster smoke run: 300 training clips, 40 test pairs")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--train-clips", type=int, default=None, help="training clips (default: 640, --quick 300)")
-    p.add_argument("--test-clips", type=int, default=None, help="test pairs (default: 160, --quick 40)")
+    p.add_argument("--train-clips", type=count, default=None, help="training clips (default: 640, --quick 300)")
+    p.add_argument("--test-clips", type=count, default=None, help="test pairs (default: 160, --quick 40)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: as the preset)")
     p.set_defaults(func=cmd_demo)
     for name, command in sub.choices.items():

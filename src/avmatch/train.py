@@ -62,6 +62,40 @@ class TrainConfig:
     augment: float = 0.8  # share of training clips whose audio is re-recorded (codec, level, noise); 0: none
     model_options: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """Every value in its range, refused in one line naming it (the CLI and the API build this)."""
+        for name, (kind, lo, hi, rule) in _TRAIN_BOUNDS.items():
+            value = getattr(self, name)
+            ok = isinstance(value, kind) and not isinstance(value, bool) and (
+                isinstance(value, int) or math.isfinite(value)) and lo <= value <= hi
+            if not ok:
+                raise AvmatchError(f"training option {name} is {value!r}: {rule}")
+        if not 0 <= self.val_fraction < 1:
+            raise AvmatchError(f"training option val_fraction is {self.val_fraction!r}: give 0 to below 1")
+        for name, known in (("optimizer", ("adamw", "adam")), ("schedule", ("cosine", "constant"))):
+            if getattr(self, name) not in known:
+                raise AvmatchError(f"training option {name} is {getattr(self, name)!r}: give {' or '.join(known)}")
+        if not isinstance(self.model_options, dict):
+            raise AvmatchError(f"training option model_options is {self.model_options!r}: give a dict")
+
+
+# name: (type, lowest, highest, the rule as a user reads it)
+_TRAIN_BOUNDS = {
+    "epochs": (int, 1, 100_000, "give a whole number of epochs, at least 1"),
+    "batch_size": (int, 1, 1 << 20, "give a whole number of clips, at least 1"),
+    "lr": ((int, float), 1e-12, 10.0, "give a learning rate above 0 and at most 10"),
+    "weight_decay": ((int, float), 0.0, 10.0, "give 0 to 10"),
+    "clip_grad": ((int, float), 0.0, 1e6, "give a gradient norm, 0 (no clipping) or more"),
+    "window_s": ((int, float), 0.0, 1e6, "give seconds, 0 (whole clip) or more"),
+    "val_fraction": ((int, float), 0.0, 1.0, "give 0 to below 1"),
+    "patience": (int, 0, 100_000, "give a whole number of epochs, 0 or more"),
+    "negatives": (int, 1, 1000, "give a whole number, at least 1"),
+    "max_shift_s": ((int, float), -1.0, 1e5, "give seconds, or -1 for half the lag range"),
+    "seed": (int, 0, 2**63 - 1, "give a whole number, 0 or more"),
+    "histogram_steps": (int, 0, 1 << 30, "give a whole number of steps, 0 or more"),
+    "augment": ((int, float), 0.0, 1.0, "give a share from 0 to 1"),
+}
+
 
 # the university report's training of its lstm-cnn, exactly where it says and plainly where it does not:
 # a ReLU after each residual sum, BCE on one mismatched pair per matched pair, plain Adam at a constant rate

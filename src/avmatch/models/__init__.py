@@ -103,6 +103,9 @@ def build_model(name: str, video_dim: int, audio_dim: int, **config) -> nn.Modul
         model = entry.builder(video_dim, audio_dim, **config)
     except ValueError as err:  # an option out of its bounds (each model checks its own)
         raise AvmatchError(f"model {name!r}: {err}") from None
+    except (RuntimeError, TypeError) as err:  # what torch or the builder says of an option no model checks
+        given = ", ".join(f"{k}={v!r}" for k, v in config.items()) or "its defaults"
+        raise AvmatchError(f"model {name!r} cannot be built with {given}: {str(err).splitlines()[0][:200]}") from None
     model.name = name
     model.config = {"video_dim": video_dim, "audio_dim": audio_dim, **full_config(entry, model, config)}
     return model
