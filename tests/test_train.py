@@ -294,3 +294,18 @@ def test_resume_refuses_settings_the_run_was_not_started_with(small, tmp_path):
         avmatch.train(small, tmp_path / "run", resume=True, model="dual", model_options={"hidden": 7}, progress=False)
     again = avmatch.train(small, tmp_path / "run", resume=True, model="dual", epochs=2, progress=False)
     assert again.metrics["epochs"] == 2  # the same settings: resumed (here: already finished)
+
+
+def test_a_progress_bar_in_a_log_writes_whole_lines_now_and_then(capsys):
+    """Not a terminal: no carriage-return redraws, and no line per step although the figures beside
+    the bar change every step (set_postfix redrew it each time)."""
+    from avmatch.progress import bar
+
+    progress = bar(5000, "train", "step")
+    for i in range(5000):
+        progress.update(1)
+        progress.set_postfix(loss=f"{i:.3f}")
+    progress.close()
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert 1 <= len([line for line in err.splitlines() if line.strip()]) <= 3

@@ -19,7 +19,21 @@ def quiet() -> bool:
     return bool(os.environ.get("AVMATCH_QUIET"))
 
 
+class _LogBar(tqdm):
+    """The bar in a log: a whole line at most every LOG_INTERVAL_S (and at the end), never a redraw
+    with carriage returns, and no redraw when only the figures beside it change."""
+
+    def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+        self.fp.write((self.__str__() if msg is None else msg).strip("\r") + "\n")
+        self.fp.flush()
+        return True
+
+    def set_postfix(self, ordered_dict=None, refresh: bool = False, **kwargs) -> None:
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+
 def bar(total: int, desc: str, unit: str, initial: int = 0, enabled: bool = True) -> tqdm:
     terminal = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not enabled or quiet(), dynamic_ncols=True,
+    kind = tqdm if terminal else _LogBar
+    return kind(total=total, initial=initial, desc=desc, unit=unit, disable=not enabled or quiet(), dynamic_ncols=True,
                 mininterval=0.1 if terminal else LOG_INTERVAL_S, maxinterval=max(10.0, LOG_INTERVAL_S))
