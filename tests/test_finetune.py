@@ -129,3 +129,19 @@ def test_a_new_sync_model_reads_the_extractors_motion_maps(media_feats, corpus, 
     assert model.trained.model.video.front is not None
     plain = avmatch.train(corpus, tmp_path / "plain", model="sync", epochs=1, batch_size=16, progress=False)
     assert plain.trained.model.config["video_maps"] is None and plain.trained.model.video.front is None
+
+
+def test_fine_tuning_never_replaces_the_start_with_something_worse(corpus, first_run, tmp_path):
+    """Epoch 0 is the started model on the user's validation clips: a fine-tuning that does not beat it
+    (here a wild learning rate wrecks the weights) leaves best.pt with the starting weights."""
+    start = load_trained(first_run)
+    cfg = TrainConfig(model="", epochs=2, batch_size=16, lr=10.0, histograms=False, init=str(first_run))
+    result = train(corpus, tmp_path / "wrecked", cfg, progress=False)
+    assert result["val_top1"] >= result["start_top1"] > 0
+    assert result["kept_start"] and result["best_epoch"] == 0
+    kept = load_trained(tmp_path / "wrecked")
+    for k, v in start.model.state_dict().items():
+        torch.testing.assert_close(kept.model.state_dict()[k], v, atol=0, rtol=0)
+    gentle = train(corpus, tmp_path / "gentle", TrainConfig(model="", epochs=2, batch_size=16, histograms=False,
+                                                            init=str(first_run)), progress=False)
+    assert gentle["val_top1"] >= gentle["start_top1"]

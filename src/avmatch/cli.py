@@ -106,6 +106,9 @@ def cmd_train(args) -> None:
     if first:
         print(f"{trained.name}: best validation top-1 {result['val_top1']:.3f} at epoch {result['best_epoch']} "
               f"of {result['epochs']} ({result['train_seconds']:.1f} s); run in {args.output}")
+        if result.get("kept_start"):
+            print(f"fine-tuning did not beat the model it started from on the validation clips (top-1 "
+                  f"{result['start_top1']:.3f} before any training): best.pt keeps the starting weights")
 
 
 def cmd_match(args) -> None:

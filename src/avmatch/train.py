@@ -594,6 +594,12 @@ def _train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: boo
     train_a = [c.audio for c in train_set.clips]  # standardised batch by batch, after augmentation
     recorder = _augmenter(corpus.extractor) if config.augment > 0 else None
     steps_per_epoch = math.ceil(len(train_v) / config.batch_size)
+    if main and start is not None and not resume:
+        # epoch 0: the started model on the user's own validation clips; fine-tuning must beat it to replace it
+        metrics, scores = validate(trained, val_set)
+        state.update(best_top1=metrics["top1"], best_mrr=metrics["mrr"], best_epoch=0, start=metrics)
+        trained.temperature = fit_temperature(scores)
+        trained.save(run_dir / "best.pt")
     bar = progress_bar(config.epochs * steps_per_epoch, f"train {config.model}", "step",
                        initial=state["epoch"] * steps_per_epoch, enabled=progress and main)
     started = time.perf_counter()
@@ -667,6 +673,9 @@ def _train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: boo
     result = {"model": config.model, "epochs": state["epoch"], "best_epoch": state.get("best_epoch", 0),
               "val_top1": state["best_top1"], "val_mrr": state["best_mrr"],
               "train_seconds": round(time.perf_counter() - started, 2), "history": state["history"]}
+    if "start" in state:  # fine-tuned: how the started model did, and whether its weights were kept
+        result.update(start_top1=state["start"]["top1"], start_mrr=state["start"]["mrr"],
+                      kept_start=state.get("best_epoch", 0) == 0)
     if main:
         # the run's settings beside its outcome, for TensorBoard's HPARAMS table across runs
         hparams = {k: v for k, v in asdict(config).items() if isinstance(v, (int, float, str, bool))}
