@@ -223,7 +223,12 @@ def cmd_search(args) -> None:
 def cmd_evaluate(args) -> None:
     import avmatch
 
-    metrics = avmatch.evaluate(args.pairs, args.key)
+    if args.heatmap:
+        from avmatch.evaluate import evaluate_pairs
+
+        metrics = evaluate_pairs(args.pairs, args.key, heatmap=args.heatmap)
+    else:
+        metrics = avmatch.evaluate(args.pairs, args.key)
     if args.json:
         print(json.dumps(metrics, indent=2))
         return
@@ -456,6 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pairs", help="pairs.csv written by avmatch match")
     p.add_argument("--key", required=True, help="CSV with columns video,audio")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--heatmap", default=None, metavar="PNG",
+                   help="also draw the scores with each video's true audio on the diagonal, wrong choices marked")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("compare", help="train several models and tabulate them")

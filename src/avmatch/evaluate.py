@@ -164,7 +164,7 @@ def reliability(confidence: np.ndarray, right: np.ndarray, bins: int = 10) -> di
             "right_when_sure": float(ok[sure].mean()) if sure.any() else float("nan")}
 
 
-def evaluate_pairs(pairs_csv: str | Path, key_csv: str | Path) -> dict:
+def evaluate_pairs(pairs_csv: str | Path, key_csv: str | Path, heatmap: str | Path | None = None) -> dict:
     """Compare a ``pairs.csv`` written by ``avmatch match`` with a key (columns ``video,audio``).
 
     One-to-one accuracy comes from the pairs; top-k and MRR from the score matrix saved beside them
@@ -174,7 +174,8 @@ def evaluate_pairs(pairs_csv: str | Path, key_csv: str | Path) -> dict:
     the raw and on the normalised scores (:data:`SCORES`). A key must be one-to-one; so
     must the pairs, unless the run matched greedily. With a ``confidence`` column, how far it can be
     trusted (:func:`reliability`: ``confidence_ece``, ``confidence_n_sure``, ``confidence_right_when_sure``).
-    """
+    ``heatmap``: also draw the score matrix there with each video's true audio on the diagonal and
+    the wrong choices marked (dense scores only)."""
     from avmatch.matching import check_same_run, load_scores, scores_path
 
     npz = scores_path(pairs_csv)
@@ -219,4 +220,22 @@ def evaluate_pairs(pairs_csv: str | Path, key_csv: str | Path) -> dict:
         col = {a: j for j, a in enumerate(aids)}
         truth = np.array([col.get(key.get(v, ""), -1) for v in vids])
         out.update(labelled_metrics(load_scores(npz, raw=True)[0], scores, truth))
+        if heatmap is not None:
+            _judged_heatmap(heatmap, npz, scores, vids, aids, pairs, truth)
+    elif heatmap is not None:
+        raise AvmatchError(f"no score matrix beside it ({npz.name}) to draw", pairs_csv)
     return out
+
+
+def _judged_heatmap(path, npz, scores, vids: list[str], aids: list[str], pairs: dict, truth: np.ndarray) -> None:
+    from scipy.sparse import issparse
+
+    from avmatch.matching.results import heatmap_png
+
+    if issparse(scores):
+        raise AvmatchError("a two-stage match keeps only candidate scores: no heat map to draw", npz)
+    with np.load(npz, allow_pickle=False) as z:
+        normalisation = str(z["normalisation"]) if "normalisation" in z else "dual-softmax"
+    col = {a: j for j, a in enumerate(aids)}
+    chosen = np.array([col.get(pairs.get(v, {}).get("audio", ""), -1) for v in vids])
+    heatmap_png(scores, path, vids, aids, chosen, truth=truth, probability=normalisation == "dual-softmax")

@@ -218,7 +218,8 @@ def match_report(path: str | Path, result, context: dict | None = None) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         png = None
         if not result.sparse:
-            png = heatmap_png(result.scores, Path(tmp) / "heat.png", result.video_ids, result.audio_ids, result.chosen)
+            png = heatmap_png(result.scores, Path(tmp) / "heat.png", result.video_ids, result.audio_ids, result.chosen,
+                              probability=result.normalisation == "dual-softmax")
         return html_report(path, "avmatch match", summary, [rows[i] for i in order], png,
                            image_title="Score matrix (each video's choice on the diagonal)",
                            rows_title="Pairs (unmatched and least sure first)", media=media,

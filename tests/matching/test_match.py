@@ -145,8 +145,20 @@ def test_the_heat_map_puts_every_choice_on_the_diagonal(tmp_path):
     on_diagonal = [(i, cols[y]) for y, i in enumerate(r for r in rows if chosen[r] >= 0)]
     assert all(chosen[i] == j for i, j in on_diagonal) and len(on_diagonal) == 4
     assert [audios[j] for j in cols[4:]] == sorted(audios[j] for j in cols[4:])  # the unchosen, by id
-    png = heatmap_png(scores, tmp_path / "h.png", videos, audios, chosen, right=np.array([1, 0, 1, 0, 1], bool))
+    png = heatmap_png(np.log(scores), tmp_path / "h.png", videos, audios, chosen)
     assert png.stat().st_size > 1000
+
+
+def test_with_the_key_the_true_audio_is_on_the_diagonal_and_a_wrong_choice_off_it():
+    from avmatch.matching.results import heatmap_layout
+
+    videos, audios = ["v0", "v1", "v2"], ["a0", "a1", "a2", "a3"]
+    truth = np.array([0, 1, 2])
+    chosen = np.array([0, 2, 1])  # v1 and v2 swapped
+    rows, cols = heatmap_layout(videos, audios, chosen, truth)
+    assert [cols[y] for y, i in enumerate(rows)] == [truth[i] for i in rows]  # the truth on the diagonal
+    off = [(y, cols.index(chosen[i])) for y, i in enumerate(rows) if chosen[i] != truth[i]]
+    assert off and all(y != x for y, x in off)  # so the wrong choices stand off it
 
 
 def test_assignment_confidence_is_a_probability_that_sees_competition():
@@ -241,3 +253,18 @@ def test_evaluate_rejects_unreadable_csv_and_bad_offsets(tmp_path):
     (tmp_path / "pairs.csv").write_text("video,audio,score,margin,offset_s,offset_conf\nv0,a0,1,1,0.5,1\n")
     with pytest.raises(AvmatchError, match="key.csv: offset_s of video 'v0' is not a number: 'soon'"):
         evaluate_pairs(tmp_path / "pairs.csv", tmp_path / "key.csv")
+
+
+def test_evaluate_draws_the_judged_heat_map(tmp_path):
+    from avmatch.cli import main
+
+    rng = np.random.default_rng(1)
+    raw = rng.standard_normal((12, 12)) + 4 * np.eye(12)
+    raw[[3, 7]] = raw[[7, 3]]  # two videos that prefer each other's audio
+    scores = normalise(raw)
+    names = [f"v{i:02d}" for i in range(12)], [f"a{i:02d}" for i in range(12)]
+    MatchResult(*names, scores, assign(scores), "hungarian", raw).write(tmp_path / "pairs.csv")
+    (tmp_path / "key.csv").write_text("video,audio\n" + "".join(f"v{i:02d}.mp4,a{i:02d}.wav\n" for i in range(12)))
+    assert main(["evaluate", str(tmp_path / "pairs.csv"), "--key", str(tmp_path / "key.csv"),
+                 "--heatmap", str(tmp_path / "judged.png")]) == 0
+    assert (tmp_path / "judged.png").stat().st_size > 1000

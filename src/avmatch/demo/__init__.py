@@ -302,10 +302,12 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
                       "margin": r["margin"], "confidence": r.get("confidence", float("nan")), "offset_s": r.get("offset_s", float("nan")), "true audio": true_audio,
                       "true offset_s": true_offset, "right": r["audio"] == true_audio})
     # the heat map again, now that the key says which choices are right (the match's own stays as written)
+    column = {a: j for j, a in enumerate(match.audio_ids)}
+    truth = np.array([column.get(key.get(v, ("",))[0], -1) for v in match.video_ids])
     judged = heatmap_png(match.scores, out / "pairs.judged.png", match.video_ids, match.audio_ids, match.chosen,
-                         right=np.array([right.get(v, False) for v in match.video_ids]))
+                         truth=truth, probability=match.normalisation == "dual-softmax")
     html_report(out / "report.html", "avmatch demo", [summary], pairs, judged,
-                image_title="Score matrix (each video's choice on the diagonal; x: wrong)")
+                image_title="Score matrix (each video's true audio on the diagonal; x: a wrong choice)")
     stage["total"] = summary["seconds"]
     write_text(out / "demo.json", json.dumps({"summary": summary, "metrics": metrics, "floor": floor,
                                               "stage_seconds": stage, "config": asdict(cfg),

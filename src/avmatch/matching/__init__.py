@@ -77,7 +77,8 @@ def match_corpora(trained: Trained, videos: Corpus, audios: Corpus, method: str 
                                               candidates or DEFAULT_CANDIDATES, retriever, retrieval, max_lag)
     else:
         scores, raw, chosen = match_dense(trained, videos_x, audios_x, method, normalisation, max_lag)
-    result = MatchResult([c.id for c in v_clips], [c.id for c in a_clips], scores, chosen, method, raw)
+    result = MatchResult([c.id for c in v_clips], [c.id for c in a_clips], scores, chosen, method, raw,
+                         normalisation=normalisation)
     result.sources = {"video": {c.id: c.source for c in v_clips if c.source},
                       "audio": {c.id: c.source for c in a_clips if c.source}}
     if objective(trained.model.loss).logits:  # a pair classifier: its own probability that the pair matches

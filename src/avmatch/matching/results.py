@@ -33,6 +33,7 @@ class MatchResult:
     drift_ppm: np.ndarray | None = None  # (Nv,) clock drift of long pairs (NaN: too short to measure)
     probability: np.ndarray | None = None  # (Nv,) a pair classifier's own sigmoid of its logit for the pair
     sources: dict = field(default_factory=dict)  # {"video" | "audio": {clip id: media file}} where known
+    normalisation: str = "dual-softmax"  # what made ``scores`` from the raw scores ("none": they are the raw)
 
     @property
     def sparse(self) -> bool:
@@ -115,13 +116,14 @@ class MatchResult:
         written = [pairs_csv, npz]
         png_digest = ""
         if heatmap and not self.sparse:
-            heatmap_png(self.scores, png, self.video_ids, self.audio_ids, self.chosen)
+            heatmap_png(self.scores, png, self.video_ids, self.audio_ids, self.chosen,
+                        probability=self.normalisation == "dual-softmax")
             png_digest = file_sha256(png)
             written.append(png)
         ids = {"video_ids": np.array(self.video_ids), "audio_ids": np.array(self.audio_ids),
                "run_id": np.array(uuid.uuid4().hex), "method": np.array(self.method),
                "pairs_sha256": np.array(hashlib.sha256(text.encode()).hexdigest()),
-               "heatmap_sha256": np.array(png_digest)}
+               "heatmap_sha256": np.array(png_digest), "normalisation": np.array(self.normalisation)}
         with atomic_path(npz) as tmp:
             raw = self.scores if self.raw_scores is None else self.raw_scores
             if self.sparse:
@@ -135,22 +137,27 @@ class MatchResult:
 
 
 
-def heatmap_layout(video_ids: list[str], audio_ids: list[str], chosen: np.ndarray | None) -> tuple[list[int], list[int]]:
-    """The heat map's row and column order: videos by id; the k-th column is the k-th video's
-    chosen audio (so the choices form the diagonal), then the audios no video got, by id."""
+def heatmap_layout(video_ids: list[str], audio_ids: list[str], chosen: np.ndarray | None,
+                   truth: np.ndarray | None = None) -> tuple[list[int], list[int]]:
+    """The heat map's row and column order: videos by id; the k-th column is the k-th video's true
+    audio when ``truth`` is known (so a wrong choice stands off the diagonal), else its chosen audio
+    (so the choices form it); then the other audios, by id."""
+    diagonal = truth if truth is not None else chosen
     rows = sorted(range(len(video_ids)), key=lambda i: video_ids[i])
-    cols = [int(chosen[i]) for i in rows if chosen is not None and chosen[i] >= 0]
+    cols = list(dict.fromkeys(int(diagonal[i]) for i in rows if diagonal is not None and diagonal[i] >= 0))
     cols += sorted(set(range(len(audio_ids))) - set(cols), key=lambda j: audio_ids[j])
     return rows, cols
 
 
 def heatmap_png(scores: np.ndarray, path: str | Path, video_ids: list[str] | None = None,
                 audio_ids: list[str] | None = None, chosen: np.ndarray | None = None,
-                right: np.ndarray | None = None, label: str = "score (normalised)") -> Path:
-    """A heat map of the score matrix, laid out so that it can be read: videos by id, and each
-    video's chosen audio in the same position, so the chosen pairs form the diagonal (audios no video
-    got follow, by id). ``right`` (a bool per video, when the answer is known) marks wrong choices
-    with a red cross and right ones with a white circle; else every choice gets a red circle."""
+                truth: np.ndarray | None = None, probability: bool = True) -> Path:
+    """A heat map of the score matrix, laid out so that it answers the question: videos by id (named
+    on the axes up to 40), and in each row the video's *true* audio on the diagonal when ``truth``
+    (audio index per video, -1 unknown) is given, else its chosen audio. With the truth, each choice
+    is marked: a white circle when right, a red cross when wrong (off the diagonal, where the model
+    put it); without, a red circle. ``probability``: the scores are the dual softmax's
+    log-probabilities, shown as the pair's probability (0 to 1); else the model's own scores."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -159,34 +166,39 @@ def heatmap_png(scores: np.ndarray, path: str | Path, video_ids: list[str] | Non
     n_v, n_a = scores.shape
     video_ids = video_ids if video_ids is not None else [str(i) for i in range(n_v)]
     audio_ids = audio_ids if audio_ids is not None else [str(j) for j in range(n_a)]
-    rows, cols = heatmap_layout(video_ids, audio_ids, chosen)
+    rows, cols = heatmap_layout(video_ids, audio_ids, chosen, truth)
     shown = scores[np.ix_(rows, cols)]
+    if probability:
+        shown = np.exp(np.minimum(shown, 0.0))
     size = min(12.0, 3.0 + 0.12 * max(n_v, n_a))
     fig, ax = plt.subplots(figsize=(size, size * n_v / max(n_a, 1) + 0.8))
-    im = ax.imshow(shown, cmap="viridis", aspect="auto", interpolation="nearest")
+    im = ax.imshow(shown, cmap="viridis", aspect="auto", interpolation="nearest",
+                   **({"vmin": 0.0, "vmax": 1.0} if probability else {}))
     if chosen is not None:
         at = {j: k for k, j in enumerate(cols)}
-        picked = [(y, at[int(chosen[i])]) for y, i in enumerate(rows) if chosen[i] >= 0]
+        picked = [(y, at[int(chosen[i])], i) for y, i in enumerate(rows) if chosen[i] >= 0]
         mark = max(2, 200 / max(n_v, 1))
-        if right is None:
-            ax.scatter([x for _, x in picked], [y for y, _ in picked], s=mark, facecolors="none", edgecolors="red",
-                       linewidths=0.8, label="chosen")
+        if truth is None:
+            ax.scatter([x for _, x, _ in picked], [y for y, _, _ in picked], s=mark, facecolors="none",
+                       edgecolors="red", linewidths=0.8, label="chosen")
         else:
-            ok = [bool(right[rows[y]]) for y, _ in picked]
             for good, style in ((True, {"facecolors": "none", "edgecolors": "white", "marker": "o", "label": "chosen, right"}),
                                 (False, {"c": "red", "marker": "x", "label": "chosen, wrong"})):
-                pts = [p for p, g in zip(picked, ok, strict=True) if g == good]
+                pts = [(y, x) for y, x, i in picked if (chosen[i] == truth[i]) == good]
                 if pts:
-                    ax.scatter([x for _, x in pts], [y for y, _ in pts], s=mark, linewidths=0.8, **style)
+                    ax.scatter([x for _, x in pts], [y for y, _ in pts], s=mark * (1 if good else 2), linewidths=1.2,
+                               **style)
         ax.legend(loc="upper right", fontsize=7, framealpha=0.6)
     if n_v <= 40:
         ax.set_yticks(range(n_v), [video_ids[i] for i in rows], fontsize=6)
     if n_a <= 40:
         ax.set_xticks(range(n_a), [audio_ids[j] for j in cols], fontsize=6, rotation=90)
-    ax.set_xlabel("audio (each video's choice on the diagonal)")
-    ax.set_ylabel("video (by id)")
-    ax.set_title("avmatch scores")
-    fig.colorbar(im, ax=ax, fraction=0.046, label=label)
+    ax.set_xlabel("audio (each video's true audio on the diagonal)" if truth is not None
+                  else "audio (each video's chosen audio on the diagonal)")
+    ax.set_ylabel("video (by name)")
+    ax.set_title("avmatch: how sure each video-audio pair is" if probability else "avmatch: the model's scores")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="probability of the pair (softmax over its row x its column)"
+                 if probability else "the model's own score (higher: more alike)")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110)
