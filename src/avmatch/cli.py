@@ -276,12 +276,12 @@ def cmd_extractors(args) -> None:
 
 
 def cmd_make_features(args) -> None:
-    from avmatch.corpus import write_corpus
-    from avmatch.demo.synthetic import make_feature_corpus
+    from avmatch.demo.synthetic import write_feature_task
 
-    corpus = make_feature_corpus(args.clips, video_dim=args.video_dim, audio_dim=args.audio_dim, seed=args.seed)
-    write_corpus(corpus, args.output)
-    print(f"wrote {len(corpus.clips)} generated clips to {args.output}")
+    written = write_feature_task(args.output, args.clips, args.test, args.video_dim, args.audio_dim, args.seed)
+    print(f"wrote {args.clips} generated clips to {args.output}" + (
+        f"; a test set of {args.test} pairs: {written['videos']}, {written['audios']}, key {written['key']}"
+        if args.test else ""))
 
 
 def cmd_demo(args) -> None:
@@ -330,7 +330,7 @@ EXAMPLES = {
     "compare": "avmatch make-features -o course && avmatch compare course --epochs 10",
     "extract": "avmatch extract clips/ -o feats --workers 2",
     "extractors": "avmatch extractors",
-    "make-features": "avmatch make-features -o course --clips 300",
+    "make-features": "avmatch make-features -o course --clips 300 --test 30",
     "demo": "avmatch demo -o avmatch-demo",
 }
 
@@ -494,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("make-features", help="write a generated feature corpus (for trying avmatch out)")
     p.add_argument("-o", "--output", required=True, help="corpus folder")
     p.add_argument("--clips", type=count, default=300, help="paired clips")
+    p.add_argument("--test", type=int, default=0, metavar="N",
+                   help="also N test pairs of other clips: OUT/test/videos, OUT/test/audios, OUT/test/key.csv (default 0)")
     p.add_argument("--video-dim", type=count, default=1024, help="visual feature columns")
     p.add_argument("--audio-dim", type=count, default=128, help="audio feature columns")
     p.add_argument("--seed", type=int, default=0, help="random seed")

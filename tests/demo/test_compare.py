@@ -52,3 +52,26 @@ def test_compare_takes_model_options_per_entry(tmp_path):
     assert config["interleave"] is True and config["hidden"] == 8 and config["residual_relu"] is True
     with pytest.raises(AvmatchError, match="options are KEY=VALUE"):
         compare(corpus, ["report:interleave"], tmp_path, settings, progress=False)
+
+
+def test_make_features_writes_a_test_set_that_match_and_evaluate_take(tmp_path, capsys):
+    from avmatch.cli import main
+    from avmatch.corpus import load_corpus
+
+    out = tmp_path / "course"
+    assert main(["make-features", "-o", str(out), "--clips", "30", "--test", "8", "--video-dim", "32",
+                 "--audio-dim", "8"]) == 0
+    videos, audios = load_corpus(out / "test" / "videos"), load_corpus(out / "test" / "audios")
+    assert len(videos.clips) == len(audios.clips) == 8
+    assert all(c.audio is None for c in videos.clips) and all(c.video is None for c in audios.clips)
+    key = (out / "test" / "key.csv").read_text().splitlines()
+    assert key[0] == "video,audio" and len(key) == 9
+    assert {c.id for c in videos.clips} == {row.split(",")[0] for row in key[1:]}
+    assert len(load_corpus(out).clips) == 30  # the training corpus beside it is unchanged
+    assert main(["train", str(out), "-o", str(tmp_path / "run"), "--model", "dual", "--epochs", "1",
+                 "--no-histograms", "--option", "hidden=16", "--option", "embed_dim=8"]) == 0
+    assert main(["match", str(out / "test" / "videos"), str(out / "test" / "audios"), "--model",
+                 str(tmp_path / "run"), "-o", str(tmp_path / "pairs.csv")]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "pairs.csv"), "--key", str(out / "test" / "key.csv")]) == 0
+    assert "pairs: 8" in capsys.readouterr().out

@@ -93,3 +93,24 @@ def write_key(key: list[tuple], path: str | Path, columns: tuple[str, ...] = ("v
     writer.writerows(key)
     write_text(path, buf.getvalue())
     return Path(path)
+
+
+def write_feature_task(out: str | Path, clips: int, test: int = 0, video_dim: int = 1024, audio_dim: int = 128,
+                       seed: int = 0) -> dict[str, Path]:
+    """A generated feature corpus of ``clips`` paired clips in ``out`` and, with ``test`` > 0, a test set
+    of as many other clips of the same world beside it: ``out/test/videos`` (silent), ``out/test/audios``
+    (under other random names, in another order) and ``out/test/key.csv`` (the true pairs): what
+    ``avmatch match`` and ``avmatch evaluate --key`` take. Returns the paths written."""
+    from avmatch.corpus import write_corpus
+
+    out = Path(out)
+    write_corpus(make_feature_corpus(clips, video_dim=video_dim, audio_dim=audio_dim, seed=seed), out)
+    written = {"train": out}
+    if test > 0:
+        held = make_feature_corpus(test, video_dim=video_dim, audio_dim=audio_dim, seed=seed + 1_000_003)
+        videos, audios, key = shuffle_for_matching(held, seed)
+        write_corpus(videos, out / "test" / "videos")
+        write_corpus(audios, out / "test" / "audios")
+        written.update(videos=out / "test" / "videos", audios=out / "test" / "audios",
+                       key=write_key(key, out / "test" / "key.csv"))
+    return written
