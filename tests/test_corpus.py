@@ -220,3 +220,31 @@ def test_write_corpus_rows_name_their_modalities(tmp_path):
     assert {r["clip"]: r["modalities"] for r in read_manifest(tmp_path / "c")}[corpus.clips[0].id] == ["video"]
     again = load_corpus(tmp_path / "c")
     assert [(c.video is None, c.audio is None) for c in again.clips] == [(False, True), (False, False), (False, False)]
+
+
+def test_a_sparse_npy_that_claims_a_huge_array_is_refused_from_its_header(tmp_path):
+    """vfeat.npy's header claims 32768 x 16384 float64 (4 GiB) in a sparse file of a few blocks: refused
+    before any data is read, both for its width and for a row count afeat does not share."""
+    import tracemalloc
+
+    from numpy.lib import format as npformat
+
+    from avmatch.corpus import load_corpus
+    from avmatch.errors import AvmatchError
+
+    def sparse_npy(path, shape):
+        with open(path, "wb") as f:
+            npformat.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": shape})
+            f.truncate(f.tell() + 8 * shape[0] * shape[1])  # a hole, not data
+
+    for shape, says in (((32768, 16384), "dims per row"), ((32768, 1024), "vfeat has 32768 rows but afeat has 5")):
+        clip = tmp_path / f"c{shape[1]}" / "clip1"
+        clip.mkdir(parents=True)
+        sparse_npy(clip / "vfeat.npy", shape)
+        np.save(clip / "afeat.npy", np.zeros((5, 128), np.float32))
+        tracemalloc.start()
+        with pytest.raises(AvmatchError, match=says):
+            load_corpus(clip.parent)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 50 << 20

@@ -84,6 +84,7 @@ ARRAYS = "arrays"
 MODALITIES = ("video", "audio")
 CLASSIC_FILES = {"video": "vfeat.npy", "audio": "afeat.npy"}
 CLASSIC_DIMS = {"video": 1024, "audio": 128}
+MAX_FEATURE_DIM = 8192  # dims per row: a header that claims more is corrupt or not features
 
 
 HASH_EDGE = 1 << 20  # the content hash reads the first and the last MiB ...
@@ -400,6 +401,8 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
         raise AvmatchError(f"dtype {dtype} is not a float or uint8 feature array", path)
     if len(shape) != 2:
         raise AvmatchError(f"should be a (T, D) array, got shape {shape}", path)
+    if shape[1] > MAX_FEATURE_DIM:
+        raise AvmatchError(f"has {shape[1]:,} dims per row; avmatch reads features of at most {MAX_FEATURE_DIM:,}", path)
     need = math.prod(shape) * dtype.itemsize
     have = path.stat().st_size - data_start
     if need > have:
@@ -512,11 +515,13 @@ def _classic_clip(clip_id: str, files: dict[str, Path], origin: Path) -> Clip:
         have = [m for m in MODALITIES if m not in missing]
         raise AvmatchError(f"clip {clip_id!r} has {CLASSIC_FILES[have[0]] if have else 'no feature file'} but no "
                            f"{CLASSIC_FILES[missing[0]]}", files[missing[0]])
-    clip = Clip(clip_id, load_array(files["video"]), load_array(files["audio"]), source=str(files["video"].parent))
-    if len(clip.video) != len(clip.audio):
-        raise AvmatchError(f"clip {clip_id!r}: vfeat has {len(clip.video)} rows but afeat has {len(clip.audio)} "
+    # the row counts from the headers, before any data is read: a header that claims a huge array of
+    # another length costs nothing
+    rows = {m: _npy_header(files[m])[0][0] for m in MODALITIES}
+    if rows["video"] != rows["audio"]:
+        raise AvmatchError(f"clip {clip_id!r}: vfeat has {rows['video']} rows but afeat has {rows['audio']} "
                            "(one row per second each)", files["audio"])
-    return clip
+    return Clip(clip_id, load_array(files["video"]), load_array(files["audio"]), source=str(files["video"].parent))
 
 
 def _classic(clips: list[Clip], root: Path) -> Corpus:
