@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import avmatch
 from avmatch.corpus import write_corpus
@@ -50,3 +51,17 @@ def test_import_is_light_and_help_lists_the_api():
     assert out.startswith("False")
     for name in ("extract", "train", "load", "evaluate", "Model"):
         assert re.search(rf"\b{name}\b", out)
+
+
+def test_bad_api_arguments_are_one_line_errors_python_code_can_catch():
+    import avmatch
+    from avmatch.errors import AvmatchError
+
+    model = avmatch.load("default")
+    for call, says in ((lambda: avmatch.load(None), "run must be"),
+                       (lambda: avmatch.train("feats", "run", bogus=1), "unknown training option(s) bogus"),
+                       (lambda: model.match([], []), "videos must be"),
+                       (lambda: model.locate("clips", "recordings", camera="("), "is not a regular expression")):
+        with pytest.raises(AvmatchError, match=re.escape(says)) as caught:
+            call()
+        assert isinstance(caught.value, (TypeError, ValueError))

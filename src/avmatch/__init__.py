@@ -41,6 +41,15 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'avmatch' has no attribute {name!r}")
 
 
+def _source(value: object, name: str) -> None:
+    """``value`` names media or features: a path (str or Path) or a Corpus; else one line naming it."""
+    from avmatch.corpus import Corpus
+    from avmatch.errors import ArgumentTypeError
+
+    if not isinstance(value, (str, Path, Corpus)) or (isinstance(value, str) and not value.strip()):
+        raise ArgumentTypeError(f"{name} must be a folder or file (str or Path) or a Corpus, not {value!r:.60}")
+
+
 def extract(sources: list[str | Path] | str | Path, out: str | Path, extractor: str = "default", *,
             options: dict | None = None, workers: int = 1, paired: bool = False,
             progress: bool = True, cluster: str | None = None) -> ExtractSummary:
@@ -95,6 +104,8 @@ class Model:
         for the options; ``retriever`` is a Model or a run for two-stage retrieval."""
         from avmatch.matching import match_corpora
 
+        _source(videos, "videos")
+        _source(audios, "audios")
         if retriever is not None and not isinstance(retriever, Model):
             retriever = load(retriever)
         return match_corpora(self.trained, self.features(videos, options, workers),
@@ -114,6 +125,12 @@ class Model:
         none) are not placed overlapping in time."""
         from avmatch.matching.locate import MIN_CONFIDENCE, locate
 
+        _source(clips, "clips")
+        _source(recordings, "recordings")
+        if isinstance(camera, str):
+            from avmatch.matching.locate import check_camera
+
+            check_camera(camera)
         return locate(self.trained, self.features(clips, options, workers, progress),
                       self.features(recordings, options, workers, progress),
                       MIN_CONFIDENCE if min_confidence is None else min_confidence, reverse, progress, camera)
@@ -124,8 +141,11 @@ def load(run: str | Path = "default", device: str | None = "auto") -> Model:
     model shipped with avmatch). Every checkpoint is checked before it is built. ``device``: where it
     runs ("auto": CUDA where present, else the CPU; "cpu", "cuda", "cuda:N")."""
     from avmatch.checkpoint import load_trained
+    from avmatch.errors import ArgumentTypeError
     from avmatch.shipped import model_path
 
+    if not isinstance(run, (str, Path)) or (isinstance(run, str) and not run.strip()):
+        raise ArgumentTypeError(f"run must be a run folder, a .pt file or 'default' (str or Path), not {run!r:.60}")
     return Model(load_trained(model_path(run), device), run)
 
 
@@ -137,11 +157,20 @@ def train(corpus: Corpus | str | Path, run: str | Path, *, resume: bool = False,
     over the named ``recipe`` ("report"; ``avmatch.train.RECIPES``); by default the model that suits
     the corpus: the shipped model fine-tuned where it fits the corpus's features, else a new model
     (``init="none"``: a new model in any case). ``device`` as for :func:`load`."""
+    import dataclasses
+
+    from avmatch.errors import ArgumentTypeError
     from avmatch.extract import training_features
-    from avmatch.train import choose_start
+    from avmatch.train import TrainConfig, choose_start
     from avmatch.train import recipe as recipe_config
     from avmatch.train import train as run_training
 
+    _source(corpus, "corpus")
+    _source(run, "run")
+    unknown = sorted(set(config) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise ArgumentTypeError(f"unknown training option(s) {', '.join(unknown)}; known: "
+                                f"{', '.join(f.name for f in dataclasses.fields(TrainConfig))}")
     corpus = corpus if not isinstance(corpus, (str, Path)) else training_features(corpus)
     if resume:
         from avmatch.train import check_resume_settings

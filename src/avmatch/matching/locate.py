@@ -38,7 +38,7 @@ import torch
 from avmatch.atomic import write_text
 from avmatch.checkpoint import Trained
 from avmatch.corpus import Corpus
-from avmatch.errors import AvmatchError
+from avmatch.errors import ArgumentError, AvmatchError
 from avmatch.inference import check_fits, frame_embeddings, peak_between_frames
 from avmatch.matching.dense import check_min_confidence
 from avmatch.progress import bar as progress_bar
@@ -111,6 +111,8 @@ def locate(trained: Trained, clips: Corpus, recordings: Corpus, min_confidence: 
     if not r_clips:
         raise AvmatchError(f"no recording with {'visual' if reverse else 'audio'} features to search", recordings.root)
     check_min_confidence(min_confidence)
+    if isinstance(camera, str):
+        check_camera(camera)
     check_fits(trained, clips, short)
     check_fits(trained, recordings, long)
     too_short = [c.id for c in c_clips if len(getattr(c, short)) < MIN_FRAMES]
@@ -204,13 +206,21 @@ def _best_places(curves: list[np.ndarray], frames: int, rate: float, keep: int =
     return out
 
 
+def check_camera(pattern: str) -> None:
+    """A ``--camera`` pattern that is no regular expression: one line, before any work."""
+    _camera("", pattern)
+
+
 def _camera(clip_id: str, pattern: str | None) -> str:
     """The camera a clip came from: the folder its id names (``cam1/take3`` -> ``cam1``), or with
     ``pattern`` (a regular expression) its first match in the id; "" for none."""
     if pattern:
         import re
 
-        found = re.search(pattern, clip_id)
+        try:
+            found = re.search(pattern, clip_id)
+        except re.error as err:
+            raise ArgumentError(f"--camera {pattern!r} is not a regular expression ({err})") from None
         return found.group(0) if found else ""
     return clip_id.rpartition("/")[0]
 
