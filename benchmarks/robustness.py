@@ -20,6 +20,11 @@
    (exit 2), never a traceback or an internal error; peak memory of each run is reported. Causes 1
    and 6 are scenarios (``badinputs.identity_scenarios``: match or extract, change the files, run
    again) judged the same way against a fresh run on the changed files.
+4. Two writers of one corpus at once (``badinputs.concurrent_writers``): two ``avmatch extract`` into one
+   folder, ``--concurrent-trials`` times; clean when both exit 0, every clip is there, nothing is left.
+Issue 24's cases (family ``trust-ii``: mux into an input folder, offsets and drifts out of bounds, keys
+that name files, a run folder with metrics but no checkpoint, option values, a frame stamped at 5 h, a
+sparse .npy claiming 4 GiB) run with the trust cases.
 Exit status 1 if any case is not handled, a resumed job differs, any trust case gives a silent wrong
 answer, a traceback or an internal error, or any hostile file takes 1 GiB or more.
 """
@@ -150,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--details", action="store_true", help="print every reader's message")
     parser.add_argument("--kills", type=int, default=3, help="SIGKILLs per crash-and-resume job")
     parser.add_argument("--keep", type=Path, default=None, help="make the files here and keep them")
+    parser.add_argument("--concurrent-trials", type=int, default=20, help="trials of two concurrent writers")
     args = parser.parse_args(argv)
     work = args.keep or Path(tempfile.mkdtemp(prefix="avmatch-robustness-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -177,7 +183,15 @@ def main(argv: list[str] | None = None) -> int:
         for job, same, summary in crash:
             print(f"  {job:30s} {'identical' if same else 'DIFFERENT'}  {summary}")
         print(f"crash-and-resume jobs identical to uninterrupted runs: {sum(s for _, s, _ in crash)} of {len(crash)}")
-        return 0 if trusted and not bad and not pickled and all(s for _, s, _ in crash) else 1
+
+        started = time.perf_counter()
+        both = badinputs.concurrent_writers(work / "concurrent", trials=args.concurrent_trials)
+        print(f"\ntwo concurrent writers of one corpus (two `avmatch extract` at once): clean in {both['clean']} of "
+              f"{both['trials']} trials ({time.perf_counter() - started:.0f} s)")
+        for fault in both["faults"]:
+            print(f"  {fault}")
+        concurrent_ok = both["clean"] == both["trials"]
+        return 0 if trusted and not bad and not pickled and all(s for _, s, _ in crash) and concurrent_ok else 1
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)

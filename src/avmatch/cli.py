@@ -335,10 +335,18 @@ EXAMPLES = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with avmatch's one-line error (a bad option value reads like any other bad input)."""
+
+    def error(self, message: str):
+        print(f"avmatch: error: {self.prog}: {_one_line(message)} (see '{self.prog} --help')", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from avmatch import __version__
 
-    parser = argparse.ArgumentParser(prog="avmatch", description="Find which audio belongs to which silent video.",
+    parser = _Parser(prog="avmatch", description="Find which audio belongs to which silent video.",
                                      formatter_class=_Help, epilog="example:\n  " + EXAMPLES["match"])
     parser.add_argument("--version", action="version", version=f"avmatch {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notes; results and errors only")

@@ -1091,7 +1091,117 @@ def trust_cases(root: str | Path) -> list[TrustCase]:
     add("ivf-on-24-clips", "errors", ["match", root / "feats", root / "feats", "--model", root / "run", "-o",
                                       root / "ivf.csv", "--mode", "two-stage", "--retrieval", "ivf"],
         "--retrieval ivf on 24 clips")
+    _trust_ii_cases(root, add, must, key, clean_eval, media, tiny)
     return cases
+
+
+def _trust_ii_cases(root: Path, add: Callable, must: Callable, key: Path, clean_eval: str, media: Path,
+                    tiny: list) -> None:
+    """Issue 24's cases: the newer commands (mux, evaluate's keys, train's run folder), option values
+    at every boundary, files whose headers or timestamps claim more than they hold."""
+    from numpy.lib import format as npformat
+
+    pairs = root / "mux-pairs.csv"
+    pairs.write_text("video,audio,offset_s\nm0,m1,0\nm1,m0,0\n")
+    add("mux-into-inputs", "trust-ii", ["mux", pairs, media, media, "-o", media],
+        "mux -o the folder the videos come from (the silent inputs stood in for the results)")
+    far = root / "mux-far.csv"
+    far.write_text("video,audio,offset_s\nm0,m1,-50\n")
+    add("mux-offset-outside", "trust-ii", ["mux", far, media, media, "-o", root / "mux-far"],
+        "an offset that puts the audio wholly outside the video (an all-silent track)")
+    wild = root / "mux-drift.csv"
+    wild.write_text("video,audio,offset_s,drift_ppm\nm0,m1,0,1e12\n")
+    add("mux-drift-1e12", "trust-ii", ["mux", wild, media, media, "-o", root / "mux-drift"],
+        "a hand-edited drift_ppm of 1e12 (allocated without bound)")
+    named = root / "key-file-names.csv"
+    named.write_text("video,audio\n" + "".join(f"{line.split(',')[0]}.mp4,{line.split(',')[1]}.flac\n"
+                                                for line in key.read_text().splitlines()[1:]))
+    add("key-file-names", "trust-ii", ["evaluate", root / "pairs.csv", "--key", named, "--json"],
+        "a key naming the files (v1.mp4, a1.flac) where pairs.csv names clip ids (scored 0.000)", "ok", clean_eval)
+    other = root / "key-other-set.csv"
+    other.write_text("video,audio\nx1,y1\nx2,y2\n")
+    add("key-other-set", "trust-ii", ["evaluate", root / "pairs.csv", "--key", other],
+        "a key of another test set: every video '(unmatched)'")
+    shutil.copytree(root / "run", root / "run-moved")
+    for name in ("best.pt", "last.pt"):
+        (root / "run-moved" / name).unlink()
+    add("train-over-metrics", "trust-ii", ["train", root / "feats", "-o", root / "run-moved", "--model", "dual", *tiny],
+        "train -o a run folder holding metrics.json and tb/ but no checkpoint (they were deleted)")
+    for name, argv in (("val-fraction-1.5", ["--val-fraction", "1.5"]), ("lr-nan", ["--lr", "nan"]),
+                       ("epochs-0", ["--epochs", "0"]), ("hidden--4", ["--option", "hidden=-4"])):
+        add(name, "trust-ii", ["train", root / "feats", "-o", root / f"bad-{name}", "--model", "dual", "--no-histograms",
+                               *argv], f"train {' '.join(argv)}")
+    add("candidates--5", "trust-ii", ["match", root / "feats", root / "feats", "--model", root / "run", "-o",
+                                      root / "c.csv", "--candidates", "-5"], "match --candidates -5")
+    add("clips-0", "trust-ii", ["make-features", "-o", root / "mf0", "--clips", "0"], "make-features --clips 0")
+    late = root / "late" / "late.mkv"
+    late.parent.mkdir()
+    _late_frame_mkv(late)
+    add("mkv-frame-at-5h", "trust-ii", ["extract", late, "-o", root / "late-feats"],
+        "a tiny mkv whose fourth frame is stamped at 5 h (took 4.4 GB, then MemoryError)")
+    sparse = root / "sparse" / "clip1"
+    sparse.mkdir(parents=True)
+    with open(sparse / "vfeat.npy", "wb") as f:
+        npformat.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (32768, 16384)})
+        f.truncate(f.tell() + 8 * 32768 * 16384)
+    np.save(sparse / "afeat.npy", np.zeros((5, 128), np.float32))
+    add("npy-sparse-32768x16384", "trust-ii", ["train", sparse.parent, "-o", root / "sparse-run", "--epochs", "1"],
+        "a sparse vfeat.npy whose header claims 32768x16384 (3.4 GB read before the row counts were compared)")
+
+
+def _late_frame_mkv(path: Path) -> Path:
+    """Four 32x32 H.264 frames in Matroska, the fourth stamped at 5 h."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = Fraction(1, 1000)
+        for i, pts_ms in enumerate((0, 40, 80, 5 * 3600 * 1000)):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 40 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = pts_ms, stream.time_base
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def concurrent_writers(root: str | Path, trials: int = 20, files: int = 6) -> dict:
+    """Two ``avmatch extract`` processes into one corpus at once, ``trials`` times: a trial is clean
+    when both exit 0, the corpus then holds every clip and no temporary file is left. Returns
+    {"trials", "clean", "faults": [...]}."""
+    import subprocess
+
+    from avmatch.corpus import load_corpus
+
+    root = Path(root)
+    src = root / "media"
+    src.mkdir(parents=True, exist_ok=True)
+    for i in range(files):
+        if not (src / f"c{i}.mp4").exists():
+            make_clip(src / f"c{i}.mp4", duration_s=1.0, size=(64, 48), events=(0.2 + 0.1 * i,))
+    clean, faults = 0, []
+    for t in range(trials):
+        out = root / f"corpus{t}"
+        argv = [sys.executable, "-m", "avmatch", "-q", "extract", str(src), "-o", str(out)]
+        procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_child_env())
+                 for _ in range(2)]
+        results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+        problems = [f"exit {rc}: {_one_line(err)[:160]}" for rc, err in results if rc != 0]
+        try:
+            n = len(load_corpus(out).clips)
+            if n != files:
+                problems.append(f"the corpus holds {n} clips of {files}")
+        except Exception as err:  # noqa: BLE001 - whatever goes wrong, it is this trial's fault to report
+            problems.append(f"the corpus does not load: {_one_line(str(err))[:160]}")
+        left = list(out.glob("**/.*.tmp*"))
+        if left:
+            problems.append(f"{len(left)} temporary files left")
+        clean += not problems
+        faults.extend(f"trial {t}: {p}" for p in problems)
+    return {"trials": trials, "clean": clean, "faults": faults}
 
 
 def run_trust(cases: list[TrustCase], limit_s: float = 120.0,
