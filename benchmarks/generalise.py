@@ -64,7 +64,7 @@ DEFAULT_HOLDOUT = ("scenes:lamps", "scenes:speech", "scenes:voices", "worlds:dru
 # real recorded sources never heard in training (leave-source-out): a language and a speaker not trained on
 DEFAULT_HOLDOUT_SOURCES = ("asterisk-ru", "prompt-fr-armelle")
 # the shipped recipe also trains on more clips of real voices than of any other family but the random one
-VOICES = "worlds:voices"
+VOICES = "worlds:talk"
 # cause and effect at random (worlds' "events": random looks, actions and voices tied only by timing):
 # the shipped recipe trains on many more clips of it than of any one family, so that what it learns
 # is timing rather than the looks and sounds of a few families
@@ -137,9 +137,9 @@ def read_key(path: Path) -> dict:
 
 
 def measure(scores_raw: np.ndarray, offsets: np.ndarray | None, video_ids: list[str], audio_ids: list[str],
-            confidence: np.ndarray | None, key: dict, family_of: dict, fmt: str) -> dict:
+            confidence: np.ndarray | None, key: dict, family_of: dict, fmt: str, groups: tuple[str, ...] = ()) -> dict:
     """One-to-one, top-k, offsets and the confidence's reliability of one score matrix against the
-    key, in all and per family."""
+    key, in all, per family and per each of the key's ``groups`` columns."""
     scores = normalise(scores_raw, "dual-softmax")
     chosen = assign(scores)
     col = {a.removesuffix(f"-{fmt}"): j for j, a in enumerate(audio_ids)}  # reencode() names files <id>-<fmt>
@@ -155,34 +155,41 @@ def measure(scores_raw: np.ndarray, offsets: np.ndarray | None, video_ids: list[
         out.update(confidence_ece=trust["ece"], sure_n=trust["n_sure"], sure_right=trust["right_when_sure"])
     fams = np.array([family_of[key[v]["source"]] for v in video_ids])
     out["by_family"] = {f: float(right[fams == f].mean()) for f in sorted(set(fams))}
+    for column in groups:
+        values = np.array([key[v][column] for v in video_ids])
+        out[f"by_{column}"] = {g: float(right[values == g].mean()) for g in sorted(set(values))}
     return out
 
 
-def model_scores(trained, videos: Corpus, audios: Corpus) -> tuple:
+def model_scores(trained, videos: Corpus, audios: Corpus, max_offset_s: float | None = 1.3) -> tuple:
     from avmatch.matching import match_corpora
 
     # dual softmax + Hungarian, as measure() assigns: the offsets and confidences are those of the same pairs
-    result = match_corpora(trained, videos, audios, max_offset_s=1.3)
+    result = match_corpora(trained, videos, audios, max_offset_s=max_offset_s)
     return result.raw_scores, result.offset_s, result.video_ids, result.audio_ids, result.confidence
 
 
-def floor_scores(videos: Corpus, audios: Corpus, rate_hz: float) -> tuple:
+def floor_scores(videos: Corpus, audios: Corpus, rate_hz: float, max_offset_s: float = 1.3) -> tuple:
     v = [c for c in videos.clips if c.video is not None]
     a = [c for c in audios.clips if c.audio is not None]
-    scores, lags = motion_onset_scores([c.video for c in v], [c.audio for c in a], int(1.3 * rate_hz))
+    scores, lags = motion_onset_scores([c.video for c in v], [c.audio for c in a], int(max_offset_s * rate_hz))
     chosen = assign(normalise(scores))
     offsets = np.array([-lags[i, j] / rate_hz if j >= 0 else np.nan for i, j in enumerate(chosen)])
     return scores, offsets, [c.id for c in v], [c.id for c in a], None
 
 
-def train_recipe(corpus: Corpus, families: list[str], run: Path, config) -> tuple:
-    """Train ``config`` on the clips of ``families``; (trained, seconds, result, clips)."""
+def train_recipe(corpus: Corpus, families: list[str], run: Path, config, reuse: bool = False) -> tuple:
+    """Train ``config`` on the clips of ``families``; (trained, seconds, result, clips). ``reuse``: a
+    finished run an earlier benchmark left in ``run`` is loaded instead."""
     from avmatch.checkpoint import load_trained
     from avmatch.train import train
 
-    shutil.rmtree(run, ignore_errors=True)  # a run left by an earlier benchmark in the same folder
     keep = tuple(f"{f.replace(':', '-')}/" for f in families)
     chosen = corpus._with([c for c in corpus.clips if c.id.startswith(keep)])
+    if reuse and (run / "metrics.json").is_file():
+        result = json.loads((run / "metrics.json").read_text())
+        return load_trained(run), result["train_seconds"], result, len(chosen.clips)
+    shutil.rmtree(run, ignore_errors=True)  # a run left by an earlier benchmark in the same folder
     t0 = time.perf_counter()
     result = train(chosen, run, config, progress=True)
     return load_trained(run), time.perf_counter() - t0, result, len(chosen.clips)
@@ -234,19 +241,26 @@ def main() -> None:
     parser.add_argument("--holdout-sources", default=",".join(DEFAULT_HOLDOUT_SOURCES),
                         help="real recorded sources never trained on: the held-out families' clips use only these")
     parser.add_argument("--tune-epochs", type=int, default=8)
+    parser.add_argument("--users", type=int, default=100, help="pairs of users' media (0: none): 24-30 fps, 320x180, "
+                        "stereo 44.1/48 kHz, webm/avi/mkv/mp4, 8 s")
+    parser.add_argument("--users-offset", type=float, default=2.5, help="offsets of the users' media pairs, ± seconds")
+    parser.add_argument("--users-max-offset", type=float, default=5.0,
+                        help="the wider lag range matched on users' media, seconds")
     parser.add_argument("--formats", default=",".join(FORMATS), help="audio formats to test")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference model")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run, not a measurement")
     parser.add_argument("--reuse", action="store_true",
                         help="reuse the media (and, extraction being resumable, the features) an earlier run with "
                              "the same sizes left in -o DIR")
+    parser.add_argument("--reuse-runs", action="store_true",
+                        help="load the trained runs an earlier run left in -o DIR instead of training again")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--build-default", action="store_true", help="train and write the shipped model")
     args = parser.parse_args()
     if args.quick:
         args.train_per_family, args.tune_clips, args.test_pairs, args.epochs, args.tune_epochs = 16, 16, 24, 2, 1
-        args.shipped_epochs, args.randomised_clips, args.voice_clips = 2, 16, 16
+        args.shipped_epochs, args.randomised_clips, args.voice_clips, args.users = 2, 16, 16, 10
     if args.build_default:
         return build_default(args)
 
@@ -254,7 +268,7 @@ def main() -> None:
     holdout = [h.strip() for h in args.holdout.split(",") if h.strip()]
     unknown = sorted(set(holdout) - set(all_families()))
     if unknown:
-        parser.error(f"unknown families {unknown}; known: {all_families()} (the voices families need the "
+        parser.error(f"unknown families {unknown}; known: {all_families()} (the real-voice families need the "
                      "recordings of benchmarks/fetch_recordings.py)")
     train_families = [f for f in all_families() if f not in holdout]
     stored = recordings.available_sources("speech")
@@ -309,14 +323,16 @@ def main() -> None:
 
     models, seconds, clips = {}, {}, {}
     models["unseen"], seconds["unseen"], _, clips["unseen"] = train_recipe(
-        corpus, train_families, root / "run-unseen", recipe(args.shipped_epochs, args.seed))
+        corpus, train_families, root / "run-unseen", recipe(args.shipped_epochs, args.seed), args.reuse_runs)
     models["fine-tuned"], seconds["fine-tuned"], _, clips["fine-tuned"] = train_recipe(
-        corpus, holdout, root / "run-tuned", recipe(args.tune_epochs, args.seed, init=str(root / "run-unseen")))
+        corpus, holdout, root / "run-tuned", recipe(args.tune_epochs, args.seed, init=str(root / "run-unseen")),
+        args.reuse_runs)
     models["scratch"], seconds["scratch"], _, clips["scratch"] = train_recipe(
-        corpus, holdout, root / "run-scratch", recipe(args.epochs, args.seed))
+        corpus, holdout, root / "run-scratch", recipe(args.epochs, args.seed), args.reuse_runs)
     if not args.no_reference:
         models["reference"], seconds["reference"], _, clips["reference"] = train_recipe(
-            corpus, train_families, root / "run-reference", recipe(args.shipped_epochs, args.seed, plain=True))
+            corpus, train_families, root / "run-reference", recipe(args.shipped_epochs, args.seed, plain=True),
+            args.reuse_runs)
     if (WEIGHTS_DIR / "default.pt").is_file():
         from avmatch.checkpoint import load_trained
 
@@ -329,7 +345,10 @@ def main() -> None:
             results[name, fmt] = measure(*model_scores(trained, videos, audios[fmt]), key, family_of, fmt)
         results["floor", fmt] = measure(*floor_scores(videos, audios[fmt], corpus.video_rate_hz), key, family_of,
                                          fmt)
-    report(results, formats, holdout, root, {"train_seconds": seconds, "train_clips": clips,
+    users = users_arm(root, holdout, held_sources, {k: v for k, v in models.items() if k in ("unseen", "fine-tuned",
+                                                                                             "shipped*")}, args) \
+        if args.users else {}
+    report(results, formats, holdout, root, {"users": users, "train_seconds": seconds, "train_clips": clips,
                                              "train_families": train_families, "holdout": holdout,
                                              "train_sources": train_sources, "holdout_sources": held_sources,
                                              "generate_s": round(gen_s, 1),
@@ -339,6 +358,51 @@ def main() -> None:
               "without them")
     if not args.output:
         shutil.rmtree(root, ignore_errors=True)
+
+
+USER_GROUPS = ("fps", "container", "audio_format")
+
+
+def users_arm(root: Path, holdout: list[str], sources: list[str], models: dict, args) -> dict:
+    """What users bring (``avmatch.testing.usermedia``): ``--users`` pairs of the held-out families
+    at 24-30 fps, 320x180, stereo 44.1/48 kHz, webm/avi/mkv/mp4, offsets up to ±2.5 s, 8 s clips;
+    each model matched with the default options (lag range as trained) and with a wider one."""
+    from avmatch.testing.usermedia import make_user_test_set
+
+    key_csv = root / "users" / "key.csv"
+    t0 = time.perf_counter()
+    if not (args.reuse and key_csv.is_file()):
+        with recorded_sources(sources):
+            make_user_test_set({"scenes": scenes.make_scene, "worlds": worlds.make_scene}, holdout, root / "users",
+                               args.users, seed=args.seed, max_offset_s=args.users_offset, workers=args.workers)
+    for part in ("videos", "audios"):
+        extract([root / "users" / part], root / "feats" / f"users-{part}", "default", workers=args.workers,
+                progress=False)
+    videos, audios = load_corpus(root / "feats" / "users-videos"), load_corpus(root / "feats" / "users-audios")
+    key = read_key(key_csv)
+    family_of = {r["source"]: r["family"] for r in key.values()}
+    print(f"users' media: {len(key)} pairs made and extracted in {time.perf_counter() - t0:.0f} s")
+    results = {}
+    for name, trained in models.items():
+        for label, max_offset_s in (("default", None), (f"{args.users_max_offset:g} s", args.users_max_offset)):
+            results[name, label] = measure(*model_scores(trained, videos, audios, max_offset_s), key, family_of, "",
+                                           USER_GROUPS)
+    rate = videos.video_rate_hz
+    results["floor", f"{args.users_max_offset:g} s"] = measure(
+        *floor_scores(videos, audios, rate, args.users_max_offset), key, family_of, "", USER_GROUPS)
+    labels = list(dict.fromkeys(label for _, label in results))
+    names = list(dict.fromkeys(n for n, _ in results))
+    print(f"\nusers' media (offsets up to ±{args.users_offset:g} s): one-to-one, lag range as the model's default or "
+          f"±{args.users_max_offset:g} s")
+    print(f"  {'':24s} " + " ".join(f"{n + ' ' + lab:>20s}" for n in names for lab in labels if (n, lab) in results))
+    cells = [(n, lab) for n in names for lab in labels if (n, lab) in results]
+    print(f"  {'all':24s} " + " ".join(f"{results[c]['one_to_one']:20.3f}" for c in cells))
+    print(f"  {'offsets within 40 ms':24s} " + " ".join(f"{results[c].get('offset_40ms', float('nan')):20.3f}" for c in cells))
+    for group in ("family", *USER_GROUPS):
+        for g in sorted({g for c in cells for g in results[c][f"by_{group}"]}):
+            print(f"  {(group + ' ' + g)[:24]:24s} " + " ".join(f"{results[c][f'by_{group}'].get(g, float('nan')):20.3f}"
+                                                             for c in cells))
+    return {f"{n}/{lab}": r for (n, lab), r in results.items()}
 
 
 def report(results: dict, formats: list[str], holdout: list[str], root: Path, context: dict) -> None:
@@ -364,7 +428,7 @@ def report(results: dict, formats: list[str], holdout: list[str], root: Path, co
             for fam in holdout:
                 print(f"  {fam:18s} " + " ".join(f"{results[name, f]['by_family'].get(fam, float('nan')):9.3f}"
                                                  for f in formats))
-    print("\n" + json.dumps(context, default=str))
+    print("\n" + json.dumps({k: v for k, v in context.items() if k != "users"}, default=str))
     out = {f"{n}/{f}": r for (n, f), r in results.items()}
     (root / "generalise.json").write_text(json.dumps({"results": out, **context}, indent=2, default=str))
     print(f"wrote {root / 'generalise.json'}")

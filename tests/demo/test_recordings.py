@@ -48,25 +48,25 @@ def test_stored_sources_and_utterances(stored, monkeypatch):
     assert {round(_peak_hz(recordings.utterance(rng), SR), -2) for _ in range(10)} == {2000.0}
 
 
-@pytest.mark.parametrize("generator", [scenes, worlds])
-def test_voices_family_speaks_only_the_allowed_sources(stored, monkeypatch, generator):
-    assert "voices" in generator.available_families()
+@pytest.mark.parametrize("generator, family", [(scenes, "voices"), (worlds, "talk")])
+def test_real_voices_speak_only_the_allowed_sources(stored, monkeypatch, generator, family):
+    assert family in generator.available_families()
     for source, freq in (("asterisk-en", 300.0), ("asterisk-ru", 2000.0)):
         monkeypatch.setenv("AVMATCH_RECORDING_SOURCES", source)
-        scene = generator.make_scene([3, 1], family="voices", size=(64, 64))
-        again = generator.make_scene([3, 1], family="voices", size=(64, 64))
+        scene = generator.make_scene([3, 1], family=family, size=(64, 64))
+        again = generator.make_scene([3, 1], family=family, size=(64, 64))
         assert np.array_equal(scene.audio, again.audio) and np.array_equal(scene.frames, again.frames)
         assert scene.events_s
         # the voice dominates the track: its tone is the spectrum's peak
         assert abs(_peak_hz(scene.audio, scene.sample_rate) - freq) < 0.05 * freq
 
 
-@pytest.mark.parametrize("generator", [scenes, worlds])
-def test_voices_family_needs_recordings(tmp_path, monkeypatch, generator):
+@pytest.mark.parametrize("generator, family", [(scenes, "voices"), (worlds, "talk")])
+def test_real_voices_need_recordings(tmp_path, monkeypatch, generator, family):
     monkeypatch.setenv("AVMATCH_RECORDINGS", str(tmp_path))  # nothing stored
-    assert "voices" not in generator.available_families()
+    assert family not in generator.available_families()
     with pytest.raises(RuntimeError, match="fetch_recordings"):
-        generator.make_scene([0, 0], family="voices")
+        generator.make_scene([0, 0], family=family)
 
 
 def test_fetch_refuses_unknown_and_reserved_sources(tmp_path, monkeypatch):

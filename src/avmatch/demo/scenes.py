@@ -482,15 +482,15 @@ def _say_espeak(rng: np.random.Generator, sample_rate: int, pitch: int) -> np.nd
     return said[loud[0] : loud[-1] + 1] if len(loud) else said
 
 
-def _say_recorded(rng: np.random.Generator, sample_rate: int, pitch: int) -> np.ndarray | None:
-    """A stretch of up to 2.5 s of speech recorded by a person (:mod:`avmatch.demo.recordings`), or None."""
-    said = recordings.utterance(rng, "speech", max_s=2.5)
+def _say_recorded(rng: np.random.Generator, sample_rate: int, pitch: int, max_s: float = 2.5) -> np.ndarray | None:
+    """A stretch of up to ``max_s`` of speech recorded by a person (:mod:`avmatch.demo.recordings`), or None."""
+    said = recordings.utterance(rng, "speech", max_s=max_s)
     return None if said is None else recordings.resample(said, sample_rate)
 
 
-def _talking_face(scene: Scene, rng: np.random.Generator, say) -> bool:
-    """The face says what ``say(rng, sample_rate, pitch)`` gives; the mouth opens with the loudness of
-    the speech. False (nothing drawn) when ``say`` has nothing."""
+def _talking_face(scene: Scene, rng: np.random.Generator, say, pause_s: tuple[float, float] = (0.15, 0.8)) -> bool:
+    """The face says what ``say(rng, sample_rate, pitch)`` gives, with pauses of ``pause_s`` between; the
+    mouth opens with the loudness of the speech. False (nothing drawn) when ``say`` has nothing."""
     size = rng.random()
     pitch = int(20 + 60 * (1.0 - size))  # bigger face, lower voice (eSpeak; a recording is as it is)
     voice = np.zeros(len(scene.audio), np.float32)
@@ -502,7 +502,7 @@ def _talking_face(scene: Scene, rng: np.random.Generator, say) -> bool:
             return False
         add_sound(voice, scene.sample_rate, t, said, rng.uniform(0.6, 1.0))
         scene.events_s.append(float(t))
-        t += len(said) / scene.sample_rate + rng.uniform(0.15, 0.8)
+        t += len(said) / scene.sample_rate + rng.uniform(*pause_s)
     env = _frame_envelope(scene, voice)
     opening = np.clip((env - 0.08) / 0.6, 0.0, 1.0)
     width = 0.5 + 0.3 * np.sin(np.arange(len(env)) * rng.uniform(0.3, 0.9))
@@ -520,8 +520,11 @@ def _speech(scene: Scene, rng: np.random.Generator) -> None:
 
 @_family("voices")
 def _voices(scene: Scene, rng: np.random.Generator) -> None:
-    """The face says what real people said (recorded speech, many speakers and languages)."""
-    if not _talking_face(scene, rng, _say_recorded):
+    """The face says what real people said (recorded speech, many speakers and languages): phrases with
+    pauses between, or (half the scenes) talk that runs on, stretches of up to 4 s with short breaths."""
+    on = rng.random() < 0.5
+    say = (lambda r, sr, pitch: _say_recorded(r, sr, pitch, 4.0)) if on else _say_recorded
+    if not _talking_face(scene, rng, say, (0.02, 0.2) if on else (0.15, 0.8)):
         raise RuntimeError("no recorded speech: run benchmarks/fetch_recordings.py (see avmatch.demo.recordings)")
 
 

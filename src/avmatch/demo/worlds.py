@@ -643,9 +643,10 @@ def _say_generated(rng: np.random.Generator, sr: int, size: float, f0: float) ->
     return said, np.full(len(said), 0.3)
 
 
-def _say_recorded(rng: np.random.Generator, sr: int, size: float, f0: float) -> tuple[np.ndarray, np.ndarray]:
-    """Up to 2.5 s of speech recorded by a person (:mod:`avmatch.demo.recordings`)."""
-    said = recordings.utterance(rng, "speech", max_s=2.5)
+def _say_recorded(rng: np.random.Generator, sr: int, size: float, f0: float,
+                  max_s: float = 2.5) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``max_s`` of speech recorded by a person (:mod:`avmatch.demo.recordings`)."""
+    said = recordings.utterance(rng, "speech", max_s=max_s)
     if said is None:
         raise RuntimeError("no recorded speech: run benchmarks/fetch_recordings.py (see avmatch.demo.recordings)")
     said = recordings.resample(said, sr)
@@ -658,13 +659,17 @@ def _mouth(scene: Scene, cv: _Canvas, rng: np.random.Generator) -> None:
     _lips(scene, cv, rng, _say_generated)
 
 
-@_family("voices")
-def _voices(scene: Scene, cv: _Canvas, rng: np.random.Generator) -> None:
-    """Close-up lips opening with the loudness of what real people said (recorded speech)."""
-    _lips(scene, cv, rng, _say_recorded)
+@_family("talk")
+def _talk(scene: Scene, cv: _Canvas, rng: np.random.Generator) -> None:
+    """Close-up lips opening with the loudness of what real people said (recorded speech): phrases with
+    pauses between, or (half the scenes) talk that runs on, stretches of up to 4 s with short breaths."""
+    on = rng.random() < 0.5
+    say = (lambda r, sr, size, f0: _say_recorded(r, sr, size, f0, 4.0)) if on else _say_recorded
+    _lips(scene, cv, rng, say, (0.02, 0.2) if on else (0.15, 0.7))
 
 
-def _lips(scene: Scene, cv: _Canvas, rng: np.random.Generator, say) -> None:
+def _lips(scene: Scene, cv: _Canvas, rng: np.random.Generator, say,
+          pause_s: tuple[float, float] = (0.15, 0.7)) -> None:
     sr, times, aspect = scene.sample_rate, scene.frame_times(), cv.aspect
     n = len(scene.audio)
     size = rng.random()
@@ -678,7 +683,7 @@ def _lips(scene: Scene, cv: _Canvas, rng: np.random.Generator, say) -> None:
         i0 = int(round(t * sr))
         roundness[i0 : i0 + len(rnd)] = rnd[: n - i0]
         scene.events_s.extend((t + _onsets(said, sr)).tolist())
-        t += len(said) / sr + rng.uniform(0.15, 0.7)
+        t += len(said) / sr + rng.uniform(*pause_s)
     # loudness per frame (the frame's own 40 ms), from the voice alone, drives the lips
     hop = sr / scene.fps
     idx = (np.arange(len(times)) * hop).astype(int)
@@ -820,8 +825,8 @@ def _events(scene: Scene, cv: _Canvas, rng: np.random.Generator) -> None:
 
 def available_families() -> list[str]:
     """Every family runs on any machine (``mouth`` falls back to its own babble without speech) but
-    ``voices``, which needs the recordings of :mod:`avmatch.demo.recordings`."""
-    return [f for f in FAMILIES if f != "voices" or recordings.available_sources("speech")]
+    ``talk``, which needs the recordings of :mod:`avmatch.demo.recordings`."""
+    return [f for f in FAMILIES if f != "talk" or recordings.available_sources("speech")]
 
 
 # ------------------------------------------------------------------------------- what has no sound
