@@ -11,7 +11,7 @@ SR = 16000
 DURATION_S = 2.0
 DECODERS = {"wav": "pcm_s16le", "flac": "flac", "mp3-24k": "mp3float", "mp3-64k": "mp3float", "mp3-128k": "mp3float",
             "aac": "aac", "opus": "opus", "tel-8k": "pcm_mulaw", "gain+12": "pcm_s16le", "gain-12": "pcm_s16le",
-            "noise": "pcm_s16le"}
+            "noise": "pcm_s16le", "room": "pcm_s16le"}
 
 
 def _clean(peak: float = 0.25) -> np.ndarray:
@@ -144,3 +144,17 @@ def _silent_video(path) -> None:
     from avmatch.demo.scenes import write_media
 
     write_media(path, np.zeros((5, 16, 16, 3), np.float32), None)
+
+
+def test_a_room_smears_the_beats_and_adds_a_floor(decoded):
+    """Reverberation fills the gaps between the beats: the envelope's swing shrinks."""
+    def swing(x):
+        frames = x[: len(x) // 400 * 400].reshape(-1, 400).astype(np.float64)
+        env = 10 * np.log10((frames**2).mean(1) + 1e-12)
+        return np.percentile(env, 95) - np.percentile(env, 5)
+
+    wav, room = decoded["wav"][1], decoded["room"][1]
+    assert len(room) == len(wav)
+    assert swing(room) < swing(wav)
+    n = min(len(room), len(wav))
+    assert np.corrcoef(room[:n], wav[:n])[0, 1] > 0.3  # the direct sound is still there

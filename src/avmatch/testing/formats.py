@@ -17,6 +17,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import scipy.signal
 from scipy.signal import butter, resample_poly, sosfilt
 
 from avmatch.demo.scenes import write_media
@@ -69,6 +70,23 @@ def _noise(snr_db: float) -> Degrade:
     return apply
 
 
+def _room(audio: np.ndarray, sample_rate: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """A microphone across a room: the sound convolved with a reverberant tail (exponentially decaying
+    noise, 60 dB down in 0.3-0.9 s, at -3..+6 dB direct-to-reverberant ratio) and a noise floor."""
+    x = audio.astype(np.float64)
+    t60 = rng.uniform(0.3, 0.9)
+    n = int(t60 * sample_rate)
+    tail = rng.standard_normal(n) * 10 ** (-3.0 * np.arange(n) / n)  # -60 dB at t60
+    tail[: int(0.002 * sample_rate)] = 0.0  # the first reflection comes a little after the direct sound
+    drr_db = rng.uniform(-3.0, 6.0)
+    tail *= 10 ** (-drr_db / 20) / (np.sqrt(np.sum(tail**2)) + 1e-12)
+    wet = scipy.signal.fftconvolve(x, tail)[: len(x)]
+    y = x + wet
+    rms = float(np.sqrt(np.mean(y**2)))
+    y = y + rms * 10 ** (-rng.uniform(25.0, 40.0) / 20) * pink_noise(len(y), rng)
+    return np.clip(y / max(1.0, np.abs(y).max()), -1.0, 1.0).astype(np.float32), sample_rate
+
+
 FORMATS: dict[str, AudioFormat] = {
     "wav": AudioFormat(".wav", "pcm_s16le", about="16-bit PCM"),
     "flac": AudioFormat(".flac", "flac", about="lossless FLAC"),
@@ -83,6 +101,8 @@ FORMATS: dict[str, AudioFormat] = {
     "gain+12": AudioFormat(".wav", "pcm_s16le", degrade=_gain(12.0), about="12 dB louder, clipped at full scale"),
     "gain-12": AudioFormat(".wav", "pcm_s16le", degrade=_gain(-12.0), about="12 dB quieter"),
     "noise": AudioFormat(".wav", "pcm_s16le", degrade=_noise(10.0), about="pink noise added at 10 dB SNR"),
+    "room": AudioFormat(".wav", "pcm_s16le", degrade=_room,
+                        about="recorded across a room: reverberation (T60 0.3-0.9 s) and a noise floor"),
 }
 
 
