@@ -62,9 +62,16 @@ def _train_settings(args) -> dict:
 
 def cmd_models(args) -> None:
     from avmatch.models import list_models
+    from avmatch.train import RECIPES
 
     for m in list_models():
         print(f"{m.name:10s} {m.summary}")
+    named = {k: v for k, v in RECIPES.items() if "model" in v}
+    if named:
+        print("\nnamed recipes (avmatch train --recipe NAME): a model and how to train it")
+        for name, r in named.items():
+            options = ", ".join(f"{k}={v}" for k, v in r.get("model_options", {}).items())
+            print(f"{name:10s} {r['model']}" + (f" ({options})" if options else ""))
 
 
 def cmd_inspect(args) -> None:

@@ -87,6 +87,6 @@ class ConvModel(EmbeddingModel):
 
 
 
-@register_model("cnn", "report's CNN: temporal Conv1d + batch norm + max-pool per modality, masked mean, cosine", kind="embedding")
+@register_model("cnn", "our design after the report's CNN row (it gives no details): temporal Conv1d + batch norm + max-pool per modality, masked mean, cosine", kind="embedding")
 def cnn(video_dim: int, audio_dim: int, **cfg) -> ConvModel:
     return ConvModel(video_dim, audio_dim, **cfg)

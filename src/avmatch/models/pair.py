@@ -94,7 +94,7 @@ class LstmCnnModel(PairModel):
         return self.head(pooled).squeeze(-1)
 
 
-@register_model("lstm-cnn", "report's best: residual LSTMs per modality, 3 Conv2d layers over the joined sequences, pair logit",
+@register_model("lstm-cnn", "the report's submitted model: residual LSTMs per modality, 3 Conv2d layers over the joined sequences, pair logit",
                 kind="pair")
 def lstm_cnn(video_dim: int, audio_dim: int, **cfg) -> LstmCnnModel:
     return LstmCnnModel(video_dim, audio_dim, **cfg)

@@ -117,7 +117,7 @@ def va_metric(video_dim: int, audio_dim: int, **cfg) -> MetricModel:
     return MetricModel(video_dim, audio_dim, **cfg)
 
 
-@register_model("lstm", "report's LSTM: stacked LSTM per modality, masked mean over time, cosine embedding",
+@register_model("lstm", "our design after the report's LSTM row: stacked LSTM per modality, masked mean over time, cosine embedding",
                 kind="embedding")
 def lstm(video_dim: int, audio_dim: int, cell: str = "lstm", **cfg) -> RecurrentModel:
     return RecurrentModel(video_dim, audio_dim, cell=cell, **cfg)
@@ -135,7 +135,7 @@ def rnn(video_dim: int, audio_dim: int, cell: str = "rnn", **cfg) -> RecurrentMo
     return RecurrentModel(video_dim, audio_dim, cell=cell, **cfg)
 
 
-@register_model("lstm-tw", "report's LSTM with time weighting: learned attention over the real steps, cosine embedding",
+@register_model("lstm-tw", "our design after the report's time-weighted LSTM row: learned attention over the real steps, cosine embedding",
                 kind="embedding")
 def lstm_tw(video_dim: int, audio_dim: int, cell: str = "lstm", pool: str = "attention", **cfg) -> RecurrentModel:
     return RecurrentModel(video_dim, audio_dim, cell=cell, pool=pool, **cfg)
