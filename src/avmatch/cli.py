@@ -170,10 +170,15 @@ def cmd_locate(args) -> None:
         from avmatch.report import placements_report
 
         placements_report(args.report, placements)
-    refused = [p.clip for p in placements if not p.recording]
+    refused = [p for p in placements if not p.recording]
     print(f"placed {len(placements) - len(refused)} of {len(placements)} clips in {args.output}"
-          + (f"; refused (no recording explains them): {', '.join(refused[:10])}{' ...' if len(refused) > 10 else ''}"
-             if refused else ""))
+          + (f"; refused {len(refused)}:" if refused else ""))
+    for p in refused[:10]:  # a refusal names the best place, so a person can look
+        where = f"best place {p.best_recording} at {p.start_s:.2f} s, confidence {p.confidence:.2f}" if p.best_recording \
+            else "no place"
+        print(f"  {p.clip}: {p.why or 'refused'} ({where})")
+    if len(refused) > 10:
+        print(f"  ... and {len(refused) - 10} more (the 'why' column of {args.output})")
 
 
 def cmd_mux(args) -> None:

@@ -142,21 +142,25 @@ def placements_report(path: str | Path, placements: list) -> Path:
     import matplotlib.pyplot as plt
 
     placed = [p for p in placements if p.recording]
-    recordings = sorted({p.recording for p in placed})
+    shown = [p for p in placements if p.recording or p.best_recording]  # refused clips: their best place, hatched
+    recordings = sorted({p.recording or p.best_recording for p in shown})
     png = None
     with tempfile.TemporaryDirectory() as tmp:
-        if placed:
+        if shown:
             fig, ax = plt.subplots(figsize=(11, 1.0 + 0.5 * len(recordings)))
             colours = matplotlib.colormaps["viridis"]
             for y, rec in enumerate(recordings):
-                for p in (q for q in placed if q.recording == rec):
-                    ax.barh(y, p.end_s - p.start_s, left=p.start_s, height=0.6, color=colours(p.confidence),
-                            edgecolor="black", linewidth=0.3)
-                    if len(placed) <= 40:
-                        ax.text(p.start_s, y + 0.35, p.clip, fontsize=6)
+                for p in (q for q in shown if (q.recording or q.best_recording) == rec):
+                    style = {"color": colours(p.confidence)} if p.recording else {
+                        "color": "white", "hatch": "///", "alpha": 0.8}
+                    ax.barh(y, p.end_s - p.start_s, left=p.start_s, height=0.6, edgecolor="black", linewidth=0.3,
+                            **style)
+                    if len(shown) <= 40:
+                        ax.text(p.start_s, y + 0.35, p.clip + ("" if p.recording else " (refused)"), fontsize=6)
             ax.set_yticks(range(len(recordings)), recordings, fontsize=7)
             ax.set_xlabel("seconds into the recording")
-            ax.set_title("where each clip sits (colour: confidence, dark 0 .. yellow 1)")
+            ax.set_title("where each clip sits (colour: confidence, dark 0 .. yellow 1; hatched: a refused "
+                         "clip's best place)")
             fig.tight_layout()
             png = Path(tmp) / "timeline.png"
             fig.savefig(png, dpi=110)
@@ -165,7 +169,8 @@ def placements_report(path: str | Path, placements: list) -> Path:
         summary = [{"clips": len(placements), "placed": len(placed), "refused": len(refused),
                     "recordings used": len(recordings)}]
         rows = [{"clip": p.clip, "recording": p.recording or "(refused)", "start_s": p.start_s, "end_s": p.end_s,
-                 "confidence": p.confidence, "best place in": p.best_recording, "drift_ppm": p.drift_ppm}
+                 "confidence": p.confidence, "best place in": p.best_recording, "why refused": p.why,
+                 "drift_ppm": p.drift_ppm}
                 for p in sorted(placements, key=lambda p: (bool(p.recording), p.recording, p.start_s))]
         return html_report(path, "avmatch locate", summary, rows, png, image_title="Timeline per recording",
                            rows_title="Clips (refused first)")

@@ -63,6 +63,7 @@ class Placement:
     confidence: float  # how unlike a wrong place's the best place's lead over the next is (see _best_places)
     best_recording: str  # the best place's recording, refused or not
     drift_ppm: float = float("nan")  # recording clock against the clip's, for clips of DRIFT_MIN_S or more
+    why: str = ""  # why a clip was refused: "not sure", "camera CAM busy there" (see _choose), "longer than every recording"
 
 
 class RecordingIndex:
@@ -226,34 +227,31 @@ def _camera(clip_id: str, pattern: str | None) -> str:
 
 
 def _choose(c_clips, r_clips, clip_emb, options, rate, min_confidence, camera) -> list[Placement]:
-    """Each clip's place: its best, unless a surer clip of the same camera already sits there (one
-    camera cannot film two takes at once), then its next best that does not overlap; refused below
-    ``min_confidence``. Clips are settled surest first."""
-    taken: dict[tuple[str, int], list[tuple[float, float]]] = {}  # (camera, recording) -> spans placed
+    """Each clip at its best place, or refused: below ``min_confidence``, or where a surer clip of the
+    same camera already sits there (one camera cannot film two takes at once). A clip is never moved
+    to another place: a place that is not the best has no confidence of its own to trust (its lead is
+    over worse places only). Clips are settled surest first."""
+    taken: dict[tuple[str, int], list[tuple[float, float, str]]] = {}  # (camera, recording) -> spans placed
     out: dict[int, Placement] = {}
     surest_first = sorted(range(len(c_clips)), key=lambda i: -(options[i][0][4] if options[i] else 0.0))
     for i in surest_first:
         c, duration = c_clips[i], len(clip_emb[i]) / rate
-        if not options[i]:  # longer than every recording
-            out[i] = Placement(c.id, "", float("nan"), float("nan"), float("nan"), float("nan"), 0.0, "")
+        if not options[i]:
+            out[i] = Placement(c.id, "", float("nan"), float("nan"), float("nan"), float("nan"), 0.0, "",
+                               why="longer than every recording")
             continue
         cam = _camera(c.id, camera) if camera is not False else ""
-        chosen = options[i][0]
-        if cam:
-            free = [o for o in options[i] if o[4] >= min_confidence and not any(
-                o[1] < end and start < o[1] + duration for start, end in taken.get((cam, o[0]), []))]
-            chosen = free[0] if free else options[i][0]
-        r, start, peak, z, confidence = chosen
-        placed = confidence >= min_confidence and (not cam or not any(
-            start < end and s0 < start + duration for s0, end in taken.get((cam, r), [])))
-        if placed and cam:
-            taken.setdefault((cam, r), []).append((start, start + duration))
-        out[i] = Placement(c.id, r_clips[r].id if placed else "", start, start + duration, peak, z, confidence,
-                           r_clips[r].id)
+        r, start, peak, z, confidence = options[i][0]
+        busy = [other for s0, end, other in taken.get((cam, r), []) if start < end and s0 < start + duration] if cam else []
+        why = "not sure" if confidence < min_confidence else f"camera {cam} busy there ({busy[0]})" if busy else ""
+        if not why and cam:
+            taken.setdefault((cam, r), []).append((start, start + duration, c.id))
+        out[i] = Placement(c.id, "" if why else r_clips[r].id, start, start + duration, peak, z, confidence,
+                           r_clips[r].id, why=why)
     return [out[i] for i in range(len(c_clips))]
 
 
-FIELDS = ("clip", "recording", "start_s", "end_s", "score", "z", "confidence", "best_recording", "drift_ppm")
+FIELDS = ("clip", "recording", "start_s", "end_s", "score", "z", "confidence", "best_recording", "drift_ppm", "why")
 
 
 def placements_text(placements: list[Placement]) -> str:
