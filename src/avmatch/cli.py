@@ -247,7 +247,7 @@ def cmd_evaluate(args) -> None:
     from avmatch.evaluate import SCORES
 
     print(f"pairs: {metrics['pairs']}")
-    for k in ("one_to_one", "in_candidates", "offset_mae_s", "offset_within_40ms"):
+    for k in ("one_to_one", "top5_within_30", "in_candidates", "offset_mae_s", "offset_within_40ms"):
         if k in metrics:
             print(f"{k:18s} {metrics[k]:.3f}")
     if "confidence_ece" in metrics:

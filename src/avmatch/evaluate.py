@@ -14,8 +14,21 @@ import numpy as np
 
 from avmatch.errors import AvmatchError
 
-SCORES = {"": "the model's own scores (the course's measure)",
+SCORES = {"": "the model's own scores (as the report ranked them)",
           "normalised_": "the scores after the matching's normalisation (what the assignment used)"}
+GROUP = 30  # the report ranked each video's audio among 30 test pairs: top-5 within 30 (chance 5/30)
+
+
+def top5_within(scores: np.ndarray, truth: np.ndarray | None = None, group: int = GROUP) -> float | None:
+    """The report's measure: top-5 of each video's true audio among the true audios of its group of
+    ``group`` test pairs (the first ``group`` videos with a known audio, the next ...), averaged over the
+    groups; None with fewer pairs than one group. ``truth`` as in :func:`retrieval_metrics`."""
+    truth = np.arange(scores.shape[0]) if truth is None else np.asarray(truth)
+    known = np.flatnonzero(truth >= 0)
+    groups = [known[s : s + group] for s in range(0, len(known) - group + 1, group)]
+    if not groups:
+        return None
+    return float(np.mean([retrieval_metrics(scores[np.ix_(rows, truth[rows])])["top5"] for rows in groups]))
 
 
 def labelled_metrics(raw, normalised, truth: np.ndarray) -> dict:
@@ -176,6 +189,8 @@ def evaluate_pairs(pairs_csv: str | Path, key_csv: str | Path, heatmap: str | Pa
     trusted (:func:`reliability`: ``confidence_ece``, ``confidence_n_sure``, ``confidence_right_when_sure``).
     ``heatmap``: also draw the score matrix there with each video's true audio on the diagonal and
     the wrong choices marked (dense scores only)."""
+    from scipy.sparse import issparse
+
     from avmatch.matching import check_same_run, load_scores, scores_path
 
     npz = scores_path(pairs_csv)
@@ -219,7 +234,11 @@ def evaluate_pairs(pairs_csv: str | Path, key_csv: str | Path, heatmap: str | Pa
         scores, vids, aids = load_scores(npz)
         col = {a: j for j, a in enumerate(aids)}
         truth = np.array([col.get(key.get(v, ""), -1) for v in vids])
-        out.update(labelled_metrics(load_scores(npz, raw=True)[0], scores, truth))
+        raw = load_scores(npz, raw=True)[0]
+        out.update(labelled_metrics(raw, scores, truth))
+        within = None if issparse(raw) else top5_within(raw, truth)
+        if within is not None:
+            out[f"top5_within_{GROUP}"] = within
         if heatmap is not None:
             _judged_heatmap(heatmap, npz, scores, vids, aids, pairs, truth)
     elif heatmap is not None:

@@ -268,3 +268,21 @@ def test_evaluate_draws_the_judged_heat_map(tmp_path):
     assert main(["evaluate", str(tmp_path / "pairs.csv"), "--key", str(tmp_path / "key.csv"),
                  "--heatmap", str(tmp_path / "judged.png")]) == 0
     assert (tmp_path / "judged.png").stat().st_size > 1000
+
+
+def test_top5_within_30_against_a_brute_force_count():
+    from avmatch.evaluate import top5_within
+
+    rng = np.random.default_rng(5)
+    scores = rng.standard_normal((70, 75))
+    truth = rng.permutation(75)[:70]
+    truth[3] = -1  # a video the key does not know
+    known = [i for i in range(70) if truth[i] >= 0]
+    hits = []
+    for g in range(len(known) // 30):  # two whole groups of 30; the 9 left over are no group
+        rows = known[30 * g : 30 * (g + 1)]
+        for i in rows:
+            rivals = [scores[i, truth[j]] for j in rows]
+            hits.append(sum(r >= scores[i, truth[i]] for r in rivals) <= 5)
+    assert top5_within(scores, truth) == pytest.approx(np.mean(hits))
+    assert top5_within(scores[:29, :29]) is None

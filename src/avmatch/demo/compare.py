@@ -9,7 +9,7 @@ import numpy as np
 from avmatch.atomic import write_text
 from avmatch.checkpoint import load_trained
 from avmatch.corpus import Corpus
-from avmatch.evaluate import retrieval_metrics
+from avmatch.evaluate import GROUP, retrieval_metrics, top5_within
 from avmatch.inference import score_matrix
 from avmatch.matching import assign
 from avmatch.models.base import parameter_table
@@ -17,16 +17,12 @@ from avmatch.options import parse_options
 from avmatch.report import markdown_table
 from avmatch.train import recipe, train
 
-COURSE_TEST = 30  # the course ranked each video's audio among 30 test pairs (top-5 of 30)
+COURSE_TEST = GROUP
 
 
 def top5_of_30(scores: np.ndarray) -> float | None:
-    """The course's measure on raw scores: top-5 within disjoint groups of 30 test pairs (the first
-    30, the next 30, ...), averaged; None with fewer than 30 pairs."""
-    groups = [slice(s, s + COURSE_TEST) for s in range(0, len(scores) - COURSE_TEST + 1, COURSE_TEST)]
-    if not groups:
-        return None
-    return float(np.mean([retrieval_metrics(scores[g, g])["top5"] for g in groups]))
+    """The report's measure on raw scores of aligned pairs (the diagonal): :func:`avmatch.evaluate.top5_within`."""
+    return top5_within(scores)
 
 
 def model_entries(text: str) -> list[str]:
