@@ -459,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", default="flat", choices=["flat", "ivf", "hnsw"],
                    help="flat: exact inner product; ivf, hnsw: approximate, recall reported")
     p.add_argument("--nlist", type=count, default=None, help="ivf: cells (default about 4 sqrt(N))")
-    p.add_argument("--nprobe", type=count, default=None, help="ivf: cells searched per query (default nlist/8)")
+    p.add_argument("--nprobe", type=count, default=None, help="ivf: cells searched per query (default: the fewest at which 95%% of sampled queries find their exact best among the top k)")
     p.add_argument("--hnsw-m", type=count, default=32, help="hnsw: links per node")
     p.add_argument("--ef-search", type=count, default=128, help="hnsw: search beam width")
     p.add_argument("--workers", type=count, default=1, help="extraction processes for media input")

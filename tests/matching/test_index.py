@@ -162,3 +162,23 @@ def test_cli_index_hnsw_reports_recall(dual_run, capsys):
     out = capsys.readouterr().out
     assert "(hnsw" in out and "recall video->audio" in out and "recall audio->video" in out
     assert load_index(root / "hnsw").recall["video->audio"]["recall@10"] > 0.9
+
+
+def test_the_search_depth_is_tuned_for_a_recall_target_not_a_share_of_the_cells():
+    from avmatch.matching.index import build_index, search, tune_search
+
+    rng = np.random.default_rng(4)
+    audio = rng.standard_normal((4000, 16)).astype(np.float32)
+    audio /= np.linalg.norm(audio, axis=1, keepdims=True)
+    video = audio + 0.1 * rng.standard_normal(audio.shape).astype(np.float32)
+    index = build_index(audio, "ivf", nlist=64)
+    got = tune_search(index, video, k=10, target=0.95)
+    assert got["best_in_top10"] >= 0.95 and index.nprobe == got["nprobe"] < 64
+    _, exact = search(build_index(audio, "flat"), video, 1)
+    _, found = search(index, video, 10)
+    assert (found == exact).any(axis=1).mean() >= 0.9  # holds beyond the sample it was tuned on
+    if got["nprobe"] > 1:  # and one step shallower would not have reached the target on that sample
+        index.nprobe = got["nprobe"] // 2
+        _, shallow = search(index, video, 10)
+        assert (shallow == exact).any(axis=1).mean() < 0.97
+    assert tune_search(build_index(audio, "flat"), video) == {}

@@ -44,7 +44,8 @@ def build_index(emb: np.ndarray, kind: str = "flat", *, metric: str = "ip", nlis
     by distance: ranking it by inner product would rank by something else than its score).
 
     "flat": exact. "ivf": ``nlist`` k-means cells (default :func:`default_nlist`), ``nprobe`` of them
-    searched per query (default nlist/8). "hnsw": a graph with ``hnsw_m`` links per node, searched
+    searched per query (default :data:`DEFAULT_NPROBE`; :func:`tune_search` sets it for a recall
+    target once the queries are known). "hnsw": a graph with ``hnsw_m`` links per node, searched
     with a beam of ``ef_search``. Options out of their range are one-line errors.
     """
     emb = np.ascontiguousarray(emb, dtype=np.float32)
@@ -60,7 +61,8 @@ def build_index(emb: np.ndarray, kind: str = "flat", *, metric: str = "ip", nlis
         if not 1 <= nlist <= max(1, n // 39):
             raise AvmatchError(f"--nlist {nlist}: an IVF index of {n} clips takes 1 to {max(1, n // 39)} cells "
                                "(faiss wants at least 39 clips per cell); fewer cells, or --kind flat")
-        nprobe = max(1, nlist // 8) if nprobe is None else nprobe
+        # not a share of the cells: nlist/8 made every query scan an eighth of the index (N^2/8 work)
+        nprobe = min(nlist, DEFAULT_NPROBE) if nprobe is None else nprobe
         if not 1 <= nprobe <= nlist:
             raise AvmatchError(f"--nprobe {nprobe}: give 1 to nlist ({nlist}) cells to search")
         if n < 39:
@@ -84,6 +86,43 @@ def build_index(emb: np.ndarray, kind: str = "flat", *, metric: str = "ip", nlis
     for s in range(0, n, SEARCH_ROWS * 4):
         index.add(emb[s : s + SEARCH_ROWS * 4])
     return index
+
+
+DEFAULT_NPROBE = 16
+RECALL_TARGET = 0.95  # what tune_search aims at: recall@k of the approximate search against the exact one
+
+
+def tune_search(index: faiss.Index, queries: np.ndarray, k: int = 10, target: float = RECALL_TARGET,
+                sample: int = 500, seed: int = 0) -> dict[str, float]:
+    """Set an IVF index's ``nprobe`` (an HNSW index's ``efSearch``) to the smallest power of two at which
+    the exact best row of at least ``target`` of a sample of ``queries`` is among the approximate top
+    ``k`` (1-recall@k: what two-stage matching needs, the partner among the candidates), so the
+    search costs what the recall needs and no more. Returns {"nprobe" | "ef_search": value,
+    "best_in_top{k}": r, "queries": n}; a flat index (exact) is left alone."""
+    ivf = faiss.try_extract_index_ivf(index)
+    hnsw = isinstance(index, faiss.IndexHNSW)
+    if ivf is None and not hnsw:
+        return {}
+    k = max(1, min(k, index.ntotal))
+    rng = np.random.default_rng(seed)
+    q = np.ascontiguousarray(queries[np.sort(rng.choice(len(queries), min(sample, len(queries)), replace=False))],
+                             dtype=np.float32)
+    if ivf is not None:  # every cell searched: an IVF-Flat index's exact answer, with no second copy of the rows
+        ivf.nprobe = ivf.nlist
+        name, top, set_to = "nprobe", ivf.nlist, lambda v: setattr(ivf, "nprobe", v)
+    else:
+        index.hnsw.efSearch = max(1024, k)
+        name, top, set_to = "ef_search", 1 << 12, lambda v: setattr(index.hnsw, "efSearch", v)
+    _, exact = search(index, q, 1)
+    value, recall = 1, 0.0
+    while True:
+        set_to(min(value, top))
+        _, found = search(index, q, k)
+        recall = float((found == exact).any(axis=1).mean())
+        if recall >= target or value >= top:
+            break
+        value *= 2
+    return {name: int(min(value, top)), f"best_in_top{k}": recall, "queries": int(len(q))}
 
 
 def index_params(index: faiss.Index) -> dict:
@@ -334,6 +373,9 @@ def index_embeddings(video_ids: list[str], video_emb: np.ndarray, audio_ids: lis
     """Index (Nv, E) video and (Na, E) audio embeddings; an approximate kind gets its recall measured
     in both directions (video queries against the audio index and the reverse)."""
     video, audio = build_index(video_emb, kind, **options), build_index(audio_emb, kind, **options)
+    if not {"nprobe", "ef_search"} & set(options):  # the search depth the recall target needs, each way
+        tune_search(audio, video_emb, recall_k)
+        tune_search(video, audio_emb, recall_k)
     recall = {}
     if kind != "flat":
         recall = {"video->audio": measure_recall(audio, audio_emb, video_emb, recall_k),

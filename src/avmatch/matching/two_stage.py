@@ -43,9 +43,11 @@ def top_k_candidates(video_emb: np.ndarray, audio_emb: np.ndarray, k: int = DEFA
     """Each video's ``k`` nearest audios by cosine (or by distance with ``metric="l2"``): (Nv, K)
     cosines (squared distances), best first, and (Nv, K) audio indices (-1 past the last audio).
     ``kind`` picks the FAISS index (exact "flat", or "ivf"/"hnsw")."""
-    from avmatch.matching.index import build_index, search
+    from avmatch.matching.index import build_index, search, tune_search
 
     index = build_index(audio_emb, kind, **index_options)
+    if not {"nprobe", "ef_search"} & set(index_options):  # as deep as the recall target needs
+        tune_search(index, video_emb, k)
     return search(index, video_emb, k)
 
 
