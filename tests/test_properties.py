@@ -282,3 +282,54 @@ def test_any_clip_ids_round_trip(tmp_path_factory, ids):
     for k, c in enumerate(back.clips):
         assert (c.video == k).all() and (c.audio == k).all()
     assert all(p.resolve().is_relative_to(root.resolve()) for p in root.rglob("*"))
+
+
+# ------------------------------------------------------------- hand-edited CSVs (mux, evaluate)
+
+csv_value = st.one_of(st.sampled_from(["nan", "inf", "-inf", "1e12", "-1e308", "", "  ", "0", "-5", "1.5", "x",
+                                       "v1", "v2", "a1", "a2", "v1.mp4", "a1.flac", "\u00e9", "1,5"]),
+                      st.text(alphabet=string.printable, max_size=8))
+
+
+@st.composite
+def hand_edited_csv(draw, columns: tuple[str, ...]) -> str:
+    header = draw(st.lists(st.sampled_from(columns + ("extra", "")), min_size=1, max_size=len(columns) + 1))
+    rows = draw(st.lists(st.lists(csv_value, min_size=0, max_size=len(header) + 1), max_size=6))
+    quote = lambda v: '"' + v.replace('"', '""') + '"' if any(c in v for c in ',"\n\r') else v  # noqa: E731
+    return "\n".join(",".join(quote(v) for v in row) for row in [header, *rows]) + "\n"
+
+
+@FAST
+@given(text=hand_edited_csv(("video", "audio", "offset_s", "drift_ppm", "clip", "recording", "start_s")))
+def test_mux_reads_any_hand_edited_csv_as_jobs_or_one_line(tmp_path, text):
+    from avmatch.mux import MAX_DRIFT_PPM, read_jobs
+
+    path = tmp_path / "pairs.csv"
+    path.write_text(text, encoding="utf-8")
+    try:
+        jobs = read_jobs(path)
+    except AvmatchError as err:
+        assert "\n" not in str(err)
+        return
+    for job in jobs:  # what mux acts on is always finite and bounded
+        assert job.video_id and job.audio_id and np.isfinite(job.shift_s)
+        assert abs(job.stretch - 1.0) <= MAX_DRIFT_PPM * 1e-6 + 1e-12
+
+
+@FAST
+@given(pairs=hand_edited_csv(("video", "audio", "offset_s", "confidence")),
+       key=hand_edited_csv(("video", "audio", "offset_s")))
+def test_evaluate_reads_any_hand_edited_pair_of_csvs_as_metrics_or_one_line(tmp_path, pairs, key):
+    from avmatch.evaluate import evaluate_pairs
+
+    (tmp_path / "pairs.csv").write_text(pairs, encoding="utf-8")
+    (tmp_path / "key.csv").write_text(key, encoding="utf-8")
+    try:
+        got = evaluate_pairs(tmp_path / "pairs.csv", tmp_path / "key.csv")
+    except AvmatchError as err:
+        assert "\n" not in str(err)
+        return
+    assert 0.0 <= got["one_to_one"] <= 1.0 and got["pairs"] >= 1
+    for k, v in got.items():
+        if isinstance(v, float) and k.startswith("offset"):
+            assert np.isfinite(v)

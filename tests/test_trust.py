@@ -298,3 +298,11 @@ def test_bad_option_values_get_one_line_naming_them(tmp_path, capsys, argv, says
     err = capsys.readouterr().err
     assert says in err and "internal error" not in err and "Traceback" not in err
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").rglob("*.pt"))
+
+
+@pytest.mark.parametrize("value, says", [("x", "is not a number: 'x'"), ("2", "not a probability")])
+def test_evaluate_refuses_a_confidence_that_is_no_probability(tmp_path, value, says):
+    (tmp_path / "pairs.csv").write_text(f"video,audio,confidence\nv1,a1,{value}\nv2,a2,0.5\n")
+    (tmp_path / "key.csv").write_text("video,audio\nv1,a1\nv2,a2\n")
+    with pytest.raises(AvmatchError, match=says):
+        evaluate_pairs(tmp_path / "pairs.csv", tmp_path / "key.csv")

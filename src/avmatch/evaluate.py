@@ -152,6 +152,19 @@ def _named_as(key_rows: list[dict], pairs: dict[str, dict], key_csv: str | Path)
     return [{**r, **{c: as_id(r[c], c) for c in ("video", "audio") if r.get(c)}} for r in key_rows]
 
 
+def _confidence(row: dict, path: str | Path) -> float:
+    """A row's confidence: a probability, or NaN (none given)."""
+    try:
+        value = float(row["confidence"])
+    except (TypeError, ValueError):
+        raise AvmatchError(f"confidence of video {row.get('video')!r} is not a number: {row.get('confidence')!r}",
+                           path) from None
+    if not (np.isnan(value) or 0.0 <= value <= 1.0):
+        raise AvmatchError(f"confidence of video {row.get('video')!r} is {row.get('confidence')!r}, not a probability "
+                           "from 0 to 1", path)
+    return value
+
+
 def _seconds(row: dict, path: str | Path) -> float:
     try:
         value = float(row["offset_s"])
@@ -221,7 +234,7 @@ def evaluate_pairs(pairs_csv: str | Path, key_csv: str | Path, heatmap: str | Pa
                  "not_in_key": unknown}
     rows = [pairs[v] for v in key if pairs.get(v, {}).get("audio") and pairs[v].get("confidence")]
     if rows:
-        conf = np.array([float(r["confidence"]) for r in rows])
+        conf = np.array([_confidence(r, pairs_csv) for r in rows])
         trust = reliability(conf, np.array([r["audio"] == key[r["video"]] for r in rows]))
         out.update({f"confidence_{k}": v for k, v in trust.items() if v == v})  # no NaN: none at >= 0.9
     if key_rows and "offset_s" in key_rows[0] and all(pairs.get(r["video"], {}).get("offset_s") for r in key_rows):
