@@ -64,8 +64,10 @@ def read_jobs(result_csv: str | Path) -> list[Job]:
                            "start_s)", path)
     jobs = []
     for r in rows:
-        if not r[audio]:
+        if not r.get(audio):
             continue
+        if not r.get(video):
+            raise AvmatchError(f"a row names the {audio} {r[audio]!r} but no {video}", path)
         try:
             s = shift(r)
         except ValueError:
