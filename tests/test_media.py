@@ -211,21 +211,9 @@ def test_make_clip_writes_what_it_says(tmp_path):
 def test_a_frame_stamped_hours_after_the_last_is_refused_not_filled(tmp_path):
     """A tiny mkv whose fourth frame claims 5 h: filling the gap would make 450,000 frames of a few
     bytes (it took 4.4 GB, then MemoryError); it is refused in one line instead."""
-    from fractions import Fraction
+    from avmatch.testing.badinputs import late_frame_mkv
 
-    import av
-
-    path = tmp_path / "late.mkv"
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=25)
-        stream.width = stream.height = 32
-        stream.pix_fmt = "yuv420p"
-        stream.time_base = Fraction(1, 1000)
-        for i, pts_ms in enumerate((0, 40, 80, 5 * 3600 * 1000)):
-            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 40 * i, np.uint8), format="rgb24")
-            frame.pts, frame.time_base = pts_ms, stream.time_base
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
+    path = late_frame_mkv(tmp_path / "late.mkv")
     with pytest.raises(AvmatchError, match="corrupt timestamps: a frame at 5.0 h"):
         for _ in iter_video_frames(path, fps=25.0, size=(16, 16)):
             pass

@@ -1136,7 +1136,7 @@ def _trust_ii_cases(root: Path, add: Callable, must: Callable, key: Path, clean_
     add("clips-0", "trust-ii", ["make-features", "-o", root / "mf0", "--clips", "0"], "make-features --clips 0")
     late = root / "late" / "late.mkv"
     late.parent.mkdir()
-    _late_frame_mkv(late)
+    late_frame_mkv(late)
     add("mkv-frame-at-5h", "trust-ii", ["extract", late, "-o", root / "late-feats"],
         "a tiny mkv whose fourth frame is stamped at 5 h (took 4.4 GB, then MemoryError)")
     sparse = root / "sparse" / "clip1"
@@ -1149,7 +1149,7 @@ def _trust_ii_cases(root: Path, add: Callable, must: Callable, key: Path, clean_
         "a sparse vfeat.npy whose header claims 32768x16384 (3.4 GB read before the row counts were compared)")
 
 
-def _late_frame_mkv(path: Path) -> Path:
+def late_frame_mkv(path: Path) -> Path:
     """Four 32x32 H.264 frames in Matroska, the fourth stamped at 5 h."""
     from fractions import Fraction
 
