@@ -945,7 +945,8 @@ class TrustOutcome:
     seconds: float
 
 
-_PEAK = ("import resource, sys\nfrom avmatch.cli import main\nrc = main(sys.argv[1:])\n"
+_PEAK = ("import resource, sys\nfrom avmatch.cli import main\ntry:\n    rc = main(sys.argv[1:])\n"
+         "except SystemExit as stop:  # argparse's refusal of an option value\n    rc = stop.code\n"
          "sys.stderr.write(f'\\nPEAK_KIB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n')\nsys.exit(rc)\n")
 
 
