@@ -432,7 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--greedy", action="store_true", help="each video's best audio instead of a one-to-one assignment")
     p.add_argument("--normalise", default="dual-softmax", choices=["dual-softmax", "none"],
                    help="score normalisation before assigning (counters 'hub' audios)")
-    p.add_argument("--max-offset", type=float, default=None, help="seconds of lag searched by timing models (default: as trained, 1.28 s for the shipped model; up to 20 minutes)")
+    p.add_argument("--max-offset", type=float, default=None, help="seconds of lag searched by timing models, a lag counting only where the clips overlap by 65%% of the shorter "
+                        "(default: 5 s; up to 20 minutes)")
     p.add_argument("--no-heatmap", action="store_true", help="do not draw the heat map")
     p.add_argument("--report", default=None, metavar="HTML",
                    help="also write a report: pairs sortable, doubtful first, each playable with its audio at the offset")

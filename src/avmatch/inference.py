@@ -59,11 +59,22 @@ def _encode_all(encode, arrays: list[np.ndarray], batch_size: int, device, prepa
 
 
 
+# A timing model searches offsets up to this by default, whatever range it trained with (users' clips are
+# shifted by seconds; the shipped model trained within 1.28 s): on 8 s clips shifted by up to 2.5 s the
+# shipped recipe went from 0.49 to 0.97 one-to-one (benchmarks/generalise.py, users' media)
+DEFAULT_MAX_OFFSET_S = 5.0
+# ...and counts a lag only where the two clips overlap by this share of the shorter one: short
+# overlaps are noisy, and on 4 s clips they cost more than the wider range gave (0.81 -> 0.705 at 0.5;
+# 0.835 at 0.65, the best of 0.5/0.6/0.65/0.7 on the same benchmark's held-out sets)
+MATCH_MIN_OVERLAP = 0.65
+
+
 def lag_range(trained: Trained, max_offset_s: float | None) -> int | None:
-    """The lag range in frames that ``max_offset_s`` seconds mean for a timing model (None: as
-    trained); out of bounds is one line."""
+    """The lag range in frames that ``max_offset_s`` seconds mean for a timing model (None:
+    :data:`DEFAULT_MAX_OFFSET_S`, or none for a model that compares aligned clips only); out of bounds
+    is one line."""
     if max_offset_s is None:
-        return None
+        return round(DEFAULT_MAX_OFFSET_S * trained.audio_rate_hz) if getattr(trained.model, "max_lag", 0) else None
     lag = round(max_offset_s * trained.audio_rate_hz) if np.isfinite(max_offset_s) else -1
     if not 1 <= lag <= COUNT_BOUNDS["max_lag"]:
         raise AvmatchError(f"--max-offset {max_offset_s:g} s is {lag} frames at {trained.audio_rate_hz:g} Hz; "
@@ -72,12 +83,15 @@ def lag_range(trained: Trained, max_offset_s: float | None) -> int | None:
 
 
 def at_lag_range(model: nn.Module, max_lag: int | None) -> nn.Module:
-    """``model`` searching ``max_lag`` frames either side: a shallow copy that shares every weight
-    and submodule (the loaded model keeps its own range), or the model itself for None."""
-    if max_lag is None or max_lag == getattr(model, "max_lag", None):
+    """A timing model as matching runs it: searching ``max_lag`` frames either side (None: as trained),
+    a lag counting only where the clips overlap by :data:`MATCH_MIN_OVERLAP` of the shorter. A shallow
+    copy that shares every weight and submodule (the loaded model keeps its own settings); any other
+    model as it is."""
+    if not hasattr(model, "max_lag"):
         return model
     view = copy.copy(model)  # a new attribute table; parameters and submodules are the same objects
-    view.max_lag = max_lag
+    view.max_lag = model.max_lag if max_lag is None else max_lag
+    view.min_overlap = MATCH_MIN_OVERLAP
     return view
 
 

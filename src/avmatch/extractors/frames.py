@@ -147,9 +147,7 @@ class FrameRateFeatures(Extractor):
         room (noise added in power) would, then recomputes onset and loudness from the bands."""
         mel_db = x[:, :MEL_BANDS].astype(np.float64) * 25.0 - 50.0  # undo db_scale
         centres = mel_centres_hz(MEL_BANDS, 50.0, self.fmax)
-        # in the order sound meets them: the room, microphone, recorder level, room noise, then the channel
-        if rng.random() < 0.4:
-            mel_db = self._reverberate(mel_db, rng)
+        # in the order sound meets them: microphone, recorder level, room noise, then the channel
         if rng.random() < 0.5:  # microphone colour: a smooth random tilt of up to +-8 dB across the bands
             mel_db += np.interp(np.linspace(0, 1, MEL_BANDS), [0, 0.5, 1], rng.uniform(-8.0, 8.0, 3))
         mel_db += rng.uniform(-12.0, 12.0)  # recorder level
@@ -165,16 +163,3 @@ class FrameRateFeatures(Extractor):
             mel_db[:, centres < rng.uniform(150.0, 400.0)] = floor
         mel_db = np.maximum(mel_db, DB_OF_FLOOR)
         return mel_features(mel_db).astype(np.float32)
-
-    def _reverberate(self, mel_db: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """A reverberant room, in power per band and frame: each frame's sound also decays over the next
-        ones (60 dB in 0.2-1.0 s, high bands a little faster), at -6..+12 dB direct-to-reverberant ratio.
-        Real voices recorded in rooms are smeared so; studio prompts and generated sounds are not."""
-        from scipy.signal import lfilter
-
-        t60 = rng.uniform(0.2, 1.0) * np.linspace(1.0, rng.uniform(0.5, 1.0), MEL_BANDS)  # (bands,)
-        r = 10.0 ** (-6.0 / (t60 * self.fps))  # power kept per frame
-        power = np.power(10.0, mel_db / 10.0)  # (T, bands)
-        tail = np.stack([lfilter([0.0, 1.0], [1.0, -rb], power[:, b]) for b, rb in enumerate(r)], axis=1)
-        gain = 10.0 ** (-rng.uniform(-6.0, 12.0) / 10.0) * (1.0 - r)  # the tail's energy: gain / (1 - r)
-        return 10.0 * np.log10(power + gain * tail + 1e-30)

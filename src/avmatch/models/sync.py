@@ -115,6 +115,10 @@ class SyncModel(MatchModel):
         xavier_init(self)
 
 
+    # a lag counts where the clips overlap by this share of the shorter (training; matching asks more:
+    # avmatch.inference.MATCH_MIN_OVERLAP)
+    min_overlap = 0.5
+
     def scale(self) -> Tensor:
         return self.logit_scale.clamp(max=4.6052).exp()
 
@@ -128,7 +132,7 @@ class SyncModel(MatchModel):
             lv, la = v_len.float()[:, None, None], a_len.float()[None, :, None]  # (Nv, 1, 1), (1, Na, 1)
         count = (torch.minimum(lv, la - lags) - (-lags).clamp(min=0)).clamp(min=0)
         count = torch.where(lags.abs() < t, count, torch.zeros_like(count))
-        return count, count >= torch.minimum(lv, la).mul(0.5).clamp(min=1)
+        return count, count >= torch.minimum(lv, la).mul(self.min_overlap).clamp(min=1)
 
     def _lag_sums(self, v: Tensor, a: Tensor, pairwise: bool) -> Tensor:
         """Sum over t of v[t] . a[t + lag] for every lag: (B, L) pairwise, else (Nv, Na, L).
