@@ -264,7 +264,7 @@ def _build_checked(state: dict, path: Path) -> nn.Module:
     try:
         with FakeTensorMode(allow_non_fake_inputs=True):
             shapes = build_model(name, video_dim, audio_dim, **config)
-    except (TypeError, ValueError, RuntimeError) as err:
+    except (AvmatchError, TypeError, ValueError, RuntimeError) as err:  # build_model's own line names no file
         raise AvmatchError(f"its model_config does not fit model {name!r}: a checkpoint of another "
                            f"model or version? ({_why(err)})", path) from None
     _check_weights(shapes, state["state_dict"], name, path)
@@ -272,7 +272,7 @@ def _build_checked(state: dict, path: Path) -> nn.Module:
     try:
         model = build_model(name, video_dim, audio_dim, **config)
         model.load_state_dict(state["state_dict"])
-    except (TypeError, ValueError, RuntimeError) as err:
+    except (AvmatchError, TypeError, ValueError, RuntimeError) as err:
         raise AvmatchError(f"weights do not fit model {name!r}: {_why(err)}", path) from None
     return model
 
