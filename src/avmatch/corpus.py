@@ -401,13 +401,13 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
         raise AvmatchError(f"dtype {dtype} is not a float or uint8 feature array", path)
     if len(shape) != 2:
         raise AvmatchError(f"should be a (T, D) array, got shape {shape}", path)
-    if shape[1] > MAX_FEATURE_DIM:
-        raise AvmatchError(f"has {shape[1]:,} dims per row; avmatch reads features of at most {MAX_FEATURE_DIM:,}", path)
     need = math.prod(shape) * dtype.itemsize
     have = path.stat().st_size - data_start
     if need > have:
         raise AvmatchError(f"truncated or corrupt: its header says shape {shape} ({need:,} bytes of {dtype}) "
                            f"but the file holds {have:,}", path)
+    if shape[1] > MAX_FEATURE_DIM:
+        raise AvmatchError(f"has {shape[1]:,} dims per row; avmatch reads features of at most {MAX_FEATURE_DIM:,}", path)
     return shape, dtype
 
 
