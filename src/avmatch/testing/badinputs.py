@@ -1531,7 +1531,7 @@ def run_scenarios(scenarios: list[Scenario], work: str | Path, cli: Callable | N
     for sc in scenarios:
         peak, last = [0.0], {}
 
-        def cli_of(argv: list) -> tuple[int, str, str]:
+        def cli_of(argv: list, peak: list = peak, last: dict = last) -> tuple[int, str, str]:  # this scenario's
             if cli is None:
                 rc, out, err, mib = _cli_process(argv)
             else:
