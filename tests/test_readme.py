@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import avmatch
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 # text in the README -> the smaller step the test runs
@@ -59,8 +61,18 @@ def test_the_feature_files_and_python_examples_run_as_written(tmp_path):
     try:
         os.chdir(tmp_path)
         for _ in range(2):  # a notebook runs a cell again: the example must allow it
+            scope: dict = {}
             with contextlib.redirect_stdout(printed):
-                exec(compile(code, "README.md (Python)", "exec"), {})
+                exec(compile(code, "README.md (Python)", "exec"), scope)
+        assert printed.getvalue().count("one-to-one ") == 2
+        assert isinstance(scope["model"], avmatch.Model) and scope["model"].name == "dual"
+        result, key = scope["result"], dict(line.split(",") for line in
+                                            Path("course/test/key.csv").read_text().splitlines()[1:])
+        assert isinstance(result, avmatch.Result) and len(result.pairs) == len(key) == 8
+        assert sorted(a for _, a in result.pairs) == sorted(key.values())  # one-to-one over every audio
+        assert list(scope["columns"]) == ["video", "audio", "score", "margin", "confidence"]
+        assert Path("pairs-py.csv").exists() and Path("pairs-py.scores.npz").exists()
+        # the result judged in memory is the result judged from its files
+        assert scope["metrics"] == avmatch.evaluate("pairs-py.csv", "course/test/key.csv") == avmatch.evaluate(result, key)
     finally:
         os.chdir(here)
-    assert printed.getvalue().count("one-to-one ") == 2
