@@ -70,8 +70,6 @@ class TrainConfig:
                 isinstance(value, int) or math.isfinite(value)) and lo <= value <= hi
             if not ok:
                 raise AvmatchError(f"training option {name} is {value!r}: {rule}")
-        if not 0 <= self.val_fraction < 1:
-            raise AvmatchError(f"training option val_fraction is {self.val_fraction!r}: give 0 to below 1")
         for name, known in (("optimizer", ("adamw", "adam")), ("schedule", ("cosine", "constant"))):
             if getattr(self, name) not in known:
                 raise AvmatchError(f"training option {name} is {getattr(self, name)!r}: give {' or '.join(known)}")
@@ -87,7 +85,7 @@ _TRAIN_BOUNDS = {
     "weight_decay": ((int, float), 0.0, 10.0, "give 0 to 10"),
     "clip_grad": ((int, float), 0.0, 1e6, "give a gradient norm, 0 (no clipping) or more"),
     "window_s": ((int, float), 0.0, 1e6, "give seconds, 0 (whole clip) or more"),
-    "val_fraction": ((int, float), 0.0, 1.0, "give 0 to below 1"),
+    "val_fraction": ((int, float), 0.0, math.nextafter(1.0, 0.0), "give 0 to below 1"),
     "patience": (int, 0, 100_000, "give a whole number of epochs, 0 or more"),
     "negatives": (int, 1, 1000, "give a whole number, at least 1"),
     "max_shift_s": ((int, float), -1.0, 1e5, "give seconds, or -1 for half the lag range"),
