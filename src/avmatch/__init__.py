@@ -41,13 +41,16 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'avmatch' has no attribute {name!r}")
 
 
-def _source(value: object, name: str) -> None:
-    """``value`` names media or features: a path (str or Path) or a Corpus; else one line naming it."""
+def _source(value: object, name: str, corpus: bool = True) -> None:
+    """``value`` names a folder or file (a non-empty str, or a Path) or, where ``corpus``, is a Corpus;
+    else one line naming it."""
     from avmatch.corpus import Corpus
     from avmatch.errors import ArgumentTypeError
 
-    if not isinstance(value, (str, Path, Corpus)) or (isinstance(value, str) and not value.strip()):
-        raise ArgumentTypeError(f"{name} must be a folder or file (str or Path) or a Corpus, not {value!r:.60}")
+    kinds = (str, Path, Corpus) if corpus else (str, Path)
+    if not isinstance(value, kinds) or (isinstance(value, str) and not value.strip()):
+        raise ArgumentTypeError(f"{name} must be a folder or file (str or Path){' or a Corpus' if corpus else ''}, "
+                                f"not {value!r:.60}")
 
 
 def extract(sources: list[str | Path] | str | Path, out: str | Path, extractor: str = "default", *,
@@ -141,11 +144,9 @@ def load(run: str | Path = "default", device: str | None = "auto") -> Model:
     model shipped with avmatch). Every checkpoint is checked before it is built. ``device``: where it
     runs ("auto": CUDA where present, else the CPU; "cpu", "cuda", "cuda:N")."""
     from avmatch.checkpoint import load_trained
-    from avmatch.errors import ArgumentTypeError
     from avmatch.shipped import model_path
 
-    if not isinstance(run, (str, Path)) or (isinstance(run, str) and not run.strip()):
-        raise ArgumentTypeError(f"run must be a run folder, a .pt file or 'default' (str or Path), not {run!r:.60}")
+    _source(run, "run", corpus=False)
     return Model(load_trained(model_path(run), device), run)
 
 
@@ -166,7 +167,7 @@ def train(corpus: Corpus | str | Path, run: str | Path, *, resume: bool = False,
     from avmatch.train import train as run_training
 
     _source(corpus, "corpus")
-    _source(run, "run")
+    _source(run, "run", corpus=False)
     unknown = sorted(set(config) - {f.name for f in dataclasses.fields(TrainConfig)})
     if unknown:
         raise ArgumentTypeError(f"unknown training option(s) {', '.join(unknown)}; known: "

@@ -25,15 +25,24 @@ def _options(pairs: list[str]) -> dict:
     return parse_options(pairs, "--option wants KEY=VALUE")
 
 
-def count(text: str) -> int:
-    """An argparse type: a whole number of at least 1 (clips, workers, candidates, cells ...)."""
+def _at_least(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{value} is less than {least}")
     return value
+
+
+def count(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (clips, workers, candidates, cells ...)."""
+    return _at_least(text, 1)
+
+
+def whole(text: str) -> int:
+    """An argparse type: a whole number of at least 0 (0: none)."""
+    return _at_least(text, 0)
 
 
 def share(text: str) -> float:
@@ -515,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("make-features", help="write a generated feature corpus (for trying avmatch out)")
     p.add_argument("-o", "--output", required=True, help="corpus folder")
     p.add_argument("--clips", type=count, default=300, help="paired clips")
-    p.add_argument("--test", type=int, default=0, metavar="N",
+    p.add_argument("--test", type=whole, default=0, metavar="N",
                    help="also N test pairs of other clips: OUT/test/videos, OUT/test/audios, OUT/test/key.csv (default 0)")
     p.add_argument("--video-dim", type=count, default=1024, help="visual feature columns")
     p.add_argument("--audio-dim", type=count, default=128, help="audio feature columns")

@@ -136,7 +136,7 @@ def _one_per_video(rows: list[dict], path: str | Path, audio_once: bool) -> dict
     return by_video
 
 
-def _named_as(key_rows: list[dict], pairs: dict[str, dict], key_csv: str | Path) -> list[dict]:
+def _named_as(key_rows: list[dict], pairs: dict[str, dict]) -> list[dict]:
     """The key's rows with file names turned into the clip ids the pairs use: a key may name the files
     as the user has them (``v1.mp4``, ``a7.flac``) where ``pairs.csv`` names clips (``v1``, ``a7``)."""
     from avmatch.extract import MEDIA_SUFFIXES
@@ -213,7 +213,7 @@ def evaluate_pairs(pairs_csv: str | Path, key_csv: str | Path, heatmap: str | Pa
     if key_rows and {"score", "margin"} <= set(key_rows[0]):
         raise AvmatchError("is a pairs file written by avmatch match (it has score and margin columns), not a key; "
                            "the arguments are: avmatch evaluate PAIRS --key KEY", key_csv)
-    key_rows = _named_as(key_rows, pairs, key_csv)
+    key_rows = _named_as(key_rows, pairs)
     key_by_video = _one_per_video(key_rows, key_csv, audio_once=True)
     if any(not r.get("audio") for r in key_rows):
         raise AvmatchError("a row names no audio", key_csv)

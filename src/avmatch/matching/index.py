@@ -89,7 +89,7 @@ def build_index(emb: np.ndarray, kind: str = "flat", *, metric: str = "ip", nlis
 
 
 DEFAULT_NPROBE = 16
-RECALL_TARGET = 0.95  # what tune_search aims at: recall@k of the approximate search against the exact one
+RECALL_TARGET = 0.95  # what tune_search aims at: the share of queries whose exact best is in the approximate top k
 
 
 def tune_search(index: faiss.Index, queries: np.ndarray, k: int = 10, target: float = RECALL_TARGET,
