@@ -125,9 +125,13 @@ def _load(path: str) -> tuple[np.ndarray, np.ndarray]:
         return z["audio"], z["starts"]
 
 
-def utterance(rng: np.random.Generator, kind: str = "speech", max_s: float | None = None) -> np.ndarray | None:
-    """One recording of ``kind`` (float32 at 16 kHz, peak 1) from a source drawn at random, or None
-    when no source is stored. Longer than ``max_s``: a random stretch of it."""
+MISSING = "no recorded speech: run benchmarks/fetch_recordings.py (see avmatch.demo.recordings)"
+
+
+def utterance(rng: np.random.Generator, kind: str = "speech", max_s: float | None = None,
+              sample_rate: int = SAMPLE_RATE) -> np.ndarray | None:
+    """One recording of ``kind`` (float32 at ``sample_rate``, peak 1) from a source drawn at random, or
+    None when no source is stored. Longer than ``max_s``: a random stretch of it."""
     sources = available_sources(kind)
     if not sources:
         return None
@@ -138,10 +142,10 @@ def utterance(rng: np.random.Generator, kind: str = "speech", max_s: float | Non
         n = int(max_s * SAMPLE_RATE)
         s = int(rng.integers(len(x) - n + 1))
         x = _trimmed(x[s : s + n])
-    return x / (np.abs(x).max() + 1e-9) if len(x) else None
+    return _resample(x / (np.abs(x).max() + 1e-9), sample_rate) if len(x) else None
 
 
-def resample(x: np.ndarray, sample_rate: int) -> np.ndarray:
+def _resample(x: np.ndarray, sample_rate: int) -> np.ndarray:
     """``x`` at 16 kHz to ``sample_rate`` (the generators' rates)."""
     if sample_rate == SAMPLE_RATE:
         return x

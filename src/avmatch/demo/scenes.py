@@ -484,8 +484,7 @@ def _say_espeak(rng: np.random.Generator, sample_rate: int, pitch: int) -> np.nd
 
 def _say_recorded(rng: np.random.Generator, sample_rate: int, pitch: int, max_s: float = 2.5) -> np.ndarray | None:
     """A stretch of up to ``max_s`` of speech recorded by a person (:mod:`avmatch.demo.recordings`), or None."""
-    said = recordings.utterance(rng, "speech", max_s=max_s)
-    return None if said is None else recordings.resample(said, sample_rate)
+    return recordings.utterance(rng, "speech", max_s, sample_rate)
 
 
 def _talking_face(scene: Scene, rng: np.random.Generator, say, pause_s: tuple[float, float] = (0.15, 0.8)) -> bool:
@@ -525,7 +524,7 @@ def _voices(scene: Scene, rng: np.random.Generator) -> None:
     on = rng.random() < 0.5
     say = (lambda r, sr, pitch: _say_recorded(r, sr, pitch, 4.0)) if on else _say_recorded
     if not _talking_face(scene, rng, say, (0.02, 0.2) if on else (0.15, 0.8)):
-        raise RuntimeError("no recorded speech: run benchmarks/fetch_recordings.py (see avmatch.demo.recordings)")
+        raise RuntimeError(recordings.MISSING)
 
 
 def available_families() -> list[str]:

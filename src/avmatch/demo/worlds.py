@@ -646,10 +646,9 @@ def _say_generated(rng: np.random.Generator, sr: int, size: float, f0: float) ->
 def _say_recorded(rng: np.random.Generator, sr: int, size: float, f0: float,
                   max_s: float = 2.5) -> tuple[np.ndarray, np.ndarray]:
     """Up to ``max_s`` of speech recorded by a person (:mod:`avmatch.demo.recordings`)."""
-    said = recordings.utterance(rng, "speech", max_s=max_s)
+    said = recordings.utterance(rng, "speech", max_s, sr)
     if said is None:
-        raise RuntimeError("no recorded speech: run benchmarks/fetch_recordings.py (see avmatch.demo.recordings)")
-    said = recordings.resample(said, sr)
+        raise RuntimeError(recordings.MISSING)
     return said, np.full(len(said), 0.3)
 
 
