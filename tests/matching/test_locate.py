@@ -92,6 +92,21 @@ def test_locate_places_clips_and_refuses_a_clip_nothing_recorded(recorded, tmp_p
     assert table.index("decoy") < min(table.index(c) for c in truth) and "(refused)" in table
 
 
+def test_recordings_searched_a_group_at_a_time_give_the_same_placements(recorded):
+    """An archive too large for memory is searched in groups of recordings: one recording a group
+    places every clip exactly where one group of all of them does."""
+    import avmatch
+    from avmatch.matching.locate import locate
+
+    root, _ = recorded
+    model = avmatch.load("default")
+    clips, recordings = model.features(root / "clips"), model.features(root / "recordings")
+    whole = locate(model.trained, clips, recordings, min_confidence=0.0)
+    apart = locate(model.trained, clips, recordings, min_confidence=0.0, group_frames=1)
+    assert [(p.clip, p.recording, p.start_s) for p in apart] == [(p.clip, p.recording, p.start_s) for p in whole]
+    np.testing.assert_allclose([p.confidence for p in apart], [p.confidence for p in whole], rtol=1e-6)
+
+
 def test_two_takes_of_one_camera_are_never_placed_on_top_of_each_other(recorded, tmp_path):
     """The same take twice: as takes of one camera (one folder) only the first keeps the place;
     as clips of unknown cameras both are placed there."""

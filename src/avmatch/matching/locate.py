@@ -6,8 +6,9 @@ agrees with it by the mean cosine of its frames with the recording's frames ``k 
 score the model was trained to peak at the right lag. That is computed for every ``k`` of every
 recording at once as a cross-correlation, by FFT, summed over the embedding dimensions in the
 frequency domain (one inverse transform per clip and block, not one per dimension); the recording is
-cut into overlapping blocks (overlap-save), so memory grows with its length only through its
-transforms, computed once for all clips.
+cut into overlapping blocks (overlap-save), their transforms computed once for all clips, and the
+recordings are searched a group at a time (``GROUP_FRAMES``), keeping each clip's best few places of
+every recording, so memory is one group's however many hours the recordings hold.
 
 Whether the best place is believable is a question about the other places: nearly every ``k`` is
 wrong. Each place is written as a robust z-score against the other places of its recording
@@ -50,6 +51,7 @@ NULL_PEAKS = 16  # best places kept per recording (the top of the clip's null)
 NULL_GAPS = 15  # gaps below the top that measure the scale of the null's tail
 NULL_SPACING_S = 2.0  # places this far apart (or a clip's length, if shorter) are separate peaks
 DRIFT_MIN_S = 60.0  # clips this long get their drift measured (shorter: too little to measure it by)
+GROUP_FRAMES = 1 << 20  # recordings searched this many frames at a time (11.6 h at 25 Hz: about 1.4 GiB)
 
 
 @dataclass
@@ -98,12 +100,14 @@ class RecordingIndex:
 
 
 def locate(trained: Trained, clips: Corpus, recordings: Corpus, min_confidence: float = MIN_CONFIDENCE,
-           reverse: bool = False, progress: bool = False, camera: str | None | bool = None) -> list[Placement]:
+           reverse: bool = False, progress: bool = False, camera: str | None | bool = None,
+           group_frames: int = GROUP_FRAMES) -> list[Placement]:
     """Place every clip (silent video; audio with ``reverse``) of ``clips`` in the recordings (audio;
     silent video with ``reverse``) of ``recordings``. One :class:`Placement` per clip, in clip order.
 
     Clips of one camera (by default the folder in their id; ``camera``: a regular expression whose
-    match in the id names it; False: no cameras) cannot overlap in time on one recording."""
+    match in the id names it; False: no cameras) cannot overlap in time on one recording. The recordings
+    are searched ``group_frames`` frames at a time (their embeddings and transforms are the memory)."""
     short, long = ("audio", "video") if reverse else ("video", "audio")
     c_clips = [c for c in clips.clips if getattr(c, short) is not None]
     r_clips = [c for c in recordings.clips if getattr(c, long) is not None]
@@ -122,30 +126,49 @@ def locate(trained: Trained, clips: Corpus, recordings: Corpus, min_confidence: 
                            f"{', '.join(too_short[:5])}", clips.root)
     rate = trained.audio_rate_hz
     clip_emb = frame_embeddings(trained, [getattr(c, short) for c in c_clips], short)
-    rec_emb = frame_embeddings(trained, [getattr(c, long) for c in r_clips], long)
-    index = RecordingIndex(rec_emb, max(len(e) for e in clip_emb))
-    options = []  # per clip: its best places, best first
-    bar = progress_bar(len(c_clips), "locate", "clip", enabled=progress)
-    for emb in clip_emb:
-        options.append(_best_places(index.place_scores(emb), len(emb), rate))
-        bar.update(1)
+    longest = max(len(e) for e in clip_emb)
+    peaks = [[] for _ in c_clips]  # per clip: the best few places of every recording
+    groups = _groups([len(getattr(r, long)) for r in r_clips], group_frames)
+    bar = progress_bar(len(c_clips) * len(groups), "locate", "clip", enabled=progress)
+    for first, stop in groups:  # recordings a group at a time: memory is one group's, however long the archive
+        index = RecordingIndex(frame_embeddings(trained, [getattr(r, long) for r in r_clips[first:stop]], long), longest)
+        for found, emb in zip(peaks, clip_emb, strict=True):
+            found.extend(_peaks(index.place_scores(emb), len(emb), rate, first))
+            bar.update(1)
+        del index
     bar.close()
+    options = [_best_places(found) for found in peaks]
     placements = _choose(c_clips, r_clips, clip_emb, options, rate, min_confidence, camera)
     by_id = {r.id: k for k, r in enumerate(r_clips)}
     for p, emb in zip(placements, clip_emb, strict=True):
         if p.recording and len(emb) >= DRIFT_MIN_S * rate:
-            p.start_s, p.drift_ppm = drift(emb, rec_emb[by_id[p.recording]], p.start_s * rate, rate)
+            rec = frame_embeddings(trained, [getattr(r_clips[by_id[p.recording]], long)], long)[0]
+            p.start_s, p.drift_ppm = drift(emb, rec, p.start_s * rate, rate)
             p.end_s = p.start_s + len(emb) / rate * (1 + p.drift_ppm * 1e-6)
     return placements
 
 
-def drift(clip: np.ndarray, recording: np.ndarray, start: float, rate: float, pieces: int = 4,
-          search_s: float = 2.0) -> tuple[float, float]:
+def _groups(lengths: list[int], frames: int) -> list[tuple[int, int]]:
+    """(first, stop) runs of consecutive recordings of about ``frames`` frames in all (at least one each)."""
+    out, first, total = [], 0, 0
+    for i, n in enumerate(lengths):
+        total += n
+        if total >= frames:
+            out.append((first, i + 1))
+            first, total = i + 1, 0
+    if first < len(lengths):
+        out.append((first, len(lengths)))
+    return out
+
+
+def drift(clip: np.ndarray, recording: np.ndarray, start: float, rate: float, search_s: float = 2.0) -> tuple[float, float]:
     """(start_s, drift_ppm) of a long clip placed at frame ``start`` of a recording whose clock runs
-    at another rate: each of ``pieces`` stretches of the clip is placed again within ``search_s``
-    of where the first placement puts it, and a line through those places gives the start and the
-    rate (ppm: how many microseconds the recording gains per second of the clip)."""
+    at another rate: each 30 s stretch of the clip (at least 4 stretches) is placed again within
+    ``search_s`` of where the first placement puts it, and a line through those places gives the
+    start and the rate (ppm: how many microseconds the recording gains per second of the clip). More
+    stretches, a surer slope: each place is good to a few ms, and a 10-minute take has 20."""
     n = len(clip)
+    pieces = max(4, n // int(30 * rate))
     piece = min(n // pieces, int(30 * rate))  # up to 30 s of frames each
     reach = int(search_s * rate)
     where, found = [], []
@@ -165,35 +188,41 @@ def drift(clip: np.ndarray, recording: np.ndarray, start: float, rate: float, pi
     return float(intercept / rate), float((slope - 1.0) * 1e6)
 
 
-def _best_places(curves: list[np.ndarray], frames: int, rate: float, keep: int = CANDIDATES) -> list[tuple]:
-    """The clip's ``keep`` best places, separate peaks (``NULL_SPACING_S`` apart) on one recording, as
-    (recording index, start_s, score, z, confidence), best first; [] if it fits in no recording.
-
-    z: the place's score against the other places of its recording (robust z). confidence: how
-    unlike a wrong place's the best place's lead over the next is. The best few wrong places of a
-    clip are the top of its null; by the Renyi representation of the top order statistics of a
-    null with an exponential tail, their gaps times their rank are independent exponentials of one
-    scale, estimated from the gaps below the top, so P(a wrong place leads by g or more) =
-    exp(-g / scale) and confidence = 1 - that; each clip calibrates itself, whatever its null."""
-    tops = []  # (z, score, recording, start_s): the best few of each recording, then the best of all
+def _peaks(curves: list[np.ndarray], frames: int, rate: float, first: int = 0) -> list[tuple]:
+    """The ``NULL_PEAKS`` best places of each recording (separate peaks, ``NULL_SPACING_S`` apart) as
+    (z, score, recording index + ``first``, start_s). z: the place's score against the other places of
+    its recording (robust z): a scene like the clip's scores high at every place of its recording, and
+    only a place that stands out from the rest of that recording is timing evidence."""
+    tops = []
+    reach = min(frames, int(NULL_SPACING_S * rate))  # places nearer than this share the peak
     for r, curve in enumerate(curves):
         if not len(curve) or not np.isfinite(curve).any():
             continue
-        # each recording is its own null: a scene like the clip's scores high at every place of it,
-        # and only a place that stands out from the rest of that recording is timing evidence
         centre = float(np.median(curve))
         spread = 1.4826 * float(np.median(np.abs(curve - centre))) + 1e-6
         left = curve.copy()
-        reach = min(frames, int(NULL_SPACING_S * rate))  # places nearer than this share the peak
         for _ in range(min(NULL_PEAKS, len(left))):
             k = int(np.argmax(left))
             if not np.isfinite(left[k]):
                 break
-            tops.append(((float(curve[k]) - centre) / spread, float(curve[k]), r, peak_between_frames(curve, k) / rate))
+            tops.append(((float(curve[k]) - centre) / spread, float(curve[k]), r + first,
+                         peak_between_frames(curve, k) / rate))
             left[max(0, k - reach + 1) : k + reach] = -np.inf
+    return tops
+
+
+def _best_places(tops: list[tuple], keep: int = CANDIDATES) -> list[tuple]:
+    """The clip's ``keep`` best places of its :func:`_peaks` over all recordings, as (recording
+    index, start_s, score, z, confidence), best first; [] if it fits in no recording.
+
+    confidence: how unlike a wrong place's the best place's lead over the next is. The best few wrong
+    places of a clip are the top of its null; by the Renyi representation of the top order statistics
+    of a null with an exponential tail, their gaps times their rank are independent exponentials of
+    one scale, estimated from the gaps below the top, so P(a wrong place leads by g or more) =
+    exp(-g / scale) and confidence = 1 - that; each clip calibrates itself, whatever its null."""
     if not tops:
         return []
-    tops.sort(reverse=True)
+    tops = sorted(tops, reverse=True)
     z = np.array([t[0] for t in tops])
     gaps = z[:-1] - z[1:]  # gaps[i]: lead of place i over place i + 1
     ranks = np.arange(1, len(gaps) + 1)
