@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from avmatch.adapt import ROUNDS
 from avmatch.corpus import Corpus, load_corpus
 from avmatch.demo import motion_onset_scores, recordings, scenes, worlds
 from avmatch.evaluate import reliability, retrieval_metrics
@@ -162,11 +163,11 @@ def measure(scores_raw: np.ndarray, offsets: np.ndarray | None, video_ids: list[
     return out
 
 
-def model_scores(trained, videos: Corpus, audios: Corpus, max_offset_s: float | None = None) -> tuple:
-    from avmatch.matching import match_corpora
+def model_scores(trained, videos: Corpus, audios: Corpus, max_offset_s: float | None = None, adapt: int = 0) -> tuple:
+    from avmatch.adapt import match_adapted
 
     # dual softmax + Hungarian, as measure() assigns: the offsets and confidences are those of the same pairs
-    result = match_corpora(trained, videos, audios, max_offset_s=max_offset_s)
+    result = match_adapted(trained, videos, audios, adapt, max_offset_s=max_offset_s)
     return result.raw_scores, result.offset_s, result.video_ids, result.audio_ids, result.confidence
 
 
@@ -256,6 +257,9 @@ def main() -> None:
                              "the same sizes left in -o DIR")
     parser.add_argument("--reuse-runs", action="store_true",
                         help="load the trained runs an earlier run left in -o DIR instead of training again")
+    parser.add_argument("--adapt", type=int, default=ROUNDS,
+                        help="rounds of adaptation at match time for the +adapt arms (avmatch match's default; 0: none)")
+    parser.add_argument("--adapt-formats", default="all", help="audio formats the +adapt arms are measured on (all: every one)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--build-default", action="store_true", help="train and write the shipped model")
@@ -342,9 +346,16 @@ def main() -> None:
     print("trained: " + ", ".join(f"{k} on {clips[k]} clips in {seconds[k]:.0f} s" for k in seconds))
 
     results = {}
+    adapt_formats = formats if args.adapt_formats == "all" else [f for f in args.adapt_formats.split(",") if f]
     for fmt in formats:
         for name, trained in models.items():
             results[name, fmt] = measure(*model_scores(trained, videos, audios[fmt]), key, family_of, fmt)
+            if args.adapt and name in ("unseen", "fine-tuned") and fmt in adapt_formats:
+                # as avmatch match runs by default: adapted to the test clips on the pairs it is sure of
+                t0 = time.perf_counter()
+                results[f"{name}+adapt", fmt] = measure(*model_scores(trained, videos, audios[fmt], adapt=args.adapt),
+                                                        key, family_of, fmt)
+                results[f"{name}+adapt", fmt]["seconds"] = round(time.perf_counter() - t0, 1)
         results["floor", fmt] = measure(*floor_scores(videos, audios[fmt], corpus.video_rate_hz), key, family_of,
                                          fmt)
     users = users_arm(root, holdout, held_sources, {k: v for k, v in models.items() if k in ("unseen", "fine-tuned",
@@ -390,6 +401,9 @@ def users_arm(root: Path, holdout: list[str], sources: list[str], models: dict, 
             # the default (5 s, 65% overlap) beside a range the user names (1.3 s: the range before)
             results[name, label] = measure(*model_scores(trained, videos, audios, max_offset_s), key, family_of, "",
                                            USER_GROUPS)
+        if args.adapt and name == "unseen":  # the default as avmatch match runs it: adapted to these clips
+            results[f"{name}+adapt", "default"] = measure(*model_scores(trained, videos, audios, adapt=args.adapt), key,
+                                                          family_of, "", USER_GROUPS)
     rate = videos.video_rate_hz
     results["floor", "default"] = measure(*floor_scores(videos, audios, rate, DEFAULT_MAX_OFFSET_S), key, family_of,
                                           "", USER_GROUPS)
@@ -408,28 +422,31 @@ def users_arm(root: Path, holdout: list[str], sources: list[str], models: dict, 
     return {f"{n}/{lab}": r for (n, lab), r in results.items()}
 
 
+NA = {"one_to_one": float("nan"), "by_family": {}}  # a cell a run did not measure
+
+
 def report(results: dict, formats: list[str], holdout: list[str], root: Path, context: dict) -> None:
     names = list(dict.fromkeys(n for n, _ in results))
     print("\none-to-one by audio format")
     print(f"  {'format':12s} " + " ".join(f"{n:>10s}" for n in names))
     for fmt in formats:
-        print(f"  {fmt:12s} " + " ".join(f"{results[n, fmt]['one_to_one']:10.3f}" for n in names))
-    worst = {n: min(results[n, f]["one_to_one"] - results[n, formats[0]]["one_to_one"] for f in formats)
-             for n in names}
+        print(f"  {fmt:12s} " + " ".join(f"{results.get((n, fmt), NA)['one_to_one']:10.3f}" for n in names))
+    worst = {n: min(results.get((n, f), NA)["one_to_one"] - results.get((n, formats[0]), NA)["one_to_one"]
+                    for f in formats if (n, f) in results) for n in names}
     print(f"  {'worst - ' + formats[0]:12s} " + " ".join(f"{worst[n]:10.3f}" for n in names))
     for metric in ("top1", "top5", "offset_40ms", "confidence_ece", "sure_n", "sure_right"):
         print(f"  {formats[0] + ' ' + metric:12s} " + " ".join(
-            f"{results[n, formats[0]].get(metric, float('nan')):10.3f}" for n in names))
+            f"{results.get((n, formats[0]), NA).get(metric, float('nan')):10.3f}" for n in names))
     print(f"\none-to-one by held-out family ({formats[0]})")
     for fam in holdout:
-        print(f"  {fam:18s} " + " ".join(f"{results[n, formats[0]]['by_family'].get(fam, float('nan')):10.3f}"
+        print(f"  {fam:18s} " + " ".join(f"{results.get((n, formats[0]), NA)['by_family'].get(fam, float('nan')):10.3f}"
                                          for n in names))
-    for name in ("unseen", "fine-tuned", "scratch"):
+    for name in ("unseen", "unseen+adapt", "fine-tuned", "scratch"):
         if (name, formats[0]) in results:
             print(f"\n{name}: one-to-one by family and format")
             print(f"  {'family':18s} " + " ".join(f"{f:>9s}" for f in formats))
             for fam in holdout:
-                print(f"  {fam:18s} " + " ".join(f"{results[name, f]['by_family'].get(fam, float('nan')):9.3f}"
+                print(f"  {fam:18s} " + " ".join(f"{results.get((name, f), NA)['by_family'].get(fam, float('nan')):9.3f}"
                                                  for f in formats))
     print("\n" + json.dumps({k: v for k, v in context.items() if k != "users"}, default=str))
     out = {f"{n}/{f}": r for (n, f), r in results.items()}

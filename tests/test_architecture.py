@@ -17,6 +17,7 @@ LAYERS = [
     {"losses", "checkpoint", "shipped"},
     {"inference"},
     {"matching", "train", "evaluate"},
+    {"adapt"},
     {"report", "mux"},
     {"__init__"},
     {"cli", "__main__", "demo", "speech", "testing"},

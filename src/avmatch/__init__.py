@@ -100,33 +100,38 @@ class Model:
               normalise: str = "dual-softmax", max_offset_s: float | None = None, mode: str = "auto",
               candidates: int | None = None, retriever: Model | str | Path | None = None,
               retrieval: str = "flat", workers: int = 1, options: dict | None = None,
-              min_confidence: float = 0.0) -> Result:
+              min_confidence: float = 0.0, adapt: int | None = None) -> Result:
         """Match every video of ``videos`` to an audio of ``audios`` (one-to-one, or each video's best
         with ``greedy``); a timing model also gives each pair's offset; ``min_confidence`` leaves a video
-        whose pair is less sure than that unmatched. See ``avmatch match --help``
+        whose pair is less sure than that unmatched; ``adapt`` rounds of adaptation to these clips
+        (None: :data:`avmatch.adapt.ROUNDS`; 0: none). See ``avmatch match --help``
         for the options; ``retriever`` is a Model or a run for two-stage retrieval."""
-        from avmatch.matching import match_corpora
+        from avmatch.adapt import ROUNDS, match_adapted
 
         _source(videos, "videos")
         _source(audios, "audios")
         if retriever is not None and not isinstance(retriever, Model):
             retriever = load(retriever)
-        return match_corpora(self.trained, self.features(videos, options, workers),
-                             self.features(audios, options, workers), "greedy" if greedy else "hungarian",
-                             normalise, max_offset_s, mode=mode, candidates=candidates,
+        return match_adapted(self.trained, self.features(videos, options, workers),
+                             self.features(audios, options, workers), ROUNDS if adapt is None else adapt,
+                             method="greedy" if greedy else "hungarian", normalisation=normalise,
+                             max_offset_s=max_offset_s, mode=mode, candidates=candidates,
                              retriever=retriever.trained if retriever else None, retrieval=retrieval,
                              min_confidence=min_confidence)
 
 
     def locate(self, clips: Corpus | str | Path, recordings: Corpus | str | Path, *,
                min_confidence: float | None = None, reverse: bool = False, workers: int = 1,
-               options: dict | None = None, progress: bool = False, camera: str | None | bool = None) -> list:
+               options: dict | None = None, progress: bool = False, camera: str | None | bool = None,
+               adapt: int = 0) -> list:
         """Place each silent clip of ``clips`` inside the long audio recordings of ``recordings``
         (``reverse``: audio snippets inside long silent videos): a list of
         :class:`avmatch.matching.locate.Placement` (recording "" where refused), one per clip.
         Clips of one camera (their folder; ``camera``: a regular expression on the clip id; False:
-        none) are not placed overlapping in time."""
-        from avmatch.matching.locate import MIN_CONFIDENCE, locate
+        none) are not placed overlapping in time. ``adapt``: rounds of adaptation to these clips (0:
+        none, the default: it places more takes but refuses fewer of scenes nobody recorded)."""
+        from avmatch.adapt import locate_adapted
+        from avmatch.matching.locate import MIN_CONFIDENCE
 
         _source(clips, "clips")
         _source(recordings, "recordings")
@@ -134,9 +139,10 @@ class Model:
             from avmatch.matching.locate import check_camera
 
             check_camera(camera)
-        return locate(self.trained, self.features(clips, options, workers, progress),
-                      self.features(recordings, options, workers, progress),
-                      MIN_CONFIDENCE if min_confidence is None else min_confidence, reverse, progress, camera)
+        return locate_adapted(self.trained, self.features(clips, options, workers, progress),
+                              self.features(recordings, options, workers, progress), adapt,
+                              reverse, min_confidence=MIN_CONFIDENCE if min_confidence is None else min_confidence,
+                              progress=progress, camera=camera)
 
 
 def load(run: str | Path = "default", device: str | None = "auto") -> Model:

@@ -136,7 +136,7 @@ def cmd_match(args) -> None:
     result = model.match(
         args.videos, args.audios, greedy=args.greedy, normalise=args.normalise, max_offset_s=args.max_offset,
         mode=args.mode, candidates=args.candidates, retriever=args.retriever, retrieval=args.retrieval,
-        workers=args.workers, options=_options(args.option), min_confidence=args.min_confidence)
+        workers=args.workers, options=_options(args.option), min_confidence=args.min_confidence, adapt=args.adapt)
     if args.output == "-":  # the pairs on standard output (no score file or heat map to go with them)
         sys.stdout.write(result.csv_text())
         return
@@ -155,6 +155,9 @@ def cmd_match(args) -> None:
         return
     print(f"matched {len(result.video_ids)} videos against {len(result.audio_ids)} audios "
           f"({result.method}{', two-stage' if result.sparse else ''}); wrote {', '.join(str(p) for p in written)}")
+    if result.adapted:
+        print(f"adapted to these clips: {len(result.adapted)} round(s), fine-tuned on "
+              f"{' then '.join(str(n) for n in result.adapted)} pairs it was sure of (--adapt 0: none)")
     if args.greedy:
         return
     unmatched_videos, unmatched_audios = int((result.chosen < 0).sum()), result.unmatched_audios()
@@ -170,7 +173,8 @@ def cmd_locate(args) -> None:
 
     placements = avmatch.load(args.model, args.device).locate(args.clips, args.recordings, min_confidence=args.min_confidence,
                                                   reverse=args.reverse, workers=args.workers, progress=True,
-                                                  camera=False if args.camera == "none" else args.camera)
+                                                  camera=False if args.camera == "none" else args.camera,
+                                                  adapt=args.adapt)
     if args.output == "-":
         sys.stdout.write(placements_text(placements))
         return
@@ -180,7 +184,9 @@ def cmd_locate(args) -> None:
 
         placements_report(args.report, placements)
     refused = [p for p in placements if not p.recording]
+    adapted = max((p.adapted_on for p in placements), default=0)
     print(f"placed {len(placements) - len(refused)} of {len(placements)} clips in {args.output}"
+          + (f" (the model adapted on the {adapted} it placed surely first; --adapt 0: not)" if adapted else "")
           + (f"; refused {len(refused)}:" if refused else ""))
     for p in refused[:10]:  # a refusal names the best place, so a person can look
         where = f"best place {p.best_recording} at {p.start_s:.2f} s, confidence {p.confidence:.2f}" if p.best_recording \
@@ -414,6 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-confidence", type=share, default=None,
                    help="refuse placements less sure than this (default 0.9)")
     p.add_argument("--reverse", action="store_true", help="short audio snippets inside long silent videos")
+    p.add_argument("--adapt", type=whole, default=0, metavar="N",
+                   help="rounds of adaptation: the model fine-tuned on the clips it placed surely (each with its stretch "
+                        "of recording), then every clip placed again (default 0: none; 1 places more takes of kinds the "
+                        "model never saw but refuses fewer takes nobody recorded; needs 16 sure clips)")
     p.add_argument("--report", default=None, metavar="HTML", help="also write a report: a timeline per recording, "
                    "the refused clips listed")
     p.add_argument("--camera", default=None, metavar="REGEX",
@@ -449,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the pairs as JSON (the files are written too)")
     p.add_argument("--min-confidence", type=share, default=0.0, metavar="P",
                    help="leave a video unmatched when its pair's confidence is below P (default 0: match every video)")
+    p.add_argument("--adapt", type=whole, default=None, metavar="N",
+                   help="rounds of adaptation to these clips: a timing model fine-tuned on the pairs it is sure of, "
+                        "then everything matched again (default 3; 0: none; dense matching only)")
     p.add_argument("--mode", default="auto", choices=["auto", "dense", "two-stage"],
                    help="dense: score every pair; two-stage: score each video's top candidates only "
                         "(auto: dense up to 5000 x 5000 pairs)")

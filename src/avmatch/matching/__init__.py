@@ -56,7 +56,8 @@ def match_corpora(trained: Trained, videos: Corpus, audios: Corpus, method: str 
     (:func:`~avmatch.matching.dense.assignment_confidence`); with ``min_confidence`` a video whose
     pair is less sure than that stays unmatched rather than forced onto an audio. A matched pair of
     a timing model at least ``DRIFT_MIN_S`` long gets its offset measured at several points and the
-    drift between the two clocks (``drift_ppm``), as :func:`~avmatch.matching.locate.locate` does."""
+    drift between the two clocks (``drift_ppm``), as :func:`~avmatch.matching.locate.locate` does.
+    (:func:`avmatch.adapt.match_adapted` adapts the model to the clips first.)"""
     check_min_confidence(min_confidence)
     v_clips = [c for c in videos.clips if c.video is not None]
     a_clips = [c for c in audios.clips if c.audio is not None]

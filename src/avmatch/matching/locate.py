@@ -66,6 +66,7 @@ class Placement:
     best_recording: str  # the best place's recording, refused or not
     drift_ppm: float = float("nan")  # recording clock against the clip's, for clips of DRIFT_MIN_S or more
     why: str = ""  # why a clip was refused: "not sure", "camera CAM busy there" (see _choose), "longer than every recording"
+    adapted_on: int = 0  # sure placements the model was adapted on before this one (locate's adapt)
 
 
 class RecordingIndex:
@@ -107,7 +108,8 @@ def locate(trained: Trained, clips: Corpus, recordings: Corpus, min_confidence: 
 
     Clips of one camera (by default the folder in their id; ``camera``: a regular expression whose
     match in the id names it; False: no cameras) cannot overlap in time on one recording. The recordings
-    are searched ``group_frames`` frames at a time (their embeddings and transforms are the memory)."""
+    are searched ``group_frames`` frames at a time (their embeddings and transforms are the memory).
+    (:func:`avmatch.adapt.locate_adapted` adapts the model to the clips first.)"""
     short, long = ("audio", "video") if reverse else ("video", "audio")
     c_clips = [c for c in clips.clips if getattr(c, short) is not None]
     r_clips = [c for c in recordings.clips if getattr(c, long) is not None]

@@ -34,6 +34,7 @@ class MatchResult:
     probability: np.ndarray | None = None  # (Nv,) a pair classifier's own sigmoid of its logit for the pair
     sources: dict = field(default_factory=dict)  # {"video" | "audio": {clip id: media file}} where known
     normalisation: str = "dual-softmax"  # what made ``scores`` from the raw scores ("none": they are the raw)
+    adapted: list[int] = field(default_factory=list)  # sure pairs of each round of adaptation at match time
 
     @property
     def sparse(self) -> bool:
