@@ -260,6 +260,7 @@ def main() -> None:
     parser.add_argument("--adapt", type=int, default=ROUNDS,
                         help="rounds of adaptation at match time for the +adapt arms (avmatch match's default; 0: none)")
     parser.add_argument("--adapt-formats", default="all", help="audio formats the +adapt arms are measured on (all: every one)")
+    parser.add_argument("--adapt-models", default="unseen,fine-tuned", help="models measured with adaptation too")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--build-default", action="store_true", help="train and write the shipped model")
@@ -350,7 +351,7 @@ def main() -> None:
     for fmt in formats:
         for name, trained in models.items():
             results[name, fmt] = measure(*model_scores(trained, videos, audios[fmt]), key, family_of, fmt)
-            if args.adapt and name in ("unseen", "fine-tuned") and fmt in adapt_formats:
+            if args.adapt and name in args.adapt_models.split(",") and fmt in adapt_formats:
                 # as avmatch match runs by default: adapted to the test clips on the pairs it is sure of
                 t0 = time.perf_counter()
                 results[f"{name}+adapt", fmt] = measure(*model_scores(trained, videos, audios[fmt], adapt=args.adapt),

@@ -51,7 +51,8 @@ NULL_PEAKS = 16  # best places kept per recording (the top of the clip's null)
 NULL_GAPS = 15  # gaps below the top that measure the scale of the null's tail
 NULL_SPACING_S = 2.0  # places this far apart (or a clip's length, if shorter) are separate peaks
 DRIFT_MIN_S = 60.0  # clips this long get their drift measured (shorter: too little to measure it by)
-GROUP_FRAMES = 1 << 20  # recordings searched this many frames at a time (11.6 h at 25 Hz: about 1.4 GiB)
+GROUP_FRAMES = 1 << 20  # recordings searched this many frames at a time (11.6 h at 25 Hz; 64-dim embeddings
+# and their transforms: about 0.6 GiB)
 
 
 @dataclass
@@ -142,10 +143,12 @@ def locate(trained: Trained, clips: Corpus, recordings: Corpus, min_confidence: 
     options = [_best_places(found) for found in peaks]
     placements = _choose(c_clips, r_clips, clip_emb, options, rate, min_confidence, camera)
     by_id = {r.id: k for k, r in enumerate(r_clips)}
+    embedded = {}  # the recordings long takes were placed on, embedded again once each
     for p, emb in zip(placements, clip_emb, strict=True):
         if p.recording and len(emb) >= DRIFT_MIN_S * rate:
-            rec = frame_embeddings(trained, [getattr(r_clips[by_id[p.recording]], long)], long)[0]
-            p.start_s, p.drift_ppm = drift(emb, rec, p.start_s * rate, rate)
+            if p.recording not in embedded:
+                embedded[p.recording] = frame_embeddings(trained, [getattr(r_clips[by_id[p.recording]], long)], long)[0]
+            p.start_s, p.drift_ppm = drift(emb, embedded[p.recording], p.start_s * rate, rate)
             p.end_s = p.start_s + len(emb) / rate * (1 + p.drift_ppm * 1e-6)
     return placements
 
