@@ -29,3 +29,26 @@ def test_bad_api_arguments_are_one_line_errors_python_code_can_catch():
         with pytest.raises(AvmatchError, match=re.escape(says)) as caught:
             call()
         assert isinstance(caught.value, (TypeError, ValueError))
+
+
+def test_videos_and_audios_given_the_wrong_way_round_are_said_before_any_extraction(media, tmp_path, capsys,
+                                                                                   monkeypatch):
+    """match AUDIOS VIDEOS (or locate RECORDINGS CLIPS): one line naming the folder and the right
+    order, and nothing extracted (no cache written)."""
+    import shutil
+
+    from avmatch.cli import main
+
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "audios").mkdir()
+    shutil.copy(media.clip("clip.mp4"), tmp_path / "videos" / "v.mp4")
+    shutil.copy(media.audio("tone.wav"), tmp_path / "audios" / "a.wav")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("AVMATCH_CACHE", str(cache))
+    assert main(["match", str(tmp_path / "audios"), str(tmp_path / "videos"), "-o", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "VIDEOS holds audio files only (.wav)" in err and "avmatch match VIDEOS AUDIOS" in err
+    assert str(tmp_path / "audios") in err and len(err.strip().splitlines()) == 1
+    assert main(["locate", str(tmp_path / "audios"), str(tmp_path / "videos")]) == 2
+    assert "avmatch locate CLIPS RECORDINGS" in capsys.readouterr().err
+    assert not cache.exists() or not any(cache.rglob("*.npy"))

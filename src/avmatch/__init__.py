@@ -110,6 +110,10 @@ class Model:
 
         _source(videos, "videos")
         _source(audios, "audios")
+        if isinstance(videos, (str, Path)):
+            from avmatch.extract import check_holds_videos
+
+            check_holds_videos(videos, "VIDEOS", "avmatch match VIDEOS AUDIOS")
         if retriever is not None and not isinstance(retriever, Model):
             retriever = load(retriever)
         return match_adapted(self.trained, self.features(videos, options, workers),
@@ -135,6 +139,12 @@ class Model:
 
         _source(clips, "clips")
         _source(recordings, "recordings")
+        silent = recordings if reverse else clips  # the side that must hold videos
+        if isinstance(silent, (str, Path)):
+            from avmatch.extract import check_holds_videos
+
+            check_holds_videos(silent, *(("RECORDINGS", "avmatch locate SNIPPETS VIDEOS --reverse") if reverse
+                                         else ("CLIPS", "avmatch locate CLIPS RECORDINGS")))
         if isinstance(camera, str):
             from avmatch.matching.locate import check_camera
 

@@ -20,6 +20,7 @@ import contextlib
 import csv
 import hashlib
 import io
+import itertools
 import json
 import logging
 import multiprocessing
@@ -457,6 +458,21 @@ def is_media_source(path: str | Path) -> bool:
             or (path / "vfeat").is_dir():
         return False
     return any(p.suffix.lower() in MEDIA_SUFFIXES for p in path.rglob("*") if p.is_file())
+
+
+def check_holds_videos(path: str | Path, role: str, usage: str, look: int = 10_000) -> None:
+    """One line, before any extraction, when a media source that should hold videos (``role``, as
+    ``usage`` — the command line — names it) holds audio files only: the arguments were given the
+    wrong way round. A feature corpus, or a source with a video file among its first ``look`` files,
+    passes."""
+    if not is_media_source(path):
+        return
+    path = Path(path)
+    files = [path] if path.is_file() else itertools.islice((p for p in path.rglob("*") if p.is_file()), look)
+    suffixes = {p.suffix.lower() for p in files} & MEDIA_SUFFIXES
+    if suffixes and not suffixes & VIDEO_SUFFIXES:
+        raise AvmatchError(f"{role} holds audio files only ({', '.join(sorted(suffixes))}): nothing to see there. "
+                           f"The silent videos come first: {usage}", path)
 
 
 def training_features(path: str | Path) -> Corpus:
