@@ -6,7 +6,7 @@
 
 Each :class:`AudioFormat` says how the signal is changed first (band, level, noise; as a phone line
 or a recorder would) and then how it is encoded (container, codec, bit rate), with PyAV through
-:func:`avmatch.demo.scenes.write_media`.
+:func:`avmatch.testing.mediagen.write_media`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import numpy as np
 import scipy.signal
 from scipy.signal import butter, resample_poly, sosfilt
 
-from avmatch.demo.scenes import write_media
 from avmatch.errors import AvmatchError
 from avmatch.media import probe, read_audio
+from avmatch.testing.mediagen import write_media
 
 Degrade = Callable[[np.ndarray, int, np.random.Generator], tuple[np.ndarray, int]]
 

@@ -13,6 +13,11 @@ from pathlib import Path
 import av
 import numpy as np
 
+from avmatch.atomic import atomic_path
+from avmatch.media import encode_audio
+
+FPS = 25.0  # the generated scenes' frame rate (avmatch.demo) and write_media's default
+SAMPLE_RATE = 16000  # ... and their sound's
 EVENTS = (0.48, 1.28)  # default event times: on frame boundaries at 25 fps (frames 12 and 32)
 FLASH_S = 0.12  # how long a flash / tone burst lasts
 TONE_HZ = 1000.0
@@ -150,3 +155,95 @@ def faststart(src: str | Path, dst: str | Path) -> Path:
                 packet.stream = streams[packet.stream.index]
                 out.mux(packet)
     return Path(dst)
+
+
+# ---------------------------------------------- generated frames and sound as files, and shifted test audio
+
+def _to_uint8(frames: np.ndarray) -> np.ndarray:
+    return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def write_media(path: str | Path, frames: np.ndarray | None, audio: np.ndarray | None, fps: float = FPS,
+                sample_rate: int = SAMPLE_RATE, audio_codec: str | None = None, audio_bit_rate: int | None = None) -> Path:
+    """Write frames ((N, H, W, 3) float in [0, 1]) and/or mono audio to ``path`` (atomically).
+
+    .mp4: H.264 (ultrafast) + AAC; .wav: 16-bit PCM; .m4a: AAC; .flac: FLAC; .mp3: MP3 (LAME);
+    .opus: Opus. ``audio_codec`` (``pcm_mulaw`` in a .wav) and ``audio_bit_rate`` (bit/s) override those.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    with atomic_path(path) as tmp, av.open(str(tmp), "w", format={".m4a": "mp4", ".mp4": "mp4"}.get(suffix)) as out:
+        vstream = astream = None
+        if frames is not None:
+            if frames.shape[1] % 2 or frames.shape[2] % 2:
+                raise ValueError(f"H.264 (4:2:0) needs an even width and height, got {frames.shape[2]}x{frames.shape[1]}")
+            vstream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+            vstream.height, vstream.width = frames.shape[1:3]
+            vstream.pix_fmt = "yuv420p"
+            vstream.options = {"preset": "ultrafast", "tune": "zerolatency"}
+            vstream.thread_count = 1
+        if audio is not None:
+            codec = audio_codec or {".wav": "pcm_s16le", ".flac": "flac", ".mp3": "libmp3lame",
+                                    ".opus": "libopus"}.get(suffix, "aac")
+            astream = out.add_stream(codec, rate=sample_rate)
+            astream.layout = "mono"
+            if codec == "aac":
+                astream.bit_rate = 64000
+                astream.options = {"aac_coder": "fast"}
+            if codec == "libmp3lame":
+                astream.format = "fltp"  # LAME's default, s32p, is not a format encode_audio writes
+            if audio_bit_rate:
+                astream.bit_rate = audio_bit_rate
+        if vstream is not None:
+            pixels = _to_uint8(frames)
+            for i, img in enumerate(pixels):
+                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+                frame.pts = i
+                out.mux(vstream.encode(frame))
+            out.mux(vstream.encode(None))
+        if astream is not None:
+            encode_audio(out, astream, audio)
+    return path
+
+
+def _noise_pad(audio: np.ndarray, n: int, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
+    """``n`` samples of the track's own background: pieces of its quietest stretch, in random order."""
+    if n <= 0:
+        return np.zeros(0, np.float32)
+    win = max(1, min(len(audio), int(0.2 * sample_rate)))
+    hop = max(1, win // 4)
+    starts = np.arange(0, max(1, len(audio) - win + 1), hop)
+    rms = np.array([np.mean(audio[s : s + win] ** 2) for s in starts])
+    quiet = audio[starts[int(rms.argmin())] :][:win]
+    if not len(quiet):
+        return np.zeros(n, np.float32)
+    pieces, have = [], 0
+    while have < n:
+        piece = np.roll(quiet, int(rng.integers(len(quiet))))
+        if rng.random() < 0.5:
+            piece = piece[::-1]
+        pieces.append(piece)
+        have += len(piece)
+    return np.concatenate(pieces)[:n].astype(np.float32)
+
+
+def shift_audio(audio: np.ndarray, offset_s: float, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """The sound track as it would be if it started ``offset_s`` seconds into the video (negative:
+    before it), kept at its length: cut at one end, padded at the other with its own background."""
+    k = int(round(offset_s * sample_rate))
+    n = len(audio)
+    k = max(-n, min(n, k))
+    if k >= 0:
+        return np.concatenate([audio[k:], _noise_pad(audio, k, rng, sample_rate)])
+    return np.concatenate([_noise_pad(audio, -k, rng, sample_rate), audio[: n + k]])
+
+
+def random_names(rng: np.random.Generator, n: int, prefix: str, taken: set[str]) -> list[str]:
+    """``n`` names of ``prefix`` and 8 random hex digits, none in ``taken`` (which gains them)."""
+    names: list[str] = []
+    while len(names) < n:
+        name = prefix + "".join(rng.choice(list("0123456789abcdef"), 8))
+        if name not in taken:
+            taken.add(name)
+            names.append(name)
+    return names

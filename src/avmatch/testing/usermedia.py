@@ -23,6 +23,7 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from avmatch.atomic import atomic_path, write_text
+from avmatch.testing.mediagen import random_names, shift_audio
 
 # container suffix -> (video codec, pixel format)
 CONTAINERS = {".mp4": ("libx264", "yuv420p"), ".mkv": ("libx264", "yuv420p"), ".webm": ("libvpx", "yuv420p"),
@@ -92,8 +93,6 @@ def write_stereo(path: str | Path, audio: np.ndarray, sample_rate: int, rng: np.
 
 def _make_pair(make: Callable, family: str, seed: list[int], duration_s: float, size: tuple[int, int], fps: float,
                offset_s: float, video: str, audio: str) -> None:
-    from avmatch.demo.scenes import shift_audio
-
     scene = make(seed, family=family, duration_s=duration_s, size=size, fps=fps)
     rng = np.random.default_rng(seed)
     write_video(video, scene.frames, fps)
@@ -105,14 +104,12 @@ def make_user_test_set(makers: dict[str, Callable], families: list[str], out_dir
                        workers: int = 1) -> Path:
     """``n`` pairs spread over ``families`` ("generator:family", each generator's ``make_scene`` in
     ``makers``), cycling through frame rates, containers and audio formats; returns key.csv's path."""
-    from avmatch.demo.scenes import _random_names
-
     out = Path(out_dir)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     (out / "audios").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, 4421])
     taken: set[str] = set()
-    v_names, a_names = _random_names(rng, n, "v", taken), _random_names(rng, n, "a", taken)
+    v_names, a_names = random_names(rng, n, "v", taken), random_names(rng, n, "a", taken)
     offsets = rng.uniform(-max_offset_s, max_offset_s, n)
     containers, audio_suffixes = list(CONTAINERS), list(AUDIO)
     jobs, rows = [], []
