@@ -234,7 +234,9 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
     t0 = lap("train", t0)
     how = f"fine-tuned {'the shipped model' if init == 'default' else init}" if init else "trained a new model"
     _say(progress, f"[3/5] {how} ({train_cfg.model}): validation top-1 {result['val_top1']:.3f} at epoch "
-         f"{result['best_epoch']} of {result['epochs']} in {stage['train']:.0f} s")
+         f"{result['best_epoch']} of {result['epochs']} in {stage['train']:.0f} s"
+         + (f"; not clearly better than the {result['start_top1']:.3f} it started from, so it keeps the starting "
+            "weights" if result.get("kept_start") else ""))
 
     trained = load_trained(out / "run")
     match = match_corpora(trained, videos, audios)
