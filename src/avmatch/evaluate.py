@@ -237,9 +237,9 @@ def evaluate_pairs(pairs_csv: str | Path, key_csv: str | Path, heatmap: str | Pa
         conf = np.array([_confidence(r, pairs_csv) for r in rows])
         trust = reliability(conf, np.array([r["audio"] == key[r["video"]] for r in rows]))
         out.update({f"confidence_{k}": v for k, v in trust.items() if v == v})  # no NaN: none at >= 0.9
-    if key_rows and "offset_s" in key_rows[0] and all(pairs.get(r["video"], {}).get("offset_s") for r in key_rows):
-        err = np.array([abs(_seconds(pairs[r["video"]], pairs_csv) - _seconds(r, key_csv))
-                        for r in key_rows if pairs[r["video"]]["audio"] == r["audio"]])
+    right_rows = [r for r in key_rows if r["audio"] and pairs.get(r["video"], {}).get("audio") == r["audio"]]
+    if key_rows and "offset_s" in key_rows[0] and all(pairs[r["video"]].get("offset_s") for r in right_rows):
+        err = np.array([abs(_seconds(pairs[r["video"]], pairs_csv) - _seconds(r, key_csv)) for r in right_rows])
         if len(err):
             out.update(offset_mae_s=float(err.mean()), offset_median_s=float(np.median(err)),
                        offset_within_40ms=float((err <= 0.040 + 1e-9).mean()))

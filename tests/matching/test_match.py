@@ -286,3 +286,24 @@ def test_top5_within_30_against_a_brute_force_count():
             hits.append(sum(r >= scores[i, truth[i]] for r in rivals) <= 5)
     assert top5_within(scores, truth) == pytest.approx(np.mean(hits))
     assert top5_within(scores[:29, :29]) is None
+
+
+def test_values_not_measured_are_empty_cells_and_read_back_as_none(tmp_path):
+    """An unmatched video's score, confidence and offset are NaN in memory; pairs.csv and
+    placements.csv leave those cells empty (not 'nan'), and evaluate reads the file as written."""
+    from avmatch.matching.locate import Placement, placements_text
+
+    result = MatchResult(["v0", "v1"], ["a0", "a1", "a2"], np.eye(2, 3), np.array([0, -1]), "hungarian",
+                         confidence=np.array([0.97, np.nan]), offset_s=np.array([0.25, np.nan]),
+                         offset_conf=np.array([0.8, np.nan]))
+    result.write(tmp_path / "pairs.csv", heatmap=False)
+    rows = list(csv.DictReader(open(tmp_path / "pairs.csv")))
+    assert rows[0]["confidence"] == "0.97" and rows[0]["offset_s"] == "0.25"
+    assert rows[1]["audio"] == rows[1]["confidence"] == rows[1]["offset_s"] == rows[1]["score"] == ""
+    assert "nan" not in (tmp_path / "pairs.csv").read_text()
+    (tmp_path / "key.csv").write_text("video,audio,offset_s\nv0,a0,0.25\nv1,a1,0.0\n")
+    metrics = evaluate_pairs(tmp_path / "pairs.csv", tmp_path / "key.csv")
+    assert metrics["one_to_one"] == 0.5 and metrics["offset_within_40ms"] == 1.0
+    refused = Placement("take", "", float("nan"), float("nan"), float("nan"), float("nan"), 0.0, "")
+    text = placements_text([refused])
+    assert "nan" not in text and text.splitlines()[1].startswith("take,,,,,,0,,")

@@ -42,6 +42,7 @@ from avmatch.corpus import Corpus
 from avmatch.errors import ArgumentError, AvmatchError
 from avmatch.inference import check_fits, frame_embeddings, peak_between_frames
 from avmatch.matching.dense import check_min_confidence
+from avmatch.matching.results import csv_cell
 from avmatch.progress import bar as progress_bar
 
 MIN_CONFIDENCE = 0.9  # placements less sure than this are refused
@@ -294,7 +295,7 @@ def placements_text(placements: list[Placement]) -> str:
     writer = csv.writer(buf)
     writer.writerow(FIELDS)
     for p in sorted(placements, key=lambda p: p.clip):
-        writer.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in (getattr(p, f) for f in FIELDS)])
+        writer.writerow([csv_cell(getattr(p, f)) for f in FIELDS])
     return buf.getvalue()
 
 

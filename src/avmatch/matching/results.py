@@ -19,6 +19,14 @@ from avmatch.matching.dense import margins
 from avmatch.matching.two_stage import margins_sparse, sparse_lookup
 
 
+def csv_cell(value) -> str:
+    """A value as the CSV files write it: floats to 6 significant digits, a value not measured (NaN)
+    as an empty cell (which spreadsheets and avmatch's readers take as "none"), anything else as is."""
+    if isinstance(value, float):
+        return "" if value != value else f"{value:.6g}"
+    return value
+
+
 @dataclass
 class MatchResult:
     video_ids: list[str]
@@ -95,7 +103,7 @@ class MatchResult:
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["video", "audio", "score", "margin"])
         writer.writeheader()
         for r in rows:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+            writer.writerow({k: csv_cell(v) for k, v in r.items()})
         return buf.getvalue()
 
     def write(self, pairs_csv: str | Path, heatmap: bool = True) -> list[Path]:
