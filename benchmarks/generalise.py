@@ -243,8 +243,8 @@ def main() -> None:
     parser.add_argument("--holdout-sources", default=",".join(DEFAULT_HOLDOUT_SOURCES),
                         help="real recorded sources never trained on: the held-out families' clips use only these")
     parser.add_argument("--tune-epochs", type=int, default=8)
-    parser.add_argument("--users", type=int, default=100, help="pairs of users' media (0: none): 24-30 fps, 320x180, "
-                        "stereo 44.1/48 kHz, webm/avi/mkv/mp4, 8 s")
+    parser.add_argument("--users", type=int, default=100, help="pairs of users' media (0: none): 24-30 fps (a quarter variable), 320x180 to 1920x1080, "
+                        "stereo 44.1/48 kHz, mp4/mkv/webm/avi/mov, 8 s")
     parser.add_argument("--users-offset", type=float, default=2.5, help="offsets of the users' media pairs, ± seconds")
     parser.add_argument("--users-max-offset", type=float, default=1.3,
                         help="another lag range matched on users' media beside the default, seconds "
@@ -374,12 +374,13 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
-USER_GROUPS = ("fps", "container", "audio_format")
+USER_GROUPS = ("fps", "container", "size", "audio_format")
 
 
 def users_arm(root: Path, holdout: list[str], sources: list[str], models: dict, args) -> dict:
     """What users bring (``avmatch.testing.usermedia``): ``--users`` pairs of the held-out families
-    at 24-30 fps, 320x180, stereo 44.1/48 kHz, webm/avi/mkv/mp4, offsets up to ±2.5 s, 8 s clips;
+    at 24-30 fps (a quarter variable), 320x180 to 1920x1080, stereo 44.1/48 kHz, mp4/mkv/webm/avi/mov,
+    offsets up to ±2.5 s, 8 s clips;
     each model matched with the default options (lag range as trained) and with a wider one."""
     from avmatch.testing.usermedia import make_user_test_set
 
