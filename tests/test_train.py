@@ -334,3 +334,13 @@ def test_gradient_clipping_caps_the_norm_of_every_step(tmp_path, monkeypatch):
     seen.clear()
     train(corpus, tmp_path / "free", TrainConfig(**base, clip_grad=0.0), progress=False)
     assert max(seen) > 1e-3
+
+
+def test_a_flag_of_the_training_config_takes_true_or_false_only():
+    from avmatch.errors import AvmatchError
+    from avmatch.train import TrainConfig
+
+    assert TrainConfig(centre_clips=True).centre_clips
+    for name in ("centre_clips", "histograms"):
+        with pytest.raises(AvmatchError, match=f"training option {name} is 'yes': give true or false"):
+            TrainConfig(**{name: "yes"})

@@ -40,9 +40,14 @@ class Trained:
     # the confidence's temperature (matching.dense.fit_temperature), fitted on the run's validation
     # pairs; 1.0: none fitted (the shipped model, older runs)
     temperature: float = 1.0
+    # each clip's own mean over time taken away before the z-scores (TrainConfig.centre_clips): what
+    # changes within a clip, not what it is throughout
+    centre_clips: bool = False
 
     def standardise(self, x: np.ndarray, modality: str) -> np.ndarray:
         mean, std = (self.video_mean, self.video_std) if modality == "video" else (self.audio_mean, self.audio_std)
+        if self.centre_clips:
+            x = x - x.mean(axis=0, keepdims=True)
         return ((x - mean) / std).astype(np.float32)
 
     def save(self, path: str | Path, weights_dtype: torch.dtype | None = None) -> None:
@@ -62,6 +67,7 @@ class Trained:
             "rates": {"video_hz": float(self.video_rate_hz), "audio_hz": float(self.audio_rate_hz)},
             "extra": self.extra,
             "calibration": {"temperature": float(self.temperature)},
+            "input": {"centre_clips": bool(self.centre_clips)},
         }
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
@@ -223,12 +229,14 @@ def _check_schema(state: object, path: Path) -> None:
         rate = rates.get(key)
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < float("inf"):
             fail(f"malformed checkpoint: rates {key} is {rate!r:.40}, not a positive number")
-    for key in ("extractor", "extra", "calibration"):
+    for key in ("extractor", "extra", "calibration", "input"):
         if not isinstance(state.get(key, {}), dict):
             fail(f"malformed checkpoint: {key} is a {type(state[key]).__name__}, not a table")
     temperature = state.get("calibration", {}).get("temperature", 1.0)
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < float("inf"):
         fail(f"malformed checkpoint: calibration temperature is {temperature!r:.40}, not a positive number")
+    if not isinstance(state.get("input", {}).get("centre_clips", False), bool):
+        fail(f"malformed checkpoint: input centre_clips is {state['input']['centre_clips']!r:.40}, not true or false")
     _check_extractor(state.get("extractor", {}), fail)
 
 
@@ -360,4 +368,5 @@ def load_trained(path: str | Path, device: str | torch.device | None = "cpu") ->
     stats = {k: state["stats"][k].float().numpy() for k in ("video_mean", "video_std", "audio_mean", "audio_std")}
     return Trained(model, **stats, extractor=_without_files(state.get("extractor", {})),
                    video_rate_hz=float(state["rates"]["video_hz"]), audio_rate_hz=float(state["rates"]["audio_hz"]),
-                   extra=state.get("extra", {}), temperature=float(state.get("calibration", {}).get("temperature", 1.0)))
+                   extra=state.get("extra", {}), temperature=float(state.get("calibration", {}).get("temperature", 1.0)),
+                   centre_clips=state.get("input", {}).get("centre_clips", False))

@@ -66,6 +66,8 @@ def _train_settings(args) -> dict:
     given = {field: getattr(args, opt) for opt, field in _TRAIN_OPTIONS.items() if getattr(args, opt) is not None}
     if args.no_histograms:
         given["histograms"] = False
+    if args.centre_clips:
+        given["centre_clips"] = True
     return {**given, "model_options": _options(args.option)}
 
 
@@ -283,7 +285,8 @@ def cmd_compare(args) -> None:
     from avmatch.corpus import load_corpus
     from avmatch.demo.compare import compare, model_entries
 
-    compare(load_corpus(args.corpus), model_entries(args.models), args.output, _train_settings(args), args.test_fraction)
+    compare(load_corpus(args.corpus), model_entries(args.models), args.output, _train_settings(args), args.test_fraction,
+            inputs=tuple(args.inputs.split(",")))
     print((Path(args.output) / "compare.md").read_text())
 
 
@@ -336,6 +339,9 @@ def _add_train_options(p: argparse.ArgumentParser, epochs: int | None = None) ->
     p.add_argument("--patience", type=int, default=None, help="early stopping: epochs without a better validation top-1")
     p.add_argument("--seed", type=int, default=None, help="random seed (same seed, same weights)" + recipe)
     p.add_argument("--no-histograms", action="store_true", help="skip TensorBoard histograms (faster)")
+    p.add_argument("--centre-clips", action="store_true",
+                   help="take each clip's own mean over time from its features before the z-scores: the model "
+                        "reads what changes within a clip, not what it is throughout")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="model option, repeatable")
 
 
@@ -522,6 +528,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "has several options")
     p.add_argument("-o", "--output", default="compare", help="folder for the runs and the table")
     p.add_argument("--test-fraction", type=float, default=0.3, help="share of clips kept out of training as the test set")
+    p.add_argument("--inputs", default="global", choices=("global", "clip", "global,clip"),
+                   help="input normalisations offered to every model: global z-scores, per-clip centring "
+                        "(--centre-clips) or both, each model keeping the one of the better validation top-1")
     _add_train_options(p, epochs=20)
     p.set_defaults(func=cmd_compare)
 

@@ -165,7 +165,8 @@ def _read_text(path: Path) -> str:
 
 def _save_array(path: Path, array: np.ndarray) -> None:
     with atomic_path(path) as tmp:
-        np.save(tmp, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
+        kept = np.uint8 if array.dtype == np.uint8 else np.float32  # uint8: YouTube-8M's codes, read back de-quantised
+        np.save(tmp, np.ascontiguousarray(array, dtype=kept), allow_pickle=False)
 
 
 def append_clip(root: str | Path, clip_id: str, features: dict[str, np.ndarray], *, rates_hz: dict[str, float],
@@ -371,6 +372,14 @@ def dequantize(x: np.ndarray, max_value: float = 2.0, min_value: float = -2.0) -
     each code maps near the centre of its bin, so 0 -> -1.992 and 255 -> 2.008 for the default range)."""
     span = max_value - min_value
     return (x.astype(np.float32) * (span / 255.0) + (span / 512.0 + min_value)).astype(np.float32)
+
+
+def quantize(x: np.ndarray, max_value: float = 2.0, min_value: float = -2.0) -> np.ndarray:
+    """Floats to YouTube-8M's uint8 codes, the inverse of :func:`dequantize` (values outside the range
+    are clipped to it); ``dequantize(quantize(x))`` lies within half a code of ``x``."""
+    span = max_value - min_value
+    codes = np.round((np.asarray(x, np.float64) - min_value - span / 512.0) * (255.0 / span))
+    return np.clip(codes, 0, 255).astype(np.uint8)
 
 
 def _why(err: BaseException) -> str:

@@ -60,6 +60,7 @@ class TrainConfig:
     schedule: str = "cosine"  # learning rate over the epochs: "cosine" (annealed to 0) or "constant"
     init: str = ""  # start from this run / checkpoint (or "default", the shipped model): fine-tuning
     augment: float = 0.8  # share of training clips whose audio is re-recorded (codec, level, noise); 0: none
+    centre_clips: bool = False  # take each clip's mean over time from its inputs (both modalities) before the z-scores
     model_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -70,6 +71,9 @@ class TrainConfig:
                 isinstance(value, int) or math.isfinite(value)) and lo <= value <= hi
             if not ok:
                 raise AvmatchError(f"training option {name} is {value!r}: {rule}")
+        for name in ("histograms", "centre_clips"):
+            if not isinstance(getattr(self, name), bool):
+                raise AvmatchError(f"training option {name} is {getattr(self, name)!r}: give true or false")
         for name, known in (("optimizer", ("adamw", "adam")), ("schedule", ("cosine", "constant"))):
             if getattr(self, name) not in known:
                 raise AvmatchError(f"training option {name} is {getattr(self, name)!r}: give {' or '.join(known)}")
@@ -561,13 +565,15 @@ def _train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: boo
         config.model_options["video_maps"] = video_maps(corpus.extractor)  # a new model reads the extractor's maps
     torch.manual_seed(config.seed)
     model = build_model(config.model, paired.video_dim, paired.audio_dim, **config.model_options).to(device)
-    trained = Trained(model, *feature_stats([c.video for c in train_set.clips]),
-                      *feature_stats([c.audio for c in train_set.clips]),
+    centre = (lambda x: x - x.mean(axis=0, keepdims=True)) if config.centre_clips else (lambda x: x)
+    trained = Trained(model, *feature_stats([centre(c.video) for c in train_set.clips]),
+                      *feature_stats([centre(c.audio) for c in train_set.clips]),
                       extractor=dict(corpus.extractor), video_rate_hz=corpus.video_rate_hz,
-                      audio_rate_hz=corpus.audio_rate_hz)
+                      audio_rate_hz=corpus.audio_rate_hz, centre_clips=config.centre_clips)
     if start is not None:  # fine-tuning: the weights and the standardisation they were trained with
         model.load_state_dict(start.model.state_dict())
         trained.video_mean, trained.video_std = start.video_mean, start.video_std
+        trained.centre_clips = start.centre_clips
         trained.audio_mean, trained.audio_std = start.audio_mean, start.audio_std
     optimizer, scheduler = _optimiser(model, config)
     state = {"epoch": 0, "best_top1": -1.0, "best_mrr": -1.0, "bad_epochs": 0, "history": []}

@@ -75,3 +75,28 @@ def test_make_features_writes_a_test_set_that_match_and_evaluate_take(tmp_path, 
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "pairs.csv"), "--key", str(out / "test" / "key.csv")]) == 0
     assert "pairs: 8" in capsys.readouterr().out
+
+
+def test_compare_offers_every_model_both_input_normalisations_and_keeps_the_better_on_validation(tmp_path):
+    """--inputs global,clip: each model trains with global z-scores and with per-clip centring; the
+    table names the one kept (the better validation top-1) and both validation scores; the kept run's
+    checkpoint centres each clip as it was trained to, so a clip and the same clip shifted by a
+    constant read the same."""
+    import json
+
+    import numpy as np
+
+    from avmatch.checkpoint import load_trained
+
+    corpus = make_feature_corpus(60, min_len=5, max_len=8, seed=2, video_dim=12, audio_dim=6)
+    rows = compare(corpus, ["dual"], tmp_path, {"epochs": 2, "batch_size": 16, "histograms": False},
+                   test_fraction=0.25, progress=False, inputs=("global", "clip"))
+    kept = rows[0]["input"].split()[0]
+    scores = {k: json.loads((tmp_path / f"dual+{k}" / "metrics.json").read_text())["val_top1"] for k in ("global", "clip")}
+    assert kept == max(scores, key=scores.get) and f"global {scores['global']:.2f}" in rows[0]["input"]
+    centred, plain = load_trained(tmp_path / "dual+clip"), load_trained(tmp_path / "dual+global")
+    assert centred.centre_clips and not plain.centre_clips
+    x = corpus.clips[0].video
+    assert np.allclose(centred.standardise(x + 3.0, "video"), centred.standardise(x, "video"), atol=1e-5)
+    assert not np.allclose(plain.standardise(x + 3.0, "video"), plain.standardise(x, "video"))
+    assert "| input |" in (tmp_path / "compare.md").read_text()

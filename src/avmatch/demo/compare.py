@@ -42,16 +42,22 @@ def run_dir(out_dir: str | Path, entry: str) -> Path:
     return Path(out_dir) / entry.replace(":", "+").replace(",", "+")
 
 
+INPUTS = {"global": False, "clip": True}  # input normalisation -> TrainConfig.centre_clips
+
+
 def compare(corpus: Corpus, models: list[str], out_dir: str | Path, settings: dict | None = None,
             test_fraction: float = 0.3, progress: bool = True, test: Corpus | None = None,
-            groups: dict[str, str] | None = None) -> list[dict]:
+            groups: dict[str, str] | None = None, inputs: tuple[str, ...] = ("global",)) -> list[dict]:
     """Hold out a test split, train each model on the rest, score the test pairs; writes compare.md.
 
     ``models``: model names, or named recipes such as "report" (``avmatch.train.RECIPES``), each
     optionally with model options over its own ("report:interleave=true"); each trains with its own
     recipe under ``settings`` (TrainConfig fields: epochs, seed, ...). ``test``:
     test pairs of their own (e.g. families never trained on); then all of ``corpus`` trains. ``groups``
-    {test clip id: group} (e.g. its scene family) adds each model's one-to-one within each group."""
+    {test clip id: group} (e.g. its scene family) adds each model's one-to-one within each group.
+    ``inputs``: the input normalisations (``INPUTS``: global z-scores, per-clip centring) every model
+    is offered; with several, each model trains once with each and keeps the one of the better
+    validation top-1 (never the test's), named in the table's "input" column."""
     out_dir = Path(out_dir)
     settings = dict(settings or {})
     if test is None:
@@ -64,19 +70,26 @@ def compare(corpus: Corpus, models: list[str], out_dir: str | Path, settings: di
     rows = []
     for name in models:
         base, options = _entry(name)
-        config = recipe(base, **{**settings, "model_options": {**settings.get("model_options", {}), **options}})
-        run = run_dir(out_dir, name)
-        result = train(train_set, run, config, progress=progress)
+        tried = {}
+        for how in inputs:
+            config = recipe(base, **{**settings, "centre_clips": INPUTS[how],
+                                     "model_options": {**settings.get("model_options", {}), **options}})
+            run = run_dir(out_dir, name if len(inputs) == 1 else f"{name}+{how}")
+            tried[how] = (train(train_set, run, config, progress=progress), run)
+        how = max(tried, key=lambda k: tried[k][0]["val_top1"])
+        result, run = tried[how]
         trained = load_trained(run)
         scores = score_matrix(trained, videos, audios)
         metrics = retrieval_metrics(scores)
         right = assign(scores) == np.arange(len(videos))
         per_group = {f"one_to_one {g}": float(right[clip_group == g].mean()) for g in sorted(set(clip_group) - {""})}
-        rows.append({"model": name, "parameters": sum(n for _, n in parameter_table(trained.model)),
+        rows.append({"model": name, "input": how + (" (val " + " / ".join(f"{k} {tried[k][0]['val_top1']:.2f}" for k in inputs)
+                                                 + ")" if len(inputs) > 1 else ""),
+                     "parameters": sum(n for _, n in parameter_table(trained.model)),
                      "top1": metrics["top1"], "top5": metrics["top5"], "top5_of_30": top5_of_30(scores),
                      "one_to_one": float(right.mean()),
                      "mrr": metrics["mrr"], "epochs": result["epochs"], "train_s": result["train_seconds"], **per_group})
-    chance = {"model": "chance", "parameters": 0, "top1": 1 / len(videos), "top5": min(1.0, 5 / len(videos)),
+    chance = {"model": "chance", "input": "", "parameters": 0, "top1": 1 / len(videos), "top5": min(1.0, 5 / len(videos)),
               "top5_of_30": 5 / COURSE_TEST if len(videos) >= COURSE_TEST else None,
               "one_to_one": 1 / len(videos), "mrr": sum(1 / r for r in range(1, len(videos) + 1)) / len(videos),
               "epochs": 0, "train_s": 0.0}

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from avmatch.atomic import write_text
-from avmatch.corpus import Clip, Corpus
+from avmatch.corpus import Clip, Corpus, dequantize, quantize
 
 LATENT = 16  # hidden sources
 PRIVATE = 8  # nuisance dims seen by one modality only
@@ -68,6 +68,54 @@ def make_feature_corpus(n: int, video_dim: int = 1024, audio_dim: int = 128, min
                                     "params": {"world_seed": world_seed, "noise": noise}})
 
 
+TOPICS = 64  # the course-shaped world's kinds of content (a clip mixes 1-3 of them)
+SHAPES = ("course", "timing")  # make-features --shape: the generators below
+
+
+def make_course_corpus(n: int, video_dim: int = 1024, audio_dim: int = 128, rows: int = 120, seed: int = 0,
+                       world_seed: int = 0, content: float = 1.0, timing: float = 1.0, private: float = 1.0,
+                       noise: float = 0.5, max_delay: int = 1) -> Corpus:
+    """``n`` paired clips shaped like the course's features: ``rows`` rows of one second (120, as the
+    course's 120 s), 1024 visual and 128 audio columns stored as YouTube-8M's uint8 codes over [-2, 2]
+    (the values here are the de-quantised codes, as :func:`avmatch.corpus.load_array` reads them back).
+
+    The course's clips were real videos, so what is seen and what is heard share *content* as well as
+    timing. Each clip mixes 1-3 of ``TOPICS`` kinds of content (Dirichlet weights) that both modalities
+    see, each through its own fixed projection, changing a little at each of 1-4 shots; per-second
+    events (sparse bursts, as :func:`make_feature_corpus`) that both see, the sound up to ``max_delay``
+    rows late; and what one modality alone sees (a per-clip look or recording, a slow drift, noise).
+    ``content``, ``timing`` and ``private`` weigh the three parts (each of unit size before its weight);
+    ``content=0`` leaves timing alone to link the two, ``timing=0`` content alone."""
+    if n < 1 or rows < 1:
+        raise ValueError(f"need n >= 1 and rows >= 1, got {n}, {rows}")
+    world = _world(video_dim, audio_dim, world_seed)
+    topic_rng = np.random.default_rng([world_seed, 7])
+    topics = topic_rng.standard_normal((TOPICS, LATENT))  # each kind of content, in the shared latent space
+    rng = np.random.default_rng(seed)
+    clips = []
+    width = len(str(n - 1))
+    for i in range(n):
+        kinds = rng.choice(TOPICS, int(rng.integers(1, 4)), replace=False)
+        mix = rng.dirichlet(np.ones(len(kinds))) @ topics[kinds]  # (LATENT,)
+        cuts = np.sort(rng.choice(np.arange(1, rows), min(rows - 1, int(rng.integers(0, 4))), replace=False))
+        shots = np.split(np.arange(rows), cuts)
+        seen_content = np.concatenate([np.tile(mix + 0.3 * rng.standard_normal(LATENT), (len(s), 1)) for s in shots])
+        delay = int(rng.integers(0, max_delay + 1))
+        events = _events(rows + delay, rng)
+        events = (events - events.mean()) / (events.std() + 1e-6)
+        seen = {"video": events[delay:], "audio": events[:rows]}  # the sound lags the picture by `delay` rows
+        feats = {}
+        for m, dim in (("video", video_dim), ("audio", audio_dim)):
+            own = rng.standard_normal(PRIVATE) + np.cumsum(rng.normal(0, 0.08, (rows, PRIVATE)), axis=0)
+            shared = np.concatenate([content * seen_content + timing * seen[m], private * own], axis=1)
+            x = shared @ world[m] + noise * rng.standard_normal((rows, dim))
+            feats[m] = dequantize(quantize(2.0 * np.tanh(x / 2.0)))
+        clips.append(Clip(f"clip{i:0{width}d}", feats["video"], feats["audio"], source="generated"))
+    return Corpus(clips, 1.0, 1.0, {"name": "synthetic", "version": 2,
+                                    "params": {"shape": "course", "world_seed": world_seed, "content": content,
+                                               "timing": timing, "private": private, "noise": noise}})
+
+
 def shuffle_for_matching(corpus: Corpus, seed: int = 0) -> tuple[Corpus, Corpus, list[tuple[str, str]]]:
     """Split paired clips into silent videos and audios under random names in random order.
 
@@ -96,19 +144,30 @@ def write_key(key: list[tuple], path: str | Path, columns: tuple[str, ...] = ("v
 
 
 def write_feature_task(out: str | Path, clips: int, test: int = 0, video_dim: int = 1024, audio_dim: int = 128,
-                       seed: int = 0) -> dict[str, Path]:
+                       seed: int = 0, shape: str = "course", **knobs) -> dict[str, Path]:
     """A generated feature corpus of ``clips`` paired clips in ``out`` and, with ``test`` > 0, a test set
     of as many other clips of the same world beside it: ``out/test/videos`` (silent), ``out/test/audios``
     (under other random names, in another order) and ``out/test/key.csv`` (the true pairs): what
-    ``avmatch match`` and ``avmatch evaluate --key`` take. Returns the paths written."""
+    ``avmatch match`` and ``avmatch evaluate --key`` take. ``shape`` picks the generator (``SHAPES``:
+    "course", :func:`make_course_corpus`, stored as uint8 codes; "timing", :func:`make_feature_corpus`);
+    ``knobs`` go to it. Returns the paths written."""
     from avmatch.corpus import write_corpus
 
+    if shape not in SHAPES:
+        raise ValueError(f"shape {shape!r}: give one of {', '.join(SHAPES)}")
+    make = make_course_corpus if shape == "course" else make_feature_corpus
+
+    def made(n: int, made_seed: int) -> Corpus:
+        corpus = make(n, video_dim=video_dim, audio_dim=audio_dim, seed=made_seed, **knobs)
+        if shape == "course":  # written as the codes they are: a quarter of the float32 bytes
+            corpus = corpus._with([Clip(c.id, quantize(c.video), quantize(c.audio), c.source) for c in corpus.clips])
+        return corpus
+
     out = Path(out)
-    write_corpus(make_feature_corpus(clips, video_dim=video_dim, audio_dim=audio_dim, seed=seed), out)
+    write_corpus(made(clips, seed), out)
     written = {"train": out}
     if test > 0:
-        held = make_feature_corpus(test, video_dim=video_dim, audio_dim=audio_dim, seed=seed + 1_000_003)
-        videos, audios, key = shuffle_for_matching(held, seed)
+        videos, audios, key = shuffle_for_matching(made(test, seed + 1_000_003), seed)
         write_corpus(videos, out / "test" / "videos")
         write_corpus(audios, out / "test" / "audios")
         written.update(videos=out / "test" / "videos", audios=out / "test" / "audios",

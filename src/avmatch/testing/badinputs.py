@@ -473,6 +473,8 @@ def checkpoint_cases(root: Path) -> list[Case]:
     add("no-rates", "no rates", lambda s: s.pop("rates") and None)
     add("rates-bad", "rates hold a string", lambda s: s.update(rates={"video_hz": "fast", "audio_hz": 1.0}))
     add("state-dict-list", "state_dict is a list", lambda s: s.update(state_dict=[1, 2, 3]))
+    add("input-centre-text", "input centre_clips is a string", lambda s: s.update(input={"centre_clips": "yes"}))
+    add("input-list", "input is a list", lambda s: s.update(input=[True]))
     return cases
 
 
