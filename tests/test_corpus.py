@@ -248,3 +248,28 @@ def test_a_sparse_npy_that_claims_a_huge_array_is_refused_from_its_header(tmp_pa
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert peak < 50 << 20
+
+
+def test_course_shaped_features_are_uint8_codes_of_120_rows_that_read_back_as_generated(tmp_path):
+    """make-features' default: YouTube-8M's codes on disk (a quarter of float32's bytes), read back to
+    exactly the values generated; ``content`` weighs what a clip is throughout (seen by both modalities)."""
+    from avmatch.corpus import dequantize, quantize
+    from avmatch.demo.synthetic import make_course_corpus, write_feature_task
+
+    x = np.linspace(-3, 3, 1001)
+    assert np.abs(dequantize(quantize(x)) - np.clip(x, -1.992, 2.008)).max() <= 2 / 255 + 1e-6
+    written = write_feature_task(tmp_path / "f", 6, test=4, video_dim=32, audio_dim=8, seed=3)
+    made = make_course_corpus(6, video_dim=32, audio_dim=8, seed=3)
+    back = load_corpus(written["train"])
+    assert all(np.load(p).dtype == np.uint8 for p in (tmp_path / "f" / "arrays").glob("*.npy"))
+    for a, b in zip(made.clips, back.clips, strict=True):
+        assert a.video.shape == (120, 32) and np.array_equal(a.video, b.video) and np.array_equal(a.audio, b.audio)
+    assert len(load_corpus(written["videos"]).clips) == 4 and written["key"].read_text().count("\n") == 5
+
+    def constant_share(corpus) -> float:  # of each column's variance, the share constant within a clip
+        v = np.stack([c.video for c in corpus.clips])
+        return 1 - v.var(axis=1).mean() / v.var(axis=(0, 1)).mean()
+
+    with_content = constant_share(make_course_corpus(30, video_dim=32, audio_dim=8, seed=1))
+    without = constant_share(make_course_corpus(30, video_dim=32, audio_dim=8, seed=1, content=0.0))
+    assert with_content > without + 0.1
