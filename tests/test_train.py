@@ -186,7 +186,7 @@ def test_quiet_turns_the_bars_and_notes_off_and_a_missing_cuda_device_is_one_lin
 
 def test_the_report_recipe_trains_its_model_its_way_and_gives_probabilities(tmp_path, capsys):
     """--recipe report: the report's lstm-cnn (concatenated sequences, ReLU after the residual sums)
-    with BCE, plain Adam at a constant rate and every layer's diagnostics at every step; match
+    with BCE, plain Adam at a constant rate and every layer's diagnostics every 10 steps; match
     writes the sigmoid probability of each chosen pair."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -196,7 +196,7 @@ def test_the_report_recipe_trains_its_model_its_way_and_gives_probabilities(tmp_
     write_corpus(videos, tmp_path / "videos")
     write_corpus(audios, tmp_path / "audios")
     assert main(["train", str(tmp_path / "train"), "-o", str(tmp_path / "run"), "--recipe", "report",
-                 "--epochs", "2", "--batch-size", "16"]) == 0
+                 "--epochs", "2", "--batch-size", "4"]) == 0
     assert capsys.readouterr().out.startswith("lstm-cnn: best validation top-1")
     run = load_trained(tmp_path / "run" / "last.pt")
     assert run.model.config["interleave"] is False and run.model.config["residual_relu"] is True
@@ -205,8 +205,8 @@ def test_the_report_recipe_trains_its_model_its_way_and_gives_probabilities(tmp_
     assert group["weight_decay"] == 0 and group["lr"] == 1e-3  # plain Adam, constant rate after 2 epochs
     events = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"histograms": 0}).Reload()
     steps = len(events.Scalars("loss/total"))
-    for layer in ("layers.0.conv", "layers.1.conv", "layers.2.conv"):  # one tag per layer, every step
-        assert len(events.Histograms(f"outputs/{layer}")) == steps > 2
+    for layer in ("layers.0.conv", "layers.1.conv", "layers.2.conv"):  # one tag per layer, every 10 steps
+        assert [e.step for e in events.Histograms(f"outputs/{layer}")] == list(range(0, steps, 10)) and steps > 20
     assert main(["match", str(tmp_path / "videos"), str(tmp_path / "audios"), "--model", str(tmp_path / "run"),
                  "-o", str(tmp_path / "pairs.csv")]) == 0
     rows = list(csv.DictReader(open(tmp_path / "pairs.csv")))
