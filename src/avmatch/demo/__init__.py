@@ -194,10 +194,10 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
         # each generator half the clips; file names unique across generators (the key names sources)
         half_train, half_test = (cfg.n_train + 1 - k) // 2, (cfg.n_test + 1 - k) // 2
         made = mod.make_corpus(out / "media" / "train" / gen, half_train, cfg.duration_s, seed, cfg.size,
-                               first=k * 1_000_000, families=trained_on, workers=workers)
+                               first=k * 1_000_000, families=trained_on, workers=workers, progress=progress)
         clips = mod.make_corpus(out / "media" / "test_clips" / gen, half_test, cfg.duration_s, seed, cfg.size,
                                 first=k * 1_000_000 + cfg.n_train, families=mod.available_families(),
-                                workers=workers)
+                                workers=workers, progress=progress)
         test_clips += clips
         family_of.update({p: f"{gen}:{f}" for p, f in _families(out / "media" / "test_clips" / gen).items()})
         _say(progress, f"      {gen}: {len(made)} training clips, {len(clips)} test clips")

@@ -24,6 +24,7 @@ seed (given the same set of available families).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -614,25 +615,32 @@ def _make_one(make: Callable[..., Scene], generator: str, path: str, seed: list[
 
 
 def write_corpus(make: Callable[..., Scene], generator: str, out_dir: str | Path, n: int, duration_s: float, seed: int,
-                 size: tuple[int, int], first: int, families: list[str], workers: int) -> list[Path]:
+                 size: tuple[int, int], first: int, families: list[str], workers: int,
+                 progress: bool = False) -> list[Path]:
     """The body of every generator's ``make_corpus``: clip i of ``make(seed=[seed, first + i], ...)`` (a
-    module-level function, so worker processes can pickle it) into ``out_dir`` plus ``scenes.jsonl``."""
+    module-level function, so worker processes can pickle it) into ``out_dir`` plus ``scenes.jsonl``;
+    ``progress``: a bar of the clips written."""
+    from avmatch.progress import bar
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     width = max(5, len(str(first + n - 1)))
     jobs = [(make, generator, str(out / f"clip{first + i:0{width}d}.mp4"), [seed, first + i], duration_s, tuple(size),
              families) for i in range(n)]
-    if workers > 1 and n > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            rows = list(pool.map(_make_one, *zip(*jobs, strict=True), chunksize=max(1, n // (4 * workers))))
-    else:
-        rows = [_make_one(*job) for job in jobs]
+    shown, rows = bar(n, f"generate {generator}", "clip", enabled=progress), []
+    with ProcessPoolExecutor(max_workers=workers) if workers > 1 and n > 1 else contextlib.nullcontext() as pool:
+        made = (pool.map(_make_one, *zip(*jobs, strict=True), chunksize=max(1, n // (8 * workers))) if pool
+                else (_make_one(*job) for job in jobs))
+        for row in made:
+            rows.append(row)
+            shown.update(1)
+    shown.close()
     write_text(out / SCENES_FILE, "".join(json.dumps(r) + "\n" for r in rows))
     return [Path(j[2]) for j in jobs]
 
 
 def make_corpus(out_dir: str | Path, n: int, duration_s: float = 4.0, seed: int = 0, size: tuple[int, int] = (64, 64),
-                first: int = 0, families: list[str] | None = None, workers: int = 1) -> list[Path]:
+                first: int = 0, families: list[str] | None = None, workers: int = 1, progress: bool = False) -> list[Path]:
     """Write ``n`` paired clips (``clip00000.mp4`` ...: H.264 + AAC, 25 fps, ``size`` = (width, height),
     both even) into ``out_dir``, using ``workers`` processes.
 
@@ -641,7 +649,7 @@ def make_corpus(out_dir: str | Path, n: int, duration_s: float = 4.0, seed: int 
     each clip's family and the times of its sound events. Returns the paths, in order.
     """
     return write_corpus(make_scene, "scenes", out_dir, n, duration_s, seed, size, first,
-                        families or available_families(), workers)
+                        families or available_families(), workers, progress)
 
 
 # ------------------------------------------------------------------------------------------ test set

@@ -919,9 +919,9 @@ def make_scene(seed: int | list[int], family: str | None = None, duration_s: flo
 
 
 def make_corpus(out_dir: str | Path, n: int, duration_s: float = 4.0, seed: int = 0, size: tuple[int, int] = (64, 64),
-                first: int = 0, families: list[str] | None = None, workers: int = 1) -> list[Path]:
+                first: int = 0, families: list[str] | None = None, workers: int = 1, progress: bool = False) -> list[Path]:
     """Write ``n`` paired clips of this generator's scenes (``clipNNNNN.mp4``, H.264 + AAC) and
     ``scenes.jsonl`` (``generator: "worlds"``) into ``out_dir``; clip i from seed ``[seed, first + i]``,
     as :func:`avmatch.demo.scenes.make_corpus` does. Returns the paths, in order."""
     return write_corpus(make_scene, GENERATOR, out_dir, n, duration_s, seed, size, first,
-                        families or available_families(), workers)
+                        families or available_families(), workers, progress)
