@@ -1,7 +1,7 @@
 """Locate: short silent clips placed inside long recordings. Prints what it measured; asserts nothing.
 
     python benchmarks/locate.py [-o DIR [--reuse]] [--recordings 16] [--minutes 0.67,5] [--clips-per-recording 8]
-                                [--decoys 16] [--models default[,RUN,...]] [--sources a,b] [--adapt 1]
+                                [--decoys 16] [--models default[,RUN,...]] [--tune 400] [--sources a,b] [--adapt 1]
                                 [--drift-minutes 10 --drift-ppm 150] [--scale-hours 100 --scale-clips 1000]
 
 Accuracy: ``--recordings`` long scenes (40 s to 5 minutes by default; the issue's four kinds first:
@@ -14,7 +14,9 @@ placeable clips placed right (right recording, start within 40 ms) and whose bes
 the share of decoys refused, calibration (of the placements given confidence >= 0.9, the share
 right; by confidence band; the calibration error over ten bands), what other thresholds would give,
 per family and per format. A model trained without some families and voices (generalise.py's
-``run-unseen``) with ``--sources`` naming voices it never heard is the zero-shot case.
+``run-unseen``) with ``--sources`` naming voices it never heard is the zero-shot case. ``--tune N``
+(default 400) adds the fine-tuned case: ``avmatch train``'s defaults (the shipped model, fine-tuned) on
+N paired 4 s clips of the same families, other scenes than the recordings'.
 
 With ``--adapt N`` (default 1) each model also locates with ``locate --adapt N``: the model fine-tuned
 on the takes it placed surely, then every take placed again.
@@ -89,6 +91,33 @@ def generate(root: Path, n_rec: int, minutes: tuple[float, float], per_rec: int,
         write_media(root / "clips" / f"decoy{d:02d}.mp4", scene.frames, None)
         truth[f"decoy{d:02d}"] = {"recording": "", "family": f"{gen}:{family}", "format": ""}
     return truth
+
+
+def tune(root: Path, n: int, seed: int) -> Path:
+    """``n`` paired 4 s clips of FAMILIES (seeds apart from the recordings'), extracted, and the shipped
+    model fine-tuned on them by ``avmatch train``'s defaults, as a user with paired clips of these
+    kinds of scene would; returns the run folder."""
+    import subprocess
+    import sys
+
+    from avmatch.demo import scenes, worlds
+    from avmatch.extract import extract
+
+    run = root / "tuned"
+    if (run / "best.pt").is_file():
+        return run
+    gens = {"scenes": scenes, "worlds": worlds}
+    for k, gen in enumerate(gens):
+        families = [f for g, f in FAMILIES if g == gen]
+        gens[gen].make_corpus(root / "tune" / gen, n // 2 + (n % 2) * (1 - k), 4.0, seed + 7, (64, 64),
+                              first=5_000_000 * (k + 1), families=families, workers=2)
+    extract([root / "tune"], root / "feats" / "tune", "default", workers=2, paired=True, progress=False)
+    done = subprocess.run([sys.executable, "-m", "avmatch", "train", str(root / "feats" / "tune"), "-o", str(run)],
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"avmatch train failed: {done.stderr[-400:]}")
+    print(done.stdout.strip(), flush=True)
+    return run
 
 
 DRIFT_FAMILIES = [("scenes", "bounce"), ("worlds", "keys"), ("scenes", "voices")]
@@ -206,6 +235,9 @@ if __name__ == "__main__":
     ap.add_argument("--scale-hours", type=float, default=100.0, help="0: skip the scaling run")
     ap.add_argument("--models", default="default", help="models compared on the same media: default, runs, .pt files")
     ap.add_argument("--adapt", type=int, default=1, help="also locate --adapt N (0: not)")
+    ap.add_argument("--tune", type=int, default=400,
+                    help="also the shipped model fine-tuned by avmatch train's defaults on this many paired 4 s clips "
+                         "of the same families (0: not)")
     ap.add_argument("--scale-clips", type=int, default=1000, help="clips located in --scale-hours of recordings")
     ap.add_argument("--drift-minutes", type=float, default=10.0, help="takes this long from drifting recorders; 0: skip")
     ap.add_argument("--drift-ppm", type=float, default=150.0, help="how fast the recorders' clocks run")
@@ -243,7 +275,12 @@ if __name__ == "__main__":
     result["audio_minutes"] = round(sum(len(c.audio) for c in recs.clips) / recs.audio_rate_hz / 60, 1)
     takes = {k: v for k, v in truth.items() if v.get("take")}
     longest_s = max(len(c.audio) for c in recs.clips) / recs.audio_rate_hz
-    for name in args.models.split(","):  # every model on the same media
+    models = args.models.split(",")
+    if args.tune:
+        t0 = time.perf_counter()
+        models.append(str(tune(root, args.tune, args.seed)))
+        result["tune_s"] = round(time.perf_counter() - t0, 1)
+    for name in models:  # every model on the same media
         model = avmatch.load(name)
         t0 = time.perf_counter()
         placements = model.locate(root / "feats" / "clips", root / "feats" / "recordings")
