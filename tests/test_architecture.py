@@ -20,13 +20,21 @@ LAYERS = [
     {"adapt"},
     {"report", "mux"},
     {"__init__"},
-    {"cli", "__main__", "demo", "speech", "testing"},
+    {"testing"},  # fixtures on the library: generated media, formats, users' media
+    {"speech", "demo"},  # the demo and its scene generators (which use the fixtures' writers)
+    {"cli", "__main__"},
+    {"testing.badinputs"},  # the robustness harness: it drives the command line
 ]
 
 
 def layer_of(module: str) -> int:
-    top = module.split(".")[1] if "." in module else "__init__"
-    return next(i for i, names in enumerate(LAYERS) if top in names)
+    """A module's layer: that of its own entry (``testing.badinputs``) if it has one, else its package's."""
+    parts = module.split(".")[1:] or ["__init__"]
+    for name in (".".join(parts[:2]), parts[0]):
+        for i, names in enumerate(LAYERS):
+            if name in names:
+                return i
+    raise KeyError(module)
 
 
 def module_name(path: Path) -> str:
@@ -77,12 +85,10 @@ def unit(module: str) -> str:
     return top if top in REGISTRIES else module
 
 
-def test_no_import_cycles():
-    g: dict[str, set[str]] = {}
-    for m, deps in graph().items():
-        g.setdefault(unit(m), set()).update(unit(d) for d in deps)
+def cycles(g: dict[str, set[str]]) -> list[str]:
+    """Every import cycle of the graph ``g`` (node -> the nodes it imports), as "a -> b -> a"."""
     state: dict[str, int] = {}
-    cycles = []
+    found = []
 
     def visit(m: str, stack: list[str]) -> None:
         state[m] = 1
@@ -90,7 +96,7 @@ def test_no_import_cycles():
             if d == m or d not in g:
                 continue
             if state.get(d) == 1:
-                cycles.append(" -> ".join(stack[stack.index(d):] + [d]))
+                found.append(" -> ".join(stack[stack.index(d):] + [d]))
             elif d not in state:
                 visit(d, stack + [d])
         state[m] = 2
@@ -98,7 +104,29 @@ def test_no_import_cycles():
     for m in sorted(g):
         if m not in state:
             visit(m, [m])
-    assert not cycles, "\n".join(cycles)
+    return found
+
+
+def test_no_import_cycles():
+    g: dict[str, set[str]] = {}
+    for m, deps in graph().items():
+        g.setdefault(unit(m), set()).update(unit(d) for d in deps)
+    assert not cycles(g), "\n".join(cycles(g))
+
+
+def package(module: str) -> str:
+    """avmatch.demo.scenes -> avmatch.demo; the harness avmatch.testing.badinputs is a unit of its own."""
+    parts = module.split(".")
+    return ".".join(parts[:3]) if ".".join(parts[1:3]) == "testing.badinputs" else ".".join(parts[:2])
+
+
+def test_no_cycles_between_packages():
+    """Package by package (avmatch.demo, avmatch.testing, avmatch.cli, ...): none imports another
+    that imports it back, however indirectly (imports inside functions count)."""
+    g: dict[str, set[str]] = {}
+    for m, deps in graph().items():
+        g.setdefault(package(m), set()).update(package(d) for d in deps)
+    assert not cycles(g), "\n".join(cycles(g))
 
 
 def test_the_checker_sees_a_planted_upward_import_and_cycle(tmp_path):
@@ -108,3 +136,7 @@ def test_the_checker_sees_a_planted_upward_import_and_cycle(tmp_path):
     bad.write_text("from avmatch import losses\n\ndef f():\n    from avmatch.cli import main\n")
     assert imports(bad, "avmatch.corpus") == {"avmatch.cli", "avmatch.losses"}
     assert layer_of("avmatch.cli") > layer_of("avmatch.corpus")
+    assert layer_of("avmatch.testing.badinputs") > layer_of("avmatch.cli") > layer_of("avmatch.demo.scenes") \
+        > layer_of("avmatch.testing.mediagen")
+    assert cycles({"avmatch.demo": {"avmatch.testing"}, "avmatch.testing": {"avmatch.demo"}}) == [
+        "avmatch.demo -> avmatch.testing -> avmatch.demo"]
