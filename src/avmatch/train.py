@@ -539,10 +539,99 @@ def _repeatable():
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
-def _train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: bool,
-           device: torch.device | None, progress: bool, force: bool) -> dict:
+def _new_trained(config: TrainConfig, corpus: Corpus, train_set: Corpus, start: Trained | None,
+                 device: torch.device) -> Trained:
+    """The model to train with its input statistics (the training clips'), or, fine-tuning, the
+    started model's weights and the statistics they were trained with."""
+    torch.manual_seed(config.seed)
+    paired = corpus.paired()
+    model = build_model(config.model, paired.video_dim, paired.audio_dim, **config.model_options).to(device)
+    centre = (lambda x: x - x.mean(axis=0, keepdims=True)) if config.centre_clips else (lambda x: x)
+    trained = Trained(model, *feature_stats([centre(c.video) for c in train_set.clips]),
+                      *feature_stats([centre(c.audio) for c in train_set.clips]),
+                      extractor=dict(corpus.extractor), video_rate_hz=corpus.video_rate_hz,
+                      audio_rate_hz=corpus.audio_rate_hz, centre_clips=config.centre_clips)
+    if start is not None:
+        _take_weights(trained, start)
+    return trained
+
+
+def _take_weights(trained: Trained, source: Trained) -> None:
+    """``source``'s weights and input standardisation into ``trained`` (a fine-tune's start, a resumed run)."""
+    trained.model.load_state_dict(source.model.state_dict())
+    trained.video_mean, trained.video_std = source.video_mean, source.video_std
+    trained.audio_mean, trained.audio_std = source.audio_mean, source.audio_std
+    trained.centre_clips = source.centre_clips
+
+
+def _open_run(run_dir: Path, config: TrainConfig, corpus: Corpus, train_set: Corpus, val_set: Corpus,
+              device: torch.device, world: int, model: nn.Module):
+    """The run folder made ready (stale temporary files gone, config.json written); its TensorBoard writer."""
     from torch.utils.tensorboard import SummaryWriter
 
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in run_dir.glob(".*.tmp*"):  # left by a run killed while writing a checkpoint
+        stale.unlink(missing_ok=True)
+    write_text(run_dir / "config.json", json.dumps({
+        "train": asdict(config), "corpus": str(corpus.root or ""), "extractor": corpus.extractor,
+        "train_clips": len(train_set.clips), "val_clips": len(val_set.clips), "device": str(device),
+        "processes": world, "parameters": sum(n for _, n in parameter_table(model)),
+    }, indent=2))
+    return SummaryWriter(str(run_dir / "tb"))
+
+
+def _max_shift(model: nn.Module, config: TrainConfig, corpus: Corpus) -> float:
+    """How far a timing model's training shifts the audio (seconds); 0 for other models."""
+    if not capabilities(model).timing:
+        return 0.0
+    if corpus.video_rate_hz != corpus.audio_rate_hz:
+        raise AvmatchError(f"model {config.model!r} needs video and audio features at one rate, "
+                           f"not {corpus.video_rate_hz} and {corpus.audio_rate_hz} Hz", corpus.root)
+    half = model.max_lag / corpus.audio_rate_hz / 2
+    return min(config.max_shift_s, 2 * half) if config.max_shift_s >= 0 else half
+
+
+def _log_step(writer, config: TrainConfig, trained: Trained, val_set: Corpus, step: int, loss: Tensor,
+              grad_norm: Tensor, terms: dict[str, Tensor]) -> None:
+    writer.add_scalar("loss/total", loss.item(), step)
+    writer.add_scalar("grad/norm", grad_norm.item(), step)
+    for k, t in terms.items():
+        writer.add_scalar(f"loss/{k}", t.item(), step)
+    if config.histograms and config.histogram_steps and step % config.histogram_steps == 0:
+        _log_layers(writer, trained.model, trained, val_set, step)
+
+
+def _end_epoch(writer, config: TrainConfig, trained: Trained, val_set: Corpus, run_dir: Path, state: dict,
+               epoch: int, loss: float, optimizer, scheduler) -> None:
+    """Validate after ``epoch`` (counted from 1), log it, keep best.pt when it beats the best so far
+    (:func:`_beats`) and write last.pt with what --resume needs; updates ``state``."""
+    model = trained.model
+    metrics, scores = validate(trained, val_set)
+    for k in ("top1", "top5", "mrr", "a2v_top1"):
+        writer.add_scalar(f"val/{k}", metrics[k], epoch)
+    writer.add_scalar("val/loss", losses.validation_loss(scores, model.loss), epoch)
+    writer.add_scalar("lr", optimizer.param_groups[0]["lr"], epoch)
+    if config.histograms:
+        if not config.histogram_steps:  # per step instead: logged in the training loop
+            _log_layers(writer, model, trained, val_set, epoch)
+        _log_scores(writer, model, scores, epoch)
+        _log_heatmap(writer, scores, epoch)
+    state["epoch"] = epoch
+    state["history"].append({"epoch": epoch, "loss": loss, **metrics})
+    if _beats(metrics, state):
+        state.update(best_top1=metrics["top1"], best_mrr=metrics["mrr"], bad_epochs=0, best_epoch=epoch)
+        trained.extra = {}
+        trained.temperature = fit_temperature(scores)  # the confidence, made honest on these pairs
+        trained.save(run_dir / "best.pt")
+    else:
+        state["bad_epochs"] += 1
+    trained.extra = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": state}
+    trained.save(run_dir / "last.pt")
+    trained.extra = {}
+
+
+def _train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: bool,
+           device: torch.device | None, progress: bool, force: bool) -> dict:
     run_dir = Path(run_dir)
     rank, world, device, own_group = _distributed(device)
     main = rank == 0  # the one process that validates, logs and writes the run folder
@@ -563,25 +652,13 @@ def _train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: boo
         train_set, val_set = paired, paired  # tiny corpora: validate on the training clips
     if start is None and not resume and model_entry(config.model).reads_maps and "video_maps" not in config.model_options:
         config.model_options["video_maps"] = video_maps(corpus.extractor)  # a new model reads the extractor's maps
-    torch.manual_seed(config.seed)
-    model = build_model(config.model, paired.video_dim, paired.audio_dim, **config.model_options).to(device)
-    centre = (lambda x: x - x.mean(axis=0, keepdims=True)) if config.centre_clips else (lambda x: x)
-    trained = Trained(model, *feature_stats([centre(c.video) for c in train_set.clips]),
-                      *feature_stats([centre(c.audio) for c in train_set.clips]),
-                      extractor=dict(corpus.extractor), video_rate_hz=corpus.video_rate_hz,
-                      audio_rate_hz=corpus.audio_rate_hz, centre_clips=config.centre_clips)
-    if start is not None:  # fine-tuning: the weights and the standardisation they were trained with
-        model.load_state_dict(start.model.state_dict())
-        trained.video_mean, trained.video_std = start.video_mean, start.video_std
-        trained.centre_clips = start.centre_clips
-        trained.audio_mean, trained.audio_std = start.audio_mean, start.audio_std
+    trained = _new_trained(config, corpus, train_set, start, device)
+    model = trained.model
     optimizer, scheduler = _optimiser(model, config)
     state = {"epoch": 0, "best_top1": -1.0, "best_mrr": -1.0, "bad_epochs": 0, "history": []}
     if resume:
         last = load_trained(run_dir / "last.pt", device)
-        model.load_state_dict(last.model.state_dict())
-        trained.video_mean, trained.video_std = last.video_mean, last.video_std
-        trained.audio_mean, trained.audio_std = last.audio_mean, last.audio_std
+        _take_weights(trained, last)
         optimizer.load_state_dict(last.extra["optimizer"])
         scheduler.load_state_dict(last.extra["scheduler"])
         state = last.extra["state"]
@@ -590,25 +667,9 @@ def _train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: boo
         from torch.nn.parallel import DistributedDataParallel
 
         step_loss = DistributedDataParallel(_Step(model), device_ids=[device.index] if device.type == "cuda" else None)
-    writer = None
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in run_dir.glob(".*.tmp*"):  # left by a run killed while writing a checkpoint
-            stale.unlink(missing_ok=True)
-        write_text(run_dir / "config.json", json.dumps({
-            "train": asdict(config), "corpus": str(corpus.root or ""), "extractor": corpus.extractor,
-            "train_clips": len(train_set.clips), "val_clips": len(val_set.clips), "device": str(device),
-            "processes": world, "parameters": sum(n for _, n in parameter_table(model)),
-        }, indent=2))
-        writer = SummaryWriter(str(run_dir / "tb"))
+    writer = _open_run(run_dir, config, corpus, train_set, val_set, device, world, model) if main else None
     rates = (corpus.video_rate_hz, corpus.audio_rate_hz)
-    max_shift_s = 0.0
-    if capabilities(model).timing:
-        if rates[0] != rates[1]:
-            raise AvmatchError(f"model {config.model!r} needs video and audio features at one rate, "
-                               f"not {rates[0]} and {rates[1]} Hz", corpus.root)
-        half = model.max_lag / rates[1] / 2
-        max_shift_s = min(config.max_shift_s, 2 * half) if config.max_shift_s >= 0 else half
+    max_shift_s = _max_shift(model, config, corpus)
     train_v = [trained.standardise(c.video, "video") for c in train_set.clips]
     train_a = [c.audio for c in train_set.clips]  # standardised batch by batch, after augmentation
     recorder = _augmenter(corpus.extractor) if config.augment > 0 else None
@@ -651,39 +712,14 @@ def _train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: boo
                 terms = shard.mean(terms)
                 loss = sum(terms.values())
             if writer is not None:
-                step = epoch * steps_per_epoch + s // config.batch_size
-                writer.add_scalar("loss/total", loss.item(), step)
-                writer.add_scalar("grad/norm", grad_norm.item(), step)
-                for k, t in terms.items():
-                    writer.add_scalar(f"loss/{k}", t.item(), step)
-                if config.histograms and config.histogram_steps and step % config.histogram_steps == 0:
-                    _log_layers(writer, model, trained, val_set, step)
+                _log_step(writer, config, trained, val_set, epoch * steps_per_epoch + s // config.batch_size,
+                          loss, grad_norm, terms)
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", best_top1=f"{max(state['best_top1'], 0):.2f}")
         scheduler.step()
         if main:
-            metrics, scores = validate(trained, val_set)
-            for k in ("top1", "top5", "mrr", "a2v_top1"):
-                writer.add_scalar(f"val/{k}", metrics[k], epoch + 1)
-            writer.add_scalar("val/loss", losses.validation_loss(scores, model.loss), epoch + 1)
-            writer.add_scalar("lr", optimizer.param_groups[0]["lr"], epoch + 1)
-            if config.histograms:
-                if not config.histogram_steps:  # per step instead: logged in the loop above
-                    _log_layers(writer, model, trained, val_set, epoch + 1)
-                _log_scores(writer, model, scores, epoch + 1)
-                _log_heatmap(writer, scores, epoch + 1)
-            state["epoch"] = epoch + 1
-            state["history"].append({"epoch": epoch + 1, "loss": float(loss.item()), **metrics})
-            if _beats(metrics, state):
-                state.update(best_top1=metrics["top1"], best_mrr=metrics["mrr"], bad_epochs=0, best_epoch=epoch + 1)
-                trained.extra = {}
-                trained.temperature = fit_temperature(scores)  # the confidence, made honest on these pairs
-                trained.save(run_dir / "best.pt")
-            else:
-                state["bad_epochs"] += 1
-            trained.extra = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": state}
-            trained.save(run_dir / "last.pt")
-            trained.extra = {}
+            _end_epoch(writer, config, trained, val_set, run_dir, state, epoch + 1, float(loss.item()), optimizer,
+                       scheduler)
         if world > 1:  # rank 0's validation decides for everyone: same early stop on every process
             box = [state]
             dist.broadcast_object_list(box, src=0)
