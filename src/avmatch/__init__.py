@@ -100,11 +100,11 @@ class Model:
               normalise: str = "dual-softmax", max_offset_s: float | None = None, mode: str = "auto",
               candidates: int | None = None, retriever: Model | str | Path | None = None,
               retrieval: str = "flat", workers: int = 1, options: dict | None = None,
-              min_confidence: float = 0.0, adapt: int | None = None) -> Result:
+              min_confidence: float = 0.0, adapt: int | None = None, progress: bool = False) -> Result:
         """Match every video of ``videos`` to an audio of ``audios`` (one-to-one, or each video's best
         with ``greedy``); a timing model also gives each pair's offset; ``min_confidence`` leaves a video
         whose pair is less sure than that unmatched; ``adapt`` rounds of adaptation to these clips
-        (None: :data:`avmatch.adapt.ROUNDS`; 0: none). See ``avmatch match --help``
+        (None: :data:`avmatch.adapt.ROUNDS`; 0: none; ``progress``: their bars). See ``avmatch match --help``
         for the options; ``retriever`` is a Model or a run for two-stage retrieval."""
         from avmatch.adapt import ROUNDS, match_adapted
 
@@ -117,7 +117,7 @@ class Model:
         if retriever is not None and not isinstance(retriever, Model):
             retriever = load(retriever)
         return match_adapted(self.trained, self.features(videos, options, workers),
-                             self.features(audios, options, workers), ROUNDS if adapt is None else adapt,
+                             self.features(audios, options, workers), ROUNDS if adapt is None else adapt, progress,
                              method="greedy" if greedy else "hungarian", normalisation=normalise,
                              max_offset_s=max_offset_s, mode=mode, candidates=candidates,
                              retriever=retriever.trained if retriever else None, retrieval=retrieval,

@@ -56,17 +56,18 @@ def sure_pairs(result, videos: list[Clip], audios: list[Clip], rate_hz: float) -
     return out
 
 
-def adapted(trained: Trained, pairs: list[Clip], videos: Corpus, audios: Corpus, seed: int = 0) -> Trained:
+def adapted(trained: Trained, pairs: list[Clip], videos: Corpus, audios: Corpus, seed: int = 0,
+            progress: bool = False) -> Trained:
     """``trained`` fine-tuned on ``pairs`` (:data:`EPOCHS` epochs of the fine-tuning recipe), in a
     temporary folder that is removed after; the weights of the last epoch (no held-out clips to pick
-    an epoch by: the pairs are the model's own answers)."""
+    an epoch by: the pairs are the model's own answers). ``progress``: the fine-tune's bar."""
     device = next(trained.model.parameters()).device
     corpus = Corpus(pairs, videos.video_rate_hz, audios.audio_rate_hz, dict(videos.extractor), videos.root)
     with tempfile.TemporaryDirectory(prefix="avmatch-adapt-") as tmp:
         start = Path(tmp) / "start.pt"
         trained.save(start)
         config = recipe("", init=str(start), epochs=EPOCHS, patience=EPOCHS, seed=seed, histograms=False)
-        train(corpus, Path(tmp) / "run", config, device=device, progress=False)
+        train(corpus, Path(tmp) / "run", config, device=device, progress=progress)
         return load_trained(Path(tmp) / "run" / "last.pt", device)
 
 
@@ -75,11 +76,13 @@ def _check_rounds(rounds: int) -> None:
         raise AvmatchError(f"--adapt {rounds}: give 0 (no adaptation) to 10 rounds")
 
 
-def match_adapted(trained: Trained, videos: Corpus, audios: Corpus, rounds: int = ROUNDS, **options) -> MatchResult:
+def match_adapted(trained: Trained, videos: Corpus, audios: Corpus, rounds: int = ROUNDS, progress: bool = False,
+                  **options) -> MatchResult:
     """:func:`avmatch.matching.match_corpora` (``options`` are its own), then up to ``rounds`` times:
     the model fine-tuned on the pairs of the last match it is sure of, and everything matched again
     by it. Each round starts from ``trained`` again (taught by the last round's surer pairs), so a
-    round's mistakes are not built upon. ``result.adapted``: the sure pairs of each round."""
+    round's mistakes are not built upon. ``result.adapted``: the sure pairs of each round.
+    ``progress``: each round's fine-tune shows its bar."""
     _check_rounds(rounds)
     result, taught = match_corpora(trained, videos, audios, **options), []
     if not capabilities(trained.model).timing:
@@ -91,7 +94,7 @@ def match_adapted(trained: Trained, videos: Corpus, audios: Corpus, rounds: int 
         if len(pairs) < MIN_PAIRS:
             break
         taught.append(len(pairs))
-        result = match_corpora(adapted(trained, pairs, videos, audios), videos, audios, **options)
+        result = match_corpora(adapted(trained, pairs, videos, audios, progress=progress), videos, audios, **options)
     result.adapted = taught
     return result
 
@@ -125,7 +128,8 @@ def locate_adapted(trained: Trained, clips: Corpus, recordings: Corpus, rounds: 
         pairs = placed_pairs(placements, clips, recordings, trained.audio_rate_hz, reverse)
         if len(pairs) < MIN_PAIRS:
             break
-        placements = locate(adapted(trained, pairs, videos, audios), clips, recordings, reverse=reverse, **options)
+        placements = locate(adapted(trained, pairs, videos, audios, progress=options.get("progress", False)), clips,
+                            recordings, reverse=reverse, **options)
         for p in placements:
             p.adapted_on = len(pairs)
     return placements

@@ -140,7 +140,8 @@ def cmd_match(args) -> None:
     result = model.match(
         args.videos, args.audios, greedy=args.greedy, normalise=args.normalise, max_offset_s=args.max_offset,
         mode=args.mode, candidates=args.candidates, retriever=args.retriever, retrieval=args.retrieval,
-        workers=args.workers, options=_options(args.option), min_confidence=args.min_confidence, adapt=args.adapt)
+        workers=args.workers, options=_options(args.option), min_confidence=args.min_confidence, adapt=args.adapt,
+        progress=True)
     if args.output == "-":  # the pairs on standard output (no score file or heat map to go with them)
         sys.stdout.write(result.csv_text())
         return
