@@ -370,6 +370,7 @@ def main() -> None:
     if "shipped*" in models:
         print("* shipped: trained on every family, these included (in-family); 'unseen' is the same recipe "
               "without them")
+    targets(results, formats, users)
     if not args.output:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -425,6 +426,40 @@ def users_arm(root: Path, holdout: list[str], sources: list[str], models: dict, 
 
 
 NA = {"one_to_one": float("nan"), "by_family": {}}  # a cell a run did not measure
+
+
+def targets(results: dict, formats: list[str], users: dict) -> None:
+    """Issue 22's targets against this run, each with what the user runs by default (``avmatch match``
+    adapts: the "+adapt" arms) and, beside it, the figure without adaptation."""
+    def worst(name: str) -> tuple[float, str]:
+        cells = [(results[name, f]["one_to_one"], f) for f in formats if (name, f) in results]
+        return min(cells) if cells else (float("nan"), "")
+
+    def line(what: str, value: float, goal: str, met: bool, extra: str = "") -> None:
+        print(f"  {what:62s} {value:6.3f}  {goal:10s} {'met' if met else 'NOT met'}{extra}")
+
+    print("\ntargets (issue 22)")
+    zero, zero_fmt = worst("unseen+adapt")
+    plain, plain_fmt = worst("unseen")
+    line("zero-shot, the default match (unseen + adapt), worst format", zero, ">= 0.90", zero >= 0.90,
+         f"  ({zero_fmt}; without adaptation {plain:.3f}, {plain_fmt})")
+    if users:
+        got = users.get("unseen+adapt/default", users.get("unseen/default", {})).get("one_to_one", float("nan"))
+        line("zero-shot on users' media, offsets to ±2.5 s, the default match", got, ">= 0.80", got >= 0.80,
+             f"  (without adaptation {users.get('unseen/default', {}).get('one_to_one', float('nan')):.3f})")
+    tuned = "fine-tuned+adapt" if ("fine-tuned+adapt", formats[0]) in results else "fine-tuned"
+    ft, ft_fmt = worst(tuned)
+    line(f"fine-tuned on 400 clips, the default match ({tuned}), worst format", ft, ">= 0.95", ft >= 0.95, f"  ({ft_fmt})")
+    if ("shipped*", formats[0]) in results:
+        gap = min(results[tuned, f]["one_to_one"] - results["shipped*", f]["one_to_one"]
+                  for f in formats if (tuned, f) in results and ("shipped*", f) in results)
+        line("fine-tuned minus the shipped model, same pairs, worst format", gap, ">= -0.01", gap >= -0.01)
+    offsets = [r["offset_40ms"] for (n, _), r in results.items() if n != "floor" and "offset_40ms" in r]
+    offsets += [r["offset_40ms"] for k, r in users.items()
+                if k.endswith("/default") and not k.startswith("floor") and "offset_40ms" in r]
+    if offsets:
+        line("offsets within 40 ms of the right pairs, lowest of any model (default lags)", min(offsets), ">= 0.95",
+             min(offsets) >= 0.95)
 
 
 def report(results: dict, formats: list[str], holdout: list[str], root: Path, context: dict) -> None:
