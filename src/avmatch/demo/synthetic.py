@@ -1,4 +1,8 @@
-"""A generated feature corpus: clips whose two modalities share a hidden event sequence.
+"""Generated feature corpora in the classic layout (1024 visual | 128 audio columns, one row a second).
+
+Two shapes (``avmatch make-features --shape``): "course" (:func:`make_course_corpus`, the default), shaped
+like the course's features of real videos, whose picture and sound share what the clip is about as
+well as when things happen; and "timing" (:func:`make_feature_corpus`), described here:
 
 Each clip has a hidden sequence of events (sparse bursts of a few latent "sources") plus a clip-wide
 content vector. The visual features see the events and the content through one fixed random
