@@ -93,27 +93,27 @@ def generate(root: Path, n_rec: int, minutes: tuple[float, float], per_rec: int,
     return truth
 
 
-def tune(root: Path, n: int, seed: int) -> Path:
+def tune(root: Path, n: int, seed: int, start: str = "") -> Path:
     """``n`` paired 4 s clips of FAMILIES (seeds apart from the recordings'), extracted, and the shipped
-    model fine-tuned on them by ``avmatch train``'s defaults, as a user with paired clips of these
-    kinds of scene would; returns the run folder."""
+    model (or the run ``start``: ``--init``) fine-tuned on them by ``avmatch train``'s defaults, as a
+    user with paired clips of these kinds of scene would; returns the run folder."""
     import subprocess
     import sys
 
     from avmatch.demo import scenes, worlds
     from avmatch.extract import extract
 
-    run = root / "tuned"
+    run = root / ("tuned" if not start else f"tuned-from-{Path(start).name}")
     if (run / "best.pt").is_file():
         return run
     gens = {"scenes": scenes, "worlds": worlds}
-    for k, gen in enumerate(gens):
+    for k, gen in enumerate(gens if not (root / "feats" / "tune" / "manifest.jsonl").is_file() else ()):
         families = [f for g, f in FAMILIES if g == gen]
         gens[gen].make_corpus(root / "tune" / gen, n // 2 + (n % 2) * (1 - k), 4.0, seed + 7, (64, 64),
                               first=5_000_000 * (k + 1), families=families, workers=2)
     extract([root / "tune"], root / "feats" / "tune", "default", workers=2, paired=True, progress=False)
-    done = subprocess.run([sys.executable, "-m", "avmatch", "train", str(root / "feats" / "tune"), "-o", str(run)],
-                          capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "avmatch", "train", str(root / "feats" / "tune"), "-o", str(run),
+                           *(("--init", start) if start else ())], capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"avmatch train failed: {done.stderr[-400:]}")
     print(done.stdout.strip(), flush=True)
@@ -238,6 +238,8 @@ if __name__ == "__main__":
     ap.add_argument("--tune", type=int, default=400,
                     help="also the shipped model fine-tuned by avmatch train's defaults on this many paired 4 s clips "
                          "of the same families (0: not)")
+    ap.add_argument("--tune-from", default="", metavar="RUN",
+                    help="--tune starts from this run (avmatch train --init RUN) instead of the shipped model")
     ap.add_argument("--scale-clips", type=int, default=1000, help="clips located in --scale-hours of recordings")
     ap.add_argument("--drift-minutes", type=float, default=10.0, help="takes this long from drifting recorders; 0: skip")
     ap.add_argument("--drift-ppm", type=float, default=150.0, help="how fast the recorders' clocks run")
@@ -278,7 +280,7 @@ if __name__ == "__main__":
     models = args.models.split(",")
     if args.tune:
         t0 = time.perf_counter()
-        models.append(str(tune(root, args.tune, args.seed)))
+        models.append(str(tune(root, args.tune, args.seed, args.tune_from)))
         result["tune_s"] = round(time.perf_counter() - t0, 1)
     for name in models:  # every model on the same media
         model = avmatch.load(name)
