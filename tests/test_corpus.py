@@ -273,3 +273,13 @@ def test_course_shaped_features_are_uint8_codes_of_120_rows_that_read_back_as_ge
     with_content = constant_share(make_course_corpus(30, video_dim=32, audio_dim=8, seed=1))
     without = constant_share(make_course_corpus(30, video_dim=32, audio_dim=8, seed=1, content=0.0))
     assert with_content > without + 0.1
+
+
+def test_a_split_depends_on_the_seed_and_the_clip_ids_not_the_order_they_were_read_in():
+    """Parallel extraction writes clips in the order its workers finish: the same corpus read in another
+    order must split the same (the demo's validation clips changed between two runs of one seed)."""
+    corpus = make_feature_corpus(30, video_dim=4, audio_dim=2, min_len=3, max_len=4, seed=0)
+    shuffled = corpus._with([corpus.clips[i] for i in np.random.default_rng(1).permutation(30)])
+    for a, b in zip(corpus.split(0.3, seed=5), shuffled.split(0.3, seed=5), strict=True):
+        assert [c.id for c in a.clips] == [c.id for c in b.clips] == sorted(c.id for c in a.clips)
+    assert [c.id for c in corpus.split(0.3, seed=6)[1].clips] != [c.id for c in corpus.split(0.3, seed=5)[1].clips]

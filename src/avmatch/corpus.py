@@ -52,12 +52,15 @@ class Corpus:
         return self._with([c for c in self.clips if c.video is not None and c.audio is not None])
 
     def split(self, val_fraction: float, seed: int = 0) -> tuple[Corpus, Corpus]:
-        """A repeatable random (train, val) split of the clips."""
-        order = np.random.default_rng(seed).permutation(len(self.clips))
-        n_val = max(1, int(round(len(self.clips) * val_fraction))) if val_fraction > 0 else 0
+        """A repeatable random (train, val) split of the clips: the same seed and clip ids give the same
+        split whatever order the clips were read in (parallel extraction writes them in the order its
+        workers finish), each part in id order."""
+        clips = sorted(self.clips, key=lambda c: c.id)
+        order = np.random.default_rng(seed).permutation(len(clips))
+        n_val = max(1, int(round(len(clips) * val_fraction))) if val_fraction > 0 else 0
         val = sorted(order[:n_val].tolist())
         train = sorted(order[n_val:].tolist())
-        return self._with([self.clips[i] for i in train]), self._with([self.clips[i] for i in val])
+        return self._with([clips[i] for i in train]), self._with([clips[i] for i in val])
 
     def _with(self, clips: list[Clip]) -> Corpus:
         return Corpus(clips, self.video_rate_hz, self.audio_rate_hz, dict(self.extractor), self.root)
