@@ -282,6 +282,8 @@ def test_evaluate_reads_a_key_that_names_files_as_the_user_has_them(tmp_path):
     (["train", "{feats}", "-o", "{run}", "--epochs", "0"], "epochs is 0"),
     (["train", "{feats}", "-o", "{run}", "--model", "dual", "--option", "hidden=-4"], "hidden=-4"),
     (["make-features", "-o", "{run}", "--clips", "0"], "--clips: 0 is less than 1"),
+    (["make-features", "-o", "{run}", "--shape", "timing", "--content", "0.5"], "use them with --shape course"),
+    (["make-features", "-o", "{run}", "--timing", "1.5"], "--timing: 1.5 is not from 0 to 1"),
     (["match", "{feats}", "{feats}", "-o", "{run}/p.csv", "--candidates", "-5"], "--candidates: -5 is less than 1"),
     (["locate", "{feats}", "{feats}", "--min-confidence", "2"], "--min-confidence: 2 is not from 0 to 1"),
 ])
