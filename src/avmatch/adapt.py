@@ -66,7 +66,8 @@ def adapted(trained: Trained, pairs: list[Clip], videos: Corpus, audios: Corpus,
     with tempfile.TemporaryDirectory(prefix="avmatch-adapt-") as tmp:
         start = Path(tmp) / "start.pt"
         trained.save(start)
-        config = recipe("", init=str(start), epochs=EPOCHS, patience=EPOCHS, seed=seed, histograms=False)
+        config = recipe("", init=str(start), epochs=EPOCHS, patience=EPOCHS, seed=seed, histograms=False,
+                        val_fraction=0.0)  # every sure pair teaches: none is held out to pick an epoch by
         train(corpus, Path(tmp) / "run", config, device=device, progress=progress)
         return load_trained(Path(tmp) / "run" / "last.pt", device)
 
