@@ -35,8 +35,8 @@ import time
 from pathlib import Path
 
 from avmatch.demo.compare import compare, model_entries, run_dir
-from avmatch.demo.synthetic import make_feature_corpus
 from avmatch.models import list_models
+from avmatch.testing.featuregen import make_feature_corpus
 from avmatch.testing.formats import FORMATS
 from avmatch.train import RECIPES
 

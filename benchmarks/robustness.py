@@ -40,6 +40,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from avmatch.cli import run_captured  # noqa: E402
 from avmatch.testing import badinputs  # noqa: E402
 
 SHORT = {"ok": "ok", "error": "err", "unclear": "UNCLEAR", "crash": "CRASH", "hang": "HANG", "wrong": "WRONG"}
@@ -72,8 +73,8 @@ def crash_runs(work: Path, kills: int) -> list[tuple[str, bool, str]]:
     import torch
 
     from avmatch.corpus import load_corpus, write_corpus
-    from avmatch.demo.synthetic import make_feature_corpus
     from avmatch.extract import extract
+    from avmatch.testing.featuregen import make_feature_corpus
     from avmatch.testing.mediagen import make_clip
     from avmatch.train import TrainConfig, train
 
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         cases = badinputs.make_cases(work / "cases")
         made_s = time.perf_counter() - started
-        outcomes = badinputs.run_all(cases, work / "readers")
+        outcomes = badinputs.run_all(cases, work / "readers", run_captured)
         run_s = time.perf_counter() - started - made_s
         print_tables(outcomes, args.details)
         totals = Counter(o.outcome for o in outcomes)

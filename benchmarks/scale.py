@@ -152,8 +152,8 @@ def dual_run(args, n: int) -> None:
     from pathlib import Path
 
     from avmatch.checkpoint import load_trained
-    from avmatch.demo.synthetic import make_feature_corpus, shuffle_for_matching
     from avmatch.matching import match_corpora
+    from avmatch.testing.featuregen import make_feature_corpus, shuffle_for_matching
     from avmatch.train import TrainConfig, train
 
     dims = {"video_dim": 64, "audio_dim": 32, "min_len": 8, "max_len": 16}

@@ -20,21 +20,15 @@ LAYERS = [
     {"adapt"},
     {"report", "mux"},
     {"__init__"},
-    {"testing"},  # fixtures on the library: generated media, formats, users' media
+    {"testing"},  # fixtures on the library: generated media and features, formats, the robustness harness
     {"speech", "demo"},  # the demo and its scene generators (which use the fixtures' writers)
     {"cli", "__main__"},
-    {"testing.badinputs"},  # the robustness harness: it drives the command line
 ]
 
 
 def layer_of(module: str) -> int:
-    """A module's layer: that of its own entry (``testing.badinputs``) if it has one, else its package's."""
-    parts = module.split(".")[1:] or ["__init__"]
-    for name in (".".join(parts[:2]), parts[0]):
-        for i, names in enumerate(LAYERS):
-            if name in names:
-                return i
-    raise KeyError(module)
+    top = module.split(".")[1] if "." in module else "__init__"
+    return next(i for i, names in enumerate(LAYERS) if top in names)
 
 
 def module_name(path: Path) -> str:
@@ -115,9 +109,8 @@ def test_no_import_cycles():
 
 
 def package(module: str) -> str:
-    """avmatch.demo.scenes -> avmatch.demo; the harness avmatch.testing.badinputs is a unit of its own."""
-    parts = module.split(".")
-    return ".".join(parts[:3]) if ".".join(parts[1:3]) == "testing.badinputs" else ".".join(parts[:2])
+    """avmatch.demo.scenes -> avmatch.demo."""
+    return ".".join(module.split(".")[:2])
 
 
 def test_no_cycles_between_packages():
@@ -136,7 +129,6 @@ def test_the_checker_sees_a_planted_upward_import_and_cycle(tmp_path):
     bad.write_text("from avmatch import losses\n\ndef f():\n    from avmatch.cli import main\n")
     assert imports(bad, "avmatch.corpus") == {"avmatch.cli", "avmatch.losses"}
     assert layer_of("avmatch.cli") > layer_of("avmatch.corpus")
-    assert layer_of("avmatch.testing.badinputs") > layer_of("avmatch.cli") > layer_of("avmatch.demo.scenes") \
-        > layer_of("avmatch.testing.mediagen")
+    assert layer_of("avmatch.cli") > layer_of("avmatch.demo.scenes") > layer_of("avmatch.testing.badinputs")
     assert cycles({"avmatch.demo": {"avmatch.testing"}, "avmatch.testing": {"avmatch.demo"}}) == [
         "avmatch.demo -> avmatch.testing -> avmatch.demo"]

@@ -15,8 +15,8 @@ from avmatch.corpus import (
     read_manifest,
     write_corpus,
 )
-from avmatch.demo.synthetic import make_feature_corpus, shuffle_for_matching, write_key
 from avmatch.errors import AvmatchError
+from avmatch.testing.featuregen import make_feature_corpus, shuffle_for_matching, write_key
 
 
 def classic(root, clips=3, t=6, vdim=1024, adim=128, dtype=np.float32):
@@ -254,7 +254,7 @@ def test_course_shaped_features_are_uint8_codes_of_120_rows_that_read_back_as_ge
     """make-features' default: YouTube-8M's codes on disk (a quarter of float32's bytes), read back to
     exactly the values generated; ``content`` weighs what a clip is throughout (seen by both modalities)."""
     from avmatch.corpus import dequantize, quantize
-    from avmatch.demo.synthetic import make_course_corpus, write_feature_task
+    from avmatch.testing.featuregen import make_course_corpus, write_feature_task
 
     x = np.linspace(-3, 3, 1001)
     assert np.abs(dequantize(quantize(x)) - np.clip(x, -1.992, 2.008)).max() <= 2 / 255 + 1e-6

@@ -10,7 +10,7 @@ import torch
 
 from avmatch.cli import main
 from avmatch.corpus import write_corpus
-from avmatch.demo.synthetic import make_feature_corpus
+from avmatch.testing.featuregen import make_feature_corpus
 
 # 21 training clips in global batches of 8: 8, 8, 5, so the last batch splits unevenly (3 + 2)
 TRAIN = ["--epochs", "2", "--batch-size", "8", "--no-histograms", "--option", "hidden=16", "--option", "dropout=0"]

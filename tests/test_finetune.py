@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from avmatch.checkpoint import load_trained
-from avmatch.demo.synthetic import make_feature_corpus
 from avmatch.errors import AvmatchError
+from avmatch.testing.featuregen import make_feature_corpus
 from avmatch.train import TrainConfig, train
 
 

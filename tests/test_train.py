@@ -11,11 +11,11 @@ import torch
 from avmatch.checkpoint import load_trained
 from avmatch.cli import main
 from avmatch.corpus import write_corpus
-from avmatch.demo.synthetic import make_feature_corpus, shuffle_for_matching, write_key
 from avmatch.errors import AvmatchError
 from avmatch.evaluate import retrieval_metrics
 from avmatch.inference import score_matrix
 from avmatch.matching import match_corpora
+from avmatch.testing.featuregen import make_feature_corpus, shuffle_for_matching, write_key
 from avmatch.train import TrainConfig, train
 
 DIMS = {"video_dim": 48, "audio_dim": 24}
@@ -315,7 +315,7 @@ def test_a_progress_bar_in_a_log_writes_whole_lines_now_and_then(capsys):
 def test_gradient_clipping_caps_the_norm_of_every_step(tmp_path, monkeypatch):
     """--clip-grad: the gradient the optimiser applies never has a norm above the cap (the text's advice
     against exploding gradients), and without a cap it does exceed it here."""
-    from avmatch.demo.synthetic import make_feature_corpus
+    from avmatch.testing.featuregen import make_feature_corpus
 
     corpus = make_feature_corpus(24, video_dim=12, audio_dim=6, min_len=4, max_len=8, seed=2)
     seen: list[float] = []

@@ -12,7 +12,6 @@ import torch
 from avmatch.checkpoint import Trained, load_trained, media_extractor
 from avmatch.cli import main
 from avmatch.corpus import Corpus
-from avmatch.demo.synthetic import make_feature_corpus
 from avmatch.errors import AvmatchError
 from avmatch.evaluate import evaluate_pairs
 from avmatch.extractors import get_extractor
@@ -21,6 +20,7 @@ from avmatch.inference import score_matrix
 from avmatch.matching import MatchResult, assign, match_corpora
 from avmatch.matching.index import build_index, index_corpus, index_embeddings, load_index
 from avmatch.models import build_model
+from avmatch.testing.featuregen import make_feature_corpus
 
 
 def tiny(tmp_path, name="dual", extractor=None, **options) -> tuple[Trained, object]:

@@ -309,7 +309,7 @@ def cmd_extractors(args) -> None:
 
 
 def cmd_make_features(args) -> None:
-    from avmatch.demo.synthetic import write_feature_task
+    from avmatch.testing.featuregen import write_feature_task
 
     knobs = {k: getattr(args, k) for k in ("content", "timing") if getattr(args, k) is not None}
     if knobs and args.shape != "course":
@@ -558,7 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-dim", type=count, default=1024, help="visual feature columns")
     p.add_argument("--audio-dim", type=count, default=128, help="audio feature columns")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    from avmatch.demo.synthetic import SHAPES
+    from avmatch.testing.featuregen import SHAPES
 
     p.add_argument("--shape", choices=SHAPES, default="course",
                    help="course: 120 rows a clip, picture and sound linked by content and by per-second events, "
@@ -582,6 +582,18 @@ def build_parser() -> argparse.ArgumentParser:
         command.formatter_class = _Help
         command.epilog = "example:\n  " + EXAMPLES[name]
     return parser
+
+
+def run_captured(argv: list) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of ``avmatch ARGV`` run in this process: what the robustness
+    harness (``avmatch.testing.badinputs``) and the tests drive the command line with."""
+    import contextlib
+    import io
+
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        rc = main([str(a) for a in argv])
+    return rc, out.getvalue(), err.getvalue()
 
 
 def main(argv: list[str] | None = None) -> int:

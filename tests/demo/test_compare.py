@@ -1,7 +1,7 @@
 """`avmatch compare`: several models trained on one corpus, tabulated as the report did."""
 
 from avmatch.demo.compare import compare
-from avmatch.demo.synthetic import make_feature_corpus
+from avmatch.testing.featuregen import make_feature_corpus
 
 
 def test_compare_trains_each_model_and_tabulates_it_against_chance(tmp_path):

@@ -9,7 +9,6 @@ import pytest
 from avmatch.checkpoint import load_trained
 from avmatch.cli import main
 from avmatch.corpus import write_corpus
-from avmatch.demo.synthetic import make_feature_corpus
 from avmatch.errors import AvmatchError
 from avmatch.inference import clip_embeddings
 from avmatch.matching.index import (
@@ -21,6 +20,7 @@ from avmatch.matching.index import (
     search,
     vectors,
 )
+from avmatch.testing.featuregen import make_feature_corpus
 from avmatch.train import TrainConfig, train
 
 

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from avmatch.cli import main
+from avmatch.cli import main, run_captured
 from avmatch.testing.badinputs import exploit_marker, make_cases, run_all
 
 KINDS = ("media", "npy", "corpus", "checkpoint", "scores")
@@ -17,7 +17,7 @@ KINDS = ("media", "npy", "corpus", "checkpoint", "scores")
 def bad(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad")
     cases = make_cases(root / "cases")
-    return root, cases, run_all(cases, root / "work")
+    return root, cases, run_all(cases, root / "work", run_captured)
 
 
 def _report(outcomes) -> str:

@@ -306,7 +306,7 @@ def _npy_bytes(x: np.ndarray) -> bytes:
 def corpus_cases(root: Path) -> list[Case]:
     """Own-format corpora (manifest.jsonl) and .txt file lists with bad manifests, paths and files."""
     from avmatch.corpus import write_corpus
-    from avmatch.demo.synthetic import make_feature_corpus
+    from avmatch.testing.featuregen import make_feature_corpus
 
     root.mkdir(parents=True, exist_ok=True)
     outside = root / "outside.npy"
@@ -539,16 +539,13 @@ class CliRun:
     stderr: str
 
 
-def _cli(argv: list[str]) -> CliRun:
-    from avmatch.cli import main
-
-    err, out = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-        rc = main(argv)
-    return CliRun(rc, err.getvalue())
+# ``avmatch ARGV`` run by the caller's means: (exit status, stdout, stderr). The harness drives the command
+# line but never imports it (it is library code below the application): callers pass
+# ``avmatch.cli.run_captured`` (in this process, fast); the trust cases run the program as a process.
+Cli = Callable[[list], tuple[int, str, str]]
 
 
-def _media_readers() -> dict[str, Callable[[Case, Path], object]]:
+def _media_readers(cli: Cli) -> dict[str, Callable[[Case, Path], object]]:
     from avmatch.extract import extract_file
     from avmatch.media import probe, read_audio, read_video
 
@@ -564,30 +561,30 @@ def _media_readers() -> dict[str, Callable[[Case, Path], object]]:
         return ", ".join(f"{m} {out[m].shape}" for m in ("video", "audio") if m in out)
 
     def cli_extract(case, work):
-        return _cli(["extract", str(case.path), "-o", str(work / "cli-extract")])
+        return _run(cli, ["extract", str(case.path), "-o", str(work / "cli-extract")])
 
     return {"probe": lambda c, w: probe(c.path).duration_s, "read_video": video, "read_audio": audio,
             "extract_file": features, "cli extract": cli_extract}
 
 
-def _npy_readers() -> dict[str, Callable[[Case, Path], object]]:
+def _npy_readers(cli: Cli) -> dict[str, Callable[[Case, Path], object]]:
     from avmatch.corpus import load_array, load_corpus
 
     def corpus(case, work):
         return f"{len(load_corpus(case.path.parents[1]).clips)} clips"
 
     def cli_train(case, work):
-        return _cli(["train", str(case.path.parents[1]), "-o", str(work / "run"), "--model", "dual", "--epochs", "1",
+        return _run(cli, ["train", str(case.path.parents[1]), "-o", str(work / "run"), "--model", "dual", "--epochs", "1",
                      "--no-histograms", "--option", "hidden=8", "--option", "embed_dim=4"])
 
     return {"load_array": lambda c, w: load_array(c.path).shape, "load_corpus": corpus, "cli train": cli_train}
 
 
-def _corpus_readers() -> dict[str, Callable[[Case, Path], object]]:
+def _corpus_readers(cli: Cli) -> dict[str, Callable[[Case, Path], object]]:
     from avmatch.corpus import done_entries, load_corpus, read_manifest
 
     def cli_train(case, work):
-        return _cli(["train", str(case.path), "-o", str(work / "run"), "--model", "dual", "--epochs", "1",
+        return _run(cli, ["train", str(case.path), "-o", str(work / "run"), "--model", "dual", "--epochs", "1",
                      "--no-histograms", "--val-fraction", "0", "--option", "hidden=8", "--option", "embed_dim=4"])
 
     return {"read_manifest": lambda c, w: f"{len(read_manifest(c.path))} rows",
@@ -595,25 +592,30 @@ def _corpus_readers() -> dict[str, Callable[[Case, Path], object]]:
             "load_corpus": lambda c, w: f"{len(load_corpus(c.path).clips)} clips", "cli train": cli_train}
 
 
-def _checkpoint_readers() -> dict[str, Callable[[Case, Path], object]]:
+def _checkpoint_readers(cli: Cli) -> dict[str, Callable[[Case, Path], object]]:
     from avmatch.checkpoint import load_trained
 
     def loaded(case, work):
         trained = load_trained(case.path)
         return f"{trained.model.name}"
 
-    return {"load_trained": loaded, "cli inspect": lambda c, w: _cli(["inspect", "--model", str(c.path)])}
+    return {"load_trained": loaded, "cli inspect": lambda c, w: _run(cli, ["inspect", "--model", str(c.path)])}
 
 
-def _score_readers() -> dict[str, Callable[[Case, Path], object]]:
+def _score_readers(cli: Cli) -> dict[str, Callable[[Case, Path], object]]:
     from avmatch.matching import load_scores
 
     return {"load_scores": lambda c, w: load_scores(c.path)[0].shape}
 
 
-def readers(kind: str) -> dict[str, Callable[[Case, Path], object]]:
+def _run(cli: Cli, argv: list[str]) -> CliRun:
+    rc, _out, err = cli(argv)
+    return CliRun(rc, err)
+
+
+def readers(kind: str, cli: Cli) -> dict[str, Callable[[Case, Path], object]]:
     return {"media": _media_readers, "npy": _npy_readers, "corpus": _corpus_readers,
-            "checkpoint": _checkpoint_readers, "scores": _score_readers}[kind]()
+            "checkpoint": _checkpoint_readers, "scores": _score_readers}[kind](cli)
 
 
 def _one_line(text: str) -> str:
@@ -710,12 +712,13 @@ def batch_outcomes(cases: list[Case], work: Path) -> list[Outcome]:
     return outs
 
 
-def run_all(cases: list[Case], work: str | Path, limit_s: float = TIME_LIMIT_S,
+def run_all(cases: list[Case], work: str | Path, cli: Cli, limit_s: float = TIME_LIMIT_S,
             progress: Callable[[Outcome], None] | None = None) -> list[Outcome]:
-    """Every reader of each case's kind on every case, then the batch extraction of the media cases."""
+    """Every reader of each case's kind on every case (the command-line ones through ``cli``), then the
+    batch extraction of the media cases."""
     work = Path(work)
     outcomes: list[Outcome] = []
-    table = {kind: readers(kind) for kind in {c.kind for c in cases}}
+    table = {kind: readers(kind, cli) for kind in {c.kind for c in cases}}
     with _one_torch_thread():
         _run_readers(cases, table, work, limit_s, outcomes, progress)
     if any(c.kind == "media" for c in cases):
@@ -947,8 +950,9 @@ class TrustOutcome:
     seconds: float
 
 
-_PEAK = ("import resource, sys\nfrom avmatch.cli import main\ntry:\n    rc = main(sys.argv[1:])\n"
-         "except SystemExit as stop:  # argparse's refusal of an option value\n    rc = stop.code\n"
+_PEAK = ("import resource, runpy, sys\nsys.argv[0] = 'avmatch'\ntry:\n    runpy.run_module('avmatch', run_name='__main__')\n"
+         "    rc = 0\n"
+         "except SystemExit as stop:  # the program's exit, or argparse's refusal of an option value\n    rc = stop.code\n"
          "sys.stderr.write(f'\\nPEAK_KIB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n')\nsys.exit(rc)\n")
 
 
@@ -968,7 +972,7 @@ def trust_cases(root: str | Path) -> list[TrustCase]:
     import torch
 
     from avmatch.corpus import Corpus, write_corpus
-    from avmatch.demo.synthetic import make_feature_corpus
+    from avmatch.testing.featuregen import make_feature_corpus
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -1262,7 +1266,7 @@ def identity_corpus_cases(root: Path) -> list[Case]:
     """Manifests with source identities (bad ones refused; a clip written from two files read as the
     later file only) and media files whose names are not UTF-8."""
     from avmatch.corpus import write_corpus
-    from avmatch.demo.synthetic import make_feature_corpus
+    from avmatch.testing.featuregen import make_feature_corpus
 
     root.mkdir(parents=True, exist_ok=True)
     base = make_feature_corpus(5, video_dim=6, audio_dim=4, min_len=3, max_len=5, seed=0)  # 4 left to train on
@@ -1510,21 +1514,11 @@ def identity_scenarios() -> list[Scenario]:
     ]
 
 
-def cli_in_process(argv: list) -> tuple[int, str, str]:
-    """(exit status, stdout, stderr) of ``avmatch ARGV`` in this process: fast, for tests."""
-    from avmatch.cli import main
-
-    err, out = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-        rc = main([str(a) for a in argv])
-    return rc, out.getvalue(), err.getvalue()
-
-
 def run_scenarios(scenarios: list[Scenario], work: str | Path, cli: Callable | None = None) -> list[TrustOutcome]:
     """Each scenario judged like a trust case by its last command (the one after the change): ok (exit
     0 with the clean answer), error (exit 2, one line), silent-wrong (exit 0, another answer),
     internal, traceback. ``cli`` defaults to a process of its own per command (peak memory
-    measured); :func:`cli_in_process` is faster."""
+    measured); ``avmatch.cli.run_captured`` is faster."""
     import resource
     import traceback
 
