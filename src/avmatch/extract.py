@@ -464,9 +464,7 @@ def check_holds_videos(path: str | Path, role: str, usage: str, look: int = 10_0
     """One line, before any extraction, when a media source that should hold videos (``role``, as
     ``usage`` — the command line — names it) holds audio files only: the arguments were given the
     wrong way round. A feature corpus, or a source with a video file among its first ``look`` files,
-    passes."""
-    if not is_media_source(path):
-        return
+    passes. One walk of at most ``look`` files (no media file among them: not a media source)."""
     path = Path(path)
     files = [path] if path.is_file() else itertools.islice((p for p in path.rglob("*") if p.is_file()), look)
     suffixes = {p.suffix.lower() for p in files} & MEDIA_SUFFIXES
