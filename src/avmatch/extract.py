@@ -454,10 +454,14 @@ def is_media_source(path: str | Path) -> bool:
     path = Path(path)
     if path.is_file():
         return path.suffix.lower() in MEDIA_SUFFIXES
-    if not path.is_dir() or (path / MANIFEST).exists() or any(path.glob("*/*feat.npy")) \
-            or (path / "vfeat").is_dir():
+    if not path.is_dir() or _feature_folder(path):
         return False
     return any(p.suffix.lower() in MEDIA_SUFFIXES for p in path.rglob("*") if p.is_file())
+
+
+def _feature_folder(path: Path) -> bool:
+    """A feature corpus: avmatch's own (a manifest) or the classic layouts."""
+    return (path / MANIFEST).exists() or any(path.glob("*/*feat.npy")) or (path / "vfeat").is_dir()
 
 
 def check_holds_videos(path: str | Path, role: str, usage: str, look: int = 10_000) -> None:
@@ -466,6 +470,8 @@ def check_holds_videos(path: str | Path, role: str, usage: str, look: int = 10_0
     wrong way round. A feature corpus, or a source with a video file among its first ``look`` files,
     passes. One walk of at most ``look`` files (no media file among them: not a media source)."""
     path = Path(path)
+    if path.is_dir() and _feature_folder(path):
+        return
     files = [path] if path.is_file() else itertools.islice((p for p in path.rglob("*") if p.is_file()), look)
     suffixes = {p.suffix.lower() for p in files} & MEDIA_SUFFIXES
     if suffixes and not suffixes & VIDEO_SUFFIXES:
