@@ -44,11 +44,13 @@ class Trained:
     # changes within a clip, not what it is throughout
     centre_clips: bool = False
 
+    def centred(self, x: np.ndarray) -> np.ndarray:
+        """``x`` less its own mean over time when the model reads clips centred (``centre_clips``)."""
+        return x - x.mean(axis=0, keepdims=True) if self.centre_clips else x
+
     def standardise(self, x: np.ndarray, modality: str) -> np.ndarray:
         mean, std = (self.video_mean, self.video_std) if modality == "video" else (self.audio_mean, self.audio_std)
-        if self.centre_clips:
-            x = x - x.mean(axis=0, keepdims=True)
-        return ((x - mean) / std).astype(np.float32)
+        return ((self.centred(x) - mean) / std).astype(np.float32)
 
     def save(self, path: str | Path, weights_dtype: torch.dtype | None = None) -> None:
         """Write the checkpoint atomically; ``weights_dtype`` (e.g. torch.float16) stores floating

@@ -546,11 +546,11 @@ def _new_trained(config: TrainConfig, corpus: Corpus, train_set: Corpus, start: 
     torch.manual_seed(config.seed)
     paired = corpus.paired()
     model = build_model(config.model, paired.video_dim, paired.audio_dim, **config.model_options).to(device)
-    centre = (lambda x: x - x.mean(axis=0, keepdims=True)) if config.centre_clips else (lambda x: x)
-    trained = Trained(model, *feature_stats([centre(c.video) for c in train_set.clips]),
-                      *feature_stats([centre(c.audio) for c in train_set.clips]),
-                      extractor=dict(corpus.extractor), video_rate_hz=corpus.video_rate_hz,
-                      audio_rate_hz=corpus.audio_rate_hz, centre_clips=config.centre_clips)
+    trained = Trained(model, None, None, None, None, extractor=dict(corpus.extractor),
+                      video_rate_hz=corpus.video_rate_hz, audio_rate_hz=corpus.audio_rate_hz,
+                      centre_clips=config.centre_clips)
+    trained.video_mean, trained.video_std = feature_stats([trained.centred(c.video) for c in train_set.clips])
+    trained.audio_mean, trained.audio_std = feature_stats([trained.centred(c.audio) for c in train_set.clips])
     if start is not None:
         _take_weights(trained, start)
     return trained
