@@ -159,7 +159,8 @@ def faststart(src: str | Path, dst: str | Path) -> Path:
 
 # ---------------------------------------------- generated frames and sound as files, and shifted test audio
 
-def _to_uint8(frames: np.ndarray) -> np.ndarray:
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    """Frames (float in [0, 1]) as 8-bit pixels."""
     return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
@@ -195,7 +196,7 @@ def write_media(path: str | Path, frames: np.ndarray | None, audio: np.ndarray |
             if audio_bit_rate:
                 astream.bit_rate = audio_bit_rate
         if vstream is not None:
-            pixels = _to_uint8(frames)
+            pixels = to_uint8(frames)
             for i, img in enumerate(pixels):
                 frame = av.VideoFrame.from_ndarray(img, format="rgb24")
                 frame.pts = i

@@ -26,7 +26,7 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from avmatch.atomic import atomic_path, write_text
-from avmatch.testing.mediagen import random_names, shift_audio
+from avmatch.testing.mediagen import random_names, shift_audio, to_uint8
 
 # container suffix -> (video codec, pixel format)
 CONTAINERS = {".mp4": ("libx264", "yuv420p"), ".mkv": ("libx264", "yuv420p"), ".webm": ("libvpx", "yuv420p"),
@@ -58,7 +58,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, scale: int = 1
         else:
             stream.bit_rate = 1_500_000
         for i in np.flatnonzero(keep):
-            img = (np.clip(frames[i], 0, 1) * 255 + 0.5).astype(np.uint8)
+            img = to_uint8(frames[i])
             if scale > 1:
                 img = img.repeat(scale, axis=0).repeat(scale, axis=1)
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
