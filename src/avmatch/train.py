@@ -549,10 +549,11 @@ def _new_trained(config: TrainConfig, corpus: Corpus, train_set: Corpus, start: 
     trained = Trained(model, None, None, None, None, extractor=dict(corpus.extractor),
                       video_rate_hz=corpus.video_rate_hz, audio_rate_hz=corpus.audio_rate_hz,
                       centre_clips=config.centre_clips)
-    trained.video_mean, trained.video_std = feature_stats([trained.centred(c.video) for c in train_set.clips])
-    trained.audio_mean, trained.audio_std = feature_stats([trained.centred(c.audio) for c in train_set.clips])
     if start is not None:
         _take_weights(trained, start)
+    else:
+        trained.video_mean, trained.video_std = feature_stats([trained.centred(c.video) for c in train_set.clips])
+        trained.audio_mean, trained.audio_std = feature_stats([trained.centred(c.audio) for c in train_set.clips])
     return trained
 
 
