@@ -37,15 +37,18 @@ peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB 
 cpu = lambda: (lambda r: r.ru_utime + r.ru_stime)(resource.getrusage(resource.RUSAGE_SELF))
 
 
-def planted(n, dim, noise, hubs, seed, chunk=16384):
-    # audio_i = normalise(video_i + noise); with hubs, videos lean along u and some audios further
+def planted(n, dim, noise, hubs, seed, decay=0.0, chunk=16384):
+    # audio_i = normalise(video_i + noise); with hubs, videos lean along u and some audios further;
+    # decay > 0: the videos' variance along axis j falls as j**-decay (trained embeddings are far from isotropic)
     rng = np.random.default_rng(seed)
+    spread = np.arange(1, dim + 1, dtype=np.float32) ** (-decay / 2)
+    spread *= np.sqrt(dim / (spread ** 2).sum())
     u = rng.standard_normal(dim).astype(np.float32)
     u /= np.linalg.norm(u)
     video, audio = np.empty((n, dim), np.float32), np.empty((n, dim), np.float32)
     for s in range(0, n, chunk):
         m = min(chunk, n - s)
-        v = rng.standard_normal((m, dim), dtype=np.float32)
+        v = rng.standard_normal((m, dim), dtype=np.float32) * spread
         v /= np.linalg.norm(v, axis=1, keepdims=True)
         if hubs:
             v += 0.3 * u
@@ -58,11 +61,31 @@ def planted(n, dim, noise, hubs, seed, chunk=16384):
     return video, audio
 
 
-from avmatch.matching import assign, normalise
+from avmatch.matching import MatchResult, assign, normalise
 from avmatch.matching.two_stage import match_embeddings
+from avmatch.progress import recording_stages
 
-video, audio = planted(job["n"], job["dim"], job["noise"], job["hubs"], job["seed"])
-out = {"base_mib": peak()}
+out = {}
+if job["mode"] == "embed":  # a dual model's clip embeddings of n generated feature clips (time and memory only)
+    import torch
+    from avmatch.checkpoint import load_trained
+    from avmatch.inference import clip_embeddings
+    trained = load_trained(job["run"])
+    rng = np.random.default_rng(0)
+    videos = [rng.standard_normal((job["rows"], trained.model.config["video_dim"]), dtype=np.float32) for _ in range(job["n"])]
+    audios = [rng.standard_normal((job["rows"], trained.model.config["audio_dim"]), dtype=np.float32) for _ in range(job["n"])]
+    out["base_mib"] = peak()
+    t, c = time.perf_counter(), cpu()
+    with recording_stages() as stages:
+        clip_embeddings(trained, videos, "video", batch_size=4096)
+        clip_embeddings(trained, audios, "audio", batch_size=4096)
+    out.update(wall_s=time.perf_counter() - t, cpu_s=cpu() - c, stages=stages,
+               peak_mib=max([peak()] + [st["peak_mib"] for st in stages.values()]))
+    print(json.dumps(out))
+    sys.exit()
+
+video, audio = planted(job["n"], job["dim"], job["noise"], job["hubs"], job["seed"], job["decay"])
+out["base_mib"] = peak()
 t, c = time.perf_counter(), cpu()
 if job["mode"] == "dense":
     scores = job["scale"] * (video @ audio.T)  # (N, N) float32
@@ -74,13 +97,32 @@ elif job["mode"] == "floor":
         out.setdefault("runs_s", []).append(time.perf_counter() - t)
     chosen = np.zeros(0, np.int64)
 else:
-    _, _, chosen = match_embeddings(video, audio, job["k"], job["scale"], 0.0, job["method"], job["normalisation"],
-                                    job["kind"], job["outside_sample"])
+    options = {"nprobe": job["nprobe"]} if job.get("nprobe") else {}
+    with recording_stages() as stages:
+        scores, raw, chosen = match_embeddings(video, audio, job["k"], job["scale"], 0.0, job["method"],
+                                               job["normalisation"], job["kind"], job["outside_sample"], **options)
+        if job.get("write"):
+            ids = [f"clip{i:08d}" for i in range(job["n"])]
+            MatchResult(ids, ids, scores, chosen, job["method"], raw).write(job["write"], heatmap=False)
+    out["stages"] = stages
+    # the partner among the candidates, and (on a sample of videos) among an exact search's top K
+    rows = np.repeat(np.arange(raw.shape[0]), np.diff(raw.indptr))
+    out["partner_in_candidates"] = float(np.isin(np.arange(len(video)) * len(audio) + np.arange(len(video)),
+                                                 rows.astype(np.int64) * len(audio) + raw.indices).mean())
 out["wall_s"] = time.perf_counter() - t
 out["cpu_s"] = cpu() - c
-out["peak_mib"] = peak()
+# a stage resets the peak as it starts (/proc/self/clear_refs), so the run's peak is the largest stage's
+out["peak_mib"] = max([peak()] + [st["peak_mib"] for st in out.get("stages", {}).values()])
 out["accuracy"] = float((chosen == np.arange(len(chosen))).mean()) if len(chosen) else None
 out["unmatched"] = int((chosen < 0).sum())
+if job["mode"] == "two-stage" and job.get("exact_sample"):
+    import faiss
+    pick = np.sort(np.random.default_rng(1).choice(len(video), min(job["exact_sample"], len(video)), replace=False))
+    flat = faiss.IndexFlatIP(video.shape[1])
+    flat.add(audio)
+    _, top = flat.search(video[pick], job["k"])
+    out["exact_sample"] = len(pick)
+    out["partner_in_exact_top_k"] = float((top == pick[:, None]).any(axis=1).mean())
 if job.get("save"):
     np.save(job["save"], chosen)
 print(json.dumps(out))
@@ -94,10 +136,21 @@ def run_child(job: dict) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def stage_lines(r: dict, indent: str = "          ") -> None:
+    """Each recorded stage's wall time, CPU time and peak memory (a stage inside another counts in both)."""
+    for name, st in r.get("stages", {}).items():
+        notes = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in st.items()
+                          if k not in ("wall_s", "cpu_s", "peak_mib", "calls"))
+        calls = f"{st['calls']} calls" if st["calls"] > 1 else ""
+        print(f"{indent}{name:<28s} {st['wall_s']:8.2f}  {st['cpu_s']:8.2f}  {st['peak_mib']:8.0f}            "
+              + "; ".join(x for x in (calls, notes) if x), flush=True)
+
+
 def job_of(args, n: int, mode: str, **extra) -> dict:
     return {"n": n, "dim": args.dim, "noise": args.noise, "hubs": 0.0, "seed": args.seed, "mode": mode,
             "scale": 10.0, "k": args.candidates, "method": "hungarian", "normalisation": "dual-softmax",
-            "kind": args.retrieval, "outside_sample": 1024, **extra}
+            "kind": args.retrieval, "outside_sample": 1024, "decay": args.decay, "nprobe": args.nprobe,
+            "exact_sample": args.exact_sample, **extra}
 
 
 def line(n, what, r, extra=""):
@@ -107,8 +160,10 @@ def line(n, what, r, extra=""):
 
 
 def scale_table(args, tmp: str) -> None:
-    print(f"planted matching: d={args.dim}, noise={args.noise}, score = 10 cos; two-stage: K={args.candidates}, "
-          f"{args.retrieval} retrieval, dual softmax with sampled outside mass, Hungarian (LAPJVsp) + leftovers")
+    spectrum = "isotropic" if not args.decay else f"variance along axis j ~ j^-{args.decay:g}"
+    print(f"planted matching: d={args.dim}, {spectrum}, noise={args.noise}, score = 10 cos; two-stage: "
+          f"K={args.candidates}, {args.retrieval} retrieval, dual softmax with sampled outside mass, Hungarian "
+          "(LAPJVsp) + leftovers, pairs.csv written")
     print(f"{'N':>7s}  {'matching':<28s} {'wall s':>8s}  {'CPU s':>8s}  {'peak MiB':>8s}  {'base MiB':>8s}  {'accuracy':>8s}  "
           "vs dense exact")
     for n in args.sizes:
@@ -116,12 +171,36 @@ def scale_table(args, tmp: str) -> None:
         if n <= args.dense_up_to:
             dense = run_child(job_of(args, n, "dense", save=f"{tmp}/dense{n}.npy"))
             line(n, "dense exact (Hungarian)", dense)
-        two = run_child(job_of(args, n, "two-stage", save=f"{tmp}/two{n}.npy"))
+        two = run_child(job_of(args, n, "two-stage", save=f"{tmp}/two{n}.npy", write=f"{tmp}/pairs{n}.csv"))
         extra = "(dense does not fit)"
         if dense:
             agree = (np.load(f"{tmp}/two{n}.npy") == np.load(f"{tmp}/dense{n}.npy")).mean()
             extra = f"{100 * two['accuracy'] / dense['accuracy']:.2f}% of its accuracy, same pair for {100 * agree:.2f}%"
         line(n, f"two-stage K={args.candidates}", two, extra)
+        stage_lines(two)
+        exact = ""
+        if "partner_in_exact_top_k" in two:
+            exact = (f"; in an exact search's top {args.candidates}: {two['partner_in_exact_top_k']:.4f} "
+                     f"({two['exact_sample']} videos sampled)")
+        print(f"          true partner among the retrieved candidates: {two['partner_in_candidates']:.4f}{exact}; "
+              f"unmatched {two['unmatched']}", flush=True)
+
+
+def embed_table(args, tmp: str) -> None:
+    """The first stage from features: a small dual model embeds N clips of each modality."""
+    from pathlib import Path
+
+    from avmatch.testing.featuregen import make_feature_corpus
+    from avmatch.train import TrainConfig, train
+
+    dims = {"video_dim": 64, "audio_dim": 32, "min_len": args.embed_rows, "max_len": args.embed_rows}
+    train(make_feature_corpus(200, seed=1, **dims), Path(tmp) / "dual", TrainConfig(model="dual", epochs=1,
+          batch_size=64, histograms=False), progress=False)
+    print(f"\nembedding from features: a dual model (64 | 32 dims in, {args.embed_rows} rows a clip), both modalities")
+    for n in args.embed:
+        r = run_child(job_of(args, n, "embed", run=str(Path(tmp) / "dual"), rows=args.embed_rows))
+        line(n, "embed videos + audios", r, f"{n / r['wall_s']:.0f} clips/s of each modality")
+        stage_lines(r)
 
 
 def normalisation_table(args) -> None:
@@ -183,6 +262,14 @@ def main() -> None:
     p.add_argument("--hubs", type=float, default=0.5, help="hub strength of the normalisation comparison (0: skip it)")
     p.add_argument("--norm-n", type=int, default=5000, help="N of the normalisation comparison")
     p.add_argument("--dual", type=int, default=0, metavar="N", help="also match N clips with a trained dual model")
+    p.add_argument("--decay", type=float, default=0.0,
+                   help="planted videos' variance along axis j falls as j**-DECAY (0: isotropic, the worst case "
+                        "for an index; a trained model's embeddings are far from isotropic)")
+    p.add_argument("--nprobe", type=int, default=0, help="IVF cells searched (0: tuned for the recall target)")
+    p.add_argument("--exact-sample", type=int, default=10_000,
+                   help="videos whose exact top K is searched to compare with the retrieved candidates")
+    p.add_argument("--embed", default="", help="also time embedding N clips from features, e.g. 100000,1000000")
+    p.add_argument("--embed-rows", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",")]
@@ -190,8 +277,11 @@ def main() -> None:
     import tempfile
 
     print(f"{os.cpu_count()} CPUs; python {sys.version.split()[0]}")
+    args.embed = [int(s) for s in args.embed.split(",") if s]
     with tempfile.TemporaryDirectory() as tmp:
         scale_table(args, tmp)
+        if args.embed:
+            embed_table(args, tmp)
     if args.hubs:
         normalisation_table(args)
     floor(args)

@@ -20,6 +20,7 @@ from avmatch.checkpoint import COUNT_BOUNDS, Trained
 from avmatch.corpus import Corpus
 from avmatch.errors import AvmatchError
 from avmatch.models import capabilities
+from avmatch.progress import stage
 
 
 def pad_batch(arrays: list[np.ndarray], device: str | torch.device = "cpu") -> tuple[Tensor, Tensor]:
@@ -213,6 +214,12 @@ def clip_embeddings(trained: Trained, arrays: list[np.ndarray], modality: str, b
     modalities) give the renormalised mean frame, good enough to retrieve candidates. Pair models
     have no shared space: retrieve with an embedding model (``retriever``) instead.
     """
+    with stage(f"embed {modality}"):
+        return _clip_embeddings(trained, arrays, modality, batch_size, device)
+
+
+def _clip_embeddings(trained: Trained, arrays: list[np.ndarray], modality: str, batch_size: int,
+                     device: str | torch.device | None) -> np.ndarray:
     from avmatch.models.base import masked_mean
 
     model = trained.model

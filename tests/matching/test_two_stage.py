@@ -404,3 +404,24 @@ def test_an_extreme_score_bias_does_not_overflow_the_index(kind):
     assert np.array_equal(plain, shifted)
     _, _, extreme = match_embeddings(v, a, k=5, scale=10.0, bias=-1.8e308, kind=kind, **extra)
     assert sorted(extreme) == list(range(300))  # every score equal in float64 now: any one-to-one answer
+
+
+def test_stages_are_recorded_only_when_asked(tmp_path):
+    """benchmarks/scale.py reads where the time goes from the stages two-stage matching marks."""
+    from avmatch.progress import recording_stages
+
+    video, audio = planted(3000, noise=1.0)
+    with recording_stages() as stages:
+        scores, raw, chosen = match_embeddings(video, audio, k=10, scale=10.0, kind="ivf")
+        MatchResult([f"v{i}" for i in range(3000)], [f"a{i}" for i in range(3000)], scores, chosen, "hungarian",
+                    raw).write(tmp_path / "pairs.csv", heatmap=False)
+    for name in ("outside mass", "index build", "search depth for recall", "retrieve top K", "re-score candidates",
+                 "normalise", "assign one-to-one", "write results"):
+        assert stages[name]["calls"] >= 1 and stages[name]["cpu_s"] >= 0 and stages[name]["peak_mib"] > 10, name
+    assert stages["outside mass"]["calls"] == 2  # column mass for retrieval, row mass for normalising
+    assert 1 <= stages["search depth for recall"]["nprobe"] <= 1000  # what the recall target chose, noted
+    assert stages["search depth for recall"]["best_in_top10"] >= 0.95
+    with recording_stages() as later:
+        pass
+    match_embeddings(video, audio, k=10, scale=10.0)  # outside any recording: nothing kept anywhere
+    assert later == {} and stages["index build"]["calls"] == 1

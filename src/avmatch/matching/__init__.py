@@ -25,6 +25,7 @@ from avmatch.matching.locate import DRIFT_MIN_S, drift
 from avmatch.matching.results import MatchResult, check_same_run, load_scores, scores_path
 from avmatch.matching.two_stage import DEFAULT_CANDIDATES, match_two_stage, sparse_lookup
 from avmatch.models import capabilities
+from avmatch.progress import stage
 
 __all__ = ["DENSE_MAX", "MODES", "MatchResult", "assign", "check_same_run", "choose_mode", "load_scores",
            "margins", "match_corpora", "normalise", "scores_path"]
@@ -98,22 +99,29 @@ def match_corpora(trained: Trained, videos: Corpus, audios: Corpus, method: str 
                            "only candidates, so it has no confidence to judge by")
     # a timing model that compares the clips aligned only (a lag range of 0) has no offset to give
     if timing and (trained.model.max_lag if max_lag is None else max_lag) > 0:
-        matched = np.flatnonzero(chosen >= 0)
-        off, conf = estimate_offsets(trained, [v_clips[i].video for i in matched],
-                                     [a_clips[chosen[i]].audio for i in matched], max_lag=max_lag)
-        result.offset_s = np.full(len(v_clips), np.nan)
-        result.offset_conf = np.full(len(v_clips), np.nan)
-        result.offset_s[matched], result.offset_conf[matched] = off, conf
-        long_pairs = [i for i in matched if min(len(v_clips[i].video), len(a_clips[chosen[i]].audio))
-                      >= DRIFT_MIN_S * trained.audio_rate_hz]
-        if long_pairs:  # long takes: the offset at several points, and the clocks' drift between them
-            result.drift_ppm = np.full(len(v_clips), np.nan)
-            v_emb = frame_embeddings(trained, [v_clips[i].video for i in long_pairs], "video")
-            a_emb = frame_embeddings(trained, [a_clips[chosen[i]].audio for i in long_pairs], "audio")
-            rate = trained.audio_rate_hz
-            for i, ve, ae in zip(long_pairs, v_emb, a_emb, strict=True):
-                start_s, ppm = drift(ve, ae, -result.offset_s[i] * rate, rate)
-                if np.isfinite(ppm):
-                    result.offset_s[i], result.drift_ppm[i] = -start_s, ppm
+        with stage("offsets"):
+            _offsets(trained, result, v_clips, a_clips, chosen, max_lag)
     return result
+
+
+def _offsets(trained: Trained, result: MatchResult, v_clips: list, a_clips: list, chosen: np.ndarray,
+             max_lag: int | None) -> None:
+    """Each matched pair's offset (a timing model), and for long pairs the drift between the clocks."""
+    matched = np.flatnonzero(chosen >= 0)
+    off, conf = estimate_offsets(trained, [v_clips[i].video for i in matched],
+                                 [a_clips[chosen[i]].audio for i in matched], max_lag=max_lag)
+    result.offset_s = np.full(len(v_clips), np.nan)
+    result.offset_conf = np.full(len(v_clips), np.nan)
+    result.offset_s[matched], result.offset_conf[matched] = off, conf
+    long_pairs = [i for i in matched if min(len(v_clips[i].video), len(a_clips[chosen[i]].audio))
+                  >= DRIFT_MIN_S * trained.audio_rate_hz]
+    if long_pairs:  # long takes: the offset at several points, and the clocks' drift between them
+        result.drift_ppm = np.full(len(v_clips), np.nan)
+        v_emb = frame_embeddings(trained, [v_clips[i].video for i in long_pairs], "video")
+        a_emb = frame_embeddings(trained, [a_clips[chosen[i]].audio for i in long_pairs], "audio")
+        rate = trained.audio_rate_hz
+        for i, ve, ae in zip(long_pairs, v_emb, a_emb, strict=True):
+            start_s, ppm = drift(ve, ae, -result.offset_s[i] * rate, rate)
+            if np.isfinite(ppm):
+                result.offset_s[i], result.drift_ppm[i] = -start_s, ppm
 

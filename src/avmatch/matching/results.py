@@ -17,6 +17,7 @@ from avmatch.atomic import atomic_path, file_sha256, regular, remove_stale_temps
 from avmatch.errors import AvmatchError
 from avmatch.matching.dense import margins
 from avmatch.matching.two_stage import margins_sparse, sparse_lookup
+from avmatch.progress import stage
 
 
 def csv_cell(value) -> str:
@@ -116,7 +117,10 @@ class MatchResult:
         (which records a run id and the SHA-256 of the pairs.csv and heat map of its set) and last
         pairs.csv. A kill or a full disk midway leaves an incomplete set that readers refuse
         (:func:`check_same_run`), never pairs of one run beside scores of another."""
-        pairs_csv = Path(pairs_csv)
+        with stage("write results"):
+            return self._write(Path(pairs_csv), heatmap)
+
+    def _write(self, pairs_csv: Path, heatmap: bool) -> list[Path]:
         text = self.csv_text()
         npz, png = scores_path(pairs_csv), heatmap_path(pairs_csv)
         for path in (pairs_csv, npz, png):

@@ -25,6 +25,7 @@ from avmatch.inference import (
     retrieval_metric,
 )
 from avmatch.matching.dense import _real_scores, assign, normalise
+from avmatch.progress import stage
 
 DEFAULT_CANDIDATES = 10  # K, audios retrieved per video
 
@@ -45,10 +46,13 @@ def top_k_candidates(video_emb: np.ndarray, audio_emb: np.ndarray, k: int = DEFA
     ``kind`` picks the FAISS index (exact "flat", or "ivf"/"hnsw")."""
     from avmatch.matching.index import build_index, search, tune_search
 
-    index = build_index(audio_emb, kind, **index_options)
+    with stage("index build"):
+        index = build_index(audio_emb, kind, **index_options)
     if not {"nprobe", "ef_search"} & set(index_options):  # as deep as the recall target needs
-        tune_search(index, video_emb, k)
-    return search(index, video_emb, k)
+        with stage("search depth for recall") as note:
+            note.update(tune_search(index, video_emb, k))
+    with stage("retrieve top K"):
+        return search(index, video_emb, k)
 
 
 def embedding_pair_scores(video_emb: np.ndarray, audio_emb: np.ndarray, scale: float = 1.0, bias: float = 0.0):
@@ -308,7 +312,8 @@ def match_sparse(video_emb: np.ndarray, audio_emb: np.ndarray, pair_scores, k: i
     nv, na = len(video_emb), len(audio_emb)
     dual = normalisation == "dual-softmax" and outside is not None and outside_sample > 0
     if dual:  # retrieve in dual-softmax order: scale * cosine minus the audio's column bulk
-        bulk = column_log_mass(video_emb, audio_emb, *outside, sample=outside_sample, k=k)
+        with stage("outside mass"):
+            bulk = column_log_mass(video_emb, audio_emb, *outside, sample=outside_sample, k=k)
         bulk = np.where(np.isfinite(bulk), bulk, bulk[np.isfinite(bulk)].min(initial=0.0))
         # only the order matters here: shifted to peak at 0 and bounded, so float32 (FAISS) cannot overflow
         key = np.clip(bulk - bulk.max(initial=0.0), -1e30, 0.0).astype(np.float32)
@@ -318,11 +323,15 @@ def match_sparse(video_emb: np.ndarray, audio_emb: np.ndarray, pair_scores, k: i
         _, idx = top_k_candidates(video_emb, audio_emb, k, kind, **index_options)
     vi = np.repeat(np.arange(nv), idx.shape[1])
     raw = candidate_matrix(vi, idx.ravel(), np.zeros(idx.size), (nv, na))
-    raw.data = pair_scores(_rows_of(raw), raw.indices)
-    # the column bulk left out each sampled video's own top-k: its candidates, near enough
-    rest = (row_log_mass(video_emb, audio_emb, idx, *outside, sample=outside_sample), bulk) if dual else (None, None)
-    scores = normalise_sparse(raw, normalisation, *rest)
-    chosen = assign_sparse(scores, method)
+    with stage("re-score candidates"):
+        raw.data = pair_scores(_rows_of(raw), raw.indices)
+    with stage("outside mass"):
+        # the column bulk left out each sampled video's own top-k: its candidates, near enough
+        rest = (row_log_mass(video_emb, audio_emb, idx, *outside, sample=outside_sample), bulk) if dual else (None, None)
+    with stage("normalise"):
+        scores = normalise_sparse(raw, normalisation, *rest)
+    with stage("assign one-to-one"):
+        chosen = assign_sparse(scores, method)
     if method != "hungarian":
         return scores, raw, chosen
 
@@ -332,12 +341,9 @@ def match_sparse(video_emb: np.ndarray, audio_emb: np.ndarray, pair_scores, k: i
     lv, la = np.flatnonzero(chosen < 0), np.flatnonzero(~used)
     if not len(lv) or not len(la) or _round >= _MAX_ROUNDS:
         return scores, raw, chosen
-    if len(lv) * len(la) <= _DENSE_LEFTOVER:
-        sub_raw = pair_scores(np.repeat(lv, len(la)), np.tile(la, len(lv))).reshape(len(lv), len(la))
-        sub = assign(normalise(sub_raw, normalisation))
-    else:
-        sub = match_sparse(video_emb[lv], audio_emb[la], lambda v, a: pair_scores(lv[v], la[a]), k, method,
-                           normalisation, kind, outside, outside_sample, _round + 1, **index_options)[2]
+    with stage("leftovers (all stages)"):
+        sub = _match_leftovers(video_emb, audio_emb, pair_scores, lv, la, k, method, normalisation, kind, outside,
+                               outside_sample, _round, index_options)
     got = sub >= 0
     fv, fa = lv[got], la[sub[got]]
     chosen[fv] = fa
@@ -349,6 +355,18 @@ def match_sparse(video_emb: np.ndarray, audio_emb: np.ndarray, pair_scores, k: i
     raw = candidate_matrix(rows, cols, np.concatenate([raw.data, fs]), (nv, na))
     scores = candidate_matrix(rows, cols, np.concatenate([scores.data, fn]), (nv, na))
     return scores, raw, chosen
+
+
+def _match_leftovers(video_emb, audio_emb, pair_scores, lv: np.ndarray, la: np.ndarray, k: int, method: str,
+                     normalisation: str, kind: str, outside, outside_sample: int, _round: int,
+                     index_options: dict) -> np.ndarray:
+    """The videos ``lv`` and audios ``la`` the candidate graph left over, matched among themselves:
+    densely once they are few, else by another two-stage round. The audio (index into ``la``) per video."""
+    if len(lv) * len(la) <= _DENSE_LEFTOVER:
+        sub_raw = pair_scores(np.repeat(lv, len(la)), np.tile(la, len(lv))).reshape(len(lv), len(la))
+        return assign(normalise(sub_raw, normalisation))
+    return match_sparse(video_emb[lv], audio_emb[la], lambda v, a: pair_scores(lv[v], la[a]), k, method,
+                        normalisation, kind, outside, outside_sample, _round + 1, **index_options)[2]
 
 
 def match_embeddings(video_emb: np.ndarray, audio_emb: np.ndarray, k: int = DEFAULT_CANDIDATES,
