@@ -221,7 +221,7 @@ def cmd_index(args) -> None:
     corpus = model.features(args.corpus, _options(args.option), args.workers)
     trained = model.trained
     index = index_corpus(trained, corpus, args.kind, model=str(args.model), nlist=args.nlist, nprobe=args.nprobe,
-                         hnsw_m=args.hnsw_m, ef_search=args.ef_search)
+                         hnsw_m=args.hnsw_m, ef_search=args.ef_search, pq_bytes=args.pq_bytes)
     index.save(args.output)
     print(f"indexed {len(index.video_ids)} videos and {len(index.audio_ids)} audios "
           f"({index.kind}, {index.audio.d} dims) in {args.output}")
@@ -481,8 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", type=count, default=None, metavar="K", help="two-stage: audios retrieved per video (default 10)")
     p.add_argument("--retriever", default=None, metavar="RUN",
                    help="two-stage: embedding model that retrieves the candidates (default: --model)")
-    p.add_argument("--retrieval", default="flat", choices=["flat", "ivf", "hnsw"],
-                   help="two-stage: FAISS index that retrieves them (flat: exact)")
+    p.add_argument("--retrieval", default="flat",
+                   help="two-stage: FAISS index that retrieves them: flat (exact), ivf, ivfpq or hnsw (see avmatch index)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="extractor option for media input (e.g. weights=PATH: the network the run's features came from)")
     p.add_argument("--device", default="auto", help="where the model runs: auto (CUDA where present), cpu, cuda, cuda:N")
@@ -492,10 +492,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("corpus", help="feature corpus, or media file/folder")
     p.add_argument("--model", required=True, help="run folder or checkpoint of an embedding model")
     p.add_argument("-o", "--output", required=True, help="index folder")
-    p.add_argument("--kind", default="flat", choices=["flat", "ivf", "hnsw"],
-                   help="flat: exact inner product; ivf, hnsw: approximate, recall reported")
+    p.add_argument("--kind", default="flat",
+                   help="flat: exact inner product; ivf, hnsw: approximate, recall reported; ivfpq: ivf keeping "
+                        "--pq-bytes of code a vector in memory, re-ranked by the full vectors kept on disk "
+                        "(default: %(default)s)")
     p.add_argument("--nlist", type=count, default=None, help="ivf: cells (default about 4 sqrt(N))")
     p.add_argument("--nprobe", type=count, default=None, help="ivf: cells searched per query (default: the fewest at which 95%% of sampled queries find their exact best among the top k)")
+    p.add_argument("--pq-bytes", type=count, default=None, help="ivfpq: bytes of code a vector (plus 8 of id; "
+                   "default 32: 80 bytes a clip with both modalities)")
     p.add_argument("--hnsw-m", type=count, default=32, help="hnsw: links per node")
     p.add_argument("--ef-search", type=count, default=128, help="hnsw: search beam width")
     p.add_argument("--workers", type=count, default=1, help="extraction processes for media input")

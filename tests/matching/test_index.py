@@ -182,3 +182,47 @@ def test_the_search_depth_is_tuned_for_a_recall_target_not_a_share_of_the_cells(
         _, shallow = search(index, video, 10)
         assert (shallow == exact).any(axis=1).mean() < 0.97
     assert tune_search(build_index(audio, "flat"), video) == {}
+
+
+def test_ivfpq_keeps_codes_and_reranks_with_the_full_vectors(tmp_path):
+    """A compressed index: far fewer bytes a vector than float32, recall back near exact once its
+    candidates are re-ranked with the full vectors, which a saved index keeps on disk (memory-mapped)
+    and checks like its other files."""
+    from avmatch.matching.index import PQ_MIN, index_bytes, index_params, is_compressed, tune_search
+
+    n, dim = PQ_MIN, 36  # 36 dims pad to 40 for 8 sub-quantisers of 5
+    rng = np.random.default_rng(0)
+    audio = (rng.standard_normal((n, dim)) * np.arange(1, dim + 1) ** -0.5).astype(np.float32)
+    audio /= np.linalg.norm(audio, axis=1, keepdims=True)
+    video = audio[:400] + 0.3 * unit(400, dim, 1) / np.sqrt(dim)
+    pq = build_index(audio, "ivfpq", pq_bytes=8)
+    assert is_compressed(pq) and not is_compressed(build_index(audio, "ivf"))
+    assert index_params(pq)["kind"] == "ivfpq" and index_params(pq)["pq_bytes"] == 8
+    assert index_bytes(pq) / n < 25 < dim * 4  # 8 bytes of code + 8 of id, the cells and code books
+    tuned = tune_search(pq, video, 10, full=audio)
+    exact = brute_force(video, audio, 10)[1]
+    coded = search(pq, video, 10)[1]  # by the codes alone
+    refined = search(pq, video, 10, full=audio)[1]
+    first = lambda found: (found[:, 0] == exact[:, 0]).mean()  # noqa: E731  (recall@1)
+    assert first(refined) > first(coded) and first(refined) >= 0.9, (first(refined), first(coded))
+    assert tuned["best_in_top10"] >= 0.95 and (refined == exact[:, :1]).any(axis=1).mean() >= 0.9
+    sims, rows = search(pq, video[:5], 3, full=audio)
+    assert np.allclose(sims, np.take_along_axis(video[:5] @ audio.T, rows, 1), atol=1e-5)  # exact scores, best first
+    assert (np.diff(sims, axis=1) <= 0).all()
+
+    ids = [f"c{i}" for i in range(n)]
+    index = index_embeddings(ids, audio, ids, audio, "ivfpq", pq_bytes=8)
+    index.save(tmp_path / "pq")
+    assert sorted(p.name for p in (tmp_path / "pq").iterdir()) == \
+        ["audio.faiss", "audio.npy", "index.json", "video.faiss", "video.npy"]
+    back = load_index(tmp_path / "pq")
+    assert back.kind == "ivfpq" and isinstance(back.audio_full, np.memmap)
+    assert back.search(["c0", "c5"], 5) == index.search(["c0", "c5"], 5)
+    assert back.search(["c0"], 1)[0][0][0] == "c0"  # its own audio (the same vector) comes first
+    full = np.load(tmp_path / "pq" / "audio.npy")
+    full[0, 0] += 1.0
+    np.save(tmp_path / "pq" / "audio.npy", full)  # vectors from elsewhere beside the codes
+    with pytest.raises(AvmatchError, match="audio.npy: is not the file index.json recorded"):
+        load_index(tmp_path / "pq")
+    with pytest.raises(AvmatchError, match="needs at least"):
+        build_index(audio[: PQ_MIN - 1], "ivfpq")

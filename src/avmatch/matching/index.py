@@ -25,7 +25,8 @@ from avmatch.corpus import Corpus
 from avmatch.errors import AvmatchError
 from avmatch.inference import check_fits, clip_embeddings, embedding_score_params, retrieval_metric
 
-KINDS = ("flat", "ivf", "hnsw")
+KINDS = ("flat", "ivf", "ivfpq", "hnsw")
+COMPRESSED = ("ivfpq",)  # kinds that keep codes, not vectors: searches re-rank with the full vectors
 METRICS = ("ip", "l2")  # inner product of normalised embeddings (cosine), or Euclidean distance
 MAX_DIM = 1 << 16
 FORMAT = "avmatch-index"
@@ -37,15 +38,23 @@ def default_nlist(n: int) -> int:
     return int(max(1, min(4 * np.sqrt(n), n // 39)))
 
 
+PQ_MIN = 256 * 39  # each sub-quantiser learns 256 code words from at least 39 points each
+DEFAULT_PQ_BYTES = 32  # ivfpq: bytes of code a vector (+ 8 of id in its cell): 80 bytes a clip for both modalities
+
+
 def build_index(emb: np.ndarray, kind: str = "flat", *, metric: str = "ip", nlist: int | None = None,
-                nprobe: int | None = None, hnsw_m: int = 32, ef_search: int = 128, seed: int = 0) -> faiss.Index:
+                nprobe: int | None = None, hnsw_m: int = 32, ef_search: int = 128, pq_bytes: int | None = None,
+                seed: int = 0) -> faiss.Index:
     """A FAISS index over (N, E) embeddings, rows added in order: by inner product of normalised
     embeddings (``metric`` "ip", the cosine) or by Euclidean distance ("l2", for a model that scores
     by distance: ranking it by inner product would rank by something else than its score).
 
     "flat": exact. "ivf": ``nlist`` k-means cells (default :func:`default_nlist`), ``nprobe`` of them
     searched per query (default :data:`DEFAULT_NPROBE`; :func:`tune_search` sets it for a recall
-    target once the queries are known). "hnsw": a graph with ``hnsw_m`` links per node, searched
+    target once the queries are known). "ivfpq": the same cells holding ``pq_bytes`` bytes of product-
+    quantised code a vector instead of the vector (4 bytes a dimension), its dimensions padded with
+    zeros to a multiple of ``pq_bytes``; its scores are approximate, so :func:`search` re-ranks with
+    the full vectors where it is given them. "hnsw": a graph with ``hnsw_m`` links per node, searched
     with a beam of ``ef_search``. Options out of their range are one-line errors.
     """
     emb = np.ascontiguousarray(emb, dtype=np.float32)
@@ -56,7 +65,7 @@ def build_index(emb: np.ndarray, kind: str = "flat", *, metric: str = "ip", nlis
     flat = faiss.IndexFlatIP if metric == "ip" else faiss.IndexFlatL2
     if kind == "flat":
         index = flat(dim)
-    elif kind == "ivf":
+    elif kind in ("ivf", "ivfpq"):
         nlist = default_nlist(n) if nlist is None else nlist
         if not 1 <= nlist <= max(1, n // 39):
             raise AvmatchError(f"--nlist {nlist}: an IVF index of {n} clips takes 1 to {max(1, n // 39)} cells "
@@ -67,12 +76,24 @@ def build_index(emb: np.ndarray, kind: str = "flat", *, metric: str = "ip", nlis
             raise AvmatchError(f"--nprobe {nprobe}: give 1 to nlist ({nlist}) cells to search")
         if n < 39:
             raise AvmatchError(f"an IVF index needs at least 39 clips, got {n}; use --kind flat (exact, and fast at this size)")
-        index = faiss.IndexIVFFlat(flat(dim), dim, nlist, faiss_metric)
-        index.cp.seed = seed
+        if kind == "ivf":
+            index = ivf = faiss.IndexIVFFlat(flat(dim), dim, nlist, faiss_metric)
+        else:
+            pq_bytes = DEFAULT_PQ_BYTES if pq_bytes is None else pq_bytes
+            if not 1 <= pq_bytes <= 256:
+                raise AvmatchError(f"--pq-bytes {pq_bytes}: give 1 to 256 bytes of code a vector")
+            if n < PQ_MIN:
+                raise AvmatchError(f"an IVF-PQ index needs at least {PQ_MIN} clips to learn its codes (faiss: 39 "
+                                   f"a code word), got {n}; use --kind ivf or flat at this size")
+            padded = -(-dim // pq_bytes) * pq_bytes  # each of the pq_bytes sub-vectors gets whole dimensions
+            ivf = faiss.IndexIVFPQ(flat(padded), padded, nlist, pq_bytes, 8, faiss_metric)
+            ivf.cp.seed = ivf.pq.cp.seed = seed
+            index = faiss.IndexPreTransform(faiss.RemapDimensionsTransform(dim, padded, True), ivf)
+        ivf.cp.seed = seed
         rng = np.random.default_rng(seed)
         train = emb if n <= 256 * nlist else emb[np.sort(rng.choice(n, 256 * nlist, replace=False))]
         index.train(train)
-        index.nprobe = nprobe
+        ivf.nprobe = nprobe
     elif kind == "hnsw":
         if not 2 <= hnsw_m <= 256:
             raise AvmatchError(f"--hnsw-m {hnsw_m}: give 2 to 256 links per node (32 is usual)")
@@ -93,12 +114,14 @@ RECALL_TARGET = 0.95  # what tune_search aims at: the share of queries whose exa
 
 
 def tune_search(index: faiss.Index, queries: np.ndarray, k: int = 10, target: float = RECALL_TARGET,
-                sample: int = 500, seed: int = 0) -> dict[str, float]:
+                sample: int = 500, seed: int = 0, full: np.ndarray | None = None) -> dict[str, float]:
     """Set an IVF index's ``nprobe`` (an HNSW index's ``efSearch``) to the smallest power of two at which
     the exact best row of at least ``target`` of a sample of ``queries`` is among the approximate top
     ``k`` (1-recall@k: what two-stage matching needs, the partner among the candidates), so the
     search costs what the recall needs and no more. Returns {"nprobe" | "ef_search": value,
-    "best_in_top{k}": r, "queries": n}; a flat index (exact) is left alone."""
+    "best_in_top{k}": r, "queries": n}; a flat index (exact) is left alone. A compressed index's
+    exact answer comes from ``full``, the vectors it holds (see :func:`search`), which also re-rank
+    its candidates; without them its own every-cell search stands in."""
     ivf = faiss.try_extract_index_ivf(index)
     hnsw = isinstance(index, faiss.IndexHNSW)
     if ivf is None and not hnsw:
@@ -113,11 +136,14 @@ def tune_search(index: faiss.Index, queries: np.ndarray, k: int = 10, target: fl
     else:
         index.hnsw.efSearch = max(1024, k)
         name, top, set_to = "ef_search", 1 << 12, lambda v: setattr(index.hnsw, "efSearch", v)
-    _, exact = search(index, q, 1)
+    if full is not None and is_compressed(index):
+        _, exact = faiss.knn(q, np.ascontiguousarray(full, dtype=np.float32), 1, index.metric_type)
+    else:
+        _, exact = search(index, q, 1, full)
     value, recall = 1, 0.0
     while True:
         set_to(min(value, top))
-        _, found = search(index, q, k)
+        _, found = search(index, q, k, full)
         recall = float((found == exact).any(axis=1).mean())
         if recall >= target or value >= top:
             break
@@ -125,27 +151,81 @@ def tune_search(index: faiss.Index, queries: np.ndarray, k: int = 10, target: fl
     return {name: int(min(value, top)), f"best_in_top{k}": recall, "queries": int(len(q))}
 
 
+def index_bytes(index: faiss.Index) -> int:
+    """The memory an index's search structure takes: codes (or vectors) and ids, cells and codebooks,
+    or graph links."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        ivf = faiss.downcast_index(ivf)
+        codebooks = ivf.pq.centroids.size() * 4 if isinstance(ivf, faiss.IndexIVFPQ) else 0
+        return int(index.ntotal * (ivf.code_size + 8) + ivf.nlist * ivf.d * 4 + codebooks)
+    if isinstance(index, faiss.IndexHNSW):
+        return int(index.ntotal * index.d * 4 + index.hnsw.neighbors.size() * 4 + index.hnsw.levels.size() * 4)
+    return int(index.ntotal * index.d * 4)
+
+
 def index_params(index: faiss.Index) -> dict:
     """The search parameters of an index, as plain values (what ``index.json`` records)."""
     metric = "l2" if index.metric_type == faiss.METRIC_L2 else "ip"
-    if isinstance(index, faiss.IndexIVF):
-        return {"kind": "ivf", "metric": metric, "nlist": int(index.nlist), "nprobe": int(index.nprobe)}
+    ivf = faiss.try_extract_index_ivf(index)
+    ivf = ivf if ivf is None else faiss.downcast_index(ivf)
+    if isinstance(ivf, faiss.IndexIVFPQ):
+        return {"kind": "ivfpq", "metric": metric, "nlist": int(ivf.nlist), "nprobe": int(ivf.nprobe),
+                "pq_bytes": int(ivf.pq.M)}
+    if ivf is not None:
+        return {"kind": "ivf", "metric": metric, "nlist": int(ivf.nlist), "nprobe": int(ivf.nprobe)}
     if isinstance(index, faiss.IndexHNSW):
         return {"kind": "hnsw", "metric": metric, "hnsw_m": int(index.hnsw.nb_neighbors(1)),
                 "ef_search": int(index.hnsw.efSearch)}
     return {"kind": "flat", "metric": metric}
 
 
-def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` best rows of ``index`` for each query: (Q, k) inner products, best first, and (Q, k)
-    row numbers (-1 where the index holds fewer than ``k`` rows). Queries go in chunks."""
+REFINE = 4  # a compressed index is searched for REFINE x k rows, re-ranked by the full vectors
+
+
+def search(index: faiss.Index, queries: np.ndarray, k: int, full: np.ndarray | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best rows of ``index`` for each query: (Q, k) inner products (squared distances for
+    an "l2" index), best first, and (Q, k) row numbers (-1 where the index holds fewer than ``k``
+    rows). Queries go in chunks. ``full``: the (N, E) vectors the index holds (an array or a memory
+    map), with which a compressed index's REFINE x k best are re-ranked exactly."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     k = max(1, min(k, index.ntotal))
+    refine = full is not None and is_compressed(index)
+    depth = min(index.ntotal, REFINE * k) if refine else k
     sims = np.empty((len(queries), k), dtype=np.float32)
     ids = np.empty((len(queries), k), dtype=np.int64)
     for s in range(0, len(queries), SEARCH_ROWS):
-        sims[s : s + SEARCH_ROWS], ids[s : s + SEARCH_ROWS] = index.search(queries[s : s + SEARCH_ROWS], k)
+        q = queries[s : s + SEARCH_ROWS]
+        d, i = index.search(q, depth)
+        if refine:
+            d, i = _rerank(q, i, full, k, index.metric_type == faiss.METRIC_L2)
+        sims[s : s + SEARCH_ROWS], ids[s : s + SEARCH_ROWS] = d, i
     return sims, ids
+
+
+def is_compressed(index: faiss.Index) -> bool:
+    """Whether the index keeps codes rather than the vectors (its scores are approximate)."""
+    ivf = faiss.try_extract_index_ivf(index)
+    return ivf is not None and ivf.code_size < ivf.d * 4
+
+
+def _rerank(queries: np.ndarray, rows: np.ndarray, full: np.ndarray, k: int, l2: bool
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best of each query's candidate ``rows`` (-1: none) by its exact score against ``full``."""
+    flat = np.maximum(rows, 0).ravel()
+    order = np.argsort(flat, kind="stable")  # a memory map reads fastest in file order
+    cand = np.empty((len(flat), full.shape[1]), np.float32)
+    cand[order] = full[flat[order]]
+    cand = cand.reshape(*rows.shape, -1)
+    if l2:
+        score = -((cand - queries[:, None, :]) ** 2).sum(-1)
+    else:
+        score = np.einsum("qke,qe->qk", cand, queries)
+    score[rows < 0] = -np.inf
+    best = np.argsort(-score, axis=1, kind="stable")[:, :k]
+    picked = np.take_along_axis(score, best, 1)
+    return (-picked if l2 else picked).astype(np.float32), np.take_along_axis(rows, best, 1)
 
 
 def vectors(index: faiss.Index, rows: np.ndarray) -> np.ndarray:
@@ -166,8 +246,8 @@ def measure_recall(index: faiss.Index, base: np.ndarray, queries: np.ndarray, k:
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(len(queries), min(max_queries, len(queries)), replace=False))
     q = np.ascontiguousarray(queries[pick], dtype=np.float32)
-    _, exact = search(build_index(base, "flat", metric=index_params(index)["metric"]), q, k)
-    _, found = search(index, q, k)
+    _, exact = faiss.knn(q, np.ascontiguousarray(base, dtype=np.float32), k, index.metric_type)
+    _, found = search(index, q, k, base)  # as the index is searched: a compressed one re-ranked by the vectors
     hits = [len(np.intersect1d(e, f[f >= 0])) for e, f in zip(exact, found, strict=True)]
     return {"queries": int(len(pick)), "recall@1": float((found[:, 0] == exact[:, 0]).mean()),
             f"recall@{k}": float(np.mean(hits) / k)}
@@ -185,6 +265,8 @@ class EmbeddingIndex:
     bias: float = 0.0
     recall: dict = field(default_factory=dict)  # {"video->audio": {...}, "audio->video": {...}}
     model: str = ""  # the run the embeddings came from
+    video_full: np.ndarray | None = None  # a compressed kind's full vectors (memory-mapped once saved)
+    audio_full: np.ndarray | None = None
 
     @property
     def kind(self) -> str:
@@ -193,15 +275,14 @@ class EmbeddingIndex:
     def search(self, query_ids: list[str], k: int = 5, audio: bool = False) -> list[list[tuple[str, float]]]:
         """For each query clip id the ``k`` best clips of the other modality and their model scores:
         audios for a video, or videos for an audio with ``audio=True``."""
-        other_ids, other = (self.video_ids, self.video) if audio else (self.audio_ids, self.audio)
-        return self._ranked(other, other_ids, self._query_vectors(query_ids, audio), k)
+        return self.search_vectors(self._query_vectors(query_ids, audio), k, audio)
 
     def similar(self, query_ids: list[str], k: int = 5, audio: bool = False) -> list[list[tuple[str, float]]]:
         """For each query clip id the ``k`` clips of its *own* modality most like it (videos for a
         video, audios for an audio with ``audio=True``), itself left out: the cosine of their
         embeddings (minus their distance for a distance model), not a video-audio score."""
-        ids, index = (self.audio_ids, self.audio) if audio else (self.video_ids, self.video)
-        sims, rows = search(index, self._query_vectors(query_ids, audio), k + 1)
+        ids, index, full = self._side(audio)
+        sims, rows = search(index, self._query_vectors(query_ids, audio), k + 1, full)
         if self.metric == "l2":
             sims = -np.sqrt(np.maximum(sims.astype(np.float64), 0.0) + 1e-8)
         return [[(ids[j], float(sc)) for sc, j in zip(srow, jrow, strict=True) if j >= 0 and ids[j] != q][:k]
@@ -209,26 +290,31 @@ class EmbeddingIndex:
 
     def _query_vectors(self, query_ids: list[str], audio: bool) -> np.ndarray:
         """The stored embeddings of the query clips (audio ones with ``audio``); an unknown id is one line."""
-        ids, index = (self.audio_ids, self.audio) if audio else (self.video_ids, self.video)
+        ids, index, full = self._side(audio)
         row = {c: i for i, c in enumerate(ids)}
         missing = [q for q in query_ids if q not in row]
         if missing:
             raise AvmatchError(f"no {'audio' if audio else 'video'} clip {missing[0]!r} in the index"
                                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-        return vectors(index, np.array([row[q] for q in query_ids]))
+        rows = np.array([row[q] for q in query_ids], dtype=np.int64)
+        return np.asarray(full[rows], np.float32) if full is not None else vectors(index, rows)
+
+    def _side(self, audio: bool) -> tuple[list[str], faiss.Index, np.ndarray | None]:
+        """The ids, index and full vectors (or None) of the audios (``audio``) or the videos."""
+        return (self.audio_ids, self.audio, self.audio_full) if audio else (self.video_ids, self.video, self.video_full)
 
     def search_vectors(self, queries: np.ndarray, k: int = 5, audio: bool = False) -> list[list[tuple[str, float]]]:
         """The ``k`` best clips for (Q, E) query embeddings: audios for video embeddings, or videos
         for audio embeddings with ``audio=True`` (the queries' modality)."""
-        return self._ranked(self.video, self.video_ids, queries, k) if audio else \
-            self._ranked(self.audio, self.audio_ids, queries, k)
+        return self._ranked(*self._side(not audio), queries, k)
 
     @property
     def metric(self) -> str:
         return index_params(self.audio)["metric"]
 
-    def _ranked(self, index: faiss.Index, ids: list[str], queries: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
-        sims, rows = search(index, queries, k)
+    def _ranked(self, ids: list[str], index: faiss.Index, full: np.ndarray | None, queries: np.ndarray,
+                k: int) -> list[list[tuple[str, float]]]:
+        sims, rows = search(index, queries, k, full)
         if self.metric == "l2":  # faiss gives squared distances; the model's score is minus the distance
             scores = -np.sqrt(np.maximum(sims.astype(np.float64), 0.0) + 1e-8)
         else:
@@ -242,11 +328,18 @@ class EmbeddingIndex:
         by a kill) is refused when loaded."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        names = ("index.json", "video.faiss", "audio.faiss")
+        names = ("index.json", "video.faiss", "audio.faiss", "video.npy", "audio.npy")
         for name in names:
             remove_stale_temps(path / name)
-        (path / "index.json").unlink(missing_ok=True)  # an index being overwritten is incomplete until the end
+        for name in names[0], *names[3:]:  # an index being overwritten is incomplete until the end
+            (path / name).unlink(missing_ok=True)
         digests = {}
+        for name, full in (("video_full", self.video_full), ("audio_full", self.audio_full)):
+            if full is not None:  # a compressed kind's full vectors, for re-ranking (memory-mapped when loaded)
+                with atomic_path(path / f"{name[:5]}.npy") as tmp:
+                    with open(tmp, "wb") as f:
+                        np.save(f, np.ascontiguousarray(full, dtype=np.float32))
+                    digests[name] = file_sha256(tmp)
         for name, index in (("video", self.video), ("audio", self.audio)):
             with atomic_path(path / f"{name}.faiss") as tmp:
                 try:
@@ -266,7 +359,7 @@ class EmbeddingIndex:
 _FLAT = {b"IxFI": faiss.METRIC_INNER_PRODUCT, b"IxF2": faiss.METRIC_L2}
 
 
-def _check_faiss_file(file: Path, n: int, dim: int, kind: str) -> None:
+def _check_faiss_file(file: Path, n: int, dim: int, kind: str, pq_bytes: int = 0) -> None:
     """Check a .faiss file against what index.json says before faiss reads it: faiss allocates what
     a file's header says, so a 109-byte file could ask for gigabytes. The header's dims and vector
     count must be index.json's, and the file must be large enough to hold those vectors; a flat
@@ -279,9 +372,9 @@ def _check_faiss_file(file: Path, n: int, dim: int, kind: str) -> None:
     fourcc, d, ntotal = head[:4], *struct.unpack("<iq", head[4:16])
     if (d, ntotal) != (dim, n):
         raise AvmatchError(f"its header says {ntotal} vectors of {d} dims; index.json says {n} of {dim}", file)
-    if size < n * dim * 4:
+    if size < n * (pq_bytes if kind in COMPRESSED else dim * 4):
         raise AvmatchError(f"{size} bytes cannot hold {n} vectors of {dim} dims: truncated or forged", file)
-    expected = {"flat": tuple(_FLAT), "ivf": (b"IwFl",), "hnsw": (b"IHNf", b"IHNs")}[kind]
+    expected = {"flat": tuple(_FLAT), "ivf": (b"IwFl",), "ivfpq": (b"IxPT",), "hnsw": (b"IHNf", b"IHNs")}[kind]
     if fourcc not in expected:
         raise AvmatchError(f"not a FAISS {kind} index (it starts {fourcc!r})", file)
     if kind == "flat":
@@ -305,8 +398,8 @@ def _meta_fault(meta: object) -> str:
             return f"malformed index.json: {key} names a clip twice"
     params = meta.get("params")
     if not isinstance(params, dict) or params.get("kind") not in KINDS or params.get("metric", "ip") not in METRICS:
-        return "malformed index.json: params do not name a kind (flat, ivf, hnsw) and metric (ip, l2)"
-    for key in ("nprobe", "ef_search"):
+        return f"malformed index.json: params do not name a kind ({', '.join(KINDS)}) and metric (ip, l2)"
+    for key in ("nprobe", "ef_search", "pq_bytes"):
         value = params.get(key, 1)
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1 << 16:
             return f"malformed index.json: params {key} is {value!r:.20}, not 1 to {1 << 16}"
@@ -347,7 +440,7 @@ def load_index(path: str | Path) -> EmbeddingIndex:
     parts = {}
     for name in ("video", "audio"):
         file = regular(path / f"{name}.faiss")
-        _check_faiss_file(file, len(meta[f"{name}_ids"]), meta["dim"], params["kind"])
+        _check_faiss_file(file, len(meta[f"{name}_ids"]), meta["dim"], params["kind"], params.get("pq_bytes", 1))
         if file_sha256(file) != meta["sha256"][name]:
             raise AvmatchError("is not the file index.json recorded (from another run, or an index stopped "
                                "midway); index again", file)
@@ -358,13 +451,32 @@ def load_index(path: str | Path) -> EmbeddingIndex:
         if index_params(parts[name])["metric"] != params.get("metric", "ip"):
             raise AvmatchError(f"its metric is not index.json's ({params.get('metric', 'ip')})", file)
     for index in parts.values():  # search settings are not all kept by faiss's own format
-        if "nprobe" in params and isinstance(index, faiss.IndexIVF):
-            index.nprobe = min(params["nprobe"], index.nlist)
+        ivf = faiss.try_extract_index_ivf(index)
+        if "nprobe" in params and ivf is not None:
+            ivf.nprobe = min(params["nprobe"], ivf.nlist)
         if "ef_search" in params and isinstance(index, faiss.IndexHNSW):
             index.hnsw.efSearch = params["ef_search"]
+    full = {name: _full_vectors(path / f"{name}.npy", len(meta[f"{name}_ids"]), meta["dim"], meta["sha256"])
+            for name in ("video", "audio")} if params["kind"] in COMPRESSED else {}
     return EmbeddingIndex(meta["video_ids"], meta["audio_ids"], parts["video"], parts["audio"],
                           float(meta.get("scale", 1.0)), float(meta.get("bias", 0.0)), meta.get("recall", {}),
-                          meta.get("model", ""))
+                          meta.get("model", ""), full.get("video"), full.get("audio"))
+
+
+def _full_vectors(file: Path, n: int, dim: int, digests: dict) -> np.ndarray:
+    """A compressed index's full vectors, memory-mapped once checked: shape, type and SHA-256 as
+    index.json recorded them."""
+    regular(file)
+    if file_sha256(file) != digests.get(f"{file.stem}_full"):
+        raise AvmatchError("is not the file index.json recorded (from another run, or an index stopped midway); "
+                           "index again", file)
+    try:
+        full = np.load(file, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise AvmatchError(f"unreadable vectors ({str(err)[:100]})", file) from None
+    if full.shape != (n, dim) or full.dtype != np.float32:
+        raise AvmatchError(f"holds {full.shape} {full.dtype} vectors; index.json says ({n}, {dim}) float32", file)
+    return full
 
 
 def index_embeddings(video_ids: list[str], video_emb: np.ndarray, audio_ids: list[str], audio_emb: np.ndarray,
@@ -374,13 +486,14 @@ def index_embeddings(video_ids: list[str], video_emb: np.ndarray, audio_ids: lis
     in both directions (video queries against the audio index and the reverse)."""
     video, audio = build_index(video_emb, kind, **options), build_index(audio_emb, kind, **options)
     if not {"nprobe", "ef_search"} & set(options):  # the search depth the recall target needs, each way
-        tune_search(audio, video_emb, recall_k)
-        tune_search(video, audio_emb, recall_k)
+        tune_search(audio, video_emb, recall_k, full=audio_emb)
+        tune_search(video, audio_emb, recall_k, full=video_emb)
     recall = {}
     if kind != "flat":
         recall = {"video->audio": measure_recall(audio, audio_emb, video_emb, recall_k),
                   "audio->video": measure_recall(video, video_emb, audio_emb, recall_k)}
-    return EmbeddingIndex(list(video_ids), list(audio_ids), video, audio, scale, bias, recall, model)
+    full = (video_emb, audio_emb) if kind in COMPRESSED else (None, None)
+    return EmbeddingIndex(list(video_ids), list(audio_ids), video, audio, scale, bias, recall, model, *full)
 
 
 def index_corpus(trained: Trained, corpus: Corpus, kind: str = "flat", model: str = "", **options) -> EmbeddingIndex:

@@ -44,15 +44,16 @@ def top_k_candidates(video_emb: np.ndarray, audio_emb: np.ndarray, k: int = DEFA
     """Each video's ``k`` nearest audios by cosine (or by distance with ``metric="l2"``): (Nv, K)
     cosines (squared distances), best first, and (Nv, K) audio indices (-1 past the last audio).
     ``kind`` picks the FAISS index (exact "flat", or "ivf"/"hnsw")."""
-    from avmatch.matching.index import build_index, search, tune_search
+    from avmatch.matching.index import build_index, index_bytes, search, tune_search
 
-    with stage("index build"):
+    with stage("index build") as note:
         index = build_index(audio_emb, kind, **index_options)
+        note["bytes_a_clip"] = round(index_bytes(index) / max(1, len(audio_emb)), 1)
     if not {"nprobe", "ef_search"} & set(index_options):  # as deep as the recall target needs
         with stage("search depth for recall") as note:
-            note.update(tune_search(index, video_emb, k))
+            note.update(tune_search(index, video_emb, k, full=audio_emb))
     with stage("retrieve top K"):
-        return search(index, video_emb, k)
+        return search(index, video_emb, k, full=audio_emb)
 
 
 def embedding_pair_scores(video_emb: np.ndarray, audio_emb: np.ndarray, scale: float = 1.0, bias: float = 0.0):
