@@ -149,7 +149,7 @@ def test_cli_says_its_version(capsys):
 
 
 def test_every_subcommand_help_gives_defaults_and_an_example(capsys):
-    from avmatch.cli import EXAMPLES, build_parser
+    from avmatch.cli import EXAMPLES, build_parser, has_default
 
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
@@ -158,10 +158,12 @@ def test_every_subcommand_help_gives_defaults_and_an_example(capsys):
         text = command.format_help()
         assert f"example:\n  {EXAMPLES[name]}" in text, name
         text = "".join(text.split())  # whatever the line breaks (argparse also wraps at hyphens)
-        for action in command._actions:  # an option with a default says it
-            if action.option_strings and action.default not in (None, False, [], "==SUPPRESS=="):
+        for action in command._actions:  # an option with a default says it, a default of 0 too
+            if has_default(action):
                 assert f"default:{action.default}" in text or "default" in (action.help or ""), (name, action.dest)
     assert "(default: auto)" in commands["match"].format_help() and "(default: 5)" in commands["search"].format_help()
+    assert "(default: 0)" in commands["make-features"].format_help() and "(default: 0)" in commands["demo"].format_help()
+    assert has_default(next(a for a in commands["train"]._actions if a.dest == "ddp"))
     assert "-q, --quiet" in parser.format_help()
 
 

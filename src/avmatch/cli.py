@@ -346,12 +346,19 @@ def _add_train_options(p: argparse.ArgumentParser, epochs: int | None = None) ->
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="model option, repeatable")
 
 
+def has_default(action: argparse.Action) -> bool:
+    """Whether an option has a default worth saying: not a flag's False, an absent None or an empty list
+    (a default of 0 is one: ``0 in (False, ...)`` is true in Python, so compare by identity)."""
+    return bool(action.option_strings) and not any(action.default is x for x in (None, False, argparse.SUPPRESS)) \
+        and action.default != []
+
+
 class _Help(argparse.RawDescriptionHelpFormatter):
     """--help gives each option's default, where it has one and its help does not say it already."""
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if action.option_strings and action.default not in (None, False, [], argparse.SUPPRESS) and "default" not in text:
+        if has_default(action) and "default" not in text:
             text += " (default: %(default)s)"
         return text
 
@@ -404,7 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("train", help="train a model on a feature corpus")
-    p.add_argument("corpus", help="feature corpus (avmatch extract --paired), or a folder of paired media")
+    p.add_argument("corpus", help="feature corpus of paired clips (from a folder of paired media: avmatch extract "
+                   "--paired, as in the example below)")
     p.add_argument("-o", "--output", required=True, help="run folder")
     p.add_argument("--model", default=None, help="model name (default: the shipped model's, fine-tuned, where the "
                    "features fit it; else the one that suits the corpus; naming one trains a new model)")
@@ -420,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "'none': a new model)")
     p.add_argument("--ddp", type=int, default=0, metavar="N",
                    help="train with DistributedDataParallel in N local processes (starts torchrun; "
-                        "--batch-size stays the global batch)")
+                        "--batch-size stays the global batch; default 0: one process, no torchrun)")
     _add_train_options(p)
     p.add_argument("--device", default="auto", help="where the model runs: auto (CUDA where present), cpu, cuda, cuda:N")
     p.set_defaults(func=cmd_train)
