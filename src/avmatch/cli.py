@@ -206,9 +206,12 @@ def cmd_mux(args) -> None:
 
     done = mux(args.result, args.videos, args.audios, args.output)
     n = len(done["written"])
-    print(f"wrote {n} video{'' if n == 1 else 's'} with their audio to {args.output}"
+    skipped = done["skipped"]
+    print(f"wrote {n} video{'' if n == 1 else 's'} with {'its' if n == 1 else 'their'} audio to {args.output}"
           + (f", kept {len(done['kept'])} already there" if done["kept"] else "")
-          + (f"; {len(done['failed'])} failed (see {Path(args.output) / 'failed.csv'})" if done["failed"] else ""))
+          + (f"; {len(done['failed'])} failed (see {Path(args.output) / 'failed.csv'})" if done["failed"] else "")
+          + (f"; skipped {len(skipped)} that {args.result} gives no audio (refused or left unmatched): "
+             f"{', '.join(skipped[:10])}{' ...' if len(skipped) > 10 else ''}" if skipped else ""))
     if done["failed"] and not done["written"] and not done["kept"]:
         raise AvmatchError(f"every one of the {len(done['failed'])} videos failed; see {Path(args.output) / 'failed.csv'}")
 
