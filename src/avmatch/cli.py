@@ -274,8 +274,9 @@ def cmd_evaluate(args) -> None:
         if k in metrics:
             print(f"{k:18s} {metrics[k]:.3f}")
     if "confidence_ece" in metrics:
-        print(f"confidence: of the {metrics['confidence_n_sure']} pairs at >= 0.9, {metrics.get('confidence_right_when_sure', float('nan')):.3f} "
-              f"right; expected calibration error {metrics['confidence_ece']:.3f}")
+        sure = metrics["confidence_n_sure"]
+        print(f"confidence: of the {sure} pairs at >= 0.9, {metrics['confidence_right_when_sure']:.3f} right" if sure
+              else "confidence: no pair at >= 0.9", f"; expected calibration error {metrics['confidence_ece']:.3f}", sep="")
     for prefix, what in SCORES.items():
         if prefix + "top1" in metrics:
             print(f"ranked on {what}:")

@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 from pathlib import Path
 
 from avmatch.atomic import write_text
 
 
+def _finite(value) -> bool:
+    return not isinstance(value, float) or math.isfinite(value)
+
+
 def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
+    """Rows as a Markdown table; floats to 3 places, a missing or unmeasured value (None, NaN) as –."""
     columns = columns or list(rows[0])
 
     def fmt(v):
-        return f"{v:.3f}" if isinstance(v, float) else "–" if v is None else str(v)
+        return "–" if v is None or not _finite(v) else f"{v:.3f}" if isinstance(v, float) else str(v)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
@@ -71,6 +77,10 @@ window.addEventListener('load', () => {
 
 
 def _cell(value) -> str:
+    """A table cell; a value not measured (NaN: a drift of a short take, the offset of an unmatched
+    video) is left empty, as in the CSV files."""
+    if not _finite(value):
+        return "<td></td>"
     text = f"{value:.3f}" if isinstance(value, float) else str(value)
     sort = f' data-v="{value!r}"' if isinstance(value, float) else ""
     return f"<td{sort}>{html.escape(text)}</td>"

@@ -110,6 +110,10 @@ def test_evaluate_says_how_far_the_confidence_can_be_trusted(tmp_path, capsys):
     result.write(tmp_path / "pairs.csv")
     m = evaluate_pairs(tmp_path / "pairs.csv", tmp_path / "key.csv")
     assert m["confidence_n_sure"] == 0 and "confidence_right_when_sure" not in m
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "pairs.csv"), "--key", str(tmp_path / "key.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "confidence: no pair at >= 0.9; expected calibration error" in out and "nan" not in out
 
 
 def test_evaluate_ranks_the_raw_and_the_normalised_scores_apart(tmp_path, capsys):
@@ -307,3 +311,9 @@ def test_values_not_measured_are_empty_cells_and_read_back_as_none(tmp_path):
     refused = Placement("take", "", float("nan"), float("nan"), float("nan"), float("nan"), 0.0, "")
     text = placements_text([refused])
     assert "nan" not in text and text.splitlines()[1].startswith("take,,,,,,0,,")
+    from avmatch.report import html_report, markdown_table, placements_report
+
+    page = placements_report(tmp_path / "loc.html", [refused]).read_text()  # the drift of a short take, unmeasured
+    assert "drift_ppm" in page and ">nan<" not in page
+    assert html_report(tmp_path / "m.html", "m", [{"n": 2}], result.rows()).read_text().count(">nan<") == 0
+    assert "nan" not in markdown_table(result.rows())
