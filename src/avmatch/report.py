@@ -141,41 +141,57 @@ th{{cursor:pointer;background:#f4f4f4}}tr.wrong{{background:#fdd}}img{{max-width
     return Path(path)
 
 
-def placements_report(path: str | Path, placements: list) -> Path:
-    """report.html of a locate run: a timeline per recording (which clip sits where, coloured by
-    confidence) and every clip in a table, the refused ones first."""
-    import tempfile
-
+def timeline_figure(placements: list):
+    """The locate report's picture: one line per recording a clip names, drawn over the recording's
+    whole length (grey) so that a take is seen where it sits in it; placed clips coloured by
+    confidence, refused clips' best places hatched. None when no clip names a recording."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    placed = [p for p in placements if p.recording]
     shown = [p for p in placements if p.recording or p.best_recording]  # refused clips: their best place, hatched
+    if not shown:
+        return None
     recordings = sorted({p.recording or p.best_recording for p in shown})
+    length = {p.best_recording: p.recording_s for p in shown if math.isfinite(p.recording_s)}
+    fig, ax = plt.subplots(figsize=(11, 1.0 + 0.5 * len(recordings)))
+    colours = matplotlib.colormaps["viridis"]
+    for y, rec in enumerate(recordings):
+        if rec in length:  # the whole recording, behind its clips
+            ax.barh(y, length[rec], left=0.0, height=0.8, color="#e6e6e6", edgecolor="#999999", linewidth=0.5)
+        for p in (q for q in shown if (q.recording or q.best_recording) == rec):
+            style = {"color": colours(p.confidence)} if p.recording else {
+                "color": "white", "hatch": "///", "alpha": 0.8}
+            ax.barh(y, p.end_s - p.start_s, left=p.start_s, height=0.6, edgecolor="black", linewidth=0.3, **style)
+            if len(shown) <= 40:
+                ax.text(p.start_s, y + 0.35, p.clip + ("" if p.recording else " (refused)"), fontsize=6)
+    ax.set_xlim(0.0, max([*length.values(), *(p.end_s for p in shown)]) * 1.01)
+    ax.set_yticks(range(len(recordings)), recordings, fontsize=7)
+    ax.set_xlabel("seconds into the recording (grey: the whole recording)")
+    ax.set_title("where each clip sits (colour: confidence, dark 0 .. yellow 1; hatched: a refused "
+                 "clip's best place)")
+    fig.tight_layout()
+    return fig
+
+
+def placements_report(path: str | Path, placements: list) -> Path:
+    """report.html of a locate run: a timeline per recording (which clip sits where in it, coloured
+    by confidence; :func:`timeline_figure`) and every clip in a table, the refused ones first."""
+    import tempfile
+
+    import matplotlib.pyplot as plt
+
     png = None
     with tempfile.TemporaryDirectory() as tmp:
-        if shown:
-            fig, ax = plt.subplots(figsize=(11, 1.0 + 0.5 * len(recordings)))
-            colours = matplotlib.colormaps["viridis"]
-            for y, rec in enumerate(recordings):
-                for p in (q for q in shown if (q.recording or q.best_recording) == rec):
-                    style = {"color": colours(p.confidence)} if p.recording else {
-                        "color": "white", "hatch": "///", "alpha": 0.8}
-                    ax.barh(y, p.end_s - p.start_s, left=p.start_s, height=0.6, edgecolor="black", linewidth=0.3,
-                            **style)
-                    if len(shown) <= 40:
-                        ax.text(p.start_s, y + 0.35, p.clip + ("" if p.recording else " (refused)"), fontsize=6)
-            ax.set_yticks(range(len(recordings)), recordings, fontsize=7)
-            ax.set_xlabel("seconds into the recording")
-            ax.set_title("where each clip sits (colour: confidence, dark 0 .. yellow 1; hatched: a refused "
-                         "clip's best place)")
-            fig.tight_layout()
+        fig = timeline_figure(placements)
+        if fig is not None:
             png = Path(tmp) / "timeline.png"
             fig.savefig(png, dpi=110)
             plt.close(fig)
+        placed = [p for p in placements if p.recording]
         refused = [p for p in placements if not p.recording]
+        recordings = {p.recording or p.best_recording for p in placements} - {""}
         summary = [{"clips": len(placements), "placed": len(placed), "refused": len(refused),
                     "recordings used": len(recordings)}]
         rows = [{"clip": p.clip, "recording": p.recording or "(refused)", "start_s": p.start_s, "end_s": p.end_s,
