@@ -140,6 +140,23 @@ def test_report_in_a_real_browser_renders_sorts_filters_and_plays_a_pair(matched
         browser.get(report.resolve().as_uri())
         js = browser.execute_script
         assert js("return Array.from(document.images).every(i => i.complete && i.naturalWidth > 100)")
+        # a row's video name leads to its pair's place in the heat map: outlined, inside the picture, and
+        # on the diagonal (the map's k-th row holds the k-th video by name, its chosen audio in column k)
+        at = {}
+        for row in browser.find_elements(By.CSS_SELECTOR, "#rows tbody tr"):
+            row.find_element(By.CSS_SELECTOR, "a[href^='#cell-']").click()
+            place = js("const t = document.querySelector(':target'), i = t.parentElement.querySelector('img'); "
+                       "const a = t.getBoundingClientRect(), b = i.getBoundingClientRect(); "
+                       "return [t.title, getComputedStyle(t).outlineStyle, (a.left - b.left) / b.width, "
+                       "(a.top - b.top) / b.height, a.width / b.width, a.height / b.height];")
+            title, outline, left, top, width, height = place
+            video = row.get_attribute("data-video")
+            assert title.startswith(video + " + ") and outline == "solid", place
+            assert 0 < left < 1 - width and 0 < top < 1 - height, place
+            at[video] = (left, top, width, height)
+        (left0, top0, width, height), *_ = (at[v] for v in sorted(at))
+        for k, video in enumerate(sorted(at)):
+            assert abs(at[video][0] - (left0 + k * width)) < 0.01 and abs(at[video][1] - (top0 + k * height)) < 0.01
         videos = lambda: js("return Array.from(document.querySelectorAll('#rows tbody tr'))"  # noqa: E731
                             ".filter(r => !r.hidden).map(r => r.dataset.video)")
         assert sorted(videos()) == ["cam/v0", "cam/v1", "cam/v2"]

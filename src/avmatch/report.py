@@ -86,9 +86,10 @@ def _cell(value) -> str:
     return f"<td{sort}>{html.escape(text)}</td>"
 
 
-def _table(rows: list[dict], table_id: str = "", media: list[dict] | None = None) -> str:
+def _table(rows: list[dict], table_id: str = "", media: list[dict] | None = None, anchors: dict | None = None) -> str:
     """A table whose header sorts it; with ``media`` (one dict per row: video_src, audio_src,
-    offset_s) a play button per row."""
+    offset_s) a play button per row; with ``anchors`` (video id -> the id of its place in the heat
+    map) each row's video links there."""
     if not rows:
         return "<p>(none)</p>"
     cols = list(rows[0])
@@ -108,22 +109,37 @@ def _table(rows: list[dict], table_id: str = "", media: list[dict] | None = None
                                                ("audio-src", "audio_src"), ("offset", "offset_s")))
             play = '<td><button onclick="play(this)">&#9654;</button></td>' if m.get("video_src") and m.get("audio_src") \
                 else "<td></td>"
-        body += f"<tr{attrs}>{play}{''.join(_cell(r[c]) for c in cols)}</tr>"
+        cells = [_cell(r[c]) for c in cols]
+        if anchors and "video" in cols and r["video"] in anchors:  # the name links to its pair's place in the map
+            cells[cols.index("video")] = (f'<td><a href="#{anchors[r["video"]]}" title="its place in the heat map">'
+                                          f'{html.escape(str(r["video"]))}</a></td>')
+        body += f"<tr{attrs}>{play}{''.join(cells)}</tr>"
     return f'<table{f" id={table_id!r}" if table_id else ""}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def html_report(path: str | Path, title: str, summary: list[dict], pairs: list[dict], heatmap: str | Path | None = None,
                 image_title: str = "Score matrix", rows_title: str = "Pairs", media: list[dict] | None = None,
-                extra: list[tuple[str, list[dict]]] = ()) -> Path:
+                extra: list[tuple[str, list[dict]]] = (), places: dict | None = None) -> Path:
     """A single self-contained HTML page: summary table, an image (the heat map), any ``extra``
     (title, rows) tables, and one row per video in a table that sorts by any column (click its
     header), filters by text and, when rows carry a confidence, to the doubtful ones (< 0.9). With
     ``media`` (one dict per row: video, audio, video_src, audio_src as URLs relative to the page,
-    offset_s) each row has a play button: the silent video plays with its audio at the offset."""
-    img = ""
+    offset_s) each row has a play button: the silent video plays with its audio at the offset. With
+    ``places`` (video id -> its pair's box in the image as shares of it: left, top, width, height;
+    :func:`avmatch.matching.results.heatmap_png` fills them) a row's video name links to its place in
+    the heat map, which the link outlines, and each place names its pair when pointed at."""
+    img, anchors = "", {}
     if heatmap and Path(heatmap).exists():
         data = base64.b64encode(Path(heatmap).read_bytes()).decode()
-        img = f'<h2>{html.escape(image_title)}</h2><img alt="{html.escape(image_title)}" src="data:image/png;base64,{data}">'
+        audio_of = {r.get("video"): r.get("audio", "") for r in pairs}
+        boxes = ""
+        for k, (video, (left, top, width, height)) in enumerate((places or {}).items()):
+            anchors[video] = f"cell-{k}"
+            name = f"{video} + {audio_of.get(video) or '(unmatched)'}"
+            boxes += (f'<a class="cell" id="cell-{k}" title="{html.escape(name, quote=True)}" style="left:{100 * left:.3f}%;'
+                      f'top:{100 * top:.3f}%;width:{100 * width:.3f}%;height:{100 * height:.3f}%"></a>')
+        img = (f'<h2>{html.escape(image_title)}</h2><div class="map"><img alt="{html.escape(image_title)}" '
+               f'src="data:image/png;base64,{data}">{boxes}</div>')
     has_conf = any(isinstance(r.get("confidence"), float) for r in pairs)
     controls = ('<p><input id="filter" placeholder="filter rows" oninput="filterRows()"> '
                 + ('<label><input type="checkbox" id="doubtful" onchange="filterRows()"> only doubtful pairs '
@@ -133,10 +149,11 @@ def html_report(path: str | Path, title: str, summary: list[dict], pairs: list[d
     sections = "".join(f"<h2>{html.escape(t)}</h2>{_table(rows)}" for t, rows in extra)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}
-th{{cursor:pointer;background:#f4f4f4}}tr.wrong{{background:#fdd}}img{{max-width:100%}}#player{{position:sticky;top:0;background:#fff;padding:4px}}</style>
+th{{cursor:pointer;background:#f4f4f4}}tr.wrong{{background:#fdd}}img{{max-width:100%;display:block}}
+.map{{position:relative;display:inline-block;max-width:100%}}.cell{{position:absolute}}.cell:target{{outline:3px solid #f0f}}#player{{position:sticky;top:0;background:#fff;padding:4px}}</style>
 <script>{_SCRIPT}</script></head><body>
 <h1>{html.escape(title)}</h1><h2>Summary</h2>{_table(summary)}{sections}{img}<h2>{html.escape(rows_title)}</h2>
-{controls}{player}{_table(pairs, "rows", media)}</body></html>"""
+{controls}{player}{_table(pairs, "rows", media, anchors)}</body></html>"""
     write_text(path, page)
     return Path(path)
 
@@ -246,12 +263,13 @@ def match_report(path: str | Path, result, context: dict | None = None) -> Path:
               "audio_src": url(result.sources.get("audio", {}).get(rows[i]["audio"], "")),
               "offset_s": rows[i].get("offset_s", 0.0) if np.isfinite(rows[i].get("offset_s", 0.0)) else 0.0}
              for i in order]
+    places: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         png = None
         if not result.sparse:
             png = heatmap_png(result.scores, Path(tmp) / "heat.png", result.video_ids, result.audio_ids, result.chosen,
-                              probability=result.normalisation == "dual-softmax")
+                              probability=result.normalisation == "dual-softmax", places=places)
         return html_report(path, "avmatch match", summary, [rows[i] for i in order], png,
                            image_title="Score matrix (each video's choice on the diagonal)",
-                           rows_title="Pairs (unmatched and least sure first)", media=media,
-                           extra=[("By folder", by_folder)])
+                           rows_title="Pairs (unmatched and least sure first; a video's name links to its place in "
+                                      "the score matrix)", media=media, extra=[("By folder", by_folder)], places=places)

@@ -153,6 +153,35 @@ def test_the_heat_map_puts_every_choice_on_the_diagonal(tmp_path):
     assert png.stat().st_size > 1000
 
 
+def test_the_heat_map_says_where_each_pair_is_in_the_picture(tmp_path):
+    """``places``: each video's chosen cell as shares of the image; in the PNG written, the pixel at each
+    place's centre is that cell's (the one bright cell of its row: yellow; a wrong choice: its red
+    cross), and an unmatched video's place is its whole row."""
+    import matplotlib.image
+
+    from avmatch.matching.results import heatmap_png
+
+    chosen = np.array([2, 0, 5, -1])
+    scores = np.full((4, 6), np.log(1e-3))
+    scores[[0, 1, 2], [2, 0, 5]] = 0.0  # probability 1: the top of the colour bar
+    places: dict = {}
+    png = heatmap_png(scores, tmp_path / "h.png", ["v0", "v1", "v2", "v3"], [f"a{j}" for j in range(6)], chosen,
+                      truth=np.array([2, 0, 4, 1]), places=places)
+    image = matplotlib.image.imread(png)
+    height, width = image.shape[:2]
+    colour = {v: image[int((top + h / 2) * height), int((left + w / 2) * width), :3]
+              for v, (left, top, w, h) in places.items()}
+    yellow = np.array(matplotlib.colormaps["viridis"](1.0)[:3])
+    assert set(places) == {"v0", "v1", "v2", "v3"}
+    assert all(np.abs(colour[v] - yellow).max() < 0.05 for v in ("v0", "v1")), colour  # right: a hollow circle
+    assert np.abs(colour["v2"] - [1.0, 0.0, 0.0]).max() < 0.05, colour  # wrong: the red cross at its centre
+    assert np.abs(colour["v3"] - yellow).max() > 0.5  # no pair: the row, dark
+    tops = [places[v][1] for v in ("v0", "v1", "v2", "v3")]
+    assert tops == sorted(tops) and places["v3"][2] > 5 * places["v0"][2]  # rows in order; the whole row
+    lefts = {v: places[v][0] for v in ("v0", "v1", "v2")}  # truth on the diagonal: v2's wrong a5 right of it
+    assert lefts["v0"] < lefts["v1"] < lefts["v2"] and places["v2"][0] > places["v1"][0] + 1.5 * places["v1"][2]
+
+
 def test_with_the_key_the_true_audio_is_on_the_diagonal_and_a_wrong_choice_off_it():
     from avmatch.matching.results import heatmap_layout
 
