@@ -167,6 +167,19 @@ def test_every_subcommand_help_gives_defaults_and_an_example(capsys):
     assert "-q, --quiet" in parser.format_help()
 
 
+def test_models_lists_every_model_and_named_recipe_in_words_a_newcomer_can_place(capsys):
+    from avmatch.models import list_models
+    from avmatch.train import RECIPES
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    starts = {line.split()[0] for line in out.splitlines() if line.strip()}
+    assert {m.name for m in list_models()} <= starts
+    assert {name for name, r in RECIPES.items() if "model" in r} <= starts and "report" in starts
+    assert "'the report':" in out  # what "the report" in the summaries is
+    assert "course starter" not in out and "the text's" not in out  # references nobody told the reader of
+
+
 def test_quiet_turns_the_bars_and_notes_off_and_a_missing_cuda_device_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("AVMATCH_QUIET", "")  # not quiet; and the -q below, which sets it, is undone after
     write_corpus(make_feature_corpus(40, min_len=5, max_len=9, seed=0, **DIMS), tmp_path / "train")

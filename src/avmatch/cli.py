@@ -83,6 +83,8 @@ def cmd_models(args) -> None:
         for name, r in named.items():
             options = ", ".join(f"{k}={v}" for k, v in r.get("model_options", {}).items())
             print(f"{name:10s} {r['model']}" + (f" ({options})" if options else ""))
+    print("\n'the report': the university report on matching per-second features that avmatch grew out of, "
+          "written for a course (README: Feature files)")
 
 
 def cmd_inspect(args) -> None:
