@@ -25,6 +25,7 @@ SMALLER_BASH = {
     "--model dual ": "--model dual --epochs 1 --option hidden=16 --option embed_dim=8 ",
     "-o cmp": "-o cmp --epochs 1",
 }
+SMALLER_INDEX = {"avmatch index feats ": "avmatch index course ", "clip0042": "clip04"}  # make-features' ids
 SMALLER_PYTHON = {"epochs=10": "epochs=1, model_options={'hidden': 16, 'embed_dim': 8}"}
 
 
@@ -66,6 +67,9 @@ def _run_commands(block: str, where: Path, monkeypatch) -> list[str]:
 def test_the_feature_files_and_python_examples_run_as_written(tmp_path, monkeypatch):
     _run_commands(_smaller(_block("## Feature files", "bash"), SMALLER_BASH), tmp_path, monkeypatch)
     assert "one_to_one" in (tmp_path / "cmp" / "compare.md").read_text()
+    # *Large collections*' index and search, on the corpus and the (embedding) run just made
+    found = _run_commands(_smaller(_block("## Large collections", "bash"), SMALLER_INDEX), tmp_path, monkeypatch)
+    assert "recall" in found[0] and found[1].startswith("video,rank,audio,score\nclip04,1,")
 
     code = _smaller(_block("## Python", "python"), SMALLER_PYTHON)
     printed = io.StringIO()
