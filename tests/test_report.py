@@ -193,3 +193,41 @@ def test_report_in_a_real_browser_renders_sorts_filters_and_plays_a_pair(matched
         assert not v_paused and abs(a_time - (v_time - offset)) < 0.3, (v_time, a_time, offset)
     finally:
         browser.quit()
+
+
+def test_in_a_browser_a_wrong_pair_leads_to_its_red_cross_in_the_judged_heat_map(tmp_path):
+    """The heat map drawn with the key (each video's true audio on the diagonal) in a report: a row's
+    link leads to its pair's place, where the picture the browser shows is a red cross for a wrong
+    pair and the cell's own colour for a right one."""
+    import numpy as np
+
+    from avmatch.matching.results import heatmap_png
+
+    videos, audios = ["v0", "v1", "v2"], ["a0", "a1", "a2"]
+    truth, chosen = np.array([0, 1, 2]), np.array([0, 2, 1])  # v1 and v2 swapped
+    scores = np.full((3, 3), np.log(1e-3))
+    scores[[0, 1, 2], chosen] = 0.0
+    places: dict = {}
+    png = heatmap_png(scores, tmp_path / "judged.png", videos, audios, chosen, truth=truth, places=places)
+    rows = [{"video": v, "audio": audios[chosen[i]], "right": bool(chosen[i] == truth[i])} for i, v in enumerate(videos)]
+    page = html_report(tmp_path / "r.html", "judged", [{"pairs": 3}], rows, png, places=places)
+    browser = _browser()  # skips where there is none, before selenium is imported
+    from selenium.webdriver.common.by import By
+
+    try:
+        browser.get(page.resolve().as_uri())
+        colour = {}
+        for v in videos:
+            browser.find_element(By.LINK_TEXT, v).click()  # the row's video name
+            colour[v] = browser.execute_script(
+                "const t = document.querySelector(':target'), i = t.parentElement.querySelector('img');"
+                "const c = document.createElement('canvas'); c.width = i.naturalWidth; c.height = i.naturalHeight;"
+                "const g = c.getContext('2d'); g.drawImage(i, 0, 0);"
+                "const a = t.getBoundingClientRect(), b = i.getBoundingClientRect();"
+                "const x = (a.left + a.width / 2 - b.left) / b.width * c.width;"
+                "const y = (a.top + a.height / 2 - b.top) / b.height * c.height;"
+                "return Array.from(g.getImageData(Math.round(x), Math.round(y), 1, 1).data);")
+        red = {v: c[0] > 200 and c[1] < 80 and c[2] < 80 for v, c in colour.items()}
+        assert red == {"v0": False, "v1": True, "v2": True}, colour
+    finally:
+        browser.quit()
