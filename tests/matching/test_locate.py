@@ -242,5 +242,5 @@ def test_match_finds_an_offset_of_a_minute_and_the_drift_of_long_pairs(tmp_path)
         assert abs(float(row["drift_ppm"]) - ppm) <= 300, row
     from avmatch.mux import read_jobs
 
-    assert [round(j.stretch, 4) for j in read_jobs(out)] == [round(1 + float(rows[f"v{n}"]["drift_ppm"]) * 1e-6, 4)
+    assert [round(j.stretch, 4) for j in read_jobs(out)[0]] == [round(1 + float(rows[f"v{n}"]["drift_ppm"]) * 1e-6, 4)
                                                              for n in (0, 1)]
