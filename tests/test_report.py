@@ -209,7 +209,8 @@ def test_in_a_browser_a_wrong_pair_leads_to_its_red_cross_in_the_judged_heat_map
     scores[[0, 1, 2], chosen] = 0.0
     places: dict = {}
     png = heatmap_png(scores, tmp_path / "judged.png", videos, audios, chosen, truth=truth, places=places)
-    rows = [{"video": v, "audio": audios[chosen[i]], "right": bool(chosen[i] == truth[i])} for i, v in enumerate(videos)]
+    rows = [{"video": v, "audio": audios[chosen[i]], "right": bool(chosen[i] == truth[i])}
+            for i, v in enumerate(videos)]
     page = html_report(tmp_path / "r.html", "judged", [{"pairs": 3}], rows, png, places=places)
     browser = _browser()  # skips where there is none, before selenium is imported
     from selenium.webdriver.common.by import By

@@ -277,8 +277,9 @@ def cmd_evaluate(args) -> None:
             print(f"{k:18s} {metrics[k]:.3f}")
     if "confidence_ece" in metrics:
         sure = metrics["confidence_n_sure"]
-        print(f"confidence: of the {sure} pairs at >= 0.9, {metrics['confidence_right_when_sure']:.3f} right" if sure
-              else "confidence: no pair at >= 0.9", f"; expected calibration error {metrics['confidence_ece']:.3f}", sep="")
+        sure_right = f"of the {sure} pairs at >= 0.9, {metrics['confidence_right_when_sure']:.3f} right" if sure \
+            else "no pair at >= 0.9"
+        print(f"confidence: {sure_right}; expected calibration error {metrics['confidence_ece']:.3f}")
     for prefix, what in SCORES.items():
         if prefix + "top1" in metrics:
             print(f"ranked on {what}:")

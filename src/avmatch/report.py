@@ -136,8 +136,9 @@ def html_report(path: str | Path, title: str, summary: list[dict], pairs: list[d
         for k, (video, (left, top, width, height)) in enumerate((places or {}).items()):
             anchors[video] = f"cell-{k}"
             name = f"{video} + {audio_of.get(video) or '(unmatched)'}"
-            boxes += (f'<a class="cell" id="cell-{k}" title="{html.escape(name, quote=True)}" style="left:{100 * left:.3f}%;'
-                      f'top:{100 * top:.3f}%;width:{100 * width:.3f}%;height:{100 * height:.3f}%"></a>')
+            boxes += (f'<a class="cell" id="cell-{k}" title="{html.escape(name, quote=True)}" '
+                      f'style="left:{100 * left:.3f}%;top:{100 * top:.3f}%;width:{100 * width:.3f}%;'
+                      f'height:{100 * height:.3f}%"></a>')
         img = (f'<h2>{html.escape(image_title)}</h2><div class="map"><img alt="{html.escape(image_title)}" '
                f'src="data:image/png;base64,{data}">{boxes}</div>')
     has_conf = any(isinstance(r.get("confidence"), float) for r in pairs)
@@ -150,7 +151,8 @@ def html_report(path: str | Path, title: str, summary: list[dict], pairs: list[d
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}
 th{{cursor:pointer;background:#f4f4f4}}tr.wrong{{background:#fdd}}img{{max-width:100%;display:block}}
-.map{{position:relative;display:inline-block;max-width:100%}}.cell{{position:absolute}}.cell:target{{outline:3px solid #f0f}}#player{{position:sticky;top:0;background:#fff;padding:4px}}</style>
+.map{{position:relative;display:inline-block;max-width:100%}}.cell{{position:absolute}}
+.cell:target{{outline:3px solid #f0f}}#player{{position:sticky;top:0;background:#fff;padding:4px}}</style>
 <script>{_SCRIPT}</script></head><body>
 <h1>{html.escape(title)}</h1><h2>Summary</h2>{_table(summary)}{sections}{img}<h2>{html.escape(rows_title)}</h2>
 {controls}{player}{_table(pairs, "rows", media, anchors)}</body></html>"""

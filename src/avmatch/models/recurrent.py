@@ -130,7 +130,8 @@ def gru(video_dim: int, audio_dim: int, cell: str = "gru", **cfg) -> RecurrentMo
     return RecurrentModel(video_dim, audio_dim, cell=cell, **cfg)
 
 
-@register_model("rnn", "plain tanh RNN per modality (no gates: what LSTM and GRU improve on), masked mean, cosine embedding",
+@register_model("rnn", "plain tanh RNN per modality (no gates: what LSTM and GRU improve on), masked mean, "
+                "cosine embedding",
                 kind="embedding")
 def rnn(video_dim: int, audio_dim: int, cell: str = "rnn", **cfg) -> RecurrentModel:
     return RecurrentModel(video_dim, audio_dim, cell=cell, **cfg)
