@@ -31,6 +31,22 @@ def test_bad_api_arguments_are_one_line_errors_python_code_can_catch():
         assert isinstance(caught.value, (TypeError, ValueError))
 
 
+def test_training_into_a_run_again_says_the_keywords_that_allow_it(tmp_path):
+    """A notebook cell run twice: the refusal names the keywords (resume=True, force=True), not only the
+    command line's flags, and force=True then trains again."""
+    from avmatch.corpus import write_corpus
+    from avmatch.errors import AvmatchError
+    from avmatch.testing.featuregen import make_feature_corpus
+
+    write_corpus(make_feature_corpus(12, video_dim=6, audio_dim=4, min_len=3, max_len=5), tmp_path / "feats")
+    settings = {"model": "dual", "epochs": 1, "histograms": False, "model_options": {"hidden": 8, "embed_dim": 4},
+                "progress": False}
+    avmatch.train(tmp_path / "feats", tmp_path / "run", **settings)
+    with pytest.raises(AvmatchError, match=r"resume=True.*force=True"):
+        avmatch.train(tmp_path / "feats", tmp_path / "run", **settings)
+    assert avmatch.train(tmp_path / "feats", tmp_path / "run", force=True, **settings).name == "dual"
+
+
 def test_videos_and_audios_given_the_wrong_way_round_are_said_before_any_extraction(media, tmp_path, capsys,
                                                                                    monkeypatch):
     """match AUDIOS VIDEOS (or locate RECORDINGS CLIPS): one line naming the folder and the right

@@ -63,7 +63,9 @@ def test_mux_cuts_a_placed_clip_out_of_its_recording(scene, tmp_path, capsys):
     assert not (tmp_path / "out" / "lost.mp4").exists()  # refused placements have no audio to add
     failed = (tmp_path / "out" / "failed.csv").read_text()
     assert "ghost" in failed and "no video file" in failed
-    assert "1 failed" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert said.startswith("wrote 1 video with its audio") and "1 failed" in said
+    assert "skipped 1 that" in said and said.rstrip().endswith(": lost")  # the refused take, named
 
 
 def test_mux_refuses_a_file_that_is_no_result(tmp_path):

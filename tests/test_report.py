@@ -140,6 +140,23 @@ def test_report_in_a_real_browser_renders_sorts_filters_and_plays_a_pair(matched
         browser.get(report.resolve().as_uri())
         js = browser.execute_script
         assert js("return Array.from(document.images).every(i => i.complete && i.naturalWidth > 100)")
+        # a row's video name leads to its pair's place in the heat map: outlined, inside the picture, and
+        # on the diagonal (the map's k-th row holds the k-th video by name, its chosen audio in column k)
+        at = {}
+        for row in browser.find_elements(By.CSS_SELECTOR, "#rows tbody tr"):
+            row.find_element(By.CSS_SELECTOR, "a[href^='#cell-']").click()
+            place = js("const t = document.querySelector(':target'), i = t.parentElement.querySelector('img'); "
+                       "const a = t.getBoundingClientRect(), b = i.getBoundingClientRect(); "
+                       "return [t.title, getComputedStyle(t).outlineStyle, (a.left - b.left) / b.width, "
+                       "(a.top - b.top) / b.height, a.width / b.width, a.height / b.height];")
+            title, outline, left, top, width, height = place
+            video = row.get_attribute("data-video")
+            assert title.startswith(video + " + ") and outline == "solid", place
+            assert 0 < left < 1 - width and 0 < top < 1 - height, place
+            at[video] = (left, top, width, height)
+        (left0, top0, width, height), *_ = (at[v] for v in sorted(at))
+        for k, video in enumerate(sorted(at)):
+            assert abs(at[video][0] - (left0 + k * width)) < 0.01 and abs(at[video][1] - (top0 + k * height)) < 0.01
         videos = lambda: js("return Array.from(document.querySelectorAll('#rows tbody tr'))"  # noqa: E731
                             ".filter(r => !r.hidden).map(r => r.dataset.video)")
         assert sorted(videos()) == ["cam/v0", "cam/v1", "cam/v2"]
@@ -174,5 +191,44 @@ def test_report_in_a_real_browser_renders_sorts_filters_and_plays_a_pair(matched
         assert not browser.find_element(By.ID, "player").get_attribute("hidden")
         assert v_src.endswith(row.get_attribute("data-video") + ".mp4") and "/audios/" in a_src
         assert not v_paused and abs(a_time - (v_time - offset)) < 0.3, (v_time, a_time, offset)
+    finally:
+        browser.quit()
+
+
+def test_in_a_browser_a_wrong_pair_leads_to_its_red_cross_in_the_judged_heat_map(tmp_path):
+    """The heat map drawn with the key (each video's true audio on the diagonal) in a report: a row's
+    link leads to its pair's place, where the picture the browser shows is a red cross for a wrong
+    pair and the cell's own colour for a right one."""
+    import numpy as np
+
+    from avmatch.matching.results import heatmap_png
+
+    videos, audios = ["v0", "v1", "v2"], ["a0", "a1", "a2"]
+    truth, chosen = np.array([0, 1, 2]), np.array([0, 2, 1])  # v1 and v2 swapped
+    scores = np.full((3, 3), np.log(1e-3))
+    scores[[0, 1, 2], chosen] = 0.0
+    places: dict = {}
+    png = heatmap_png(scores, tmp_path / "judged.png", videos, audios, chosen, truth=truth, places=places)
+    rows = [{"video": v, "audio": audios[chosen[i]], "right": bool(chosen[i] == truth[i])}
+            for i, v in enumerate(videos)]
+    page = html_report(tmp_path / "r.html", "judged", [{"pairs": 3}], rows, png, places=places)
+    browser = _browser()  # skips where there is none, before selenium is imported
+    from selenium.webdriver.common.by import By
+
+    try:
+        browser.get(page.resolve().as_uri())
+        colour = {}
+        for v in videos:
+            browser.find_element(By.LINK_TEXT, v).click()  # the row's video name
+            colour[v] = browser.execute_script(
+                "const t = document.querySelector(':target'), i = t.parentElement.querySelector('img');"
+                "const c = document.createElement('canvas'); c.width = i.naturalWidth; c.height = i.naturalHeight;"
+                "const g = c.getContext('2d'); g.drawImage(i, 0, 0);"
+                "const a = t.getBoundingClientRect(), b = i.getBoundingClientRect();"
+                "const x = (a.left + a.width / 2 - b.left) / b.width * c.width;"
+                "const y = (a.top + a.height / 2 - b.top) / b.height * c.height;"
+                "return Array.from(g.getImageData(Math.round(x), Math.round(y), 1, 1).data);")
+        red = {v: c[0] > 200 and c[1] < 80 and c[2] < 80 for v, c in colour.items()}
+        assert red == {"v0": False, "v1": True, "v2": True}, colour
     finally:
         browser.quit()

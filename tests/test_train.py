@@ -149,7 +149,7 @@ def test_cli_says_its_version(capsys):
 
 
 def test_every_subcommand_help_gives_defaults_and_an_example(capsys):
-    from avmatch.cli import EXAMPLES, build_parser
+    from avmatch.cli import EXAMPLES, build_parser, has_default
 
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
@@ -158,11 +158,27 @@ def test_every_subcommand_help_gives_defaults_and_an_example(capsys):
         text = command.format_help()
         assert f"example:\n  {EXAMPLES[name]}" in text, name
         text = "".join(text.split())  # whatever the line breaks (argparse also wraps at hyphens)
-        for action in command._actions:  # an option with a default says it
-            if action.option_strings and action.default not in (None, False, [], "==SUPPRESS=="):
+        for action in command._actions:  # an option with a default says it, a default of 0 too
+            if has_default(action):
                 assert f"default:{action.default}" in text or "default" in (action.help or ""), (name, action.dest)
     assert "(default: auto)" in commands["match"].format_help() and "(default: 5)" in commands["search"].format_help()
+    for name in ("make-features", "demo"):  # --seed 0
+        assert "(default: 0)" in commands[name].format_help(), name
+    assert has_default(next(a for a in commands["train"]._actions if a.dest == "ddp"))
     assert "-q, --quiet" in parser.format_help()
+
+
+def test_models_lists_every_model_and_named_recipe_in_words_a_newcomer_can_place(capsys):
+    from avmatch.models import list_models
+    from avmatch.train import RECIPES
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    starts = {line.split()[0] for line in out.splitlines() if line.strip()}
+    assert {m.name for m in list_models()} <= starts
+    assert {name for name, r in RECIPES.items() if "model" in r} <= starts and "report" in starts
+    assert "'the report':" in out  # what "the report" in the summaries is
+    assert "course starter" not in out and "the text's" not in out  # references nobody told the reader of
 
 
 def test_quiet_turns_the_bars_and_notes_off_and_a_missing_cuda_device_is_one_line(tmp_path, capsys, monkeypatch):

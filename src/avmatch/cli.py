@@ -83,6 +83,8 @@ def cmd_models(args) -> None:
         for name, r in named.items():
             options = ", ".join(f"{k}={v}" for k, v in r.get("model_options", {}).items())
             print(f"{name:10s} {r['model']}" + (f" ({options})" if options else ""))
+    print("\n'the report': the university report on matching per-second features that avmatch grew out of, "
+          "written for a course (README: Feature files)")
 
 
 def cmd_inspect(args) -> None:
@@ -206,9 +208,12 @@ def cmd_mux(args) -> None:
 
     done = mux(args.result, args.videos, args.audios, args.output)
     n = len(done["written"])
-    print(f"wrote {n} video{'' if n == 1 else 's'} with their audio to {args.output}"
+    skipped = done["skipped"]
+    print(f"wrote {n} video{'' if n == 1 else 's'} with {'its' if n == 1 else 'their'} audio to {args.output}"
           + (f", kept {len(done['kept'])} already there" if done["kept"] else "")
-          + (f"; {len(done['failed'])} failed (see {Path(args.output) / 'failed.csv'})" if done["failed"] else ""))
+          + (f"; {len(done['failed'])} failed (see {Path(args.output) / 'failed.csv'})" if done["failed"] else "")
+          + (f"; skipped {len(skipped)} that {args.result} gives no audio (refused or left unmatched): "
+             f"{', '.join(skipped[:10])}{' ...' if len(skipped) > 10 else ''}" if skipped else ""))
     if done["failed"] and not done["written"] and not done["kept"]:
         raise AvmatchError(f"every one of the {len(done['failed'])} videos failed; see {Path(args.output) / 'failed.csv'}")
 
@@ -271,8 +276,10 @@ def cmd_evaluate(args) -> None:
         if k in metrics:
             print(f"{k:18s} {metrics[k]:.3f}")
     if "confidence_ece" in metrics:
-        print(f"confidence: of the {metrics['confidence_n_sure']} pairs at >= 0.9, {metrics.get('confidence_right_when_sure', float('nan')):.3f} "
-              f"right; expected calibration error {metrics['confidence_ece']:.3f}")
+        sure = metrics["confidence_n_sure"]
+        sure_right = f"of the {sure} pairs at >= 0.9, {metrics['confidence_right_when_sure']:.3f} right" if sure \
+            else "no pair at >= 0.9"
+        print(f"confidence: {sure_right}; expected calibration error {metrics['confidence_ece']:.3f}")
     for prefix, what in SCORES.items():
         if prefix + "top1" in metrics:
             print(f"ranked on {what}:")
@@ -346,12 +353,19 @@ def _add_train_options(p: argparse.ArgumentParser, epochs: int | None = None) ->
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="model option, repeatable")
 
 
+def has_default(action: argparse.Action) -> bool:
+    """Whether an option has a default worth saying: not a flag's False, an absent None or an empty list
+    (a default of 0 is one: ``0 in (False, ...)`` is true in Python, so compare by identity)."""
+    return bool(action.option_strings) and not any(action.default is x for x in (None, False, argparse.SUPPRESS)) \
+        and action.default != []
+
+
 class _Help(argparse.RawDescriptionHelpFormatter):
     """--help gives each option's default, where it has one and its help does not say it already."""
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if action.option_strings and action.default not in (None, False, [], argparse.SUPPRESS) and "default" not in text:
+        if has_default(action) and "default" not in text:
             text += " (default: %(default)s)"
         return text
 
@@ -404,7 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("train", help="train a model on a feature corpus")
-    p.add_argument("corpus", help="feature corpus (avmatch extract --paired), or a folder of paired media")
+    p.add_argument("corpus", help="feature corpus of paired clips (from a folder of paired media: avmatch extract "
+                   "--paired, as in the example below)")
     p.add_argument("-o", "--output", required=True, help="run folder")
     p.add_argument("--model", default=None, help="model name (default: the shipped model's, fine-tuned, where the "
                    "features fit it; else the one that suits the corpus; naming one trains a new model)")
@@ -420,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "'none': a new model)")
     p.add_argument("--ddp", type=int, default=0, metavar="N",
                    help="train with DistributedDataParallel in N local processes (starts torchrun; "
-                        "--batch-size stays the global batch)")
+                        "--batch-size stays the global batch; default 0: one process, no torchrun)")
     _add_train_options(p)
     p.add_argument("--device", default="auto", help="where the model runs: auto (CUDA where present), cpu, cuda, cuda:N")
     p.set_defaults(func=cmd_train)

@@ -46,13 +46,14 @@ class Job:
     stretch: float = 1.0  # 1 + drift: the source's seconds per second of video (a placement's drift_ppm)
 
 
-def read_jobs(result_csv: str | Path) -> list[Job]:
-    """The rows of a pairs.csv or placements.csv that name an audio, as jobs."""
+def read_jobs(result_csv: str | Path) -> tuple[list[Job], list[str]]:
+    """The rows of a pairs.csv or placements.csv that name an audio, as jobs; and the ids of the rows
+    that name none (a video left unmatched, a refused take), which have nothing to be written with."""
     path = Path(result_csv)
     rows = read_pairs(path, ())
     header = set(rows[0]) if rows else set()
     if not rows:
-        return []
+        return [], []
     if {"clip", "recording", "start_s"} <= header:
         video, audio = "clip", "recording"
         shift = lambda r: float(r["start_s"])  # noqa: E731
@@ -62,9 +63,10 @@ def read_jobs(result_csv: str | Path) -> list[Job]:
     else:
         raise AvmatchError("is neither a pairs.csv (video, audio, offset_s) nor a placements.csv (clip, recording, "
                            "start_s)", path)
-    jobs = []
+    jobs, skipped = [], []
     for r in rows:
         if not r.get(audio):
+            skipped.append(r.get(video) or "")
             continue
         if not r.get(video):
             raise AvmatchError(f"a row names the {audio} {r[audio]!r} but no {video}", path)
@@ -83,7 +85,7 @@ def read_jobs(result_csv: str | Path) -> list[Job]:
         if np.isinf(ppm):
             raise AvmatchError(f"the drift_ppm of {r[video]!r} is not a finite number", path)
         jobs.append(Job(r[video], r[audio], s, 1.0 + ppm * 1e-6 if np.isfinite(ppm) else 1.0))
-    return jobs
+    return jobs, skipped
 
 
 def audio_segment(path: str | Path, start_s: float, duration_s: float, sample_rate: int,
@@ -155,20 +157,21 @@ def _read_record(path: Path) -> dict:
 def mux(result_csv: str | Path, videos: str | Path, audios: str | Path, out_dir: str | Path,
         progress: bool = True) -> dict:
     """Write every video of ``result_csv`` with its audio into ``out_dir``. Returns
-    {"written": [...], "kept": [...], "failed": {video id: why}}; the failures also go to failed.csv.
+    {"written": [...], "kept": [...], "failed": {video id: why}, "skipped": [video ids the result gives no
+    audio]}; the failures also go to failed.csv.
     An output is kept only where ``out_dir/mux.json`` says it was made from the same inputs."""
     out_dir = Path(out_dir)
     for folder in (videos, audios):
         if Path(folder).is_dir() and _inside(out_dir, Path(folder)):
             raise AvmatchError(f"is (or lies inside) the input folder {folder}: the outputs would mix with, or "
                                "stand in for, the inputs; give another -o", out_dir)
-    jobs = read_jobs(result_csv)
+    jobs, skipped = read_jobs(result_csv)
     video_files = {cid: p for p, cid in find_media([videos])}
     audio_files = {cid: p for p, cid in find_media([audios])}
     out_dir.mkdir(parents=True, exist_ok=True)
     record_path = out_dir / RECORD
     record = _read_record(record_path)
-    done: dict = {"written": [], "kept": [], "failed": {}}
+    done: dict = {"written": [], "kept": [], "failed": {}, "skipped": skipped}
     bar = progress_bar(len(jobs), "mux", "file", enabled=progress)
     for job in jobs:
         try:

@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 from pathlib import Path
 
 from avmatch.atomic import write_text
 
 
+def _finite(value) -> bool:
+    return not isinstance(value, float) or math.isfinite(value)
+
+
 def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
+    """Rows as a Markdown table; floats to 3 places, a missing or unmeasured value (None, NaN) as –."""
     columns = columns or list(rows[0])
 
     def fmt(v):
-        return f"{v:.3f}" if isinstance(v, float) else "–" if v is None else str(v)
+        return "–" if v is None or not _finite(v) else f"{v:.3f}" if isinstance(v, float) else str(v)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
@@ -71,14 +77,19 @@ window.addEventListener('load', () => {
 
 
 def _cell(value) -> str:
+    """A table cell; a value not measured (NaN: a drift of a short take, the offset of an unmatched
+    video) is left empty, as in the CSV files."""
+    if not _finite(value):
+        return "<td></td>"
     text = f"{value:.3f}" if isinstance(value, float) else str(value)
     sort = f' data-v="{value!r}"' if isinstance(value, float) else ""
     return f"<td{sort}>{html.escape(text)}</td>"
 
 
-def _table(rows: list[dict], table_id: str = "", media: list[dict] | None = None) -> str:
+def _table(rows: list[dict], table_id: str = "", media: list[dict] | None = None, anchors: dict | None = None) -> str:
     """A table whose header sorts it; with ``media`` (one dict per row: video_src, audio_src,
-    offset_s) a play button per row."""
+    offset_s) a play button per row; with ``anchors`` (video id -> the id of its place in the heat
+    map) each row's video links there."""
     if not rows:
         return "<p>(none)</p>"
     cols = list(rows[0])
@@ -98,22 +109,38 @@ def _table(rows: list[dict], table_id: str = "", media: list[dict] | None = None
                                                ("audio-src", "audio_src"), ("offset", "offset_s")))
             play = '<td><button onclick="play(this)">&#9654;</button></td>' if m.get("video_src") and m.get("audio_src") \
                 else "<td></td>"
-        body += f"<tr{attrs}>{play}{''.join(_cell(r[c]) for c in cols)}</tr>"
+        cells = [_cell(r[c]) for c in cols]
+        if anchors and "video" in cols and r["video"] in anchors:  # the name links to its pair's place in the map
+            cells[cols.index("video")] = (f'<td><a href="#{anchors[r["video"]]}" title="its place in the heat map">'
+                                          f'{html.escape(str(r["video"]))}</a></td>')
+        body += f"<tr{attrs}>{play}{''.join(cells)}</tr>"
     return f'<table{f" id={table_id!r}" if table_id else ""}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def html_report(path: str | Path, title: str, summary: list[dict], pairs: list[dict], heatmap: str | Path | None = None,
                 image_title: str = "Score matrix", rows_title: str = "Pairs", media: list[dict] | None = None,
-                extra: list[tuple[str, list[dict]]] = ()) -> Path:
+                extra: list[tuple[str, list[dict]]] = (), places: dict | None = None) -> Path:
     """A single self-contained HTML page: summary table, an image (the heat map), any ``extra``
     (title, rows) tables, and one row per video in a table that sorts by any column (click its
     header), filters by text and, when rows carry a confidence, to the doubtful ones (< 0.9). With
     ``media`` (one dict per row: video, audio, video_src, audio_src as URLs relative to the page,
-    offset_s) each row has a play button: the silent video plays with its audio at the offset."""
-    img = ""
+    offset_s) each row has a play button: the silent video plays with its audio at the offset. With
+    ``places`` (video id -> its pair's box in the image as shares of it: left, top, width, height;
+    :func:`avmatch.matching.results.heatmap_png` fills them) a row's video name links to its place in
+    the heat map, which the link outlines, and each place names its pair when pointed at."""
+    img, anchors = "", {}
     if heatmap and Path(heatmap).exists():
         data = base64.b64encode(Path(heatmap).read_bytes()).decode()
-        img = f'<h2>{html.escape(image_title)}</h2><img alt="{html.escape(image_title)}" src="data:image/png;base64,{data}">'
+        audio_of = {r.get("video"): r.get("audio", "") for r in pairs}
+        boxes = ""
+        for k, (video, (left, top, width, height)) in enumerate((places or {}).items()):
+            anchors[video] = f"cell-{k}"
+            name = f"{video} + {audio_of.get(video) or '(unmatched)'}"
+            boxes += (f'<a class="cell" id="cell-{k}" title="{html.escape(name, quote=True)}" '
+                      f'style="left:{100 * left:.3f}%;top:{100 * top:.3f}%;width:{100 * width:.3f}%;'
+                      f'height:{100 * height:.3f}%"></a>')
+        img = (f'<h2>{html.escape(image_title)}</h2><div class="map"><img alt="{html.escape(image_title)}" '
+               f'src="data:image/png;base64,{data}">{boxes}</div>')
     has_conf = any(isinstance(r.get("confidence"), float) for r in pairs)
     controls = ('<p><input id="filter" placeholder="filter rows" oninput="filterRows()"> '
                 + ('<label><input type="checkbox" id="doubtful" onchange="filterRows()"> only doubtful pairs '
@@ -123,49 +150,67 @@ def html_report(path: str | Path, title: str, summary: list[dict], pairs: list[d
     sections = "".join(f"<h2>{html.escape(t)}</h2>{_table(rows)}" for t, rows in extra)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}
-th{{cursor:pointer;background:#f4f4f4}}tr.wrong{{background:#fdd}}img{{max-width:100%}}#player{{position:sticky;top:0;background:#fff;padding:4px}}</style>
+th{{cursor:pointer;background:#f4f4f4}}tr.wrong{{background:#fdd}}img{{max-width:100%;display:block}}
+.map{{position:relative;display:inline-block;max-width:100%}}.cell{{position:absolute}}
+.cell:target{{outline:3px solid #f0f}}#player{{position:sticky;top:0;background:#fff;padding:4px}}</style>
 <script>{_SCRIPT}</script></head><body>
 <h1>{html.escape(title)}</h1><h2>Summary</h2>{_table(summary)}{sections}{img}<h2>{html.escape(rows_title)}</h2>
-{controls}{player}{_table(pairs, "rows", media)}</body></html>"""
+{controls}{player}{_table(pairs, "rows", media, anchors)}</body></html>"""
     write_text(path, page)
     return Path(path)
 
 
-def placements_report(path: str | Path, placements: list) -> Path:
-    """report.html of a locate run: a timeline per recording (which clip sits where, coloured by
-    confidence) and every clip in a table, the refused ones first."""
-    import tempfile
-
+def timeline_figure(placements: list):
+    """The locate report's picture: one line per recording a clip names, drawn over the recording's
+    whole length (grey) so that a take is seen where it sits in it; placed clips coloured by
+    confidence, refused clips' best places hatched. None when no clip names a recording."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    placed = [p for p in placements if p.recording]
     shown = [p for p in placements if p.recording or p.best_recording]  # refused clips: their best place, hatched
+    if not shown:
+        return None
     recordings = sorted({p.recording or p.best_recording for p in shown})
+    length = {p.best_recording: p.recording_s for p in shown if math.isfinite(p.recording_s)}
+    fig, ax = plt.subplots(figsize=(11, 1.0 + 0.5 * len(recordings)))
+    colours = matplotlib.colormaps["viridis"]
+    for y, rec in enumerate(recordings):
+        if rec in length:  # the whole recording, behind its clips
+            ax.barh(y, length[rec], left=0.0, height=0.8, color="#e6e6e6", edgecolor="#999999", linewidth=0.5)
+        for p in (q for q in shown if (q.recording or q.best_recording) == rec):
+            style = {"color": colours(p.confidence)} if p.recording else {
+                "color": "white", "hatch": "///", "alpha": 0.8}
+            ax.barh(y, p.end_s - p.start_s, left=p.start_s, height=0.6, edgecolor="black", linewidth=0.3, **style)
+            if len(shown) <= 40:
+                ax.text(p.start_s, y + 0.35, p.clip + ("" if p.recording else " (refused)"), fontsize=6)
+    ax.set_xlim(0.0, max([*length.values(), *(p.end_s for p in shown)]) * 1.01)
+    ax.set_yticks(range(len(recordings)), recordings, fontsize=7)
+    ax.set_xlabel("seconds into the recording (grey: the whole recording)")
+    ax.set_title("where each clip sits (colour: confidence, dark 0 .. yellow 1; hatched: a refused "
+                 "clip's best place)")
+    fig.tight_layout()
+    return fig
+
+
+def placements_report(path: str | Path, placements: list) -> Path:
+    """report.html of a locate run: a timeline per recording (which clip sits where in it, coloured
+    by confidence; :func:`timeline_figure`) and every clip in a table, the refused ones first."""
+    import tempfile
+
+    import matplotlib.pyplot as plt
+
     png = None
     with tempfile.TemporaryDirectory() as tmp:
-        if shown:
-            fig, ax = plt.subplots(figsize=(11, 1.0 + 0.5 * len(recordings)))
-            colours = matplotlib.colormaps["viridis"]
-            for y, rec in enumerate(recordings):
-                for p in (q for q in shown if (q.recording or q.best_recording) == rec):
-                    style = {"color": colours(p.confidence)} if p.recording else {
-                        "color": "white", "hatch": "///", "alpha": 0.8}
-                    ax.barh(y, p.end_s - p.start_s, left=p.start_s, height=0.6, edgecolor="black", linewidth=0.3,
-                            **style)
-                    if len(shown) <= 40:
-                        ax.text(p.start_s, y + 0.35, p.clip + ("" if p.recording else " (refused)"), fontsize=6)
-            ax.set_yticks(range(len(recordings)), recordings, fontsize=7)
-            ax.set_xlabel("seconds into the recording")
-            ax.set_title("where each clip sits (colour: confidence, dark 0 .. yellow 1; hatched: a refused "
-                         "clip's best place)")
-            fig.tight_layout()
+        fig = timeline_figure(placements)
+        if fig is not None:
             png = Path(tmp) / "timeline.png"
             fig.savefig(png, dpi=110)
             plt.close(fig)
+        placed = [p for p in placements if p.recording]
         refused = [p for p in placements if not p.recording]
+        recordings = {p.recording or p.best_recording for p in placements} - {""}
         summary = [{"clips": len(placements), "placed": len(placed), "refused": len(refused),
                     "recordings used": len(recordings)}]
         rows = [{"clip": p.clip, "recording": p.recording or "(refused)", "start_s": p.start_s, "end_s": p.end_s,
@@ -220,12 +265,13 @@ def match_report(path: str | Path, result, context: dict | None = None) -> Path:
               "audio_src": url(result.sources.get("audio", {}).get(rows[i]["audio"], "")),
               "offset_s": rows[i].get("offset_s", 0.0) if np.isfinite(rows[i].get("offset_s", 0.0)) else 0.0}
              for i in order]
+    places: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         png = None
         if not result.sparse:
             png = heatmap_png(result.scores, Path(tmp) / "heat.png", result.video_ids, result.audio_ids, result.chosen,
-                              probability=result.normalisation == "dual-softmax")
+                              probability=result.normalisation == "dual-softmax", places=places)
         return html_report(path, "avmatch match", summary, [rows[i] for i in order], png,
                            image_title="Score matrix (each video's choice on the diagonal)",
-                           rows_title="Pairs (unmatched and least sure first)", media=media,
-                           extra=[("By folder", by_folder)])
+                           rows_title="Pairs (unmatched and least sure first; a video's name links to its place in "
+                                      "the score matrix)", media=media, extra=[("By folder", by_folder)], places=places)

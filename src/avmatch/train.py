@@ -433,7 +433,8 @@ def _claim_run_dir(run_dir: Path, force: bool, clear: bool) -> None:
     # a folder without a checkpoint or metrics holds a run killed before its first epoch: nothing to lose
     if not force and {"last.pt", "best.pt", "metrics.json"} & set(present):
         raise AvmatchError(f"the run folder already holds a run ({', '.join(present)}); continue it with "
-                           "--resume, replace it with --force, or give a new folder", run_dir)
+                           "--resume (in Python: resume=True), replace it with --force (force=True), or give a new "
+                           "folder", run_dir)
     if clear:
         import shutil
 
@@ -465,8 +466,8 @@ def check_resume_settings(run_dir: str | Path, asked: dict) -> None:
     changed += [f"model option {k} {saved.model_options.get(k)!r} there, {v!r} asked" for k, v in options.items()
                 if saved.model_options.get(k) != v]
     if changed:
-        raise AvmatchError(f"--resume goes on with the run as it was started ({'; '.join(changed)}); "
-                           f"to change that, train a new run (another folder, or --force)", run_dir)
+        raise AvmatchError(f"--resume (resume=True) goes on with the run as it was started ({'; '.join(changed)}); "
+                           f"to change that, train a new run (another folder, or --force / force=True)", run_dir)
 
 
 def _resumable(run_dir: Path, config: TrainConfig, corpus: Corpus) -> TrainConfig:

@@ -38,6 +38,7 @@ def test_demo_writes_what_it_promises(demo):
     assert len(rows) == TINY.n_test and len({r["audio"] for r in rows}) == TINY.n_test  # one-to-one
     page = (out / "report.html").read_text()
     assert "data:image/png;base64," in page and page.count("<tr") >= TINY.n_test + 2
+    assert page.count('href="#cell-') == page.count('class="cell" id="cell-') == TINY.n_test  # rows -> the map
     for r in rows:
         assert r["video"] in page
 

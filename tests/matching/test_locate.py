@@ -105,6 +105,27 @@ def test_recordings_searched_a_group_at_a_time_give_the_same_placements(recorded
     apart = locate(model.trained, clips, recordings, min_confidence=0.0, group_frames=1)
     assert [(p.clip, p.recording, p.start_s) for p in apart] == [(p.clip, p.recording, p.start_s) for p in whole]
     np.testing.assert_allclose([p.confidence for p in apart], [p.confidence for p in whole], rtol=1e-6)
+    assert all(abs(p.recording_s - 60.0) < 0.1 for p in whole)  # each best place's recording, its whole length
+
+
+def test_the_report_timeline_shows_each_recording_whole_with_its_takes_and_refused_best_places():
+    """A take 100 s into a 300 s recording is drawn where it sits in the whole recording, not on an
+    axis that spans the take alone; a refused take's best place is drawn too."""
+    from matplotlib.patches import Rectangle
+
+    from avmatch.matching.locate import Placement
+    from avmatch.report import timeline_figure
+
+    placed = Placement("t1", "day", 100.0, 104.0, 0.5, 9.0, 0.97, "day", recording_s=300.0)
+    refused = Placement("t2", "", 20.0, 26.0, 0.2, 2.0, 0.3, "night", why="not sure", recording_s=50.0)
+    ax = timeline_figure([placed, refused]).axes[0]
+    lo, hi = ax.get_xlim()
+    assert lo == 0.0 and hi >= 300.0
+    bars = sorted((round(r.get_x(), 3), round(r.get_width(), 3), round(r.get_y() + r.get_height() / 2))
+                  for r in ax.patches if isinstance(r, Rectangle))
+    assert bars == [(0.0, 50.0, 1), (0.0, 300.0, 0), (20.0, 6.0, 1), (100.0, 4.0, 0)]  # day, night: each whole
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["day", "night"]
+    assert timeline_figure([Placement("t3", "", float("nan"), float("nan"), 0.0, 0.0, 0.0, "")]) is None
 
 
 def test_two_takes_of_one_camera_are_never_placed_on_top_of_each_other(recorded, tmp_path):
@@ -221,5 +242,5 @@ def test_match_finds_an_offset_of_a_minute_and_the_drift_of_long_pairs(tmp_path)
         assert abs(float(row["drift_ppm"]) - ppm) <= 300, row
     from avmatch.mux import read_jobs
 
-    assert [round(j.stretch, 4) for j in read_jobs(out)] == [round(1 + float(rows[f"v{n}"]["drift_ppm"]) * 1e-6, 4)
+    assert [round(j.stretch, 4) for j in read_jobs(out)[0]] == [round(1 + float(rows[f"v{n}"]["drift_ppm"]) * 1e-6, 4)
                                                              for n in (0, 1)]

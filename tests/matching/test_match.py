@@ -110,6 +110,10 @@ def test_evaluate_says_how_far_the_confidence_can_be_trusted(tmp_path, capsys):
     result.write(tmp_path / "pairs.csv")
     m = evaluate_pairs(tmp_path / "pairs.csv", tmp_path / "key.csv")
     assert m["confidence_n_sure"] == 0 and "confidence_right_when_sure" not in m
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "pairs.csv"), "--key", str(tmp_path / "key.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "confidence: no pair at >= 0.9; expected calibration error" in out and "nan" not in out
 
 
 def test_evaluate_ranks_the_raw_and_the_normalised_scores_apart(tmp_path, capsys):
@@ -147,6 +151,35 @@ def test_the_heat_map_puts_every_choice_on_the_diagonal(tmp_path):
     assert [audios[j] for j in cols[4:]] == sorted(audios[j] for j in cols[4:])  # the unchosen, by id
     png = heatmap_png(np.log(scores), tmp_path / "h.png", videos, audios, chosen)
     assert png.stat().st_size > 1000
+
+
+def test_the_heat_map_says_where_each_pair_is_in_the_picture(tmp_path):
+    """``places``: each video's chosen cell as shares of the image; in the PNG written, the pixel at each
+    place's centre is that cell's (the one bright cell of its row: yellow; a wrong choice: its red
+    cross), and an unmatched video's place is its whole row."""
+    import matplotlib.image
+
+    from avmatch.matching.results import heatmap_png
+
+    chosen = np.array([2, 0, 5, -1])
+    scores = np.full((4, 6), np.log(1e-3))
+    scores[[0, 1, 2], [2, 0, 5]] = 0.0  # probability 1: the top of the colour bar
+    places: dict = {}
+    png = heatmap_png(scores, tmp_path / "h.png", ["v0", "v1", "v2", "v3"], [f"a{j}" for j in range(6)], chosen,
+                      truth=np.array([2, 0, 4, 1]), places=places)
+    image = matplotlib.image.imread(png)
+    height, width = image.shape[:2]
+    colour = {v: image[int((top + h / 2) * height), int((left + w / 2) * width), :3]
+              for v, (left, top, w, h) in places.items()}
+    yellow = np.array(matplotlib.colormaps["viridis"](1.0)[:3])
+    assert set(places) == {"v0", "v1", "v2", "v3"}
+    assert all(np.abs(colour[v] - yellow).max() < 0.05 for v in ("v0", "v1")), colour  # right: a hollow circle
+    assert np.abs(colour["v2"] - [1.0, 0.0, 0.0]).max() < 0.05, colour  # wrong: the red cross at its centre
+    assert np.abs(colour["v3"] - yellow).max() > 0.5  # no pair: the row, dark
+    tops = [places[v][1] for v in ("v0", "v1", "v2", "v3")]
+    assert tops == sorted(tops) and places["v3"][2] > 5 * places["v0"][2]  # rows in order; the whole row
+    lefts = {v: places[v][0] for v in ("v0", "v1", "v2")}  # truth on the diagonal: v2's wrong a5 right of it
+    assert lefts["v0"] < lefts["v1"] < lefts["v2"] and places["v2"][0] > places["v1"][0] + 1.5 * places["v1"][2]
 
 
 def test_with_the_key_the_true_audio_is_on_the_diagonal_and_a_wrong_choice_off_it():
@@ -307,3 +340,9 @@ def test_values_not_measured_are_empty_cells_and_read_back_as_none(tmp_path):
     refused = Placement("take", "", float("nan"), float("nan"), float("nan"), float("nan"), 0.0, "")
     text = placements_text([refused])
     assert "nan" not in text and text.splitlines()[1].startswith("take,,,,,,0,,")
+    from avmatch.report import html_report, markdown_table, placements_report
+
+    page = placements_report(tmp_path / "loc.html", [refused]).read_text()  # the drift of a short take, unmeasured
+    assert "drift_ppm" in page and ">nan<" not in page
+    assert html_report(tmp_path / "m.html", "m", [{"n": 2}], result.rows()).read_text().count(">nan<") == 0
+    assert "nan" not in markdown_table(result.rows())

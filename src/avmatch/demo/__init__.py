@@ -306,10 +306,12 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
     # the heat map again, now that the key says which choices are right (the match's own stays as written)
     column = {a: j for j, a in enumerate(match.audio_ids)}
     truth = np.array([column.get(key.get(v, ("",))[0], -1) for v in match.video_ids])
+    places: dict = {}
     judged = heatmap_png(match.scores, out / "pairs.judged.png", match.video_ids, match.audio_ids, match.chosen,
-                         truth=truth, probability=match.normalisation == "dual-softmax")
+                         truth=truth, probability=match.normalisation == "dual-softmax", places=places)
     html_report(out / "report.html", "avmatch demo", [summary], pairs, judged,
-                image_title="Score matrix (each video's true audio on the diagonal; x: a wrong choice)")
+                image_title="Score matrix (each video's true audio on the diagonal; x: a wrong choice)",
+                rows_title="Pairs (a video's name links to its place in the score matrix)", places=places)
     stage["total"] = summary["seconds"]
     write_text(out / "demo.json", json.dumps({"summary": summary, "metrics": metrics, "floor": floor,
                                               "stage_seconds": stage, "config": asdict(cfg),

@@ -68,6 +68,7 @@ class Placement:
     best_recording: str  # the best place's recording, refused or not
     drift_ppm: float = float("nan")  # recording clock against the clip's, for clips of DRIFT_MIN_S or more
     why: str = ""  # why a clip was refused: "not sure", "camera CAM busy there" (see _choose), "longer than every recording"
+    recording_s: float = float("nan")  # best_recording's length in seconds (the report draws its whole timeline)
     adapted_on: int = 0  # sure placements the model was adapted on before this one (locate's adapt)
 
 
@@ -144,6 +145,9 @@ def locate(trained: Trained, clips: Corpus, recordings: Corpus, min_confidence: 
     options = [_best_places(found) for found in peaks]
     placements = _choose(c_clips, r_clips, clip_emb, options, rate, min_confidence, camera)
     by_id = {r.id: k for k, r in enumerate(r_clips)}
+    for p in placements:
+        if p.best_recording:
+            p.recording_s = len(getattr(r_clips[by_id[p.best_recording]], long)) / rate
     embedded = {}  # the recordings long takes were placed on, embedded again once each
     for p, emb in zip(placements, clip_emb, strict=True):
         if p.recording and len(emb) >= DRIFT_MIN_S * rate:

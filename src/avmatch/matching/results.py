@@ -164,13 +164,16 @@ def heatmap_layout(video_ids: list[str], audio_ids: list[str], chosen: np.ndarra
 
 def heatmap_png(scores: np.ndarray, path: str | Path, video_ids: list[str] | None = None,
                 audio_ids: list[str] | None = None, chosen: np.ndarray | None = None,
-                truth: np.ndarray | None = None, probability: bool = True) -> Path:
+                truth: np.ndarray | None = None, probability: bool = True, places: dict | None = None) -> Path:
     """A heat map of the score matrix, laid out so that it answers the question: videos by id (named
     on the axes up to 40), and in each row the video's *true* audio on the diagonal when ``truth``
     (audio index per video, -1 unknown) is given, else its chosen audio. With the truth, each choice
     is marked: a white circle when right, a red cross when wrong (off the diagonal, where the model
     put it); without, a red circle. ``probability``: the scores are the dual softmax's
-    log-probabilities, shown as the pair's probability (0 to 1); else the model's own scores."""
+    log-probabilities, shown as the pair's probability (0 to 1); else the model's own scores.
+    ``places``, a dict, is filled with where each video's pair is in the picture (so a report can point
+    at it): video id -> (left, top, width, height) as shares of the image's width and height, of the
+    cell of its chosen audio, or of its whole row when it has none."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -183,12 +186,12 @@ def heatmap_png(scores: np.ndarray, path: str | Path, video_ids: list[str] | Non
     shown = scores[np.ix_(rows, cols)]
     if probability:
         shown = np.exp(np.minimum(shown, 0.0))
-    size = min(12.0, 3.0 + 0.12 * max(n_v, n_a))
+    size = min(12.0, max(6.0, 3.0 + 0.12 * max(n_v, n_a)))  # room for the titles of a small set
     fig, ax = plt.subplots(figsize=(size, size * n_v / max(n_a, 1) + 0.8))
     im = ax.imshow(shown, cmap="viridis", aspect="auto", interpolation="nearest",
                    **({"vmin": 0.0, "vmax": 1.0} if probability else {}))
+    at = {j: k for k, j in enumerate(cols)}  # audio index -> its column in the picture
     if chosen is not None:
-        at = {j: k for k, j in enumerate(cols)}
         picked = [(y, at[int(chosen[i])], i) for y, i in enumerate(rows) if chosen[i] >= 0]
         mark = max(2, 200 / max(n_v, 1))
         if truth is None:
@@ -210,9 +213,17 @@ def heatmap_png(scores: np.ndarray, path: str | Path, video_ids: list[str] | Non
                   else "audio (each video's chosen audio on the diagonal)")
     ax.set_ylabel("video (by name)")
     ax.set_title("avmatch: how sure each video-audio pair is" if probability else "avmatch: the model's scores")
-    fig.colorbar(im, ax=ax, fraction=0.046, label="probability of the pair (softmax over its row x its column)"
-                 if probability else "the model's own score (higher: more alike)")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="probability of the pair\n(softmax over its row x its column)"
+                 if probability else "the model's own score\n(higher: more alike)")
     fig.tight_layout()
+    if places is not None:  # data coordinates (cells centred on whole numbers) -> shares of the figure
+        share = ax.transData + fig.transFigure.inverted()
+        for y, i in enumerate(rows):
+            x = at[int(chosen[i])] if chosen is not None and chosen[i] >= 0 else None
+            corners = share.transform([(-0.5 if x is None else x - 0.5, y - 0.5),
+                                       (n_a - 0.5 if x is None else x + 0.5, y + 0.5)])
+            (left, bottom), (right, top) = corners.min(axis=0), corners.max(axis=0)
+            places[video_ids[i]] = (float(left), float(1.0 - top), float(right - left), float(top - bottom))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)

@@ -111,7 +111,8 @@ class RecurrentModel(EmbeddingModel):
 
 
 
-@register_model("va-metric", "course starter's baseline: 2-layer LSTM per modality, last state, shared linear, Euclidean",
+@register_model("va-metric", "baseline of the course the report was written for: 2-layer LSTM per modality, last "
+                "state, shared linear, Euclidean",
                 kind="pair", metric="l2")
 def va_metric(video_dim: int, audio_dim: int, **cfg) -> MetricModel:
     return MetricModel(video_dim, audio_dim, **cfg)
@@ -129,7 +130,8 @@ def gru(video_dim: int, audio_dim: int, cell: str = "gru", **cfg) -> RecurrentMo
     return RecurrentModel(video_dim, audio_dim, cell=cell, **cfg)
 
 
-@register_model("rnn", "the text's plain tanh RNN per modality (no gates), masked mean, cosine embedding",
+@register_model("rnn", "plain tanh RNN per modality (no gates: what LSTM and GRU improve on), masked mean, "
+                "cosine embedding",
                 kind="embedding")
 def rnn(video_dim: int, audio_dim: int, cell: str = "rnn", **cfg) -> RecurrentModel:
     return RecurrentModel(video_dim, audio_dim, cell=cell, **cfg)
