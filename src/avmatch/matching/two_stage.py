@@ -40,11 +40,23 @@ _DENSE_LEFTOVER = 1 << 22  # leftover pairs matched densely (2048 x 2048)
 
 
 def top_k_candidates(video_emb: np.ndarray, audio_emb: np.ndarray, k: int = DEFAULT_CANDIDATES,
-                     kind: str = "flat", **index_options) -> tuple[np.ndarray, np.ndarray]:
+                     kind: str = "flat", shards: int = 0, cluster: str = "", workers: int = 2,
+                     **index_options) -> tuple[np.ndarray, np.ndarray]:
     """Each video's ``k`` nearest audios by cosine (or by distance with ``metric="l2"``): (Nv, K)
     cosines (squared distances), best first, and (Nv, K) audio indices (-1 past the last audio).
-    ``kind`` picks the FAISS index (exact "flat", or "ivf"/"hnsw")."""
+    ``kind`` picks the FAISS index (exact "flat", or "ivf"/"ivfpq"/"hnsw"). ``shards`` > 0: the audios
+    cut into that many indexes, built and searched as Dask tasks on ``cluster`` (a scheduler's
+    address, or "" for a local cluster of ``workers`` processes; :mod:`avmatch.matching.shards`)."""
     from avmatch.matching.index import build_index, index_bytes, search, tune_search
+
+    if shards:
+        from avmatch.matching.shards import sharded_top_k
+
+        with stage("retrieve top K (shards on Dask)") as note:
+            sims, rows, records = sharded_top_k(video_emb, audio_emb, k, kind, shards=shards, cluster=cluster,
+                                                workers=workers, **index_options)
+            note.update(shards=len(records), nprobe=max((r.get("nprobe", 0) for r in records), default=0))
+        return sims, rows
 
     with stage("index build") as note:
         index = build_index(audio_emb, kind, **index_options)

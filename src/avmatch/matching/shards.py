@@ -1,0 +1,105 @@
+"""Retrieval beyond one machine: the indexed side cut into shards, each built and searched by a Dask
+worker, and the shards' top K merged into each query's top K.
+
+Each shard is one task: it reads its rows of the base vectors and all the queries from ``.npy`` files
+(memory-mapped, so a worker holds its shard and a chunk of queries, not the whole set), builds its
+index of any kind, tunes that index's search depth for the recall target, searches every query and
+writes its (Q, K) scores and row numbers beside the inputs. The client merges the shards' answers by
+score: with an exact kind (flat) this is exactly one index's answer over all the rows; an approximate
+kind searches each shard as deep as its own recall target needs. The workers need the folder at the
+same path: one host, or a shared filesystem (``workdir``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from avmatch.errors import AvmatchError
+from avmatch.matching.index import COMPRESSED, SEARCH_ROWS, build_index, search, tune_search
+
+CONNECT_TIMEOUT_S = 20  # Dask retries a refused connection until this runs out
+
+
+@contextlib.contextmanager
+def dask_client(address: str, workers: int = 2) -> Iterator:
+    """A Dask client: of the scheduler at ``address`` (``tcp://host:8786``), or with an empty address
+    of a local cluster of ``workers`` processes, one thread each."""
+    try:
+        import dask.distributed as dd
+    except ImportError:
+        raise AvmatchError("a cluster needs Dask: pip install 'avmatch[cluster]'") from None
+    with contextlib.ExitStack() as stack:
+        if address:
+            try:
+                client = stack.enter_context(dd.Client(address, timeout=f"{CONNECT_TIMEOUT_S}s"))
+            except (OSError, TimeoutError) as err:
+                raise AvmatchError(f"cannot reach the Dask scheduler: {str(err).splitlines()[0]}", address) from None
+        else:
+            cluster = stack.enter_context(dd.LocalCluster(n_workers=max(1, workers), threads_per_worker=1,
+                                                          processes=True, dashboard_address=None,
+                                                          silence_logs=logging.ERROR))
+            client = stack.enter_context(dd.Client(cluster))
+        yield client
+
+
+def search_shard(folder: str, shard: int, lo: int, hi: int, k: int, kind: str, options: dict) -> dict:
+    """One task: index base rows ``lo:hi`` of ``folder``/base.npy, search every query of queries.npy,
+    and write the (Q, k) scores and (global) row numbers as shard{N}.sims.npy and shard{N}.rows.npy."""
+    folder_path = Path(folder)
+    base = np.ascontiguousarray(np.load(folder_path / "base.npy", mmap_mode="r")[lo:hi], dtype=np.float32)
+    queries = np.load(folder_path / "queries.npy", mmap_mode="r")
+    index = build_index(base, kind, **options)
+    full = base if kind in COMPRESSED else None
+    tuned = {}
+    if not {"nprobe", "ef_search"} & set(options):
+        tuned = tune_search(index, np.asarray(queries[: 64 * SEARCH_ROWS]), k, full=full)
+    k = min(k, hi - lo)
+    sims = np.lib.format.open_memmap(folder_path / f"shard{shard}.sims.npy", "w+", np.float32, (len(queries), k))
+    rows = np.lib.format.open_memmap(folder_path / f"shard{shard}.rows.npy", "w+", np.int64, (len(queries), k))
+    for s in range(0, len(queries), SEARCH_ROWS):
+        d, i = search(index, np.asarray(queries[s : s + SEARCH_ROWS]), k, full)
+        sims[s : s + SEARCH_ROWS], rows[s : s + SEARCH_ROWS] = d, np.where(i >= 0, i + lo, -1)
+    sims.flush()
+    rows.flush()
+    return {"shard": shard, "rows": hi - lo, **tuned}
+
+
+def sharded_top_k(queries: np.ndarray, base: np.ndarray, k: int, kind: str = "flat", *, shards: int = 2,
+                  cluster: str = "", workers: int = 2, workdir: str | Path | None = None, **options
+                  ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """Each query's ``k`` best base rows, as :func:`~avmatch.matching.index.search` gives them
+    ((Q, k) scores best first, (Q, k) rows, -1 past the last), from ``shards`` indexes of the base
+    rows searched as Dask tasks on ``cluster`` (an address, or "" for a local cluster of ``workers``
+    processes). Also returns each shard's record (rows, the search depth it tuned)."""
+    n = len(base)
+    if not 1 <= shards <= max(1, n):
+        raise AvmatchError(f"--shards {shards}: give 1 to {max(1, n)} (the rows to index)")
+    bounds = np.linspace(0, n, shards + 1).astype(int)
+    l2 = options.get("metric", "ip") == "l2"
+    with tempfile.TemporaryDirectory(prefix="avmatch-shards-", dir=workdir) as folder:
+        np.save(Path(folder) / "base.npy", np.ascontiguousarray(base, dtype=np.float32))
+        np.save(Path(folder) / "queries.npy", np.ascontiguousarray(queries, dtype=np.float32))
+        with dask_client(cluster, workers) as client:
+            futures = [client.submit(search_shard, folder, s, int(bounds[s]), int(bounds[s + 1]), k, kind, options,
+                                     pure=False) for s in range(shards)]
+            records = client.gather(futures)
+        parts = [(np.load(Path(folder) / f"shard{s}.sims.npy", mmap_mode="r"),
+                  np.load(Path(folder) / f"shard{s}.rows.npy", mmap_mode="r")) for s in range(shards)]
+        k = min(k, n)
+        sims = np.empty((len(queries), k), np.float32)
+        rows = np.empty((len(queries), k), np.int64)
+        for s in range(0, len(queries), SEARCH_ROWS):
+            d = np.hstack([np.asarray(p[0][s : s + SEARCH_ROWS]) for p in parts])
+            i = np.hstack([np.asarray(p[1][s : s + SEARCH_ROWS]) for p in parts])
+            key = np.where(i >= 0, d if l2 else -d, np.inf)  # best first; a missing row last
+            best = np.argsort(key, axis=1, kind="stable")[:, :k]
+            sims[s : s + SEARCH_ROWS] = np.take_along_axis(d, best, 1)
+            rows[s : s + SEARCH_ROWS] = np.take_along_axis(i, best, 1)
+        del parts
+    return sims, rows, records

@@ -1,0 +1,90 @@
+"""Sharded retrieval on a real Dask cluster: a scheduler and two worker processes started here and
+reached over TCP, whose merged answer must equal one machine's."""
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from avmatch.errors import AvmatchError
+from avmatch.matching.index import build_index, search
+from avmatch.matching.shards import sharded_top_k
+from avmatch.matching.two_stage import match_embeddings
+
+pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def scheduler(tmp_path_factory):
+    """tcp://127.0.0.1:PORT of a `dask scheduler` with two `dask worker` processes of one thread each."""
+    folder = tmp_path_factory.mktemp("dask")
+    file = folder / "scheduler.json"
+    cli = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    procs = [subprocess.Popen([*cli, "--host", "127.0.0.1", "--port", "0", "--dashboard-address", ":0",
+                               "--scheduler-file", str(file)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        for _ in range(600):
+            if file.exists() and file.stat().st_size:
+                break
+            time.sleep(0.1)
+        address = json.loads(file.read_text())["address"]
+        assert address.startswith("tcp://")
+        procs += [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+                                    "--nworkers", "1", "--no-dashboard", "--local-directory", str(folder / f"w{w}")],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for w in range(2)]
+        from dask.distributed import Client
+
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=120)
+        yield address
+    finally:
+        for p in procs[::-1]:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+
+
+def planted(n, dim=16, noise=1.0, seed=0):
+    rng = np.random.default_rng(seed)
+    video = rng.standard_normal((n, dim)).astype(np.float32)
+    video /= np.linalg.norm(video, axis=1, keepdims=True)
+    audio = video + noise * rng.standard_normal((n, dim)).astype(np.float32) / np.sqrt(dim)
+    audio /= np.linalg.norm(audio, axis=1, keepdims=True)
+    return video, audio.astype(np.float32)
+
+
+def test_sharded_exact_search_equals_one_index(scheduler):
+    video, audio = planted(3000)
+    sims, rows, records = sharded_top_k(video, audio, 10, "flat", shards=3, cluster=scheduler)
+    want_sims, want_rows = search(build_index(audio, "flat"), video, 10)
+    assert [r["rows"] for r in records] == [1000, 1000, 1000]
+    assert np.allclose(sims, want_sims, atol=1e-5)
+    assert (rows == want_rows).mean() > 0.999  # only float ties may swap
+    assert set(np.unique(rows)) <= set(range(3000)) and (rows // 1000 != 0).any()  # rows of every shard, numbered globally
+
+
+def test_sharded_matching_equals_one_machine(scheduler):
+    video, audio = planted(4000, dim=64, noise=1.5)
+    one = match_embeddings(video, audio, k=10, scale=10.0)[2]
+    sharded = match_embeddings(video, audio, k=10, scale=10.0, shards=4, cluster=scheduler)[2]
+    assert (one == np.arange(4000)).mean() > 0.8  # a task with something to get wrong
+    assert (sharded == one).all()
+    approximate = match_embeddings(video, audio, k=10, scale=10.0, kind="ivf", shards=2, cluster=scheduler)[2]
+    assert (approximate == np.arange(4000)).mean() >= 0.98 * (one == np.arange(4000)).mean()
+
+
+def test_shards_are_checked_and_an_unreachable_scheduler_is_one_line():
+    video, audio = planted(50)
+    with pytest.raises(AvmatchError, match="--shards 51: give 1 to 50"):
+        sharded_top_k(video, audio, 5, shards=51, cluster="tcp://127.0.0.1:1")
+    from avmatch.matching import shards
+
+    shards.CONNECT_TIMEOUT_S, was = 2, shards.CONNECT_TIMEOUT_S
+    try:
+        with pytest.raises(AvmatchError, match="cannot reach the Dask scheduler"):
+            sharded_top_k(video, audio, 5, shards=2, cluster="tcp://127.0.0.1:1")
+    finally:
+        shards.CONNECT_TIMEOUT_S = was
