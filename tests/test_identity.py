@@ -16,7 +16,8 @@ import pytest
 from avmatch.cli import main
 from avmatch.corpus import load_corpus, read_manifest, same_content, source_identity
 from avmatch.errors import AvmatchError
-from avmatch.extract import extract, open_features
+from avmatch.features.cache import open_features
+from avmatch.features.job import extract
 from avmatch.testing.mediagen import make_audio, make_clip
 
 EXTRACTOR = {"name": "default", "params": {}}

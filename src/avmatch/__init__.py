@@ -12,7 +12,7 @@ The public API (what a notebook imports; the ``avmatch`` command is a thin layer
     avmatch.evaluate(result, "key.csv")                     # or a pairs.csv written before
 
 Imports happen on first use, so ``import avmatch`` stays fast. The modules that share a name with
-a function (``avmatch.train``, ``avmatch.evaluate``, ``avmatch.extract``) are reached with
+a function (``avmatch.train``, ``avmatch.evaluate``) are reached with
 ``from avmatch.train import TrainConfig`` or ``importlib.import_module("avmatch.train")``.
 """
 
@@ -29,7 +29,7 @@ __all__ = ["Model", "Result", "evaluate", "extract", "load", "train"]
 if TYPE_CHECKING:
     from avmatch.checkpoint import Trained
     from avmatch.corpus import Corpus
-    from avmatch.extract import ExtractSummary
+    from avmatch.features.job import ExtractSummary
     from avmatch.matching.results import MatchResult as Result
 
 
@@ -59,7 +59,7 @@ def extract(sources: list[str | Path] | str | Path, out: str | Path, extractor: 
     """Extract features of every media file under ``sources`` (files and folders) into the corpus
     folder ``out``; a rerun resumes. ``cluster``: a Dask scheduler's address ("" for a local one).
     Returns the summary (done, skipped, failed)."""
-    from avmatch.extract import extract as run
+    from avmatch.features.job import extract as run
 
     sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
     return run(sources, out, extractor, options=options, workers=workers, paired=paired, progress=progress,
@@ -87,7 +87,7 @@ class Model:
         this model's extractor (cached; ``options`` name a network file the run's features came from)."""
         from avmatch.checkpoint import media_extractor
         from avmatch.corpus import Corpus
-        from avmatch.extract import is_media_source, open_features
+        from avmatch.features.cache import is_media_source, open_features
 
         if isinstance(source, Corpus):
             return source
@@ -111,7 +111,7 @@ class Model:
         _source(videos, "videos")
         _source(audios, "audios")
         if isinstance(videos, (str, Path)):
-            from avmatch.extract import check_holds_videos
+            from avmatch.features.cache import check_holds_videos
 
             check_holds_videos(videos, "VIDEOS", "avmatch match VIDEOS AUDIOS")
         if retriever is not None and not isinstance(retriever, Model):
@@ -141,7 +141,7 @@ class Model:
         _source(recordings, "recordings")
         silent = recordings if reverse else clips  # the side that must hold videos
         if isinstance(silent, (str, Path)):
-            from avmatch.extract import check_holds_videos
+            from avmatch.features.cache import check_holds_videos
 
             check_holds_videos(silent, *(("RECORDINGS", "avmatch locate SNIPPETS VIDEOS --reverse") if reverse
                                          else ("CLIPS", "avmatch locate CLIPS RECORDINGS")))
@@ -177,7 +177,7 @@ def train(corpus: Corpus | str | Path, run: str | Path, *, resume: bool = False,
     import dataclasses
 
     from avmatch.errors import ArgumentTypeError
-    from avmatch.extract import training_features
+    from avmatch.features.cache import training_features
     from avmatch.train import TrainConfig, choose_start
     from avmatch.train import recipe as recipe_config
     from avmatch.train import train as run_training
@@ -239,7 +239,7 @@ class _Package(types.ModuleType):
     (``avmatch.train``) would otherwise bind the module over the function."""
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in ("extract", "train", "evaluate") and isinstance(value, types.ModuleType):
+        if name in ("train", "evaluate") and isinstance(value, types.ModuleType):
             return
         super().__setattr__(name, value)
 

@@ -146,7 +146,7 @@ def _check_config_values(config: dict, fail) -> None:
 def _check_extractor(record: dict, fail) -> None:
     """The extractor a checkpoint names only says how its features were made: a name, a version,
     plain option values and file digests; it can never name a file for avmatch to load."""
-    from avmatch.extractors import _REGISTRY
+    from avmatch.features import _REGISTRY
 
     if not record:
         return
@@ -158,7 +158,7 @@ def _check_extractor(record: dict, fail) -> None:
         fail("malformed checkpoint: its extractor's params are not a small table")
     cls = _REGISTRY.get(name)
     if cls is not None:
-        from avmatch.extractors import extractor_options
+        from avmatch.features import extractor_options
 
         unknown = sorted(set(params) - set(extractor_options(name)))
         if unknown:
@@ -289,7 +289,7 @@ def _build_checked(state: dict, path: Path) -> nn.Module:
 
 def _without_files(record: dict) -> dict:
     """An extractor record with every option that names a file emptied: only the user names files."""
-    from avmatch.extractors import _REGISTRY
+    from avmatch.features import _REGISTRY
 
     files = getattr(_REGISTRY.get(record.get("name", "")), "file_options", ())
     params = {k: ("" if k in files else v) for k, v in record.get("params", {}).items()}
@@ -301,7 +301,7 @@ def media_extractor(record: dict, options: dict | None = None, where: str | Path
     options the user gives (``--option``). A run never names a file to load: an extractor that
     runs the user's network needs that file given again, and it must be the file the run was
     trained with (same SHA-1); options that change the features must equal the recorded ones."""
-    from avmatch.extractors import _REGISTRY
+    from avmatch.features import _REGISTRY
 
     options = dict(options or {})
     cls = _REGISTRY.get(record.get("name", ""))
@@ -315,7 +315,7 @@ def media_extractor(record: dict, options: dict | None = None, where: str | Path
     given = {k: str(v) for k, v in options.items() if k in files and v}
     wanted = sorted(set(record.get("weights_sha1", {}).values()))
     if wanted or given:
-        from avmatch.extractors.pretrained import regular_file, sha1_of
+        from avmatch.features.pretrained import regular_file, sha1_of
 
         have = sorted({sha1_of(regular_file(p)) for p in given.values()})
         if have != wanted:

@@ -105,7 +105,7 @@ def cmd_inspect(args) -> None:
 
 def cmd_train(args) -> None:
     import avmatch
-    from avmatch.extract import training_features
+    from avmatch.features.cache import training_features
     from avmatch.train import RECIPES, choose_start, launch_processes
 
     if args.ddp > 1 and "WORLD_SIZE" not in os.environ:  # the processes it starts find WORLD_SIZE set
@@ -302,7 +302,7 @@ def cmd_extract(args) -> None:
 
 
 def cmd_extractors(args) -> None:
-    from avmatch.extractors import list_extractors
+    from avmatch.features import list_extractors
 
     for e in list_extractors():
         print(f"{e.name:10s} v{e.version}  {(e.__doc__ or '').strip().splitlines()[0]}")

@@ -277,7 +277,7 @@ def model_pair_scores(trained: Trained, videos: list[np.ndarray], audios: list[n
 def _same_extractor(run: dict, corpus: dict) -> str:
     """'' when features made as ``corpus`` records fit a run trained on features made as ``run``
     records, else what differs."""
-    from avmatch.extractors import _REGISTRY
+    from avmatch.features import _REGISTRY
 
     if not run.get("name") or not corpus.get("name"):
         return ""

@@ -29,7 +29,7 @@ from avmatch.atomic import atomic_path, write_text
 from avmatch.corpus import source_identity
 from avmatch.errors import AvmatchError
 from avmatch.evaluate import read_pairs
-from avmatch.extract import find_media
+from avmatch.features.job import find_media
 from avmatch.media import encode_audio, iter_audio, probe
 from avmatch.progress import bar as progress_bar
 

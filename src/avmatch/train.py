@@ -31,7 +31,7 @@ from avmatch.checkpoint import Trained, feature_stats, load_trained, resolve_dev
 from avmatch.corpus import Clip, Corpus
 from avmatch.errors import AvmatchError
 from avmatch.evaluate import retrieval_metrics
-from avmatch.extractors import suited_recipe, video_maps
+from avmatch.features import suited_recipe, video_maps
 from avmatch.inference import check_fits, pad_batch, score_matrix
 from avmatch.matching.dense import fit_temperature
 from avmatch.models import build_model, capabilities, model_entry
@@ -160,7 +160,7 @@ def recipe(name: str, **given) -> TrainConfig:
 
 def choose_model(corpus: Corpus) -> str:
     """The model (or recipe) that suits a corpus when the user names none: the one its extractor names
-    (:func:`avmatch.extractors.suited_recipe`), else the timing-aware one for frame-rate features
+    (:func:`avmatch.features.suited_recipe`), else the timing-aware one for frame-rate features
     (several rows a second, both modalities at one rate), else the embedding model."""
     suited = suited_recipe(corpus.extractor)
     if suited:
@@ -208,7 +208,7 @@ def _initial(config: TrainConfig, corpus: Corpus) -> Trained:
 def _augmenter(extractor: dict):
     """The extractor that made a corpus, which knows how to re-record its audio features; None when
     the corpus came from elsewhere (course features, an extractor this avmatch does not have)."""
-    from avmatch.extractors import get_extractor
+    from avmatch.features import get_extractor
 
     try:
         return get_extractor(extractor.get("name", ""), **extractor.get("params", {}))

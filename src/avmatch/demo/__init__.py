@@ -166,7 +166,7 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
     ``n_train``, ``n_test`` and ``epochs`` override it."""
     from avmatch.checkpoint import load_trained
     from avmatch.demo import scenes, worlds
-    from avmatch.extract import default_workers, extract
+    from avmatch.features.job import default_workers, extract
     from avmatch.matching import match_corpora
     from avmatch.train import choose_start, recipe, train
 

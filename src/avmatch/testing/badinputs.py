@@ -546,7 +546,7 @@ Cli = Callable[[list], tuple[int, str, str]]
 
 
 def _media_readers(cli: Cli) -> dict[str, Callable[[Case, Path], object]]:
-    from avmatch.extract import extract_file
+    from avmatch.features.job import extract_file
     from avmatch.media import probe, read_audio, read_video
 
     def video(case, work):
@@ -673,7 +673,7 @@ def batch_outcomes(cases: list[Case], work: Path) -> list[Outcome]:
     failed.csv (one line, no traceback), each good one a clip in the corpus."""
     from avmatch.corpus import read_manifest
     from avmatch.errors import AvmatchError
-    from avmatch.extract import extract
+    from avmatch.features.job import extract
 
     src = work / "batch-src"
     src.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,8 @@
-"""Feature extractors: media file -> (T, D) float32 feature sequences, one per modality.
+"""Features: media file -> (T, D) float32 feature sequences, one per modality, extracted once.
+
+This module is the extractor registry; beside it, one module per extractor (``classic``, ``frames``,
+``pretrained``; ``spectral`` holds the log-mel they share), the batch job that extracts media into a
+corpus (``job``) and the features of media given to a command, cached (``cache``).
 
 Each extractor is a class registered by name::
 
@@ -154,4 +158,4 @@ def _coerce(name: str, key: str, value: Any, default: Any) -> Any:
 
 
 # Registration happens on import: one line per extractor module.
-from avmatch.extractors import classic, frames, pretrained  # noqa: E402,F401
+from avmatch.features import classic, frames, pretrained  # noqa: E402,F401

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from avmatch.errors import AvmatchError
-from avmatch.extractors import get_extractor, pretrained
-from avmatch.extractors.frames import db_scale
-from avmatch.extractors.spectral import DB_FLOOR
+from avmatch.features import get_extractor, pretrained
+from avmatch.features.frames import db_scale
+from avmatch.features.spectral import DB_FLOOR
 from avmatch.media import read_audio
 from avmatch.testing.mediagen import EVENTS
 

@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from avmatch.errors import AvmatchError
-from avmatch.extractors import Extractor, register_extractor
-from avmatch.extractors.frames import FrameRateFeatures, db_scale
-from avmatch.extractors.spectral import DB_FLOOR, LogMel
+from avmatch.features import Extractor, register_extractor
+from avmatch.features.frames import FrameRateFeatures, db_scale
+from avmatch.features.spectral import DB_FLOOR, LogMel
 from avmatch.media import iter_audio, iter_video_frames
 
 if TYPE_CHECKING:  # torch is imported when a network is built: registering these costs nothing
