@@ -18,9 +18,10 @@ from avmatch.corpus import load_corpus, read_manifest, same_content, source_iden
 from avmatch.errors import AvmatchError
 from avmatch.features.cache import open_features
 from avmatch.features.job import extract
+from avmatch.features.record import ExtractorRecord
 from avmatch.testing.mediagen import make_audio, make_clip
 
-EXTRACTOR = {"name": "default", "params": {}}
+EXTRACTOR = ExtractorRecord(name="default", params={})
 
 
 def _audios(folder: Path, n: int) -> Path:

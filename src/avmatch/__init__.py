@@ -85,7 +85,6 @@ class Model:
                  progress: bool = True) -> Corpus:
         """A corpus as it is, or a feature corpus folder, or media (a file or folder) extracted with
         this model's extractor (cached; ``options`` name a network file the run's features came from)."""
-        from avmatch.checkpoint import media_extractor
         from avmatch.corpus import Corpus
         from avmatch.features.cache import is_media_source, open_features
 
@@ -93,7 +92,7 @@ class Model:
             return source
         extractor = self.trained.extractor
         if is_media_source(source):
-            extractor = media_extractor(extractor, options, self.source or None)
+            extractor = extractor.for_media(options, self.source or None)
         return open_features(source, extractor, workers, progress)
 
     def match(self, videos: Corpus | str | Path, audios: Corpus | str | Path, *, greedy: bool = False,

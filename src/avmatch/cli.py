@@ -150,7 +150,7 @@ def cmd_match(args) -> None:
         from avmatch.report import match_report
 
         written.append(match_report(args.report, result, {"model": f"{model.name} ({args.model})",
-                                                          "extractor": model.trained.extractor.get("name", "")}))
+                                                          "extractor": model.trained.extractor.name or ""}))
     if args.json:  # the same rows for a program to read; NaN (no offset) as null
         rows = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
                 for r in sorted(result.rows(), key=lambda r: r["video"])]

@@ -33,7 +33,7 @@ def test_registry_lists_and_builds():
             continue
         assert isinstance(extractor, Extractor) and extractor.name == cls.name
         assert isinstance(extractor.version, int)
-        json.dumps(extractor.describe())  # plain values, fit for a manifest
+        json.dumps(extractor.record().to_dict())  # plain values, fit for a manifest
         assert get_extractor(cls.name, **extractor.params()).params() == extractor.params()
 
 

@@ -329,14 +329,15 @@ def _shipped_one_to_one(videos: Corpus, audios: Corpus, key: dict) -> float | No
     """One-to-one of the model shipped in the package on the same features (None if there is none,
     or it reads other features)."""
     from avmatch.checkpoint import load_trained
+    from avmatch.features.record import ExtractorRecord
     from avmatch.matching import match_corpora
     from avmatch.shipped import NAMES
 
     if not NAMES["default"].is_file():
         return None
     shipped = load_trained(NAMES["default"])
-    if shipped.extractor.get("name") != videos.extractor.get("name") or \
-            shipped.extractor.get("version") != videos.extractor.get("version"):
+    made = ExtractorRecord.from_dict(videos.extractor)
+    if (shipped.extractor.name, shipped.extractor.version) != (made.name, made.version):
         return None
     result = match_corpora(shipped, videos, audios)
     chosen = {r["video"]: r["audio"] for r in result.rows()}

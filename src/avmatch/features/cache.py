@@ -14,6 +14,7 @@ from pathlib import Path
 from avmatch.corpus import MANIFEST, Corpus, load_corpus, visible
 from avmatch.errors import AvmatchError
 from avmatch.features.job import MEDIA_SUFFIXES, VIDEO_SUFFIXES, extract
+from avmatch.features.record import ExtractorRecord
 
 
 def is_media_source(path: str | Path) -> bool:
@@ -55,21 +56,21 @@ def training_features(path: str | Path) -> Corpus:
     return load_corpus(path)
 
 
-def cache_dir(path: str | Path, extractor: dict) -> Path:
+def cache_dir(path: str | Path, extractor: ExtractorRecord) -> Path:
     """Where the features of a media folder are cached for a given extractor and its settings."""
     root = Path(os.environ.get("AVMATCH_CACHE", Path.home() / ".cache" / "avmatch"))
-    key = json.dumps([str(Path(path).resolve()), extractor], sort_keys=True, default=str)
+    key = json.dumps([str(Path(path).resolve()), extractor.to_dict()], sort_keys=True, default=str)
     return root / "features" / f"{Path(path).name}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
 
 
-def open_features(path: str | Path, extractor: dict, workers: int = 1, progress: bool = True):
+def open_features(path: str | Path, extractor: ExtractorRecord, workers: int = 1, progress: bool = True) -> Corpus:
     """A feature corpus at ``path``, or the features of the media at ``path`` extracted (and cached)
     with the given extractor (as recorded in a trained run)."""
     if not is_media_source(path):
         return load_corpus(path)
     out = cache_dir(path, extractor)
-    summary = extract([path], out, extractor.get("name", "default"), options=extractor.get("params", {}),
-                      workers=workers, progress=progress, mirror=True)
+    summary = extract([path], out, "default" if extractor.name is None else extractor.name,
+                      options=dict(extractor.params or {}), workers=workers, progress=progress, mirror=True)
     if summary.failed and progress:
         print(f"avmatch: {len(summary.failed)} file(s) under {visible(str(path))} failed; "
               f"see {visible(str(out / 'failed.csv'))}")

@@ -47,6 +47,7 @@ from avmatch.corpus import (
 )
 from avmatch.errors import AvmatchError
 from avmatch.features import get_extractor
+from avmatch.features.record import ExtractorRecord
 from avmatch.progress import bar as progress_bar
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v"}
@@ -200,7 +201,7 @@ def extract(sources: list[str | Path], out: str | Path, extractor_name: str = "d
     if not files:
         raise AvmatchError("no media files found (looked for " + ", ".join(sorted(MEDIA_SUFFIXES)) + ")",
                            ", ".join(visible(str(s)) for s in sources))
-    _claim_corpus(out, extractor.describe())
+    _claim_corpus(out, extractor.record())
     done = done_clips(out) if (out / MANIFEST).exists() else {}
     summary = ExtractSummary()
     plan = _plan(files, done, (extractor.name, extractor.version), mirror, summary, out)
@@ -405,7 +406,7 @@ def _dask_results(todo: list[tuple[Path, str]], args: tuple, workers: int, addre
             yield *futures[fut], None if err else fut.result(), err
 
 
-def _claim_corpus(out: Path, extractor: dict) -> None:
+def _claim_corpus(out: Path, extractor: ExtractorRecord) -> None:
     """Record the extractor in ``corpus.json``; refuse to mix features of another extractor into a corpus."""
     info = out / CORPUS_INFO
     if info.is_file():
@@ -413,13 +414,14 @@ def _claim_corpus(out: Path, extractor: dict) -> None:
             had = json.loads(info.read_text())["extractor"]
         except (ValueError, KeyError, TypeError):
             had = None
-        if had is not None and (had.get("name"), had.get("params")) != (extractor["name"], extractor["params"]):
-            raise AvmatchError(f"corpus was made with extractor {had.get('name')!r} {had.get('params')}; "
-                               f"extract with {extractor['name']!r} {extractor['params']} into another folder", out)
+        had = None if had is None else ExtractorRecord.from_dict(had)
+        if had is not None and not had.same_settings(extractor):
+            raise AvmatchError(f"corpus was made with extractor {had.name!r} {had.params}; "
+                               f"extract with {extractor.name!r} {extractor.params} into another folder", out)
     out.mkdir(parents=True, exist_ok=True)
     for folder in (out, out / ARRAYS):  # what a writer killed mid-file (manifest, array, ...) left
         remove_stale_temps_in(folder)
-    write_text(info, json.dumps({"extractor": extractor}, indent=2, default=str))
+    write_text(info, json.dumps({"extractor": extractor.to_dict()}, indent=2, default=str))
 
 
 def _write_failed(path: Path, failed: list[tuple[str, str]], settled: set[str]) -> None:

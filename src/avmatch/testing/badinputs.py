@@ -415,13 +415,14 @@ def checkpoint_cases(root: Path) -> list[Case]:
     import torch
 
     from avmatch.checkpoint import Trained
+    from avmatch.features.record import ExtractorRecord
     from avmatch.models import build_model
 
     root.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     model = build_model("dual", 6, 4, hidden=8, embed_dim=4, blocks=1)
     trained = Trained(model, np.zeros(6, np.float32), np.ones(6, np.float32), np.zeros(4, np.float32),
-                      np.ones(4, np.float32), extractor={"name": "synthetic", "version": 1})
+                      np.ones(4, np.float32), extractor=ExtractorRecord(name="synthetic", version=1))
     good = root / "valid.pt"
     trained.save(good)
     state = torch.load(good, weights_only=True)
