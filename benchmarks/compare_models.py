@@ -54,9 +54,9 @@ def media_corpora(out: Path, args) -> tuple:
 
     from avmatch.corpus import load_corpus
     from avmatch.demo import motion_onset_scores
-    from avmatch.evaluate import retrieval_metrics
     from avmatch.features.job import extract
     from avmatch.matching import assign
+    from avmatch.metrics import retrieval_metrics
 
     holdout = [h for h in args.holdout.split(",") if h]
     trained_on = [f for f in all_families() if f not in holdout]

@@ -16,7 +16,7 @@ LAYERS = [
     {"models"},
     {"losses", "checkpoint", "shipped"},
     {"inference"},
-    {"matching", "train", "evaluate"},
+    {"matching", "train", "metrics"},
     {"adapt"},
     {"report", "mux"},
     {"__init__"},

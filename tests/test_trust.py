@@ -13,13 +13,13 @@ from avmatch.checkpoint import Trained, load_trained
 from avmatch.cli import main
 from avmatch.corpus import Corpus
 from avmatch.errors import AvmatchError
-from avmatch.evaluate import evaluate_pairs
 from avmatch.features import get_extractor
 from avmatch.features.pretrained import regular_file, sha1_of
 from avmatch.features.record import ExtractorRecord
 from avmatch.inference import score_matrix
 from avmatch.matching import MatchResult, assign, match_corpora
 from avmatch.matching.index import build_index, index_corpus, index_embeddings, load_index
+from avmatch.metrics import evaluate_pairs
 from avmatch.models import build_model
 from avmatch.testing.featuregen import make_feature_corpus
 

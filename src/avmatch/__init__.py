@@ -11,9 +11,9 @@ The public API (what a notebook imports; the ``avmatch`` command is a thin layer
     result.pairs, result.rows(), result.table(), result.to_csv("pairs.csv")
     avmatch.evaluate(result, "key.csv")                     # or a pairs.csv written before
 
-Imports happen on first use, so ``import avmatch`` stays fast. The modules that share a name with
-a function (``avmatch.train``, ``avmatch.evaluate``) are reached with
-``from avmatch.train import TrainConfig`` or ``importlib.import_module("avmatch.train")``.
+Imports happen on first use, so ``import avmatch`` stays fast. The one module that shares a name with
+a function, ``avmatch.train``, is reached with ``from avmatch.train import TrainConfig`` or
+``importlib.import_module("avmatch.train")``.
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ def evaluate(result: Result | str | Path, key: str | Path | dict[str, str]) -> d
     CSV file (columns video,audio[,offset_s]) or a {video: audio} dict."""
     import tempfile
 
-    from avmatch.evaluate import evaluate_pairs
+    from avmatch.metrics import evaluate_pairs
 
     with tempfile.TemporaryDirectory(prefix="avmatch-evaluate-") as tmp:
         if isinstance(key, dict):  # the same checks as a key file: written as one
@@ -238,7 +238,7 @@ class _Package(types.ModuleType):
     (``avmatch.train``) would otherwise bind the module over the function."""
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in ("train", "evaluate") and isinstance(value, types.ModuleType):
+        if name == "train" and isinstance(value, types.ModuleType):
             return
         super().__setattr__(name, value)
 

@@ -256,7 +256,7 @@ def cmd_evaluate(args) -> None:
     import avmatch
 
     if args.heatmap:
-        from avmatch.evaluate import evaluate_pairs
+        from avmatch.metrics import evaluate_pairs
 
         metrics = evaluate_pairs(args.pairs, args.key, heatmap=args.heatmap)
     else:
@@ -264,7 +264,7 @@ def cmd_evaluate(args) -> None:
     if args.json:
         print(json.dumps(metrics, indent=2))
         return
-    from avmatch.evaluate import SCORES
+    from avmatch.metrics import SCORES
 
     print(f"pairs: {metrics['pairs']}")
     for k in ("one_to_one", "top5_within_30", "in_candidates", "offset_mae_s", "offset_within_40ms"):

@@ -30,10 +30,10 @@ from avmatch.atomic import write_text
 from avmatch.checkpoint import Trained, feature_stats, load_trained, resolve_device
 from avmatch.corpus import Clip, Corpus
 from avmatch.errors import AvmatchError
-from avmatch.evaluate import retrieval_metrics
 from avmatch.features.record import ExtractorRecord
 from avmatch.inference import check_fits, pad_batch, score_matrix
 from avmatch.matching.dense import fit_temperature
+from avmatch.metrics import retrieval_metrics
 from avmatch.models import build_model, capabilities, model_entry
 from avmatch.models.base import parameter_table
 from avmatch.progress import bar as progress_bar

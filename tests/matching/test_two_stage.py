@@ -12,7 +12,6 @@ from scipy.sparse import csr_matrix, issparse
 from avmatch.checkpoint import Trained
 from avmatch.corpus import Clip, Corpus
 from avmatch.errors import AvmatchError
-from avmatch.evaluate import candidate_retrieval_metrics, evaluate_pairs, retrieval_metrics
 from avmatch.features.record import ExtractorRecord
 from avmatch.matching import MatchResult, assign, choose_mode, margins, match_corpora, normalise
 from avmatch.matching.two_stage import (
@@ -25,6 +24,7 @@ from avmatch.matching.two_stage import (
     outside_log_mass,
     top_k_candidates,
 )
+from avmatch.metrics import candidate_retrieval_metrics, evaluate_pairs, retrieval_metrics
 from avmatch.models import build_model, list_models, register_model
 from avmatch.models.base import EmbeddingModel, PairModel, masked_mean
 

@@ -36,10 +36,10 @@ import numpy as np
 from avmatch.atomic import write_text
 from avmatch.corpus import Corpus, load_corpus
 from avmatch.errors import AvmatchError
-from avmatch.evaluate import evaluate_pairs, read_pairs
-from avmatch.evaluate import reliability as confidence_reliability
 from avmatch.matching import assign, normalise
 from avmatch.matching.results import heatmap_png
+from avmatch.metrics import evaluate_pairs, read_pairs
+from avmatch.metrics import reliability as confidence_reliability
 from avmatch.report import html_report
 
 HOLDOUT = ("scenes:lamps", "worlds:keys")  # never trained on: the demo's unseen families
