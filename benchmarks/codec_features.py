@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from avmatch.demo import scenes, worlds
-from avmatch.extractors import get_extractor
-from avmatch.extractors.frames import MEL_BANDS
+from avmatch.features import get_extractor
+from avmatch.features.frames import MEL_BANDS
 from avmatch.testing.formats import FORMATS, write_format
 
 ONSET = MEL_BANDS  # the onset-strength column follows the bands

@@ -54,9 +54,9 @@ def media_corpora(out: Path, args) -> tuple:
 
     from avmatch.corpus import load_corpus
     from avmatch.demo import motion_onset_scores
-    from avmatch.evaluate import retrieval_metrics
-    from avmatch.extract import extract
+    from avmatch.features.job import extract
     from avmatch.matching import assign
+    from avmatch.metrics import retrieval_metrics
 
     holdout = [h for h in args.holdout.split(",") if h]
     trained_on = [f for f in all_families() if f not in holdout]
@@ -88,7 +88,7 @@ def by_format(out: Path, models: list[str], formats: list[str], family_of: dict,
     from avmatch.checkpoint import load_trained
     from avmatch.corpus import load_corpus
     from avmatch.demo.scenes import make_test_set
-    from avmatch.extract import extract
+    from avmatch.features.job import extract
     from avmatch.matching import match_corpora
     from avmatch.testing.formats import reencode
 

@@ -27,8 +27,8 @@ from avmatch.demo import DemoConfig, run_demo
 def ablations(out: Path) -> None:
     from avmatch.checkpoint import load_trained
     from avmatch.corpus import load_corpus
-    from avmatch.evaluate import evaluate_pairs, read_pairs
     from avmatch.matching import match_corpora
+    from avmatch.metrics import evaluate_pairs, read_pairs
 
     trained = load_trained(out / "run")
     videos, audios = load_corpus(out / "features" / "test_videos"), load_corpus(out / "features" / "test_audios")

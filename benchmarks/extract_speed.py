@@ -7,7 +7,7 @@
 Generates the media first (``avmatch.demo.scenes.make_corpus`` when it exists, else ``avmatch.testing.mediagen``),
 then times, in the same run and on the same files:
   bare:    every video frame and every audio frame decoded, nothing else (one pass over each file)
-  extract: ``avmatch.extract.extract(files, out, "default")``: probe, decode, resample, features, corpus
+  extract: ``avmatch.features.job.extract(files, out, "default")``: probe, decode, resample, features, corpus
 CPU time is this process's (all threads) plus that of finished worker processes. The ratio extract / bare
 says how much the features cost on top of decoding (target: at most 1.5).
 """
@@ -45,7 +45,7 @@ def make_media(out_dir: Path, n: int, duration_s: float, size: tuple[int, int], 
         if "size" in inspect.signature(make_corpus).parameters:
             kwargs["size"] = size
         make_corpus(out_dir, n, **kwargs)
-        from avmatch.extract import find_media
+        from avmatch.features.job import find_media
 
         return [p for p, _ in find_media([out_dir])]
     from avmatch.testing.mediagen import make_clip  # no scene generator yet
@@ -73,8 +73,8 @@ def bare_decode(paths: list[Path]) -> int:
 
 
 def measure(paths: list[Path], root: Path, extractor: str, workers: int) -> dict:
-    """CPU and wall seconds of a bare decode and of ``avmatch.extract`` on the same files."""
-    from avmatch.extract import extract
+    """CPU and wall seconds of a bare decode and of ``avmatch.features.job.extract`` on the same files."""
+    from avmatch.features.job import extract
 
     bare_decode(paths[:2])  # warm up: codecs loaded, files in the page cache
     c0, w0 = cpu_s(), time.perf_counter()

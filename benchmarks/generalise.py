@@ -53,10 +53,10 @@ import torch
 from avmatch.adapt import ROUNDS
 from avmatch.corpus import Corpus, load_corpus
 from avmatch.demo import motion_onset_scores, recordings, scenes, worlds
-from avmatch.evaluate import reliability, retrieval_metrics
-from avmatch.extract import default_workers, extract
+from avmatch.features.job import default_workers, extract
 from avmatch.inference import DEFAULT_MAX_OFFSET_S
 from avmatch.matching import assign, normalise
+from avmatch.metrics import reliability, retrieval_metrics
 from avmatch.testing.formats import FORMATS, reencode
 
 GENERATORS = {"scenes": scenes, "worlds": worlds}

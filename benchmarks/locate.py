@@ -101,7 +101,7 @@ def tune(root: Path, n: int, seed: int, start: str = "") -> Path:
     import sys
 
     from avmatch.demo import scenes, worlds
-    from avmatch.extract import extract
+    from avmatch.features.job import extract
 
     run = root / ("tuned" if not start else f"tuned-from-{Path(start).name}")
     if (run / "best.pt").is_file():
@@ -253,7 +253,7 @@ if __name__ == "__main__":
 
         os.environ["AVMATCH_RECORDING_SOURCES"] = args.sources
     import avmatch
-    from avmatch.extract import extract
+    from avmatch.features.job import extract
 
     root = Path(args.output or tempfile.mkdtemp(prefix="avmatch-locate-"))
     started = time.perf_counter()

@@ -28,7 +28,7 @@ SAMPLE_RATE = 44100
 
 CHILD = r"""
 import json, resource, sys, time
-from avmatch.extractors import get_extractor
+from avmatch.features import get_extractor
 from avmatch.media import probe
 
 path, name = sys.argv[1], sys.argv[2]

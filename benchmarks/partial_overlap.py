@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avmatch.evaluate import reliability
+from avmatch.metrics import reliability
 
 
 def main() -> None:

@@ -73,7 +73,7 @@ def crash_runs(work: Path, kills: int) -> list[tuple[str, bool, str]]:
     import torch
 
     from avmatch.corpus import load_corpus, write_corpus
-    from avmatch.extract import extract
+    from avmatch.features.job import extract
     from avmatch.testing.featuregen import make_feature_corpus
     from avmatch.testing.mediagen import make_clip
     from avmatch.train import TrainConfig, train

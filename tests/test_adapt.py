@@ -53,7 +53,7 @@ def test_placed_pairs_are_the_sure_placements_with_their_stretch_of_recording():
 def user_clips(tmp_path_factory):
     """20 clips of 3 s of two generators, as a user has them: silent videos, shifted audios, a key."""
     from avmatch.demo import scenes, worlds
-    from avmatch.extract import extract
+    from avmatch.features.job import extract
 
     root = tmp_path_factory.mktemp("adapt")
     clips = (scenes.make_corpus(root / "clips" / "a", 10, 3.0, seed=21, size=(48, 48), workers=2) +

@@ -11,12 +11,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "avmatch"
 LAYERS = [
     {"errors", "atomic", "progress", "options"},
     {"media"},
-    {"extractors", "features"},
-    {"corpus", "extract"},
+    {"corpus"},
+    {"features"},  # extractors, the typed extractor record, the batch job into a corpus, the media cache
     {"models"},
     {"losses", "checkpoint", "shipped"},
     {"inference"},
-    {"matching", "train", "evaluate"},
+    {"matching", "train", "metrics"},
     {"adapt"},
     {"report", "mux"},
     {"__init__"},
@@ -69,7 +69,7 @@ def test_every_import_points_down_the_layers():
     assert not upward, "\n".join(upward)
 
 
-REGISTRIES = ("avmatch.models", "avmatch.extractors")
+REGISTRIES = ("avmatch.models", "avmatch.features")
 
 
 def unit(module: str) -> str:
@@ -132,3 +132,30 @@ def test_the_checker_sees_a_planted_upward_import_and_cycle(tmp_path):
     assert layer_of("avmatch.cli") > layer_of("avmatch.demo.scenes") > layer_of("avmatch.testing.badinputs")
     assert cycles({"avmatch.demo": {"avmatch.testing"}, "avmatch.testing": {"avmatch.demo"}}) == [
         "avmatch.demo -> avmatch.testing -> avmatch.demo"]
+
+
+# the corpus stamps each manifest row with the name and version of the record it keeps as written
+RECORD_READERS = {"avmatch.features", "avmatch.corpus"}
+
+
+def record_reads(path: Path) -> list[int]:
+    """Lines of ``path`` that read a field of an extractor record from its table: ``x.extractor[...]``
+    or ``x.extractor.get(...)``, where the record is kept as written (a corpus's ``extractor``)."""
+    def table(node: ast.AST) -> bool:
+        return isinstance(node, ast.Attribute) and node.attr == "extractor"
+
+    return sorted(node.lineno for node in ast.walk(ast.parse(path.read_text()))
+                  if (isinstance(node, ast.Subscript) and table(node.value))
+                  or (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                      and node.func.attr == "get" and table(node.func.value)))
+
+
+def test_only_the_features_package_reads_the_extractor_record(tmp_path):
+    """Everywhere else reads an ExtractorRecord's fields (ExtractorRecord.from_dict of a corpus's table)."""
+    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    reads = [f"{m}:{line}" for m, p in sorted(files.items()) if package(m) not in RECORD_READERS
+             for line in record_reads(p)]
+    assert not reads, "reads the extractor record's table: " + ", ".join(reads)
+    planted = tmp_path / "m.py"
+    planted.write_text("def f(corpus):\n    return corpus.extractor.get('name'), corpus.extractor['version']\n")
+    assert record_reads(planted) == [2, 2]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from avmatch.corpus import append_clip, load_corpus, read_manifest, write_corpus
-from avmatch.extract import extract
+from avmatch.features.job import extract
 from avmatch.testing.badinputs import extract_with_kills, same_corpus, train_with_kills
 from avmatch.testing.featuregen import make_feature_corpus
 from avmatch.testing.mediagen import make_clip

@@ -121,7 +121,7 @@ def test_a_new_sync_model_reads_the_extractors_motion_maps(media_feats, corpus, 
     """Training fills ``video_maps`` from the extractor that made the corpus (Extractor.video_maps):
     the default extractor's two 16x16 motion maps; features of unknown layout get none."""
     import avmatch
-    from avmatch.extractors.frames import FrameRateFeatures
+    from avmatch.features.frames import FrameRateFeatures
 
     model = avmatch.train(media_feats, tmp_path / "run", model="sync", epochs=1, batch_size=6,
                           window_s=0.0, progress=False)

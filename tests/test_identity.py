@@ -16,10 +16,12 @@ import pytest
 from avmatch.cli import main
 from avmatch.corpus import load_corpus, read_manifest, same_content, source_identity
 from avmatch.errors import AvmatchError
-from avmatch.extract import extract, open_features
+from avmatch.features.cache import open_features
+from avmatch.features.job import extract
+from avmatch.features.record import ExtractorRecord
 from avmatch.testing.mediagen import make_audio, make_clip
 
-EXTRACTOR = {"name": "default", "params": {}}
+EXTRACTOR = ExtractorRecord(name="default", params={})
 
 
 def _audios(folder: Path, n: int) -> Path:

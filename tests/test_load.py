@@ -12,7 +12,7 @@ import torch
 
 from avmatch.checkpoint import Trained
 from avmatch.corpus import Clip, Corpus, load_corpus
-from avmatch.extract import extract
+from avmatch.features.job import extract
 from avmatch.matching import match_corpora
 from avmatch.models import build_model
 from avmatch.testing.mediagen import make_clip

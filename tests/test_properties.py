@@ -320,7 +320,7 @@ def test_mux_reads_any_hand_edited_csv_as_jobs_or_one_line(tmp_path, text):
 @given(pairs=hand_edited_csv(("video", "audio", "offset_s", "confidence")),
        key=hand_edited_csv(("video", "audio", "offset_s")))
 def test_evaluate_reads_any_hand_edited_pair_of_csvs_as_metrics_or_one_line(tmp_path, pairs, key):
-    from avmatch.evaluate import evaluate_pairs
+    from avmatch.metrics import evaluate_pairs
 
     (tmp_path / "pairs.csv").write_text(pairs, encoding="utf-8")
     (tmp_path / "key.csv").write_text(key, encoding="utf-8")

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from avmatch.corpus import load_corpus
-from avmatch.extract import extract
-from avmatch.extractors import get_extractor
+from avmatch.features import get_extractor
+from avmatch.features.job import extract
 from avmatch.media import iter_video_frames, probe, read_audio
 
 

@@ -12,9 +12,9 @@ from avmatch.checkpoint import load_trained
 from avmatch.cli import main
 from avmatch.corpus import write_corpus
 from avmatch.errors import AvmatchError
-from avmatch.evaluate import retrieval_metrics
 from avmatch.inference import score_matrix
 from avmatch.matching import match_corpora
+from avmatch.metrics import retrieval_metrics
 from avmatch.testing.featuregen import make_feature_corpus, shuffle_for_matching, write_key
 from avmatch.train import TrainConfig, train
 

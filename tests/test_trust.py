@@ -9,16 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from avmatch.checkpoint import Trained, load_trained, media_extractor
+from avmatch.checkpoint import Trained, load_trained
 from avmatch.cli import main
 from avmatch.corpus import Corpus
 from avmatch.errors import AvmatchError
-from avmatch.evaluate import evaluate_pairs
-from avmatch.extractors import get_extractor
-from avmatch.extractors.pretrained import regular_file, sha1_of
+from avmatch.features import get_extractor
+from avmatch.features.pretrained import regular_file, sha1_of
+from avmatch.features.record import ExtractorRecord
 from avmatch.inference import score_matrix
 from avmatch.matching import MatchResult, assign, match_corpora
 from avmatch.matching.index import build_index, index_corpus, index_embeddings, load_index
+from avmatch.metrics import evaluate_pairs
 from avmatch.models import build_model
 from avmatch.testing.featuregen import make_feature_corpus
 
@@ -27,7 +28,7 @@ def tiny(tmp_path, name="dual", extractor=None, **options) -> tuple[Trained, obj
     torch.manual_seed(0)
     model = build_model(name, 6, 4, **(options or {"hidden": 8, "embed_dim": 4, "blocks": 1}))
     trained = Trained(model, np.zeros(6, np.float32), np.ones(6, np.float32), np.zeros(4, np.float32),
-                      np.ones(4, np.float32), extractor=extractor or {"name": "classic", "version": 1})
+                      np.ones(4, np.float32), extractor=ExtractorRecord.from_dict(extractor or {"name": "classic", "version": 1}))
     trained.save(tmp_path / f"{name}.pt")
     return trained, tmp_path / f"{name}.pt"
 
@@ -88,16 +89,16 @@ def test_a_checkpoint_never_names_a_file_to_load(tmp_path):
               "weights_sha1": {"video": sha1_of(str(net))}}
     _, path = tiny(tmp_path, extractor=record)
     trained = load_trained(path)
-    assert trained.extractor["params"]["video_weights"] == ""  # the path is not kept
+    assert trained.extractor.params["video_weights"] == ""  # the path is not kept
     with pytest.raises(AvmatchError, match="give that file again with --option weights=PATH"):
-        media_extractor(trained.extractor, {}, path)
+        trained.extractor.for_media({}, path)
     other = tmp_path / "other.pt"
     other.write_bytes(b"another network")
     with pytest.raises(AvmatchError, match="are not the one"):
-        media_extractor(trained.extractor, {"weights": str(other)}, path)
+        trained.extractor.for_media({"weights": str(other)}, path)
     with pytest.raises(AvmatchError, match="extracted with fps=5.0, not 25"):
-        media_extractor(trained.extractor, {"weights": str(net), "fps": 25}, path)
-    assert media_extractor(trained.extractor, {"weights": str(net)}, path)["params"]["weights"] == str(net)
+        trained.extractor.for_media({"weights": str(net), "fps": 25}, path)
+    assert trained.extractor.for_media({"weights": str(net)}, path).params["weights"] == str(net)
     bad = edited(path, tmp_path / "bad-extractor.pt", lambda s: s["extractor"]["params"].update(code="x" * 5000))
     with pytest.raises(AvmatchError, match="bad-extractor.pt: malformed checkpoint"):
         load_trained(bad)

@@ -11,9 +11,9 @@ The public API (what a notebook imports; the ``avmatch`` command is a thin layer
     result.pairs, result.rows(), result.table(), result.to_csv("pairs.csv")
     avmatch.evaluate(result, "key.csv")                     # or a pairs.csv written before
 
-Imports happen on first use, so ``import avmatch`` stays fast. The modules that share a name with
-a function (``avmatch.train``, ``avmatch.evaluate``, ``avmatch.extract``) are reached with
-``from avmatch.train import TrainConfig`` or ``importlib.import_module("avmatch.train")``.
+Imports happen on first use, so ``import avmatch`` stays fast. The one module that shares a name with
+a function, ``avmatch.train``, is reached with ``from avmatch.train import TrainConfig`` or
+``importlib.import_module("avmatch.train")``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ __all__ = ["Model", "Result", "evaluate", "extract", "load", "train"]
 if TYPE_CHECKING:
     from avmatch.checkpoint import Trained
     from avmatch.corpus import Corpus
-    from avmatch.extract import ExtractSummary
+    from avmatch.features.job import ExtractSummary
     from avmatch.matching.results import MatchResult as Result
 
 
@@ -59,7 +59,7 @@ def extract(sources: list[str | Path] | str | Path, out: str | Path, extractor: 
     """Extract features of every media file under ``sources`` (files and folders) into the corpus
     folder ``out``; a rerun resumes. ``cluster``: a Dask scheduler's address ("" for a local one).
     Returns the summary (done, skipped, failed)."""
-    from avmatch.extract import extract as run
+    from avmatch.features.job import extract as run
 
     sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
     return run(sources, out, extractor, options=options, workers=workers, paired=paired, progress=progress,
@@ -85,15 +85,14 @@ class Model:
                  progress: bool = True) -> Corpus:
         """A corpus as it is, or a feature corpus folder, or media (a file or folder) extracted with
         this model's extractor (cached; ``options`` name a network file the run's features came from)."""
-        from avmatch.checkpoint import media_extractor
         from avmatch.corpus import Corpus
-        from avmatch.extract import is_media_source, open_features
+        from avmatch.features.cache import is_media_source, open_features
 
         if isinstance(source, Corpus):
             return source
         extractor = self.trained.extractor
         if is_media_source(source):
-            extractor = media_extractor(extractor, options, self.source or None)
+            extractor = extractor.for_media(options, self.source or None)
         return open_features(source, extractor, workers, progress)
 
     def match(self, videos: Corpus | str | Path, audios: Corpus | str | Path, *, greedy: bool = False,
@@ -111,7 +110,7 @@ class Model:
         _source(videos, "videos")
         _source(audios, "audios")
         if isinstance(videos, (str, Path)):
-            from avmatch.extract import check_holds_videos
+            from avmatch.features.cache import check_holds_videos
 
             check_holds_videos(videos, "VIDEOS", "avmatch match VIDEOS AUDIOS")
         if retriever is not None and not isinstance(retriever, Model):
@@ -141,7 +140,7 @@ class Model:
         _source(recordings, "recordings")
         silent = recordings if reverse else clips  # the side that must hold videos
         if isinstance(silent, (str, Path)):
-            from avmatch.extract import check_holds_videos
+            from avmatch.features.cache import check_holds_videos
 
             check_holds_videos(silent, *(("RECORDINGS", "avmatch locate SNIPPETS VIDEOS --reverse") if reverse
                                          else ("CLIPS", "avmatch locate CLIPS RECORDINGS")))
@@ -177,7 +176,7 @@ def train(corpus: Corpus | str | Path, run: str | Path, *, resume: bool = False,
     import dataclasses
 
     from avmatch.errors import ArgumentTypeError
-    from avmatch.extract import training_features
+    from avmatch.features.cache import training_features
     from avmatch.train import TrainConfig, choose_start
     from avmatch.train import recipe as recipe_config
     from avmatch.train import train as run_training
@@ -219,7 +218,7 @@ def evaluate(result: Result | str | Path, key: str | Path | dict[str, str]) -> d
     CSV file (columns video,audio[,offset_s]) or a {video: audio} dict."""
     import tempfile
 
-    from avmatch.evaluate import evaluate_pairs
+    from avmatch.metrics import evaluate_pairs
 
     with tempfile.TemporaryDirectory(prefix="avmatch-evaluate-") as tmp:
         if isinstance(key, dict):  # the same checks as a key file: written as one
@@ -239,7 +238,7 @@ class _Package(types.ModuleType):
     (``avmatch.train``) would otherwise bind the module over the function."""
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in ("extract", "train", "evaluate") and isinstance(value, types.ModuleType):
+        if name == "train" and isinstance(value, types.ModuleType):
             return
         super().__setattr__(name, value)
 

@@ -18,6 +18,7 @@ from torch import nn
 from avmatch import __version__
 from avmatch.atomic import atomic_path
 from avmatch.errors import AvmatchError
+from avmatch.features.record import ExtractorRecord, check_record
 from avmatch.models import build_model
 
 FORMAT = "avmatch-checkpoint"
@@ -33,7 +34,7 @@ class Trained:
     video_std: np.ndarray
     audio_mean: np.ndarray  # (Da,)
     audio_std: np.ndarray
-    extractor: dict = field(default_factory=dict)
+    extractor: ExtractorRecord = field(default_factory=ExtractorRecord)  # how its features were made
     video_rate_hz: float = 1.0
     audio_rate_hz: float = 1.0
     extra: dict = field(default_factory=dict)  # training state for --resume: optimizer, epoch, ...
@@ -65,7 +66,7 @@ class Trained:
                            else v.detach().cpu() for k, v in self.model.state_dict().items()},
             "stats": {k: torch.from_numpy(np.asarray(getattr(self, k), dtype=np.float32))
                       for k in ("video_mean", "video_std", "audio_mean", "audio_std")},
-            "extractor": self.extractor,
+            "extractor": self.extractor.to_dict(),
             "rates": {"video_hz": float(self.video_rate_hz), "audio_hz": float(self.audio_rate_hz)},
             "extra": self.extra,
             "calibration": {"temperature": float(self.temperature)},
@@ -143,40 +144,6 @@ def _check_config_values(config: dict, fail) -> None:
         check(key, value)
 
 
-def _check_extractor(record: dict, fail) -> None:
-    """The extractor a checkpoint names only says how its features were made: a name, a version,
-    plain option values and file digests; it can never name a file for avmatch to load."""
-    from avmatch.extractors import _REGISTRY
-
-    if not record:
-        return
-    name = record.get("name")
-    if not isinstance(name, str) or len(name) > 64:
-        fail(f"malformed checkpoint: its extractor's name is {name!r:.40}, not a short string")
-    params = record.get("params", {})
-    if not isinstance(params, dict) or len(params) > MAX_LIST:
-        fail("malformed checkpoint: its extractor's params are not a small table")
-    cls = _REGISTRY.get(name)
-    if cls is not None:
-        from avmatch.extractors import extractor_options
-
-        unknown = sorted(set(params) - set(extractor_options(name)))
-        if unknown:
-            fail(f"malformed checkpoint: extractor {name!r} has no option {unknown[0]!r}")
-    for key, value in params.items():
-        if isinstance(value, bool) or value is None:
-            continue
-        if isinstance(value, (int, float)):
-            if not abs(value) <= MAX_FLOAT:
-                fail(f"malformed checkpoint: extractor option {key}={value!r:.40} is out of bounds")
-        elif not isinstance(value, str) or len(value) > 4096:
-            fail(f"malformed checkpoint: extractor option {key} is a {type(value).__name__}, not a plain value")
-    digests = record.get("weights_sha1", {})
-    if not isinstance(digests, dict) or not all(isinstance(k, str) and isinstance(v, str) and len(v) <= 64
-                                                for k, v in digests.items()):
-        fail("malformed checkpoint: its extractor's weights_sha1 is not a table of digests")
-
-
 def _check_schema(state: object, path: Path) -> None:
     """Everything :func:`load_trained` uses, checked before any of it is used: one line per fault."""
     from avmatch.models import list_models
@@ -239,7 +206,7 @@ def _check_schema(state: object, path: Path) -> None:
         fail(f"malformed checkpoint: calibration temperature is {temperature!r:.40}, not a positive number")
     if not isinstance(state.get("input", {}).get("centre_clips", False), bool):
         fail(f"malformed checkpoint: input centre_clips is {state['input']['centre_clips']!r:.40}, not true or false")
-    _check_extractor(state.get("extractor", {}), fail)
+    check_record(state.get("extractor", {}), fail, MAX_LIST, MAX_FLOAT)
 
 
 def _check_weights(model: nn.Module, weights: dict, name: str, path: Path) -> None:
@@ -287,46 +254,6 @@ def _build_checked(state: dict, path: Path) -> nn.Module:
     return model
 
 
-def _without_files(record: dict) -> dict:
-    """An extractor record with every option that names a file emptied: only the user names files."""
-    from avmatch.extractors import _REGISTRY
-
-    files = getattr(_REGISTRY.get(record.get("name", "")), "file_options", ())
-    params = {k: ("" if k in files else v) for k, v in record.get("params", {}).items()}
-    return {**record, "params": params} if "params" in record else dict(record)
-
-
-def media_extractor(record: dict, options: dict | None = None, where: str | Path | None = None) -> dict:
-    """The extractor record to extract new media with for a run: the run's own record, plus the
-    options the user gives (``--option``). A run never names a file to load: an extractor that
-    runs the user's network needs that file given again, and it must be the file the run was
-    trained with (same SHA-1); options that change the features must equal the recorded ones."""
-    from avmatch.extractors import _REGISTRY
-
-    options = dict(options or {})
-    cls = _REGISTRY.get(record.get("name", ""))
-    files = getattr(cls, "file_options", ())
-    params = dict(record.get("params", {}))
-    for key, value in options.items():
-        if key in files or key not in params or params[key] == value:
-            continue
-        raise AvmatchError(f"the run's features were extracted with {key}={params[key]!r}, not {value!r}; "
-                           "features made otherwise would not fit its model", where)
-    given = {k: str(v) for k, v in options.items() if k in files and v}
-    wanted = sorted(set(record.get("weights_sha1", {}).values()))
-    if wanted or given:
-        from avmatch.extractors.pretrained import regular_file, sha1_of
-
-        have = sorted({sha1_of(regular_file(p)) for p in given.values()})
-        if have != wanted:
-            hint = ", ".join(f"{k}=PATH" for k in files[:1]) or "the network"
-            raise AvmatchError(("the run's features came from your own network (SHA-1 " + ", ".join(wanted) + "); "
-                                f"give that file again with --option {hint}" if not given else
-                                f"the network file(s) given (SHA-1 {', '.join(have)}) are not the one(s) the run was "
-                                f"trained with ({', '.join(wanted) or 'none'})"), where)
-    return {**record, "params": {**params, **options}}
-
-
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """The device to run on: "auto" or None is CUDA where present, else the CPU; "cpu", "cuda",
     "cuda:1" as said, a CUDA device this machine does not have being one line."""
@@ -368,7 +295,7 @@ def load_trained(path: str | Path, device: str | torch.device | None = "cpu") ->
     model = _build_checked(state, path)
     model.to(resolve_device(device)).eval()
     stats = {k: state["stats"][k].float().numpy() for k in ("video_mean", "video_std", "audio_mean", "audio_std")}
-    return Trained(model, **stats, extractor=_without_files(state.get("extractor", {})),
+    return Trained(model, **stats, extractor=ExtractorRecord.from_dict(state.get("extractor", {})).without_files(),
                    video_rate_hz=float(state["rates"]["video_hz"]), audio_rate_hz=float(state["rates"]["audio_hz"]),
                    extra=state.get("extra", {}), temperature=float(state.get("calibration", {}).get("temperature", 1.0)),
                    centre_clips=state.get("input", {}).get("centre_clips", False))

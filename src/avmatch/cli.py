@@ -107,7 +107,7 @@ def cmd_inspect(args) -> None:
 
 def cmd_train(args) -> None:
     import avmatch
-    from avmatch.extract import training_features
+    from avmatch.features.cache import training_features
     from avmatch.train import RECIPES, choose_start, launch_processes
 
     if args.ddp > 1 and "WORLD_SIZE" not in os.environ:  # the processes it starts find WORLD_SIZE set
@@ -152,7 +152,7 @@ def cmd_match(args) -> None:
         from avmatch.report import match_report
 
         written.append(match_report(args.report, result, {"model": f"{model.name} ({args.model})",
-                                                          "extractor": model.trained.extractor.get("name", "")}))
+                                                          "extractor": model.trained.extractor.name or ""}))
     if args.json:  # the same rows for a program to read; NaN (no offset) as null
         rows = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
                 for r in sorted(result.rows(), key=lambda r: r["video"])]
@@ -261,7 +261,7 @@ def cmd_evaluate(args) -> None:
     import avmatch
 
     if args.heatmap:
-        from avmatch.evaluate import evaluate_pairs
+        from avmatch.metrics import evaluate_pairs
 
         metrics = evaluate_pairs(args.pairs, args.key, heatmap=args.heatmap)
     else:
@@ -269,7 +269,7 @@ def cmd_evaluate(args) -> None:
     if args.json:
         print(json.dumps(metrics, indent=2))
         return
-    from avmatch.evaluate import SCORES
+    from avmatch.metrics import SCORES
 
     print(f"pairs: {metrics['pairs']}")
     for k in ("one_to_one", "top5_within_30", "in_candidates", "offset_mae_s", "offset_within_40ms"):
@@ -309,7 +309,7 @@ def cmd_extract(args) -> None:
 
 
 def cmd_extractors(args) -> None:
-    from avmatch.extractors import list_extractors
+    from avmatch.features import list_extractors
 
     for e in list_extractors():
         print(f"{e.name:10s} v{e.version}  {(e.__doc__ or '').strip().splitlines()[0]}")

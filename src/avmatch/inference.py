@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from avmatch.checkpoint import COUNT_BOUNDS, Trained
 from avmatch.corpus import Corpus
 from avmatch.errors import AvmatchError
+from avmatch.features.record import ExtractorRecord
 from avmatch.models import capabilities
 from avmatch.progress import stage
 
@@ -281,43 +282,23 @@ def model_pair_scores(trained: Trained, videos: list[np.ndarray], audios: list[n
     return score
 
 
-def _same_extractor(run: dict, corpus: dict) -> str:
-    """'' when features made as ``corpus`` records fit a run trained on features made as ``run``
-    records, else what differs."""
-    from avmatch.extractors import _REGISTRY
-
-    if not run.get("name") or not corpus.get("name"):
-        return ""
-    for key in ("name", "version"):
-        if key in run and key in corpus and run[key] != corpus[key]:
-            return f"extractor {key} {corpus[key]!r}, the run's is {run[key]!r}"
-    files = getattr(_REGISTRY.get(run["name"]), "file_options", ())
-    mine, theirs = run.get("params", {}), corpus.get("params", {})
-    for key in sorted(set(mine) & set(theirs) - set(files)):
-        if mine[key] != theirs[key]:
-            return f"extractor option {key}={theirs[key]!r}, the run's is {mine[key]!r}"
-    digests = (sorted(run.get("weights_sha1", {}).values()), sorted(corpus.get("weights_sha1", {}).values()))
-    if "weights_sha1" in run and "weights_sha1" in corpus and digests[0] != digests[1]:
-        return f"network file SHA-1 {', '.join(digests[1]) or 'none'}, the run's is {', '.join(digests[0]) or 'none'}"
-    return ""
-
-
 def check_fits(trained: Trained, corpus: Corpus, modality: str) -> None:
     """Refuse (one line) features of one modality that the run was not trained on: other dims, another
     rate (offsets and lags would be off by the ratio) or another extractor."""
     name = "visual" if modality == "video" else "audio"
+    made = ExtractorRecord.from_dict(corpus.extractor)
     dim = corpus.video_dim if modality == "video" else corpus.audio_dim
     want = trained.model.config[f"{modality}_dim"]
     if dim is not None and dim != want:
         raise AvmatchError(f"{name} features have {dim} dims but the model was trained on {want} "
-                           f"(extractor {corpus.extractor.get('name')!r} vs {trained.extractor.get('name')!r})",
+                           f"(extractor {made.name!r} vs {trained.extractor.name!r})",
                            corpus.root)
     rate = corpus.video_rate_hz if modality == "video" else corpus.audio_rate_hz
     want_rate = trained.video_rate_hz if modality == "video" else trained.audio_rate_hz
     if dim is not None and not np.isclose(rate, want_rate, rtol=1e-6, atol=0):
         raise AvmatchError(f"{name} features at {rate:g} Hz but the model was trained on {want_rate:g} Hz; "
                            "extract them with the run's extractor settings", corpus.root)
-    differs = _same_extractor(trained.extractor, corpus.extractor)
+    differs = trained.extractor.mismatch(made)
     if dim is not None and differs:
         raise AvmatchError(f"{name} features were made with {differs}: features of another extractor do "
                            "not fit the model", corpus.root)

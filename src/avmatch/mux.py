@@ -28,9 +28,9 @@ import numpy as np
 from avmatch.atomic import atomic_path, write_text
 from avmatch.corpus import source_identity
 from avmatch.errors import AvmatchError
-from avmatch.evaluate import read_pairs
-from avmatch.extract import find_media
+from avmatch.features.job import find_media
 from avmatch.media import encode_audio, iter_audio, probe
+from avmatch.metrics import read_pairs
 from avmatch.progress import bar as progress_bar
 
 AUDIO_CODEC = {".webm": ("libopus", 48000)}  # by container; any other: AAC at the audio's own rate

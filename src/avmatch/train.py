@@ -30,10 +30,10 @@ from avmatch.atomic import write_text
 from avmatch.checkpoint import Trained, feature_stats, load_trained, resolve_device
 from avmatch.corpus import Clip, Corpus
 from avmatch.errors import AvmatchError
-from avmatch.evaluate import retrieval_metrics
-from avmatch.extractors import suited_recipe, video_maps
+from avmatch.features.record import ExtractorRecord
 from avmatch.inference import check_fits, pad_batch, score_matrix
 from avmatch.matching.dense import fit_temperature
+from avmatch.metrics import retrieval_metrics
 from avmatch.models import build_model, capabilities, model_entry
 from avmatch.models.base import parameter_table
 from avmatch.progress import bar as progress_bar
@@ -160,9 +160,9 @@ def recipe(name: str, **given) -> TrainConfig:
 
 def choose_model(corpus: Corpus) -> str:
     """The model (or recipe) that suits a corpus when the user names none: the one its extractor names
-    (:func:`avmatch.extractors.suited_recipe`), else the timing-aware one for frame-rate features
+    (:attr:`avmatch.features.record.ExtractorRecord.recipe`), else the timing-aware one for frame-rate features
     (several rows a second, both modalities at one rate), else the embedding model."""
-    suited = suited_recipe(corpus.extractor)
+    suited = ExtractorRecord.from_dict(corpus.extractor).recipe
     if suited:
         return suited
     if corpus.video_rate_hz == corpus.audio_rate_hz and corpus.video_rate_hz >= 5:
@@ -205,13 +205,11 @@ def _initial(config: TrainConfig, corpus: Corpus) -> Trained:
     return start
 
 
-def _augmenter(extractor: dict):
+def _augmenter(extractor: ExtractorRecord):
     """The extractor that made a corpus, which knows how to re-record its audio features; None when
     the corpus came from elsewhere (course features, an extractor this avmatch does not have)."""
-    from avmatch.extractors import get_extractor
-
     try:
-        return get_extractor(extractor.get("name", ""), **extractor.get("params", {}))
+        return extractor.build()
     except (AvmatchError, TypeError, ValueError):
         return None
 
@@ -547,7 +545,7 @@ def _new_trained(config: TrainConfig, corpus: Corpus, train_set: Corpus, start: 
     torch.manual_seed(config.seed)
     paired = corpus.paired()
     model = build_model(config.model, paired.video_dim, paired.audio_dim, **config.model_options).to(device)
-    trained = Trained(model, None, None, None, None, extractor=dict(corpus.extractor),
+    trained = Trained(model, None, None, None, None, extractor=ExtractorRecord.from_dict(corpus.extractor),
                       video_rate_hz=corpus.video_rate_hz, audio_rate_hz=corpus.audio_rate_hz,
                       centre_clips=config.centre_clips)
     if start is not None:
@@ -653,7 +651,8 @@ def _train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: boo
     if len(val_set.clips) < 2:
         train_set, val_set = paired, paired  # tiny corpora: validate on the training clips
     if start is None and not resume and model_entry(config.model).reads_maps and "video_maps" not in config.model_options:
-        config.model_options["video_maps"] = video_maps(corpus.extractor)  # a new model reads the extractor's maps
+        # a new model reads the extractor's maps
+        config.model_options["video_maps"] = ExtractorRecord.from_dict(corpus.extractor).video_maps
     trained = _new_trained(config, corpus, train_set, start, device)
     model = trained.model
     optimizer, scheduler = _optimiser(model, config)
@@ -674,7 +673,7 @@ def _train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: boo
     max_shift_s = _max_shift(model, config, corpus)
     train_v = [trained.standardise(c.video, "video") for c in train_set.clips]
     train_a = [c.audio for c in train_set.clips]  # standardised batch by batch, after augmentation
-    recorder = _augmenter(corpus.extractor) if config.augment > 0 else None
+    recorder = _augmenter(ExtractorRecord.from_dict(corpus.extractor)) if config.augment > 0 else None
     steps_per_epoch = math.ceil(len(train_v) / config.batch_size)
     if main and start is not None and not resume:
         # epoch 0: the started model on the user's own validation clips; fine-tuning must beat it clearly to replace it

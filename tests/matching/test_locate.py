@@ -33,7 +33,7 @@ def test_frame_embeddings_of_a_long_clip_do_not_depend_on_the_chunking():
 
     torch.manual_seed(0)
     model = build_model("sync", 12, 8, hidden=16, embed_dim=8, audio_centre=25)
-    trained = Trained(model, np.zeros(12), np.ones(12), np.zeros(8), np.ones(8), extractor={},
+    trained = Trained(model, np.zeros(12), np.ones(12), np.zeros(8), np.ones(8),
                       video_rate_hz=25.0, audio_rate_hz=25.0)
     x = np.random.default_rng(1).normal(size=(700, 8)).astype(np.float32)
     whole = frame_embeddings(trained, [x], "audio", chunk=10_000)[0]

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from avmatch.errors import AvmatchError
-from avmatch.evaluate import evaluate_pairs, ranks, retrieval_metrics
 from avmatch.matching import MatchResult, assign, margins, normalise
+from avmatch.metrics import evaluate_pairs, ranks, retrieval_metrics
 
 
 def test_hungarian_beats_greedy_on_a_crafted_matrix():
@@ -92,7 +92,7 @@ def test_evaluate_pairs_from_written_match(tmp_path):
 def test_evaluate_says_how_far_the_confidence_can_be_trusted(tmp_path, capsys):
     """With a confidence column: calibration error over ten bins and the share right at >= 0.9."""
     from avmatch.cli import main
-    from avmatch.evaluate import reliability
+    from avmatch.metrics import reliability
 
     scores = np.eye(4) * 5.0
     result = MatchResult([f"v{i}" for i in range(4)], [f"a{i}" for i in range(4)], scores, np.arange(4), "hungarian")
@@ -304,7 +304,7 @@ def test_evaluate_draws_the_judged_heat_map(tmp_path):
 
 
 def test_top5_within_30_against_a_brute_force_count():
-    from avmatch.evaluate import top5_within
+    from avmatch.metrics import top5_within
 
     rng = np.random.default_rng(5)
     scores = rng.standard_normal((70, 75))

@@ -12,7 +12,7 @@ from scipy.sparse import csr_matrix, issparse
 from avmatch.checkpoint import Trained
 from avmatch.corpus import Clip, Corpus
 from avmatch.errors import AvmatchError
-from avmatch.evaluate import candidate_retrieval_metrics, evaluate_pairs, retrieval_metrics
+from avmatch.features.record import ExtractorRecord
 from avmatch.matching import MatchResult, assign, choose_mode, margins, match_corpora, normalise
 from avmatch.matching.two_stage import (
     assign_sparse,
@@ -24,6 +24,7 @@ from avmatch.matching.two_stage import (
     outside_log_mass,
     top_k_candidates,
 )
+from avmatch.metrics import candidate_retrieval_metrics, evaluate_pairs, retrieval_metrics
 from avmatch.models import build_model, list_models, register_model
 from avmatch.models.base import EmbeddingModel, PairModel, masked_mean
 
@@ -294,7 +295,7 @@ if "test-mean-embed" not in {m.name for m in list_models()}:
 
 def trained_of(name, dim=16):
     zeros, ones = np.zeros(dim, np.float32), np.ones(dim, np.float32)
-    return Trained(build_model(name, dim, dim), zeros, ones, zeros, ones, extractor={"name": "test"})
+    return Trained(build_model(name, dim, dim), zeros, ones, zeros, ones, extractor=ExtractorRecord(name="test"))
 
 
 def planted_corpora(n, dim=16, noise=3.0, seed=0):

@@ -97,13 +97,12 @@ def test_cli_single_file_errors_exit_2_with_one_line(bad, capsys):
 
 
 def test_cli_unexpected_errors_are_one_line_too(monkeypatch, tmp_path, capsys):
-    import importlib
+    import avmatch.features.cache
 
     def boom(*args, **kwargs):
         raise ZeroDivisionError("a bug")
 
-    # the module (avmatch.extract as an attribute is the public function of that name)
-    monkeypatch.setattr(importlib.import_module("avmatch.extract"), "load_corpus", boom)  # train reads with it
+    monkeypatch.setattr(avmatch.features.cache, "load_corpus", boom)  # train reads with it
     assert main(["train", str(tmp_path), "-o", str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "ZeroDivisionError: a bug" in err and "AVMATCH_DEBUG" in err

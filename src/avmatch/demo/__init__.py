@@ -36,10 +36,10 @@ import numpy as np
 from avmatch.atomic import write_text
 from avmatch.corpus import Corpus, load_corpus
 from avmatch.errors import AvmatchError
-from avmatch.evaluate import evaluate_pairs, read_pairs
-from avmatch.evaluate import reliability as confidence_reliability
 from avmatch.matching import assign, normalise
 from avmatch.matching.results import heatmap_png
+from avmatch.metrics import evaluate_pairs, read_pairs
+from avmatch.metrics import reliability as confidence_reliability
 from avmatch.report import html_report
 
 HOLDOUT = ("scenes:lamps", "worlds:keys")  # never trained on: the demo's unseen families
@@ -166,7 +166,7 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
     ``n_train``, ``n_test`` and ``epochs`` override it."""
     from avmatch.checkpoint import load_trained
     from avmatch.demo import scenes, worlds
-    from avmatch.extract import default_workers, extract
+    from avmatch.features.job import default_workers, extract
     from avmatch.matching import match_corpora
     from avmatch.train import choose_start, recipe, train
 
@@ -331,14 +331,15 @@ def _shipped_one_to_one(videos: Corpus, audios: Corpus, key: dict) -> float | No
     """One-to-one of the model shipped in the package on the same features (None if there is none,
     or it reads other features)."""
     from avmatch.checkpoint import load_trained
+    from avmatch.features.record import ExtractorRecord
     from avmatch.matching import match_corpora
     from avmatch.shipped import NAMES
 
     if not NAMES["default"].is_file():
         return None
     shipped = load_trained(NAMES["default"])
-    if shipped.extractor.get("name") != videos.extractor.get("name") or \
-            shipped.extractor.get("version") != videos.extractor.get("version"):
+    made = ExtractorRecord.from_dict(videos.extractor)
+    if (shipped.extractor.name, shipped.extractor.version) != (made.name, made.version):
         return None
     result = match_corpora(shipped, videos, audios)
     chosen = {r["video"]: r["audio"] for r in result.rows()}

@@ -9,9 +9,9 @@ import numpy as np
 from avmatch.atomic import write_text
 from avmatch.checkpoint import load_trained
 from avmatch.corpus import Corpus
-from avmatch.evaluate import GROUP, retrieval_metrics, top5_within
 from avmatch.inference import score_matrix
 from avmatch.matching import assign
+from avmatch.metrics import GROUP, retrieval_metrics, top5_within
 from avmatch.models.base import parameter_table
 from avmatch.options import parse_options
 from avmatch.report import markdown_table
@@ -21,7 +21,7 @@ COURSE_TEST = GROUP
 
 
 def top5_of_30(scores: np.ndarray) -> float | None:
-    """The report's measure on raw scores of aligned pairs (the diagonal): :func:`avmatch.evaluate.top5_within`."""
+    """The report's measure on raw scores of aligned pairs (the diagonal): :func:`avmatch.metrics.top5_within`."""
     return top5_within(scores)
 
 

@@ -415,13 +415,14 @@ def checkpoint_cases(root: Path) -> list[Case]:
     import torch
 
     from avmatch.checkpoint import Trained
+    from avmatch.features.record import ExtractorRecord
     from avmatch.models import build_model
 
     root.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     model = build_model("dual", 6, 4, hidden=8, embed_dim=4, blocks=1)
     trained = Trained(model, np.zeros(6, np.float32), np.ones(6, np.float32), np.zeros(4, np.float32),
-                      np.ones(4, np.float32), extractor={"name": "synthetic", "version": 1})
+                      np.ones(4, np.float32), extractor=ExtractorRecord(name="synthetic", version=1))
     good = root / "valid.pt"
     trained.save(good)
     state = torch.load(good, weights_only=True)
@@ -546,7 +547,7 @@ Cli = Callable[[list], tuple[int, str, str]]
 
 
 def _media_readers(cli: Cli) -> dict[str, Callable[[Case, Path], object]]:
-    from avmatch.extract import extract_file
+    from avmatch.features.job import extract_file
     from avmatch.media import probe, read_audio, read_video
 
     def video(case, work):
@@ -673,7 +674,7 @@ def batch_outcomes(cases: list[Case], work: Path) -> list[Outcome]:
     failed.csv (one line, no traceback), each good one a clip in the corpus."""
     from avmatch.corpus import read_manifest
     from avmatch.errors import AvmatchError
-    from avmatch.extract import extract
+    from avmatch.features.job import extract
 
     src = work / "batch-src"
     src.mkdir(parents=True, exist_ok=True)

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from avmatch.errors import AvmatchError
-from avmatch.extractors import Extractor, register_extractor
-from avmatch.extractors.spectral import LogMel, mel_centres_hz
+from avmatch.features import Extractor, register_extractor
+from avmatch.features.spectral import LogMel, mel_centres_hz
 from avmatch.media import iter_audio, iter_video_frames
 
 GRID_PX = 32  # frames are decoded at GRID_PX x GRID_PX

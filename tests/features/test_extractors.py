@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from avmatch.errors import AvmatchError
-from avmatch.extractors import Extractor, get_extractor, list_extractors, register_extractor
-from avmatch.extractors.spectral import LogMel, mel_filterbank
+from avmatch.features import Extractor, get_extractor, list_extractors, register_extractor
+from avmatch.features.spectral import LogMel, mel_filterbank
 from avmatch.media import read_audio
 from avmatch.testing.mediagen import EVENTS
 
@@ -33,7 +33,7 @@ def test_registry_lists_and_builds():
             continue
         assert isinstance(extractor, Extractor) and extractor.name == cls.name
         assert isinstance(extractor.version, int)
-        json.dumps(extractor.describe())  # plain values, fit for a manifest
+        json.dumps(extractor.record().to_dict())  # plain values, fit for a manifest
         assert get_extractor(cls.name, **extractor.params()).params() == extractor.params()
 
 
@@ -123,7 +123,7 @@ def test_default_features_do_not_depend_on_the_clip(media):
 def test_classic_video_rows_do_not_depend_on_how_frames_arrive(media, monkeypatch, chunk):
     """Each frame's motion is its change to the next frame and its onset the rise since the one
     before: frames arriving a few at a time give the rows one block gives."""
-    import avmatch.extractors.classic as classic
+    import avmatch.features.classic as classic
 
     path = media.clip("three.mp4", duration_s=3.0, size=(96, 64))
     whole = get_extractor("classic").video(path)
@@ -150,7 +150,7 @@ def test_classic_rows_keep_when_within_the_second_things_happen(tmp_path, at_s):
     which tenth they fell in, the same tenth in both (the audio's per-tenth onsets; the video's
     per-frame motion, read back through the fixed projection)."""
     from avmatch.demo.scenes import write_media
-    from avmatch.extractors.classic import PER_FRAME
+    from avmatch.features.classic import PER_FRAME
 
     fps, sr = 25.0, 16000
     frames = np.full((75, 32, 32, 3), 0.2, np.float32)
@@ -247,7 +247,7 @@ def test_default_lighting_is_not_motion(tmp_path):
 def test_augmented_audio_is_what_the_extractor_would_give(clip_mp4):
     """Augmentation changes only the bands, then recomputes onset and loudness as the extractor does;
     a pure level change moves bands and loudness by the same amount and leaves the onset alone."""
-    from avmatch.extractors.frames import mel_features
+    from avmatch.features.frames import mel_features
 
     extractor = get_extractor("default")
     audio = extractor.audio(clip_mp4)

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import io
-import itertools
 import json
 import logging
 import multiprocessing
@@ -29,7 +27,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +37,8 @@ from avmatch.corpus import (
     ARRAYS,
     CORPUS_INFO,
     MANIFEST,
-    Corpus,
     append_clip,
     done_clips,
-    load_corpus,
     retire_clips,
     reuse_clip,
     same_content,
@@ -50,7 +46,8 @@ from avmatch.corpus import (
     visible,
 )
 from avmatch.errors import AvmatchError
-from avmatch.extractors import get_extractor
+from avmatch.features import get_extractor
+from avmatch.features.record import ExtractorRecord
 from avmatch.progress import bar as progress_bar
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v"}
@@ -204,7 +201,7 @@ def extract(sources: list[str | Path], out: str | Path, extractor_name: str = "d
     if not files:
         raise AvmatchError("no media files found (looked for " + ", ".join(sorted(MEDIA_SUFFIXES)) + ")",
                            ", ".join(visible(str(s)) for s in sources))
-    _claim_corpus(out, extractor.describe())
+    _claim_corpus(out, extractor.record())
     done = done_clips(out) if (out / MANIFEST).exists() else {}
     summary = ExtractSummary()
     plan = _plan(files, done, (extractor.name, extractor.version), mirror, summary, out)
@@ -409,7 +406,7 @@ def _dask_results(todo: list[tuple[Path, str]], args: tuple, workers: int, addre
             yield *futures[fut], None if err else fut.result(), err
 
 
-def _claim_corpus(out: Path, extractor: dict) -> None:
+def _claim_corpus(out: Path, extractor: ExtractorRecord) -> None:
     """Record the extractor in ``corpus.json``; refuse to mix features of another extractor into a corpus."""
     info = out / CORPUS_INFO
     if info.is_file():
@@ -417,13 +414,14 @@ def _claim_corpus(out: Path, extractor: dict) -> None:
             had = json.loads(info.read_text())["extractor"]
         except (ValueError, KeyError, TypeError):
             had = None
-        if had is not None and (had.get("name"), had.get("params")) != (extractor["name"], extractor["params"]):
-            raise AvmatchError(f"corpus was made with extractor {had.get('name')!r} {had.get('params')}; "
-                               f"extract with {extractor['name']!r} {extractor['params']} into another folder", out)
+        had = None if had is None else ExtractorRecord.from_dict(had)
+        if had is not None and not had.same_settings(extractor):
+            raise AvmatchError(f"corpus was made with extractor {had.name!r} {had.params}; "
+                               f"extract with {extractor.name!r} {extractor.params} into another folder", out)
     out.mkdir(parents=True, exist_ok=True)
     for folder in (out, out / ARRAYS):  # what a writer killed mid-file (manifest, array, ...) left
         remove_stale_temps_in(folder)
-    write_text(info, json.dumps({"extractor": extractor}, indent=2, default=str))
+    write_text(info, json.dumps({"extractor": extractor.to_dict()}, indent=2, default=str))
 
 
 def _write_failed(path: Path, failed: list[tuple[str, str]], settled: set[str]) -> None:
@@ -447,70 +445,3 @@ def _write_failed(path: Path, failed: list[tuple[str, str]], settled: set[str]) 
 
 def default_workers() -> int:
     return max(1, min(4, (os.cpu_count() or 1)))
-
-
-def is_media_source(path: str | Path) -> bool:
-    """True for a media file, or a folder that holds media files and is not a feature corpus."""
-    path = Path(path)
-    if path.is_file():
-        return path.suffix.lower() in MEDIA_SUFFIXES
-    if not path.is_dir() or _feature_folder(path):
-        return False
-    return any(p.suffix.lower() in MEDIA_SUFFIXES for p in path.rglob("*") if p.is_file())
-
-
-def _feature_folder(path: Path) -> bool:
-    """A feature corpus: avmatch's own (a manifest) or the classic layouts."""
-    return (path / MANIFEST).exists() or any(path.glob("*/*feat.npy")) or (path / "vfeat").is_dir()
-
-
-def check_holds_videos(path: str | Path, role: str, usage: str, look: int = 10_000) -> None:
-    """One line, before any extraction, when a media source that should hold videos (``role``, as
-    ``usage`` — the command line — names it) holds audio files only: the arguments were given the
-    wrong way round. A feature corpus, or a source with a video file among its first ``look`` files,
-    passes. One walk of at most ``look`` files (no media file among them: not a media source)."""
-    path = Path(path)
-    if path.is_dir() and _feature_folder(path):
-        return
-    files = [path] if path.is_file() else itertools.islice((p for p in path.rglob("*") if p.is_file()), look)
-    suffixes = {p.suffix.lower() for p in files} & MEDIA_SUFFIXES
-    if suffixes and not suffixes & VIDEO_SUFFIXES:
-        raise AvmatchError(f"{role} holds audio files only ({', '.join(sorted(suffixes))}): nothing to see there. "
-                           f"The silent videos come first: {usage}", path)
-
-
-def training_features(path: str | Path) -> Corpus:
-    """:func:`~avmatch.corpus.load_corpus` for training: a folder of media files (the commonest first
-    mistake) is told to be extracted first, rather than called an empty corpus."""
-    if is_media_source(path):
-        raise AvmatchError(f"holds media files, not features: extract them first (avmatch extract {path} -o FEATS "
-                           "--paired), then train on FEATS", path)
-    return load_corpus(path)
-
-
-def cache_dir(path: str | Path, extractor: dict) -> Path:
-    """Where the features of a media folder are cached for a given extractor and its settings."""
-    root = Path(os.environ.get("AVMATCH_CACHE", Path.home() / ".cache" / "avmatch"))
-    key = json.dumps([str(Path(path).resolve()), extractor], sort_keys=True, default=str)
-    return root / "features" / f"{Path(path).name}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
-
-
-def open_features(path: str | Path, extractor: dict, workers: int = 1, progress: bool = True):
-    """A feature corpus at ``path``, or the features of the media at ``path`` extracted (and cached)
-    with the given extractor (as recorded in a trained run)."""
-    if not is_media_source(path):
-        return load_corpus(path)
-    out = cache_dir(path, extractor)
-    summary = extract([path], out, extractor.get("name", "default"), options=extractor.get("params", {}),
-                      workers=workers, progress=progress, mirror=True)
-    if summary.failed and progress:
-        print(f"avmatch: {len(summary.failed)} file(s) under {visible(str(path))} failed; "
-              f"see {visible(str(out / 'failed.csv'))}")
-    if not summary.clips:
-        raise AvmatchError(f"none of its media files could be extracted; see {visible(str(out / 'failed.csv'))}",
-                           visible(str(path)))
-    corpus = load_corpus(out)
-    # only the files there now, as they are now: a match must never name a file that is gone; in the
-    # order of their ids, so a warm cache gives a clean one's answer, ties included
-    now = [c for c in corpus.clips if summary.clips.get(c.id) == c.source]
-    return replace(corpus, clips=sorted(now, key=lambda c: c.id))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib
 import os
 import signal
 import subprocess
@@ -16,7 +15,8 @@ import pytest
 from avmatch.cli import main
 from avmatch.corpus import load_corpus, read_manifest
 from avmatch.errors import AvmatchError
-from avmatch.extract import extract
+from avmatch.features import job
+from avmatch.features.job import extract
 from avmatch.testing.mediagen import make_audio, make_clip
 
 
@@ -83,7 +83,7 @@ def test_dead_worker_processes_stop_the_batch_with_one_line_not_a_failure_per_fi
             fut.set_exception(BrokenProcessPool("A process in the process pool was terminated abruptly"))
             return fut
 
-    monkeypatch.setattr(importlib.import_module("avmatch.extract"), "ProcessPoolExecutor", DeadPool)
+    monkeypatch.setattr(job, "ProcessPoolExecutor", DeadPool)
     with pytest.raises(AvmatchError, match="worker processes died.*rerun resumes"):
         extract([batch], tmp_path / "c", workers=2, progress=False)
     assert not (tmp_path / "c" / "failed.csv").exists() or not failed_rows(tmp_path / "c")
@@ -161,7 +161,7 @@ def test_dask_cluster_gives_the_same_corpus(batch, tmp_path):
 
 def test_unreachable_scheduler_is_one_line(batch, tmp_path, monkeypatch):
     pytest.importorskip("dask.distributed")
-    monkeypatch.setattr(importlib.import_module("avmatch.extract"), "DASK_CONNECT_TIMEOUT_S", 2)
+    monkeypatch.setattr(job, "DASK_CONNECT_TIMEOUT_S", 2)
     with pytest.raises(AvmatchError, match="cannot reach the Dask scheduler"):
         extract([batch / "good0.mp4"], tmp_path / "c", progress=False, cluster="tcp://127.0.0.1:9")
 

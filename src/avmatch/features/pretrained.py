@@ -21,6 +21,7 @@ Networks run in eval mode under ``torch.no_grad()``, on CUDA when it is availabl
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import io
@@ -34,9 +35,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from avmatch.errors import AvmatchError
-from avmatch.extractors import Extractor, register_extractor
-from avmatch.extractors.frames import FrameRateFeatures, db_scale
-from avmatch.extractors.spectral import DB_FLOOR, LogMel
+from avmatch.features import Extractor, register_extractor
+from avmatch.features.frames import FrameRateFeatures, db_scale
+from avmatch.features.record import ExtractorRecord
+from avmatch.features.spectral import DB_FLOOR, LogMel
 from avmatch.media import iter_audio, iter_video_frames
 
 if TYPE_CHECKING:  # torch is imported when a network is built: registering these costs nothing
@@ -278,12 +280,10 @@ class ScriptedNetworkFeatures(Extractor):
         return {"video_weights": self.video_weights, "audio_weights": self.audio_weights, "fps": self.fps,
                 "image_size": self.image_size, "sample_rate": self.sample_rate}
 
-    def describe(self) -> dict[str, Any]:
+    def record(self) -> ExtractorRecord:
         # The file contents, so features cached for one set of weights are not taken for another's.
-        record = super().describe()
-        record["weights_sha1"] = {m: sha1_of(p) for m, p in (("video", self.video_weights),
-                                                           ("audio", self.audio_weights)) if p}
-        return record
+        return dataclasses.replace(super().record(), weights_sha1={
+            m: sha1_of(p) for m, p in (("video", self.video_weights), ("audio", self.audio_weights)) if p})
 
     def _run(self, net, x: torch.Tensor, path: str | Path) -> np.ndarray:
         import torch

@@ -1,4 +1,9 @@
-"""Feature extractors: media file -> (T, D) float32 feature sequences, one per modality.
+"""Features: media file -> (T, D) float32 feature sequences, one per modality, extracted once.
+
+This module is the extractor registry; beside it, one module per extractor (``classic``, ``frames``,
+``pretrained``; ``spectral`` holds the log-mel they share), the batch job that extracts media into a
+corpus (``job``), the features of media given to a command, cached (``cache``), and the typed record
+of how features were made (``record``), which corpora, checkpoints and the cache keep.
 
 Each extractor is a class registered by name::
 
@@ -21,6 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from avmatch.errors import AvmatchError
+from avmatch.features.record import ExtractorRecord
 
 
 class Extractor:
@@ -58,11 +64,11 @@ class Extractor:
         """The options this extractor was built with (plain values), enough to rebuild it."""
         return {}
 
-    def describe(self) -> dict[str, Any]:
-        """Name, version and options: what a corpus manifest or a checkpoint records."""
-        return {"name": self.name, "version": self.version, "params": self.params(),
-                "video_rate_hz": self.video_rate_hz, "audio_rate_hz": self.audio_rate_hz,
-                "video_dim": self.video_dim, "audio_dim": self.audio_dim}
+    def record(self) -> ExtractorRecord:
+        """Name, version, options, rates and dims: what a corpus and a checkpoint record."""
+        return ExtractorRecord(name=self.name, version=self.version, params=self.params(),
+                               video_rate_hz=self.video_rate_hz, audio_rate_hz=self.audio_rate_hz,
+                               video_dim=self.video_dim, audio_dim=self.audio_dim)
 
 
 _REGISTRY: dict[str, type[Extractor]] = {}
@@ -109,28 +115,6 @@ def get_extractor(name: str, **options: Any) -> Extractor:
         raise AvmatchError(f"extractor {name!r}: {err}") from None
 
 
-def _recorded(record: dict) -> type[Extractor] | None:
-    """The registered extractor that made the features an extractor record (a corpus's or a
-    checkpoint's ``extractor``) describes, at its current version; None for other or unknown
-    extractors and versions."""
-    cls = _REGISTRY.get(record.get("name", ""))
-    return cls if cls is not None and record.get("version") == cls.version else None
-
-
-def video_maps(record: dict) -> list[int] | None:
-    """The map layout (:attr:`Extractor.video_maps`) of the features an extractor record describes;
-    None where they hold no maps or come from another or unknown extractor or version."""
-    cls = _recorded(record)
-    return list(cls.video_maps) if cls is not None and cls.video_maps is not None else None
-
-
-def suited_recipe(record: dict) -> str:
-    """The training recipe (:attr:`Extractor.recipe`) that suits the features an extractor record
-    describes; "" for other or unknown extractors and versions."""
-    cls = _recorded(record)
-    return cls.recipe if cls is not None else ""
-
-
 def _lookup(name: str) -> type[Extractor]:
     if name not in _REGISTRY:
         raise AvmatchError(f"unknown extractor {name!r}; choose from: {', '.join(sorted(_REGISTRY))}")
@@ -154,4 +138,4 @@ def _coerce(name: str, key: str, value: Any, default: Any) -> Any:
 
 
 # Registration happens on import: one line per extractor module.
-from avmatch.extractors import classic, frames, pretrained  # noqa: E402,F401
+from avmatch.features import classic, frames, pretrained  # noqa: E402,F401

@@ -139,7 +139,7 @@ def _one_per_video(rows: list[dict], path: str | Path, audio_once: bool) -> dict
 def _named_as(key_rows: list[dict], pairs: dict[str, dict]) -> list[dict]:
     """The key's rows with file names turned into the clip ids the pairs use: a key may name the files
     as the user has them (``v1.mp4``, ``a7.flac``) where ``pairs.csv`` names clips (``v1``, ``a7``)."""
-    from avmatch.extract import MEDIA_SUFFIXES
+    from avmatch.features.job import MEDIA_SUFFIXES
 
     ids = {"video": set(pairs), "audio": {r.get("audio") for r in pairs.values() if r.get("audio")}}
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from avmatch.demo.scenes import SAMPLE_RATE, make_scene
-from avmatch.extractors import get_extractor
+from avmatch.features import get_extractor
 from avmatch.models import build_model
 from avmatch.testing.formats import write_format
 

@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from avmatch.extractors import Extractor, register_extractor
-from avmatch.extractors.frames import GRID_PX, cell_mean, db_scale, luma, motion_scale, signed_scale
-from avmatch.extractors.spectral import LogMel
+from avmatch.features import Extractor, register_extractor
+from avmatch.features.frames import GRID_PX, cell_mean, db_scale, luma, motion_scale, signed_scale
+from avmatch.features.spectral import LogMel
 from avmatch.media import iter_audio, iter_video_frames
 
 PER_FRAME = 1 + 4 + 1 + 2  # motion energy, motion on a 2x2 grid, lighting change, motion onset (mean, peak)
