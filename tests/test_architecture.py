@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "avmatch"
 
 # lowest first; a module may import its own layer and those before it
 LAYERS = [
-    {"errors", "atomic", "progress", "options"},
+    {"errors", "atomic", "progress", "options", "cluster"},
     {"media"},
     {"corpus"},
     {"features"},  # extractors, the typed extractor record, the batch job into a corpus, the media cache

@@ -161,7 +161,9 @@ def test_dask_cluster_gives_the_same_corpus(batch, tmp_path):
 
 def test_unreachable_scheduler_is_one_line(batch, tmp_path, monkeypatch):
     pytest.importorskip("dask.distributed")
-    monkeypatch.setattr(job, "DASK_CONNECT_TIMEOUT_S", 2)
+    from avmatch import cluster
+
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT_S", 2)
     with pytest.raises(AvmatchError, match="cannot reach the Dask scheduler"):
         extract([batch / "good0.mp4"], tmp_path / "c", progress=False, cluster="tcp://127.0.0.1:9")
 

@@ -80,11 +80,11 @@ def test_shards_are_checked_and_an_unreachable_scheduler_is_one_line():
     video, audio = planted(50)
     with pytest.raises(AvmatchError, match="--shards 51: give 1 to 50"):
         sharded_top_k(video, audio, 5, shards=51, cluster="tcp://127.0.0.1:1")
-    from avmatch.matching import shards
+    from avmatch import cluster
 
-    shards.CONNECT_TIMEOUT_S, was = 2, shards.CONNECT_TIMEOUT_S
+    cluster.CONNECT_TIMEOUT_S, was = 2, cluster.CONNECT_TIMEOUT_S
     try:
         with pytest.raises(AvmatchError, match="cannot reach the Dask scheduler"):
             sharded_top_k(video, audio, 5, shards=2, cluster="tcp://127.0.0.1:1")
     finally:
-        shards.CONNECT_TIMEOUT_S = was
+        cluster.CONNECT_TIMEOUT_S = was

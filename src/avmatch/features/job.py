@@ -16,11 +16,9 @@ files this run did not try stay listed.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
-import logging
 import multiprocessing
 import os
 import time
@@ -33,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from avmatch.atomic import remove_stale_temps_in, write_text
+from avmatch.cluster import dask_client
 from avmatch.corpus import (
     ARRAYS,
     CORPUS_INFO,
@@ -53,7 +52,6 @@ from avmatch.progress import bar as progress_bar
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v"}
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus"}
 MEDIA_SUFFIXES = VIDEO_SUFFIXES | AUDIO_SUFFIXES
-DASK_CONNECT_TIMEOUT_S = 20  # Dask retries a refused connection until this runs out
 
 
 @dataclass
@@ -385,23 +383,11 @@ def _results(todo: list[tuple[Path, str]], args: tuple, workers: int, cluster: s
 def _dask_results(todo: list[tuple[Path, str]], args: tuple, workers: int, address: str) -> Iterator[tuple]:
     """Files as Dask tasks: on the scheduler at ``address``, or on a local cluster of ``workers``
     processes when the address is empty. Workers need avmatch installed and the files at the same paths."""
-    try:
-        import dask.distributed as dd
-    except ImportError:
-        raise AvmatchError("--cluster needs Dask: pip install 'avmatch[cluster]'") from None
-    with contextlib.ExitStack() as stack:
-        if address:
-            try:
-                client = stack.enter_context(dd.Client(address, timeout=f"{DASK_CONNECT_TIMEOUT_S}s"))
-            except (OSError, TimeoutError) as err:
-                raise AvmatchError(f"cannot reach the Dask scheduler: {str(err).splitlines()[0]}", address) from None
-        else:
-            cluster = stack.enter_context(dd.LocalCluster(n_workers=max(1, workers), threads_per_worker=1,
-                                                          processes=True, dashboard_address=None,
-                                                          silence_logs=logging.ERROR))
-            client = stack.enter_context(dd.Client(cluster))
+    with dask_client(address, workers) as client:
+        from dask.distributed import as_completed as completed
+
         futures = {client.submit(extract_file, str(p), *args, pure=False): (p, cid) for p, cid in todo}
-        for fut in dd.as_completed(list(futures)):
+        for fut in completed(list(futures)):
             err = fut.exception() if fut.status == "error" else None
             yield *futures[fut], None if err else fut.result(), err
 

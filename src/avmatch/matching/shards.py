@@ -12,40 +12,14 @@ same path: one host, or a shared filesystem (``workdir``).
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from avmatch.cluster import dask_client
 from avmatch.errors import AvmatchError
 from avmatch.matching.index import COMPRESSED, SEARCH_ROWS, build_index, search, tune_search
-
-CONNECT_TIMEOUT_S = 20  # Dask retries a refused connection until this runs out
-
-
-@contextlib.contextmanager
-def dask_client(address: str, workers: int = 2) -> Iterator:
-    """A Dask client: of the scheduler at ``address`` (``tcp://host:8786``), or with an empty address
-    of a local cluster of ``workers`` processes, one thread each."""
-    try:
-        import dask.distributed as dd
-    except ImportError:
-        raise AvmatchError("a cluster needs Dask: pip install 'avmatch[cluster]'") from None
-    with contextlib.ExitStack() as stack:
-        if address:
-            try:
-                client = stack.enter_context(dd.Client(address, timeout=f"{CONNECT_TIMEOUT_S}s"))
-            except (OSError, TimeoutError) as err:
-                raise AvmatchError(f"cannot reach the Dask scheduler: {str(err).splitlines()[0]}", address) from None
-        else:
-            cluster = stack.enter_context(dd.LocalCluster(n_workers=max(1, workers), threads_per_worker=1,
-                                                          processes=True, dashboard_address=None,
-                                                          silence_logs=logging.ERROR))
-            client = stack.enter_context(dd.Client(cluster))
-        yield client
 
 
 def search_shard(folder: str, shard: int, lo: int, hi: int, k: int, kind: str, options: dict) -> dict:
