@@ -98,7 +98,7 @@ class Model:
     def match(self, videos: Corpus | str | Path, audios: Corpus | str | Path, *, greedy: bool = False,
               normalise: str = "dual-softmax", max_offset_s: float | None = None, mode: str = "auto",
               candidates: int | None = None, retriever: Model | str | Path | None = None,
-              retrieval: str = "flat", workers: int = 1, options: dict | None = None,
+              retrieval: str = "auto", workers: int = 1, options: dict | None = None,
               min_confidence: float = 0.0, adapt: int | None = None, progress: bool = False) -> Result:
         """Match every video of ``videos`` to an audio of ``audios`` (one-to-one, or each video's best
         with ``greedy``); a timing model also gives each pair's offset; ``min_confidence`` leaves a video

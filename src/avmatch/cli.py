@@ -496,8 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", type=count, default=None, metavar="K", help="two-stage: audios retrieved per video (default 10)")
     p.add_argument("--retriever", default=None, metavar="RUN",
                    help="two-stage: embedding model that retrieves the candidates (default: --model)")
-    p.add_argument("--retrieval", default="flat",
-                   help="two-stage: FAISS index that retrieves them: flat (exact), ivf, ivfpq or hnsw (see avmatch index)")
+    p.add_argument("--retrieval", default="auto",
+                   help="two-stage: FAISS index that retrieves them: flat (exact), ivf, ivfpq or hnsw (see avmatch "
+                        "index); default auto: flat up to 100,000 audios, ivfpq above")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="extractor option for media input (e.g. weights=PATH: the network the run's features came from)")
     p.add_argument("--device", default="auto", help="where the model runs: auto (CUDA where present), cpu, cuda, cuda:N")

@@ -190,7 +190,7 @@ def test_ivfpq_keeps_codes_and_reranks_with_the_full_vectors(tmp_path):
     and checks like its other files."""
     from avmatch.matching.index import PQ_MIN, index_bytes, index_params, is_compressed, tune_search
 
-    n, dim = PQ_MIN, 36  # 36 dims pad to 40 for 8 sub-quantisers of 5
+    n, dim = 4000, 36  # 36 dims pad to 48 for 16 sub-quantisers of 3
     rng = np.random.default_rng(0)
     audio = (rng.standard_normal((n, dim)) * np.arange(1, dim + 1) ** -0.5).astype(np.float32)
     audio /= np.linalg.norm(audio, axis=1, keepdims=True)
@@ -225,4 +225,4 @@ def test_ivfpq_keeps_codes_and_reranks_with_the_full_vectors(tmp_path):
     with pytest.raises(AvmatchError, match="audio.npy: is not the file index.json recorded"):
         load_index(tmp_path / "pq")
     with pytest.raises(AvmatchError, match="needs at least"):
-        build_index(audio[: PQ_MIN - 1], "ivfpq")
+        build_index(audio[: PQ_MIN - 1], "ivfpq", nlist=4)

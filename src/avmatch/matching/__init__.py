@@ -45,7 +45,7 @@ def choose_mode(n_videos: int, n_audios: int, mode: str = "auto", dense_max: int
 
 def match_corpora(trained: Trained, videos: Corpus, audios: Corpus, method: str = "hungarian",
                   normalisation: str = "dual-softmax", max_offset_s: float | None = None, mode: str = "auto",
-                  candidates: int | None = None, retriever: Trained | None = None, retrieval: str = "flat",
+                  candidates: int | None = None, retriever: Trained | None = None, retrieval: str = "auto",
                   dense_max: int | None = None, min_confidence: float = 0.0) -> MatchResult:
     """Score every video clip of ``videos`` against every audio clip of ``audios``, normalise the
     scores, assign, and (timing models) estimate each matched pair's offset.

@@ -19,7 +19,7 @@ import numpy as np
 
 from avmatch.cluster import dask_client
 from avmatch.errors import AvmatchError
-from avmatch.matching.index import COMPRESSED, SEARCH_ROWS, build_index, search, tune_search
+from avmatch.matching.index import COMPRESSED, SEARCH_ROWS, build_index, resolve_kind, search, tune_search
 
 
 def search_shard(folder: str, shard: int, lo: int, hi: int, k: int, kind: str, options: dict) -> dict:
@@ -28,6 +28,7 @@ def search_shard(folder: str, shard: int, lo: int, hi: int, k: int, kind: str, o
     folder_path = Path(folder)
     base = np.ascontiguousarray(np.load(folder_path / "base.npy", mmap_mode="r")[lo:hi], dtype=np.float32)
     queries = np.load(folder_path / "queries.npy", mmap_mode="r")
+    kind = resolve_kind(kind, len(base))
     index = build_index(base, kind, **options)
     full = base if kind in COMPRESSED else None
     tuned = {}
@@ -44,7 +45,7 @@ def search_shard(folder: str, shard: int, lo: int, hi: int, k: int, kind: str, o
     return {"shard": shard, "rows": hi - lo, **tuned}
 
 
-def sharded_top_k(queries: np.ndarray, base: np.ndarray, k: int, kind: str = "flat", *, shards: int = 2,
+def sharded_top_k(queries: np.ndarray, base: np.ndarray, k: int, kind: str = "auto", *, shards: int = 2,
                   cluster: str = "", workers: int = 2, workdir: str | Path | None = None, **options
                   ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """Each query's ``k`` best base rows, as :func:`~avmatch.matching.index.search` gives them

@@ -40,14 +40,17 @@ _DENSE_LEFTOVER = 1 << 22  # leftover pairs matched densely (2048 x 2048)
 
 
 def top_k_candidates(video_emb: np.ndarray, audio_emb: np.ndarray, k: int = DEFAULT_CANDIDATES,
-                     kind: str = "flat", shards: int = 0, cluster: str = "", workers: int = 2,
+                     kind: str = "auto", shards: int = 0, cluster: str = "", workers: int = 2,
                      **index_options) -> tuple[np.ndarray, np.ndarray]:
     """Each video's ``k`` nearest audios by cosine (or by distance with ``metric="l2"``): (Nv, K)
     cosines (squared distances), best first, and (Nv, K) audio indices (-1 past the last audio).
-    ``kind`` picks the FAISS index (exact "flat", or "ivf"/"ivfpq"/"hnsw"). ``shards`` > 0: the audios
+    ``kind`` picks the FAISS index (exact "flat", or "ivf"/"ivfpq"/"hnsw"; "auto": flat up to
+    :data:`~avmatch.matching.index.AUTO_FLAT_MAX` audios, ivfpq above). ``shards`` > 0: the audios
     cut into that many indexes, built and searched as Dask tasks on ``cluster`` (a scheduler's
     address, or "" for a local cluster of ``workers`` processes; :mod:`avmatch.matching.shards`)."""
-    from avmatch.matching.index import build_index, index_bytes, search, tune_search
+    from avmatch.matching.index import build_index, index_bytes, resolve_kind, search, tune_search
+
+    kind = resolve_kind(kind, len(audio_emb))
 
     if shards:
         from avmatch.matching.shards import sharded_top_k
@@ -302,7 +305,7 @@ def margins_sparse(scores: csr_matrix, chosen: np.ndarray) -> np.ndarray:
 
 
 def match_sparse(video_emb: np.ndarray, audio_emb: np.ndarray, pair_scores, k: int = DEFAULT_CANDIDATES,
-                 method: str = "hungarian", normalisation: str = "dual-softmax", kind: str = "flat",
+                 method: str = "hungarian", normalisation: str = "dual-softmax", kind: str = "auto",
                  outside: tuple[float, float] | None = None, outside_sample: int = OUTSIDE_SAMPLE,
                  _round: int = 0, **index_options
                  ) -> tuple[csr_matrix, csr_matrix, np.ndarray]:
@@ -384,7 +387,7 @@ def _match_leftovers(video_emb, audio_emb, pair_scores, lv: np.ndarray, la: np.n
 
 def match_embeddings(video_emb: np.ndarray, audio_emb: np.ndarray, k: int = DEFAULT_CANDIDATES,
                      scale: float = 1.0, bias: float = 0.0, method: str = "hungarian",
-                     normalisation: str = "dual-softmax", kind: str = "flat", outside_sample: int = OUTSIDE_SAMPLE,
+                     normalisation: str = "dual-softmax", kind: str = "auto", outside_sample: int = OUTSIDE_SAMPLE,
                      **index_options) -> tuple[csr_matrix, csr_matrix, np.ndarray]:
     """:func:`match_sparse` for an embedding model: the pair score is ``scale * cosine + bias``.
     ``outside_sample`` = 0 normalises over the candidates alone."""
@@ -394,7 +397,7 @@ def match_embeddings(video_emb: np.ndarray, audio_emb: np.ndarray, k: int = DEFA
 
 def match_two_stage(trained: Trained, videos: list[np.ndarray], audios: list[np.ndarray],
                     method: str = "hungarian", normalisation: str = "dual-softmax", k: int = DEFAULT_CANDIDATES,
-                    retriever: Trained | None = None, kind: str = "flat", max_lag: int | None = None
+                    retriever: Trained | None = None, kind: str = "auto", max_lag: int | None = None
                     ) -> tuple[csr_matrix, csr_matrix, np.ndarray]:
     """Match clips by retrieving each video's top-``k`` audios with an embedding model (``retriever``,
     by default the trained model) and scoring only those with the trained model (a timing model
