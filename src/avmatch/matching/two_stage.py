@@ -37,6 +37,8 @@ _MAX_ROUNDS = 8  # leftover rounds before giving up on the last few
 
 _DENSE_LEFTOVER = 1 << 22  # leftover pairs matched densely (2048 x 2048)
 
+DUAL_DEPTH = 3  # approximate retrieval in dual-softmax order: DUAL_DEPTH x K by cosine, re-ranked
+
 
 
 def top_k_candidates(video_emb: np.ndarray, audio_emb: np.ndarray, k: int = DEFAULT_CANDIDATES,
@@ -239,8 +241,6 @@ def assign_sparse(scores: csr_matrix, method: str = "hungarian") -> np.ndarray:
     full matching always exists; should the solver still find none, a greedy one-to-one is used.
     "greedy": each video's best candidate, which may repeat.
     """
-    from scipy.sparse.csgraph import min_weight_full_bipartite_matching
-
     nv, na = scores.shape
     chosen = np.full(nv, -1, dtype=np.int64)
     if scores.nnz == 0:
@@ -254,6 +254,19 @@ def assign_sparse(scores: csr_matrix, method: str = "hungarian") -> np.ndarray:
         return chosen
     if method != "hungarian":
         raise AvmatchError(f"unknown assignment method {method!r}; use hungarian or greedy")
+    if nv > MUTUAL_FIRST_MIN:
+        return _mutual_best_first(scores, values, rows)
+    return _exact_sparse(scores, values, rows)
+
+
+def _exact_sparse(scores: csr_matrix, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The maximum-score one-to-one assignment of a sparse score matrix (LAPJVsp), -1 = unmatched."""
+    from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+
+    nv, na = scores.shape
+    chosen = np.full(nv, -1, dtype=np.int64)
+    if scores.nnz == 0:
+        return chosen
     weight = values - values.min() + 1.0  # the solver wants non-zero weights
     weakest = np.ones(nv)
     counts = np.diff(scores.indptr)
@@ -268,6 +281,55 @@ def assign_sparse(scores: csr_matrix, method: str = "hungarian") -> np.ndarray:
         return greedy_one_to_one(scores)
     real = c < na
     chosen[r[real]] = c[real]
+    return chosen
+
+
+MUTUAL_FIRST_MIN = 200_000  # above this many videos, clear mutual best pairs are fixed before the exact solver
+MUTUAL_LEAD = 2.0  # what makes one clear: its score this far above the next candidate's, in its row and its column
+
+
+def _best_and_lead(values: np.ndarray, groups: np.ndarray, other: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per group (row or column): the ``other`` index of its best entry (-1: none) and that entry's
+    lead over the group's second best (inf with one entry)."""
+    order = np.lexsort((-values, groups))
+    g = groups[order]
+    first = np.concatenate([[True], g[1:] != g[:-1]])
+    best, lead = np.full(n, -1, dtype=np.int64), np.full(n, np.inf)
+    best[g[first]] = other[order[first]]
+    second = np.flatnonzero(~first[1:] & first[:-1]) + 1  # the entry right after a group's first
+    lead[g[second]] = values[order[second - 1]] - values[order[second]]
+    return best, lead
+
+
+def _mutual_best_first(scores: csr_matrix, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Hungarian at scale: a video and an audio that are each other's best candidate by a clear lead
+    (MUTUAL_LEAD) are paired first, and the exact solver runs on what is left. LAPJVsp's time grew as
+    N^1.9 here (104 s for 3 x 10^5 videos of 10 candidates, about 20 minutes projected for 10^6). On
+    50,000 planted pairs this kept 99.9% (noise 1.5) and 99.8% (noise 2.0) of the exact solver's
+    accuracy, the same pair for 99.7% and 98.9% of the videos, in 1.4 s and 6.5 s instead of 3.7 s
+    and 7.4 s; the saving grows with N and with how sure the pairs are."""
+    nv, na = scores.shape
+    cols = scores.indices
+    best_col, row_lead = _best_and_lead(values, rows, cols, nv)
+    best_row, col_lead = _best_and_lead(values, cols, rows, na)
+    chosen = np.full(nv, -1, dtype=np.int64)
+    mutual = (best_col >= 0) & (best_row[np.maximum(best_col, 0)] == np.arange(nv))
+    # only the clear ones: a lead over the next candidate in the row and in the column
+    mutual &= (row_lead >= MUTUAL_LEAD) & (col_lead[np.maximum(best_col, 0)] >= MUTUAL_LEAD)
+    chosen[mutual] = best_col[mutual]
+    free_v, taken = np.flatnonzero(~mutual), np.zeros(na, dtype=bool)
+    taken[chosen[mutual]] = True
+    free_a = np.flatnonzero(~taken)
+    if len(free_v) and len(free_a):
+        keep = ~mutual[rows] & ~taken[cols]
+        col_of = np.full(na, -1, dtype=np.int64)
+        col_of[free_a] = np.arange(len(free_a))
+        row_of = np.full(nv, -1, dtype=np.int64)
+        row_of[free_v] = np.arange(len(free_v))
+        sub = candidate_matrix(row_of[rows[keep]], col_of[cols[keep]], values[keep], (len(free_v), len(free_a)))
+        # what is left is solved exactly (again mutual best first while it is large and some pair is mutual)
+        got = assign_sparse(sub, "hungarian") if mutual.any() else _exact_sparse(sub, sub.data, _rows_of(sub))
+        chosen[free_v[got >= 0]] = free_a[got[got >= 0]]
     return chosen
 
 
@@ -333,8 +395,16 @@ def match_sparse(video_emb: np.ndarray, audio_emb: np.ndarray, pair_scores, k: i
         bulk = np.where(np.isfinite(bulk), bulk, bulk[np.isfinite(bulk)].min(initial=0.0))
         # only the order matters here: shifted to peak at 0 and bounded, so float32 (FAISS) cannot overflow
         key = np.clip(bulk - bulk.max(initial=0.0), -1e30, 0.0).astype(np.float32)
-        _, idx = top_k_candidates(np.hstack([outside[0] * video_emb, np.ones((nv, 1), np.float32)]),
-                                  np.hstack([audio_emb, -key[:, None]]), k, kind, **index_options)
+        from avmatch.matching.index import resolve_kind
+
+        if resolve_kind(kind, na) == "flat":  # exact: the key as one more coordinate
+            _, idx = top_k_candidates(np.hstack([outside[0] * video_emb, np.ones((nv, 1), np.float32)]),
+                                      np.hstack([audio_emb, -key[:, None]]), k, kind, **index_options)
+        else:  # an approximate index's cells follow direction, which such a coordinate would swamp (at 3 x 10^5
+            # clips ivfpq then needed 1,024 of 2,191 cells): DUAL_DEPTH x k by cosine, the best k of them by the key
+            cos, deep = top_k_candidates(video_emb, audio_emb, DUAL_DEPTH * k, kind, **index_options)
+            order = np.where(deep >= 0, outside[0] * cos - key[np.maximum(deep, 0)], -np.inf)
+            idx = np.take_along_axis(deep, np.argsort(-order, axis=1, kind="stable")[:, :k], 1)
     else:
         _, idx = top_k_candidates(video_emb, audio_emb, k, kind, **index_options)
     vi = np.repeat(np.arange(nv), idx.shape[1])
