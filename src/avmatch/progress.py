@@ -88,8 +88,9 @@ def recording_stages():
 
 @contextlib.contextmanager
 def stage(name: str):
-    """Mark a stage of a long job (see :func:`recording_stages`); free when nothing records. Yields the
-    stage's record, where the job may note what it chose (``with stage("x") as note: note["k"] = 5``)."""
+    """Mark a stage of a long job (see :func:`recording_stages`); free when nothing records. Yields a
+    dict where the job may note what it chose (``with stage("x") as note: note["k"] = 5``); the
+    record keeps the first call's notes."""
     stages = _STAGES.get()
     if stages is None:
         yield {}
@@ -99,9 +100,12 @@ def stage(name: str):
     _reset_peak()
     row["open"] = row.get("open", 0) + 1
     wall, cpu = time.perf_counter(), time.process_time()
+    notes: dict = {}
     try:
-        yield row
+        yield notes
     finally:
+        for key, value in notes.items():  # the first call's notes stand (a job's main round comes first)
+            row.setdefault(key, value)
         row["wall_s"] += time.perf_counter() - wall
         row["cpu_s"] += time.process_time() - cpu
         row["calls"] += 1

@@ -127,6 +127,7 @@ def build_index(emb: np.ndarray, kind: str = "flat", *, metric: str = "ip", nlis
 
 DEFAULT_NPROBE = 16
 RECALL_TARGET = 0.95  # what tune_search aims at: the share of queries whose exact best is in the approximate top k
+MATCH_RECALL_TARGET = 0.98  # two-stage matching loses every partner retrieval misses: it asks for more
 
 
 def tune_search(index: faiss.Index, queries: np.ndarray, k: int = 10, target: float = RECALL_TARGET,

@@ -19,7 +19,15 @@ import numpy as np
 
 from avmatch.cluster import dask_client
 from avmatch.errors import AvmatchError
-from avmatch.matching.index import COMPRESSED, SEARCH_ROWS, build_index, resolve_kind, search, tune_search
+from avmatch.matching.index import (
+    COMPRESSED,
+    MATCH_RECALL_TARGET,
+    SEARCH_ROWS,
+    build_index,
+    resolve_kind,
+    search,
+    tune_search,
+)
 
 
 def search_shard(folder: str, shard: int, lo: int, hi: int, k: int, kind: str, options: dict) -> dict:
@@ -33,7 +41,7 @@ def search_shard(folder: str, shard: int, lo: int, hi: int, k: int, kind: str, o
     full = base if kind in COMPRESSED else None
     tuned = {}
     if not {"nprobe", "ef_search"} & set(options):
-        tuned = tune_search(index, np.asarray(queries[: 64 * SEARCH_ROWS]), k, full=full)
+        tuned = tune_search(index, np.asarray(queries[: 64 * SEARCH_ROWS]), k, MATCH_RECALL_TARGET, full=full)
     k = min(k, hi - lo)
     sims = np.lib.format.open_memmap(folder_path / f"shard{shard}.sims.npy", "w+", np.float32, (len(queries), k))
     rows = np.lib.format.open_memmap(folder_path / f"shard{shard}.rows.npy", "w+", np.int64, (len(queries), k))

@@ -50,7 +50,14 @@ def top_k_candidates(video_emb: np.ndarray, audio_emb: np.ndarray, k: int = DEFA
     :data:`~avmatch.matching.index.AUTO_FLAT_MAX` audios, ivfpq above). ``shards`` > 0: the audios
     cut into that many indexes, built and searched as Dask tasks on ``cluster`` (a scheduler's
     address, or "" for a local cluster of ``workers`` processes; :mod:`avmatch.matching.shards`)."""
-    from avmatch.matching.index import build_index, index_bytes, resolve_kind, search, tune_search
+    from avmatch.matching.index import (
+        MATCH_RECALL_TARGET,
+        build_index,
+        index_bytes,
+        resolve_kind,
+        search,
+        tune_search,
+    )
 
     kind = resolve_kind(kind, len(audio_emb))
 
@@ -68,7 +75,7 @@ def top_k_candidates(video_emb: np.ndarray, audio_emb: np.ndarray, k: int = DEFA
         note["bytes_a_clip"] = round(index_bytes(index) / max(1, len(audio_emb)), 1)
     if not {"nprobe", "ef_search"} & set(index_options):  # as deep as the recall target needs
         with stage("search depth for recall") as note:
-            note.update(tune_search(index, video_emb, k, full=audio_emb))
+            note.update(tune_search(index, video_emb, k, MATCH_RECALL_TARGET, full=audio_emb))
     with stage("retrieve top K"):
         return search(index, video_emb, k, full=audio_emb)
 
