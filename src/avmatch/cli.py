@@ -40,6 +40,17 @@ def count(text: str) -> int:
     return _at_least(text, 1)
 
 
+def index_kind(text: str) -> str:
+    """An argparse type: an index kind (the FAISS module is read only when the option is given)."""
+    from avmatch.matching.index import resolve_kind
+
+    try:
+        resolve_kind(text, 0)
+    except AvmatchError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
 def whole(text: str) -> int:
     """An argparse type: a whole number of at least 0 (0: none)."""
     return _at_least(text, 0)
@@ -496,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", type=count, default=None, metavar="K", help="two-stage: audios retrieved per video (default 10)")
     p.add_argument("--retriever", default=None, metavar="RUN",
                    help="two-stage: embedding model that retrieves the candidates (default: --model)")
-    p.add_argument("--retrieval", default="auto",
+    p.add_argument("--retrieval", default="auto", type=index_kind,
                    help="two-stage: FAISS index that retrieves them: flat (exact), ivf, ivfpq or hnsw (see avmatch "
                         "index); default auto: flat up to 100,000 audios, ivfpq above")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -508,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("corpus", help="feature corpus, or media file/folder")
     p.add_argument("--model", required=True, help="run folder or checkpoint of an embedding model")
     p.add_argument("-o", "--output", required=True, help="index folder")
-    p.add_argument("--kind", default="flat",
+    p.add_argument("--kind", default="flat", type=index_kind,
                    help="flat: exact inner product; ivf, hnsw: approximate, recall reported; ivfpq: ivf keeping "
                         "--pq-bytes of code a vector in memory, re-ranked by the full vectors kept on disk "
                         "(default: %(default)s)")

@@ -226,3 +226,14 @@ def test_ivfpq_keeps_codes_and_reranks_with_the_full_vectors(tmp_path):
         load_index(tmp_path / "pq")
     with pytest.raises(AvmatchError, match="needs at least"):
         build_index(audio[: PQ_MIN - 1], "ivfpq", nlist=4)
+
+
+def test_an_unknown_index_kind_is_refused_before_any_work(tmp_path, capsys):
+    """--retrieval/--kind are checked as the command line is read: no model is loaded, nothing extracted."""
+    for argv in (["match", "v", "a", "--model", str(tmp_path / "missing"), "--retrieval", "lsh"],
+                 ["index", "feats", "--model", str(tmp_path / "missing"), "-o", str(tmp_path / "i"), "--kind", "lsh"]):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert "unknown index kind 'lsh'; use auto or one of: flat, ivf, ivfpq, hnsw" in err and "missing" not in err

@@ -47,6 +47,8 @@ def resolve_kind(kind: str, n: int) -> str:
     it found the partner as often as ivf at 128 of 4,000 cells, 8x faster; benchmarks/scale.py)."""
     if kind == "auto":
         return "flat" if n <= AUTO_FLAT_MAX else "ivfpq"
+    if kind not in KINDS:
+        raise AvmatchError(f"unknown index kind {kind!r}; use auto or one of: {', '.join(KINDS)}")
     return kind
 
 
@@ -67,7 +69,8 @@ def build_index(emb: np.ndarray, kind: str = "flat", *, metric: str = "ip", nlis
     quantised code a vector instead of the vector (4 bytes a dimension): 2 * ``pq_bytes`` sub-vectors
     of 4-bit codes, scanned with SIMD look-up tables (faiss's IVFPQFastScan; at 10^6 x 128 dims it
     searched 8x faster than ivf for the same recall), the dimensions zero-padded to fit; its scores
-    are approximate, so :func:`search` re-ranks with the full vectors where it is given them. "hnsw": a graph with ``hnsw_m`` links per node, searched
+    are approximate, so :func:`search` re-ranks with the full vectors where it is given them.
+    "hnsw": a graph with ``hnsw_m`` links per node, searched
     with a beam of ``ef_search``. Options out of their range are one-line errors.
     """
     emb = np.ascontiguousarray(emb, dtype=np.float32)
@@ -501,6 +504,7 @@ def index_embeddings(video_ids: list[str], video_emb: np.ndarray, audio_ids: lis
                      recall_k: int = 10, **options) -> EmbeddingIndex:
     """Index (Nv, E) video and (Na, E) audio embeddings; an approximate kind gets its recall measured
     in both directions (video queries against the audio index and the reverse)."""
+    kind = resolve_kind(kind, max(len(video_emb), len(audio_emb)))
     video, audio = build_index(video_emb, kind, **options), build_index(audio_emb, kind, **options)
     if not {"nprobe", "ef_search"} & set(options):  # the search depth the recall target needs, each way
         tune_search(audio, video_emb, recall_k, full=audio_emb)
