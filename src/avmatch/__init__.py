@@ -99,12 +99,15 @@ class Model:
               normalise: str = "dual-softmax", max_offset_s: float | None = None, mode: str = "auto",
               candidates: int | None = None, retriever: Model | str | Path | None = None,
               retrieval: str = "auto", workers: int = 1, options: dict | None = None,
-              min_confidence: float = 0.0, adapt: int | None = None, progress: bool = False) -> Result:
+              min_confidence: float = 0.0, adapt: int | None = None, progress: bool = False,
+              shards: int = 0, cluster: str | None = None) -> Result:
         """Match every video of ``videos`` to an audio of ``audios`` (one-to-one, or each video's best
         with ``greedy``); a timing model also gives each pair's offset; ``min_confidence`` leaves a video
         whose pair is less sure than that unmatched; ``adapt`` rounds of adaptation to these clips
         (None: :data:`avmatch.adapt.ROUNDS`; 0: none; ``progress``: their bars). See ``avmatch match --help``
-        for the options; ``retriever`` is a Model or a run for two-stage retrieval."""
+        for the options; ``retriever`` is a Model or a run for two-stage retrieval; ``shards`` indexes of
+        the audios searched as Dask tasks on ``cluster`` (a scheduler's address; None: a local cluster
+        of ``workers`` processes)."""
         from avmatch.adapt import ROUNDS, match_adapted
 
         _source(videos, "videos")
@@ -120,7 +123,7 @@ class Model:
                              method="greedy" if greedy else "hungarian", normalisation=normalise,
                              max_offset_s=max_offset_s, mode=mode, candidates=candidates,
                              retriever=retriever.trained if retriever else None, retrieval=retrieval,
-                             min_confidence=min_confidence)
+                             min_confidence=min_confidence, shards=shards, cluster=cluster, workers=workers)
 
 
     def locate(self, clips: Corpus | str | Path, recordings: Corpus | str | Path, *,

@@ -154,7 +154,7 @@ def cmd_match(args) -> None:
         args.videos, args.audios, greedy=args.greedy, normalise=args.normalise, max_offset_s=args.max_offset,
         mode=args.mode, candidates=args.candidates, retriever=args.retriever, retrieval=args.retrieval,
         workers=args.workers, options=_options(args.option), min_confidence=args.min_confidence, adapt=args.adapt,
-        progress=True)
+        progress=True, shards=args.shards, cluster=args.cluster)
     if args.output == "-":  # the pairs on standard output (no score file or heat map to go with them)
         sys.stdout.write(result.csv_text())
         return
@@ -510,6 +510,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrieval", default="auto", type=index_kind,
                    help="two-stage: FAISS index that retrieves them: flat (exact), ivf, ivfpq or hnsw (see avmatch "
                         "index); default auto: flat up to 100,000 audios, ivfpq above")
+    p.add_argument("--shards", type=whole, default=0, metavar="N",
+                   help="two-stage: cut the index into N shards searched as Dask tasks (default 0: one index here)")
+    p.add_argument("--cluster", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="two-stage with --shards: the Dask scheduler that runs them (tcp://host:8786; with no "
+                        "address a local cluster of --workers processes)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="extractor option for media input (e.g. weights=PATH: the network the run's features came from)")
     p.add_argument("--device", default="auto", help="where the model runs: auto (CUDA where present), cpu, cuda, cuda:N")

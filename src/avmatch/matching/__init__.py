@@ -46,14 +46,17 @@ def choose_mode(n_videos: int, n_audios: int, mode: str = "auto", dense_max: int
 def match_corpora(trained: Trained, videos: Corpus, audios: Corpus, method: str = "hungarian",
                   normalisation: str = "dual-softmax", max_offset_s: float | None = None, mode: str = "auto",
                   candidates: int | None = None, retriever: Trained | None = None, retrieval: str = "auto",
-                  dense_max: int | None = None, min_confidence: float = 0.0) -> MatchResult:
+                  dense_max: int | None = None, min_confidence: float = 0.0, shards: int = 0,
+                  cluster: str | None = None, workers: int = 2) -> MatchResult:
     """Score every video clip of ``videos`` against every audio clip of ``audios``, normalise the
     scores, assign, and (timing models) estimate each matched pair's offset.
 
     ``mode`` "dense" scores all pairs; "two-stage" scores only each video's top-``candidates``
     audios, retrieved with an embedding model (``retriever``, by default the trained model) from a
     FAISS index of kind ``retrieval``; "auto" is dense up to ``dense_max`` x ``dense_max`` pairs
-    (defaults: DEFAULT_CANDIDATES, DENSE_MAX). Dense matching gives each pair a confidence
+    (defaults: DEFAULT_CANDIDATES, DENSE_MAX); with ``shards`` the index is cut into that many,
+    searched as Dask tasks on ``cluster`` (an address; None: a local cluster of ``workers``
+    processes). Dense matching gives each pair a confidence
     (:func:`~avmatch.matching.dense.assignment_confidence`); with ``min_confidence`` a video whose
     pair is less sure than that stays unmatched rather than forced onto an audio. A matched pair of
     a timing model at least ``DRIFT_MIN_S`` long gets its offset measured at several points and the
@@ -74,9 +77,17 @@ def match_corpora(trained: Trained, videos: Corpus, audios: Corpus, method: str 
     timing = capabilities(trained.model).timing
     max_lag = lag_range(trained, max_offset_s) if timing else None
     videos_x, audios_x = [c.video for c in v_clips], [c.audio for c in a_clips]
-    if choose_mode(len(v_clips), len(a_clips), mode, dense_max or DENSE_MAX) == "two-stage":
+    two_stage = choose_mode(len(v_clips), len(a_clips), mode, dense_max or DENSE_MAX) == "two-stage"
+    if (shards or cluster is not None) and not two_stage:
+        raise AvmatchError(f"--shards/--cluster cut the index of two-stage matching; {len(v_clips)} x {len(a_clips)} "
+                           "pairs are matched densely, with no index (--mode two-stage to use one)")
+    if cluster is not None and not shards:
+        raise AvmatchError("--cluster runs the index's shards: give their number with --shards")
+    if two_stage:
+        sharding = {"shards": shards, "cluster": cluster or "", "workers": workers} if shards else {}
         scores, raw, chosen = match_two_stage(trained, videos_x, audios_x, method, normalisation,
-                                              candidates or DEFAULT_CANDIDATES, retriever, retrieval, max_lag)
+                                              candidates or DEFAULT_CANDIDATES, retriever, retrieval, max_lag,
+                                              **sharding)
     else:
         scores, raw, chosen = match_dense(trained, videos_x, audios_x, method, normalisation, max_lag)
     result = MatchResult([c.id for c in v_clips], [c.id for c in a_clips], scores, chosen, method, raw,

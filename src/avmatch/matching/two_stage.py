@@ -474,11 +474,12 @@ def match_embeddings(video_emb: np.ndarray, audio_emb: np.ndarray, k: int = DEFA
 
 def match_two_stage(trained: Trained, videos: list[np.ndarray], audios: list[np.ndarray],
                     method: str = "hungarian", normalisation: str = "dual-softmax", k: int = DEFAULT_CANDIDATES,
-                    retriever: Trained | None = None, kind: str = "auto", max_lag: int | None = None
-                    ) -> tuple[csr_matrix, csr_matrix, np.ndarray]:
+                    retriever: Trained | None = None, kind: str = "auto", max_lag: int | None = None,
+                    **sharding) -> tuple[csr_matrix, csr_matrix, np.ndarray]:
     """Match clips by retrieving each video's top-``k`` audios with an embedding model (``retriever``,
     by default the trained model) and scoring only those with the trained model (a timing model
-    over ``max_lag`` frames either side; None: as trained). Returns what :func:`match_sparse` does."""
+    over ``max_lag`` frames either side; None: as trained). ``sharding``: :func:`top_k_candidates`'s
+    shards, cluster and workers. Returns what :func:`match_sparse` does."""
     finder = retriever or trained
     if retriever is not None:
         for name, want, have in (("visual", trained.model.config["video_dim"], retriever.model.config["video_dim"]),
@@ -489,9 +490,10 @@ def match_two_stage(trained: Trained, videos: list[np.ndarray], audios: list[np.
     audio_emb = clip_embeddings(finder, audios, "audio")
     if finder is trained and is_embedding_model(trained):  # the retrieval score is the score
         scale, bias = embedding_score_params(trained)
-        scores, raw, chosen = match_embeddings(video_emb, audio_emb, k, scale, bias, method, normalisation, kind)
+        scores, raw, chosen = match_embeddings(video_emb, audio_emb, k, scale, bias, method, normalisation, kind,
+                                               **sharding)
     else:
         scores, raw, chosen = match_sparse(video_emb, audio_emb, model_pair_scores(trained, videos, audios, max_lag=max_lag), k,
-                                           method, normalisation, kind, metric=retrieval_metric(finder))
+                                           method, normalisation, kind, metric=retrieval_metric(finder), **sharding)
     return scores, raw, chosen
 
