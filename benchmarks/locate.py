@@ -209,11 +209,16 @@ def scale_worker(model: str, recordings: str, clips: str, hours: float, n_clips:
     chosen = cl._with([dataclasses.replace(c, id=f"{c.id}~{i}", video=c.video + rng.normal(0, 0.02, c.video.shape)
                                            .astype(np.float32)) for i, c in ((i, clips[i % len(clips)])
                                                                            for i in range(n_clips))])
+    from avmatch.progress import recording_stages
+
     t0 = time.perf_counter()
-    placements = locate(m.trained, chosen, long)
+    with recording_stages() as stages:
+        placements = locate(m.trained, chosen, long)
     seconds = time.perf_counter() - t0
     queue.put({"hours": round(sum(len(c.audio) for c in tiled) / recs.audio_rate_hz / 3600, 2), "clips": len(placements),
-               "seconds": round(seconds, 1), "peak_rss_mib": peak_mib()})
+               "seconds": round(seconds, 1),  # a stage resets the peak as it starts: the run's is the largest stage's
+               "peak_rss_mib": max([peak_mib()] + [round(st["peak_mib"]) for st in stages.values()]),
+               "stages": {name: {k: round(v, 1) for k, v in st.items()} for name, st in stages.items()}})
 
 
 def peak_mib() -> int:

@@ -44,6 +44,7 @@ from avmatch.inference import check_fits, frame_embeddings, peak_between_frames
 from avmatch.matching.dense import check_min_confidence
 from avmatch.matching.results import csv_cell
 from avmatch.progress import bar as progress_bar
+from avmatch.progress import stage
 
 MIN_CONFIDENCE = 0.9  # placements less sure than this are refused
 MIN_FRAMES = 8  # a clip this short has no timing to place it by
@@ -130,20 +131,25 @@ def locate(trained: Trained, clips: Corpus, recordings: Corpus, min_confidence: 
         raise AvmatchError(f"{len(too_short)} clip(s) shorter than {MIN_FRAMES} frames, too short to place by timing: "
                            f"{', '.join(too_short[:5])}", clips.root)
     rate = trained.audio_rate_hz
-    clip_emb = frame_embeddings(trained, [getattr(c, short) for c in c_clips], short)
+    with stage("embed clips"):
+        clip_emb = frame_embeddings(trained, [getattr(c, short) for c in c_clips], short)
     longest = max(len(e) for e in clip_emb)
     peaks = [[] for _ in c_clips]  # per clip: the best few places of every recording
     groups = _groups([len(getattr(r, long)) for r in r_clips], group_frames)
     bar = progress_bar(len(c_clips) * len(groups), "locate", "clip", enabled=progress)
     for first, stop in groups:  # recordings a group at a time: memory is one group's, however long the archive
-        index = RecordingIndex(frame_embeddings(trained, [getattr(r, long) for r in r_clips[first:stop]], long), longest)
-        for found, emb in zip(peaks, clip_emb, strict=True):
-            found.extend(_peaks(index.place_scores(emb), len(emb), rate, first))
-            bar.update(1)
+        with stage("embed recordings + transform"):
+            index = RecordingIndex(frame_embeddings(trained, [getattr(r, long) for r in r_clips[first:stop]], long),
+                                   longest)
+        with stage("search every place"):
+            for found, emb in zip(peaks, clip_emb, strict=True):
+                found.extend(_peaks(index.place_scores(emb), len(emb), rate, first))
+                bar.update(1)
         del index
     bar.close()
-    options = [_best_places(found) for found in peaks]
-    placements = _choose(c_clips, r_clips, clip_emb, options, rate, min_confidence, camera)
+    with stage("choose places, confidence"):
+        options = [_best_places(found) for found in peaks]
+        placements = _choose(c_clips, r_clips, clip_emb, options, rate, min_confidence, camera)
     by_id = {r.id: k for k, r in enumerate(r_clips)}
     for p in placements:
         if p.best_recording:
