@@ -14,8 +14,7 @@ from avmatch.cli import main
 from avmatch.corpus import Corpus
 from avmatch.errors import AvmatchError
 from avmatch.features import get_extractor
-from avmatch.features.pretrained import regular_file, sha1_of
-from avmatch.features.record import ExtractorRecord
+from avmatch.features.record import ExtractorRecord, regular_file, sha1_of
 from avmatch.inference import score_matrix
 from avmatch.matching import MatchResult, assign, match_corpora
 from avmatch.matching.index import build_index, index_corpus, index_embeddings, load_index

@@ -23,10 +23,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import io
 import os
-import stat
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +35,7 @@ import numpy as np
 from avmatch.errors import AvmatchError
 from avmatch.features import Extractor, register_extractor
 from avmatch.features.frames import FrameRateFeatures, db_scale
-from avmatch.features.record import ExtractorRecord
+from avmatch.features.record import ExtractorRecord, regular_file, sha1_of
 from avmatch.features.spectral import DB_FLOOR, LogMel
 from avmatch.media import iter_audio, iter_video_frames
 
@@ -210,35 +208,11 @@ def _load_script(path: str, mtime_ns: int, device: str, kind: str, image_size: i
     return net, k, dim
 
 
-def regular_file(path: str | Path) -> str:
-    """The absolute path of a regular file, or a one-line error: a folder, a named pipe (reading it
-    would wait forever) or a device is never opened."""
-    full = os.path.abspath(os.path.expanduser(str(path)))
-    try:
-        mode = os.stat(full).st_mode
-    except OSError:
-        raise AvmatchError("no such weights file", full) from None
-    if stat.S_ISDIR(mode):
-        raise AvmatchError("is a folder, not a TorchScript weights file", full)
-    if not stat.S_ISREG(mode):
-        raise AvmatchError("is not a regular file (a pipe or a device?); give a TorchScript weights file", full)
-    return full
-
-
 def _file_key(path: str) -> tuple[str, int]:
     if not path:
         return path, 0
     full = regular_file(path)
     return full, os.stat(full).st_mtime_ns
-
-
-def sha1_of(path: str) -> str:
-    """The first 16 hex digits of a file's SHA-1: what a corpus and a run record of a network file."""
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 @register_extractor("weights")

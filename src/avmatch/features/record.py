@@ -12,6 +12,9 @@ values ``from_dict`` read.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,8 +146,6 @@ class ExtractorRecord:
         given = {k: str(v) for k, v in options.items() if k in files and v}
         wanted = sorted(set((self.weights_sha1 or {}).values()))
         if wanted or given:
-            from avmatch.features.pretrained import regular_file, sha1_of
-
             have = sorted({sha1_of(regular_file(p)) for p in given.values()})
             if have != wanted:
                 hint = ", ".join(f"{k}=PATH" for k in files[:1]) or "the network"
@@ -153,6 +154,27 @@ class ExtractorRecord:
                                     f"the network file(s) given (SHA-1 {', '.join(have)}) are not the one(s) the run "
                                     f"was trained with ({', '.join(wanted) or 'none'})"), where)
         return dataclasses.replace(self, params={**params, **options})
+
+
+def regular_file(path: str | Path) -> str:
+    """The absolute path of a regular file, or a one-line error: a folder, a named pipe (reading it
+    would wait forever) or a device is never opened."""
+    full = os.path.abspath(os.path.expanduser(str(path)))
+    try:
+        mode = os.stat(full).st_mode
+    except OSError:
+        raise AvmatchError("no such weights file", full) from None
+    if stat.S_ISDIR(mode):
+        raise AvmatchError("is a folder, not a TorchScript weights file", full)
+    if not stat.S_ISREG(mode):
+        raise AvmatchError("is not a regular file (a pipe or a device?); give a TorchScript weights file", full)
+    return full
+
+
+def sha1_of(path: str) -> str:
+    """The first 16 hex digits of a file's SHA-1: what a corpus and a run record of a network file."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha1").hexdigest()[:16]
 
 
 def check_record(record: dict, fail: Callable[[str], None], max_items: int, max_value: float) -> None:
