@@ -747,6 +747,14 @@ def _train(corpus: Corpus, run_dir: str | Path, config: TrainConfig, resume: boo
         writer.close()
         write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
     if own_group:
-        dist.barrier()  # leave together: a process that tears gloo down while another still talks aborts
+        # Leave together (a process that tears gloo down while another still talks aborts), and tear
+        # down without a deadlock: gloo's threads drop the last reference to a finished collective,
+        # which takes the GIL, while the group's destructor joins those threads with the GIL held
+        # (seen under load: rank 1 waited for ever). Holding the barrier's work, which holds every
+        # collective before it, until the group is gone leaves those threads nothing to free.
+        last = dist.barrier(async_op=True)
+        last.wait()
+        del step_loss  # DDP's reducer holds the group too
         dist.destroy_process_group()
+        del last
     return result
