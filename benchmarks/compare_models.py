@@ -38,7 +38,7 @@ from avmatch.demo.compare import compare, model_entries, run_dir
 from avmatch.models import list_models
 from avmatch.testing.featuregen import make_feature_corpus
 from avmatch.testing.formats import FORMATS
-from avmatch.train import RECIPES
+from avmatch.training import COMPARE, RECIPES
 
 # every model of the report and the text, the report's recipe exactly ("report": its lstm-cnn trained
 # its way), and our embedding model
@@ -126,7 +126,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=int, default=900)
     ap.add_argument("--test-fraction", type=float, default=0.1)
-    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--epochs", type=int, default=COMPARE["epochs"])
     ap.add_argument("--patience", type=int, default=None, help="early stopping (default: each recipe's)")
     ap.add_argument("--window", type=float, default=12.0, help="random training window in seconds (0: whole clips)")
     ap.add_argument("--models", default=None,

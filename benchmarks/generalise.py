@@ -75,10 +75,10 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "src" / "avmatch" / "weights
 
 
 def recipe(epochs: int, seed: int = 0, plain: bool = False, init: str = ""):
-    """The shipped model's recipe (``avmatch.train.RECIPES["sync"]``) for ``epochs``; ``plain`` is the
+    """The shipped model's recipe (``avmatch.training.RECIPES["sync"]``) for ``epochs``; ``plain`` is the
     reference (no augmentation, no level-free audio, no map convolutions); ``init`` fine-tunes from that run
-    (as ``avmatch train`` does: ``avmatch.train.FINE_TUNE`` over the started model's recipe)."""
-    from avmatch.train import recipe as sync_recipe
+    (as ``avmatch train`` does: ``avmatch.training.FINE_TUNE`` over the started model's recipe)."""
+    from avmatch.training import recipe as sync_recipe
 
     common = {"epochs": epochs, "patience": epochs, "seed": seed, "histograms": False}
     if init:
@@ -184,7 +184,7 @@ def train_recipe(corpus: Corpus, families: list[str], run: Path, config, reuse: 
     """Train ``config`` on the clips of ``families``; (trained, seconds, result, clips). ``reuse``: a
     finished run an earlier benchmark left in ``run`` is loaded instead."""
     from avmatch.checkpoint import load_trained
-    from avmatch.train import train
+    from avmatch.training import train
 
     keep = tuple(f"{f.replace(':', '-')}/" for f in families)
     chosen = corpus._with([c for c in corpus.clips if c.id.startswith(keep)])

@@ -76,7 +76,7 @@ def crash_runs(work: Path, kills: int) -> list[tuple[str, bool, str]]:
     from avmatch.features.job import extract
     from avmatch.testing.featuregen import make_feature_corpus
     from avmatch.testing.mediagen import make_clip
-    from avmatch.train import TrainConfig, train
+    from avmatch.training import TrainConfig, train
 
     out = []
     epochs = 24

@@ -201,7 +201,7 @@ def embed_table(args, tmp: str) -> None:
     from pathlib import Path
 
     from avmatch.testing.featuregen import make_feature_corpus
-    from avmatch.train import TrainConfig, train
+    from avmatch.training import TrainConfig, train
 
     dims = {"video_dim": 64, "audio_dim": 32, "min_len": args.embed_rows, "max_len": args.embed_rows}
     train(make_feature_corpus(200, seed=1, **dims), Path(tmp) / "dual", TrainConfig(model="dual", epochs=1,
@@ -243,7 +243,7 @@ def dual_run(args, n: int) -> None:
     from avmatch.checkpoint import load_trained
     from avmatch.matching import match_corpora
     from avmatch.testing.featuregen import make_feature_corpus, shuffle_for_matching
-    from avmatch.train import TrainConfig, train
+    from avmatch.training import TrainConfig, train
 
     dims = {"video_dim": 64, "audio_dim": 32, "min_len": 8, "max_len": 16}
     with tempfile.TemporaryDirectory() as tmp:

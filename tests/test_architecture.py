@@ -16,7 +16,7 @@ LAYERS = [
     {"models"},
     {"losses", "checkpoint", "shipped"},
     {"inference"},
-    {"matching", "train", "metrics"},
+    {"matching", "training", "metrics"},
     {"adapt"},
     {"report", "mux"},
     {"__init__"},

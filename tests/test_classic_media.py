@@ -6,7 +6,7 @@ import json
 import pytest
 
 from avmatch.cli import main
-from avmatch.train import RECIPES
+from avmatch.training import RECIPES
 
 
 @pytest.fixture(scope="module")

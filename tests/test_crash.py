@@ -16,7 +16,7 @@ from avmatch.features.job import extract
 from avmatch.testing.badinputs import extract_with_kills, same_corpus, train_with_kills
 from avmatch.testing.featuregen import make_feature_corpus
 from avmatch.testing.mediagen import make_clip
-from avmatch.train import TrainConfig, train
+from avmatch.training import TrainConfig, train
 
 EPOCHS = 16
 TRAIN_ARGS = ["--model", "gru", "--epochs", str(EPOCHS), "--batch-size", "8", "--seed", "4", "--patience", "99",

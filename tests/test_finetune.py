@@ -9,7 +9,7 @@ import torch
 from avmatch.checkpoint import load_trained
 from avmatch.errors import AvmatchError
 from avmatch.testing.featuregen import make_feature_corpus
-from avmatch.train import TrainConfig, train
+from avmatch.training import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_train_starts_from_the_shipped_model_where_the_features_fit_it(media_fea
 
     from avmatch.cli import main
     from avmatch.corpus import write_corpus
-    from avmatch.train import FINE_TUNE, RECIPES
+    from avmatch.training import FINE_TUNE, RECIPES
 
     def settings(run):
         return json.loads((run / "config.json").read_text())["train"]

@@ -58,7 +58,7 @@ def test_a_run_keeps_its_confidence_temperature_and_a_bad_one_is_refused(tmp_pat
     """Training fits the confidence's temperature on its validation pairs and best.pt keeps it; match
     reads it; a checkpoint without one (older, shipped) means 1; a bad value is one line."""
     from avmatch.matching.dense import fit_temperature
-    from avmatch.train import TrainConfig, train, validate
+    from avmatch.training import TrainConfig, train, validate
 
     corpus = make_feature_corpus(60, min_len=5, max_len=9, seed=3, video_dim=6, audio_dim=4)
     train(corpus, tmp_path / "run", TrainConfig(model="dual", epochs=2, batch_size=16, histograms=False,

@@ -11,15 +11,12 @@ The public API (what a notebook imports; the ``avmatch`` command is a thin layer
     result.pairs, result.rows(), result.table(), result.to_csv("pairs.csv")
     avmatch.evaluate(result, "key.csv")                     # or a pairs.csv written before
 
-Imports happen on first use, so ``import avmatch`` stays fast. The one module that shares a name with
-a function, ``avmatch.train``, is reached with ``from avmatch.train import TrainConfig`` or
-``importlib.import_module("avmatch.train")``.
+Imports happen on first use, so ``import avmatch`` stays fast. Training's settings and recipes are in
+``avmatch.training`` (``from avmatch.training import TrainConfig, RECIPES``).
 """
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -171,18 +168,17 @@ def load(run: str | Path = "default", device: str | None = "auto") -> Model:
 def train(corpus: Corpus | str | Path, run: str | Path, *, resume: bool = False, force: bool = False,
           progress: bool = True, device: str | None = "auto", recipe: str = "", **config) -> Model:
     """Train on the paired clips of ``corpus`` (a Corpus or a corpus folder) into the run folder
-    ``run`` and return the best model. ``config``: any field of :class:`avmatch.train.TrainConfig`
+    ``run`` and return the best model. ``config``: any field of :class:`avmatch.training.TrainConfig`
     (model, epochs, batch_size, lr, window_s, init, model_options, ...) over the model's recipe, or
-    over the named ``recipe`` ("report"; ``avmatch.train.RECIPES``); by default the model that suits
+    over the named ``recipe`` ("report"; ``avmatch.training.RECIPES``); by default the model that suits
     the corpus: the shipped model fine-tuned where it fits the corpus's features, else a new model
     (``init="none"``: a new model in any case). ``device`` as for :func:`load`."""
     import dataclasses
 
     from avmatch.errors import ArgumentTypeError
     from avmatch.features.cache import training_features
-    from avmatch.train import TrainConfig, choose_start
-    from avmatch.train import recipe as recipe_config
-    from avmatch.train import train as run_training
+    from avmatch.training import TrainConfig, check_resume_settings, resolve
+    from avmatch.training import train as run_training
 
     _source(corpus, "corpus")
     _source(run, "run", corpus=False)
@@ -192,24 +188,9 @@ def train(corpus: Corpus | str | Path, run: str | Path, *, resume: bool = False,
                                 f"{', '.join(f.name for f in dataclasses.fields(TrainConfig))}")
     corpus = corpus if not isinstance(corpus, (str, Path)) else training_features(corpus)
     if resume:
-        from avmatch.train import check_resume_settings
-
         check_resume_settings(run, config)
-    model, config["init"] = choose_start(corpus, config.pop("model", ""), config.pop("init", ""), recipe)
-    if recipe:
-        from avmatch.errors import AvmatchError
-        from avmatch.train import RECIPES
-
-        named = sorted(k for k, v in RECIPES.items() if "model" in v)
-        if recipe not in named:
-            raise AvmatchError(f"unknown recipe {recipe!r}; one of: {', '.join(named)}")
-        if model and model != RECIPES[recipe]["model"]:
-            raise AvmatchError(f"recipe {recipe!r} trains {RECIPES[recipe]['model']!r}, not {model!r}")
-        if config.get("init"):
-            raise AvmatchError("a recipe trains a new model; init fine-tunes one: give one of them")
-    name = recipe or model
-    metrics = run_training(corpus, run, recipe_config(name, **config), resume=resume, progress=progress,
-                           force=force, device=device)
+    settings = resolve(corpus, recipe, **config)
+    metrics = run_training(corpus, run, settings, resume=resume, progress=progress, force=force, device=device)
     model = load(run, device)
     model.metrics = metrics
     return model
@@ -234,17 +215,4 @@ def evaluate(result: Result | str | Path, key: str | Path | dict[str, str]) -> d
             result.to_csv(Path(tmp) / "pairs.csv", heatmap=False)
             result = Path(tmp) / "pairs.csv"
         return evaluate_pairs(result, key)
-
-
-class _Package(types.ModuleType):
-    """The package keeps its functions under their names: importing a submodule of the same name
-    (``avmatch.train``) would otherwise bind the module over the function."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "train" and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 

@@ -5,7 +5,7 @@ Footage of a kind the model never saw is matched less well (held-out kinds of sc
 against 0.985 after fine-tuning on 400 paired clips, ``benchmarks/generalise.py``), but its surest
 pairs are nearly always right (at assignment confidence >= 0.9, 65 of 200 pairs, every one right).
 Those pairs, cut to where they overlap at their measured offset, are paired clips of exactly the
-user's footage: fine-tuning on them (the :data:`avmatch.train.FINE_TUNE` recipe, a few epochs, in a
+user's footage: fine-tuning on them (the :data:`avmatch.training.FINE_TUNE` recipe, a few epochs, in a
 temporary folder) teaches the model the look and sound of that footage, and each round the surer
 model finds more sure pairs. No label is used. The model passed in is never changed, nor its file.
 
@@ -28,13 +28,12 @@ from avmatch.errors import AvmatchError
 from avmatch.matching import MatchResult, match_corpora
 from avmatch.matching.locate import Placement, locate
 from avmatch.models import capabilities
-from avmatch.train import recipe, train
+from avmatch.training import ADAPT_FINE_TUNE, recipe, train
 
 ROUNDS = 3  # rounds of match, fine-tune on the sure pairs, match again (benchmarks/generalise.py: 0.84 -> 0.98)
 SURE = 0.9  # pairs at least this sure (assignment confidence) teach the model
 MIN_PAIRS = 16  # fewer sure pairs than this: too few to fine-tune on, the match stands
 MAX_PAIRS = 1000  # at most this many (the surest): the cost of a round stays bounded on large sets
-EPOCHS = 4  # fine-tuning epochs a round
 MIN_FRAMES = 8  # a pair overlapping less than this at its offset teaches nothing
 
 
@@ -58,7 +57,7 @@ def sure_pairs(result, videos: list[Clip], audios: list[Clip], rate_hz: float) -
 
 def adapted(trained: Trained, pairs: list[Clip], videos: Corpus, audios: Corpus, seed: int = 0,
             progress: bool = False) -> Trained:
-    """``trained`` fine-tuned on ``pairs`` (:data:`EPOCHS` epochs of the fine-tuning recipe), in a
+    """``trained`` fine-tuned on ``pairs`` (the :data:`avmatch.training.ADAPT_FINE_TUNE` recipe), in a
     temporary folder that is removed after; the weights of the last epoch (no held-out clips to pick
     an epoch by: the pairs are the model's own answers). ``progress``: the fine-tune's bar."""
     device = next(trained.model.parameters()).device
@@ -66,7 +65,7 @@ def adapted(trained: Trained, pairs: list[Clip], videos: Corpus, audios: Corpus,
     with tempfile.TemporaryDirectory(prefix="avmatch-adapt-") as tmp:
         start = Path(tmp) / "start.pt"
         trained.save(start)
-        config = recipe("", init=str(start), epochs=EPOCHS, patience=EPOCHS, seed=seed, histograms=False,
+        config = recipe("", ADAPT_FINE_TUNE, init=str(start), seed=seed, histograms=False,
                         val_fraction=0.0)  # every sure pair teaches: none is held out to pick an epoch by
         train(corpus, Path(tmp) / "run", config, device=device, progress=progress)
         return load_trained(Path(tmp) / "run" / "last.pt", device)

@@ -84,11 +84,11 @@ def _train_settings(args) -> dict:
 
 def cmd_models(args) -> None:
     from avmatch.models import list_models
-    from avmatch.train import RECIPES
+    from avmatch.training import named_recipes
 
     for m in list_models():
         print(f"{m.name:10s} {m.summary}")
-    named = {k: v for k, v in RECIPES.items() if "model" in v}
+    named = named_recipes()
     if named:
         print("\nnamed recipes (avmatch train --recipe NAME): a model and how to train it")
         for name, r in named.items():
@@ -119,7 +119,7 @@ def cmd_inspect(args) -> None:
 def cmd_train(args) -> None:
     import avmatch
     from avmatch.features.cache import training_features
-    from avmatch.train import RECIPES, choose_start, launch_processes
+    from avmatch.training import choose_start, launch_processes, named_recipes
 
     if args.ddp > 1 and "WORLD_SIZE" not in os.environ:  # the processes it starts find WORLD_SIZE set
         launch_processes(args.ddp, args.argv)
@@ -128,7 +128,7 @@ def cmd_train(args) -> None:
     corpus = training_features(args.corpus)
     model, init = choose_start(corpus, args.model or "", args.init or "", args.recipe or "")
     if not args.model and not args.init and not args.recipe and first:
-        named = RECIPES.get(model, {}).get("model")  # a recipe that suits the corpus's extractor
+        named = named_recipes().get(model, {}).get("model")  # a recipe that suits the corpus's extractor
         note("fine-tuning the shipped model on this corpus (--init none: a new model)" if init else
              f"no --model given; using {f'the recipe {model!r} ({named})' if named else repr(model)} for this corpus")
     trained = avmatch.train(corpus, args.output, resume=args.resume, force=args.force, device=args.device,
@@ -303,9 +303,10 @@ def cmd_evaluate(args) -> None:
 def cmd_compare(args) -> None:
     from avmatch.corpus import load_corpus
     from avmatch.demo.compare import compare, model_entries
+    from avmatch.training import COMPARE
 
-    compare(load_corpus(args.corpus), model_entries(args.models), args.output, _train_settings(args), args.test_fraction,
-            inputs=tuple(args.inputs.split(",")))
+    compare(load_corpus(args.corpus), model_entries(args.models), args.output, {**COMPARE, **_train_settings(args)},
+            args.test_fraction, inputs=tuple(args.inputs.split(",")))
     print((Path(args.output) / "compare.md").read_text())
 
 
@@ -346,10 +347,11 @@ def cmd_demo(args) -> None:
              epochs=args.epochs)
 
 
-def _add_train_options(p: argparse.ArgumentParser, epochs: int | None = None) -> None:
-    """The training options; each one not given keeps avmatch.train.TrainConfig's default."""
-    recipe = " (default: the model's recipe, else avmatch.train.TrainConfig's)"
-    p.add_argument("--epochs", type=int, default=epochs, help="training epochs" + (recipe if epochs is None else ""))
+def _add_train_options(p: argparse.ArgumentParser, epochs: str = "") -> None:
+    """The training options; each one not given keeps its recipe's or avmatch.training.TrainConfig's
+    default (``epochs``: where this command's --epochs default comes from instead, in words)."""
+    recipe = " (default: the model's recipe, else avmatch.training.TrainConfig's)"
+    p.add_argument("--epochs", type=int, default=None, help="training epochs" + (f" (default: {epochs})" if epochs else recipe))
     p.add_argument("--batch-size", type=int, default=None, help="clips per step" + recipe)
     p.add_argument("--lr", type=float, default=None, help="learning rate" + recipe)
     p.add_argument("--clip-grad", type=float, default=None, help="max gradient norm (0: no clipping)")
@@ -568,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", default="global", choices=("global", "clip", "global,clip"),
                    help="input normalisations offered to every model: global z-scores, per-clip centring "
                         "(--centre-clips) or both, each model keeping the one of the better validation top-1")
-    _add_train_options(p, epochs=20)
+    _add_train_options(p, epochs="the compare recipe's, avmatch.training.COMPARE, every model alike")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("extract", help="extract feature sequences from media files into a corpus")

@@ -1,7 +1,7 @@
 """The only code that runs a model: clips encoded in length-sorted batches, score matrices, clip
 embeddings, per-frame embeddings of clips of any length, pair scores, lag curves and offsets.
 
-Matching (:mod:`avmatch.matching`), training-time validation (:func:`avmatch.train.validate`),
+Matching (:mod:`avmatch.matching`), training-time validation (:func:`avmatch.training.validate`),
 indexing and evaluation sit on these functions and never call a model's methods themselves. A
 model is never changed here: a lag range other than the trained one (``max_lag``) is a view of the
 model that shares its weights (:func:`at_lag_range`).

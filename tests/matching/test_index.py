@@ -21,7 +21,7 @@ from avmatch.matching.index import (
     vectors,
 )
 from avmatch.testing.featuregen import make_feature_corpus
-from avmatch.train import TrainConfig, train
+from avmatch.training import TrainConfig, train
 
 
 def unit(rows, dim, seed):

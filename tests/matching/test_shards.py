@@ -94,7 +94,7 @@ def test_cli_match_with_shards_on_the_cluster_writes_the_one_machine_pairs(sched
     from avmatch.cli import main
     from avmatch.corpus import write_corpus
     from avmatch.testing.featuregen import make_feature_corpus, shuffle_for_matching
-    from avmatch.train import TrainConfig, train
+    from avmatch.training import TrainConfig, train
 
     dims = {"video_dim": 32, "audio_dim": 16, "min_len": 6, "max_len": 10}
     train(make_feature_corpus(200, seed=1, **dims), tmp_path / "run", TrainConfig(

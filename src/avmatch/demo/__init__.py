@@ -43,7 +43,6 @@ from avmatch.metrics import reliability as confidence_reliability
 from avmatch.report import html_report
 
 HOLDOUT = ("scenes:lamps", "worlds:keys")  # never trained on: the demo's unseen families
-TUNE_EPOCHS = 4  # fine-tuning the shipped model in the demo (its best validation came at epoch 3-4 of 8)
 AUDIO_FORMATS = ("wav", "flac", "mp3-24k", "aac", "opus")  # the test audio files, in turn
 MOTION_COLUMN = -1  # default extractor: global motion energy is the last visual column
 ONSET_COLUMN = 40  # default extractor: onset strength follows the 40 log-mel bands
@@ -62,12 +61,12 @@ class DemoConfig:
     # where training starts, as for `avmatch train`: "auto" (the shipped model, fine-tuned, where it fits
     # the features; else a new sync model), "none" (a new sync model) or a run to fine-tune
     init: str = "auto"
-    epochs: int | None = None  # None: TUNE_EPOCHS when fine-tuning, else the sync recipe's
+    epochs: int | None = None  # None: DEMO_FINE_TUNE's when fine-tuning, else the sync recipe's
     batch_size: int | None = None
     lr: float | None = None
     window_s: float | None = None
     patience: int | None = None
-    model_options: dict = field(default_factory=dict)  # a new model's, over the sync recipe's (avmatch.train.RECIPES)
+    model_options: dict = field(default_factory=dict)  # a new model's, over the sync recipe's (avmatch.training.RECIPES)
     workers: int = 0  # processes for generation and extraction; 0: as many as extraction uses by default
     extractor: str = "default"  # another one (e.g. "efficientnet" with fps=25) to compare features
     extractor_options: dict = field(default_factory=dict)
@@ -168,7 +167,7 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
     from avmatch.demo import scenes, worlds
     from avmatch.features.job import default_workers, extract
     from avmatch.matching import match_corpora
-    from avmatch.train import choose_start, recipe, train
+    from avmatch.training import DEMO_FINE_TUNE, resolve, train
 
     cfg = replace(config or (DemoConfig.quick() if quick else DemoConfig()))
     cfg.n_train, cfg.n_test, cfg.epochs = n_train or cfg.n_train, n_test or cfg.n_test, epochs or cfg.epochs
@@ -224,12 +223,11 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
     _say(progress, f"[2/5] extracted features ({cfg.extractor}, {train_set.video_rate_hz:g} Hz) of "
          f"{len(train_set.clips) + len(videos.clips) + len(audios.clips)} files in {stage['extract']:.0f} s")
 
-    model, init = choose_start(train_set, "sync" if cfg.init == "none" else "", "" if cfg.init in ("auto", "none") else cfg.init)
     given = {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "window_s", "patience") if getattr(cfg, k) is not None}
-    if init and cfg.epochs is None:
-        given["epochs"] = TUNE_EPOCHS
-    train_cfg = recipe(model, init=init, seed=seed, max_shift_s=cfg.max_offset_s, histograms=False,
-                       model_options=dict(cfg.model_options), **given)
+    train_cfg = resolve(train_set, model="sync" if cfg.init == "none" else "",
+                        init="" if cfg.init in ("auto", "none") else cfg.init, fine_tune=DEMO_FINE_TUNE, seed=seed,
+                        max_shift_s=cfg.max_offset_s, histograms=False, model_options=dict(cfg.model_options), **given)
+    init = train_cfg.init
     result = train(train_set, out / "run", train_cfg, progress=progress)
     t0 = lap("train", t0)
     how = f"fine-tuned {'the shipped model' if init == 'default' else init}" if init else "trained a new model"

@@ -15,7 +15,7 @@ from avmatch.metrics import GROUP, retrieval_metrics, top5_within
 from avmatch.models.base import parameter_table
 from avmatch.options import parse_options
 from avmatch.report import markdown_table
-from avmatch.train import recipe, train
+from avmatch.training import recipe, train
 
 COURSE_TEST = GROUP
 
@@ -50,7 +50,7 @@ def compare(corpus: Corpus, models: list[str], out_dir: str | Path, settings: di
             groups: dict[str, str] | None = None, inputs: tuple[str, ...] = ("global",)) -> list[dict]:
     """Hold out a test split, train each model on the rest, score the test pairs; writes compare.md.
 
-    ``models``: model names, or named recipes such as "report" (``avmatch.train.RECIPES``), each
+    ``models``: model names, or named recipes such as "report" (``avmatch.training.RECIPES``), each
     optionally with model options over its own ("report:interleave=true"); each trains with its own
     recipe under ``settings`` (TrainConfig fields: epochs, seed, ...). ``test``:
     test pairs of their own (e.g. families never trained on); then all of ``corpus`` trains. ``groups``

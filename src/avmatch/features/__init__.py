@@ -42,7 +42,7 @@ class Extractor:
     # where the visual features hold maps of cells: (first column, number of maps, cells per side), so
     # a model can read them as images (models registered with reads_maps); None: no maps
     video_maps: ClassVar[tuple[int, int, int] | None] = None
-    # the training recipe (avmatch.train.RECIPES) that suits these features when the user names no
+    # the training recipe (avmatch.training.RECIPES) that suits these features when the user names no
     # model; "": the model that suits the corpus's rates
     recipe: ClassVar[str] = ""
 

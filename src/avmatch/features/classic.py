@@ -56,7 +56,7 @@ class ClassicLayout(Extractor):
     # 2: each row carries its second's timing (per frame / per tenth); 3: a frame's motion is its change
     # to the next frame, in the same tenth as the audio's onset (it was a tenth late), and its motion onset
     version = 3
-    recipe = "seconds"  # a model that compares the rows second by second (avmatch.train.RECIPES)
+    recipe = "seconds"  # a model that compares the rows second by second (avmatch.training.RECIPES)
     video_rate_hz = 1.0
     audio_rate_hz = 1.0
     video_dim = 1024

@@ -16,7 +16,7 @@ Layout of the 128 columns: with ``interleave=True`` (default) video and audio fe
 them from the first layer. ``interleave=False`` puts the 64 audio columns after the 64 video columns
 (plain concatenation); then only the windows near the seam see both modalities. Either way the
 parameter counts are the report's. ``residual_relu=True`` puts a ReLU after each residual sum, as the
-report does (``--recipe report`` sets both; lstm-cnn's own recipe, ``avmatch.train.RECIPES``, the ReLU:
+report does (``--recipe report`` sets both; lstm-cnn's own recipe, ``avmatch.training.RECIPES``, the ReLU:
 interleaved, the report's training learns far better than concatenated).
 
 The global pool: the mean over the real rows, and over the columns in 4 equal bands, of each of the
