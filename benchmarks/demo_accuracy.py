@@ -27,7 +27,7 @@ from avmatch.demo import DemoConfig, run_demo
 def ablations(out: Path) -> None:
     from avmatch.checkpoint import load_trained
     from avmatch.corpus import load_corpus
-    from avmatch.matching import match_corpora
+    from avmatch.matching import MatchOptions, match_corpora
     from avmatch.metrics import evaluate_pairs, read_pairs
 
     trained = load_trained(out / "run")
@@ -37,7 +37,8 @@ def ablations(out: Path) -> None:
         for method in ("hungarian", "greedy"):
             pairs = out / "ablations" / f"{normalisation}-{method}.csv"
             pairs.parent.mkdir(exist_ok=True)
-            match_corpora(trained, videos, audios, method, normalisation).write(pairs, heatmap=False)
+            options = MatchOptions(greedy=method == "greedy", normalise=normalisation)
+            match_corpora(trained, videos, audios, options).write(pairs, heatmap=False)
             m = evaluate_pairs(pairs, out / "key.csv")
             print(f"  {normalisation:13s} {method:10s}        {m['one_to_one']:.3f}      {m['normalised_top1']:.3f}                "
                   f"{m.get('offset_within_40ms', float('nan')):.3f}")

@@ -165,9 +165,10 @@ def measure(scores_raw: np.ndarray, offsets: np.ndarray | None, video_ids: list[
 
 def model_scores(trained, videos: Corpus, audios: Corpus, max_offset_s: float | None = None, adapt: int = 0) -> tuple:
     from avmatch.adapt import match_adapted
+    from avmatch.matching import MatchOptions
 
     # dual softmax + Hungarian, as measure() assigns: the offsets and confidences are those of the same pairs
-    result = match_adapted(trained, videos, audios, adapt, max_offset_s=max_offset_s)
+    result = match_adapted(trained, videos, audios, MatchOptions(max_offset_s=max_offset_s), adapt)
     return result.raw_scores, result.offset_s, result.video_ids, result.audio_ids, result.confidence
 
 

@@ -241,7 +241,7 @@ def dual_run(args, n: int) -> None:
     from pathlib import Path
 
     from avmatch.checkpoint import load_trained
-    from avmatch.matching import match_corpora
+    from avmatch.matching import MatchOptions, match_corpora
     from avmatch.testing.featuregen import make_feature_corpus, shuffle_for_matching
     from avmatch.training import TrainConfig, train
 
@@ -256,7 +256,8 @@ def dual_run(args, n: int) -> None:
         truth = dict(key)
         for mode in ("dense", "two-stage"):
             t = time.perf_counter()
-            result = match_corpora(trained, videos, audios, mode=mode, candidates=args.candidates)
+            options = MatchOptions(mode=mode, candidates=args.candidates)
+            result = match_corpora(trained, videos, audios, options)
             acc = np.mean([truth[r["video"]] == r["audio"] for r in result.rows()])
             print(f"dual, N={n}, {mode:9s}: {time.perf_counter() - t:6.2f} s, one-to-one accuracy {acc:.4f}")
 

@@ -25,6 +25,7 @@ def test_bad_api_arguments_are_one_line_errors_python_code_can_catch():
     for call, says in ((lambda: avmatch.load(None), "run must be"),
                        (lambda: avmatch.train("feats", "run", bogus=1), "unknown training option(s) bogus"),
                        (lambda: model.match([], []), "videos must be"),
+                       (lambda: model.match("v", "a", bogus=1), "unknown matching option(s) bogus"),
                        (lambda: model.locate("clips", "recordings", camera="("), "is not a regular expression")):
         with pytest.raises(AvmatchError, match=re.escape(says)) as caught:
             call()

@@ -9,7 +9,7 @@ import torch
 from avmatch.checkpoint import Trained, load_trained
 from avmatch.corpus import Clip, Corpus
 from avmatch.inference import estimate_offsets, score_matrix
-from avmatch.matching import match_corpora
+from avmatch.matching import MatchOptions, match_corpora
 from avmatch.models import build_model
 
 
@@ -39,7 +39,7 @@ def test_a_lag_range_at_match_time_scores_as_a_model_built_with_it_and_changes_n
                                estimate_offsets(widened, videos, audios)[0])
     corpus = Corpus([Clip(f"c{i}", v, a) for i, (v, a) in enumerate(zip(videos, audios, strict=True))],
                     video_rate_hz=10.0, audio_rate_hz=10.0)
-    match_corpora(trained, corpus, corpus, max_offset_s=1.2)
+    match_corpora(trained, corpus, corpus, MatchOptions(max_offset_s=1.2))
     assert trained.model.max_lag == 6 and trained.model.config["max_lag"] == 6
 
 

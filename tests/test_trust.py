@@ -16,7 +16,7 @@ from avmatch.errors import AvmatchError
 from avmatch.features import get_extractor
 from avmatch.features.record import ExtractorRecord, regular_file, sha1_of
 from avmatch.inference import score_matrix
-from avmatch.matching import MatchResult, assign, match_corpora
+from avmatch.matching import MatchOptions, MatchResult, assign, match_corpora
 from avmatch.matching.index import build_index, index_corpus, index_embeddings, load_index
 from avmatch.metrics import evaluate_pairs
 from avmatch.models import build_model
@@ -204,8 +204,8 @@ def test_a_distance_model_is_indexed_and_retrieved_by_its_own_score(tmp_path):
     hits = index.search([c.id for c in corpus.clips], k=1)
     assert [h[0][0] for h in hits] == [corpus.clips[j].id for j in dense.argmax(1)]
     assert [h[0][1] for h in hits] == pytest.approx(dense.max(1), abs=1e-4)  # the model's printed score
-    two = match_corpora(trained, corpus, corpus, mode="two-stage", candidates=30, normalisation="none",
-                        method="greedy")
+    two = match_corpora(trained, corpus, corpus,
+                        MatchOptions(mode="two-stage", candidates=30, normalise="none", greedy=True))
     assert two.chosen.tolist() == dense.argmax(1).tolist()
 
 

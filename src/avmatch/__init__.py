@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from avmatch.checkpoint import Trained
     from avmatch.corpus import Corpus
     from avmatch.features.job import ExtractSummary
+    from avmatch.matching import MatchOptions
     from avmatch.matching.results import MatchResult as Result
 
 
@@ -92,36 +93,44 @@ class Model:
             extractor = extractor.for_media(options, self.source or None)
         return open_features(source, extractor, workers, progress)
 
-    def match(self, videos: Corpus | str | Path, audios: Corpus | str | Path, *, greedy: bool = False,
-              normalise: str = "dual-softmax", max_offset_s: float | None = None, mode: str = "auto",
-              candidates: int | None = None, retriever: Model | str | Path | None = None,
-              retrieval: str = "auto", workers: int = 1, options: dict | None = None,
-              min_confidence: float = 0.0, adapt: int | None = None, progress: bool = False,
-              shards: int = 0, cluster: str | None = None) -> Result:
+    def match(self, videos: Corpus | str | Path, audios: Corpus | str | Path, *,
+              retriever: Model | str | Path | None = None, workers: int = 1, options: dict | None = None,
+              adapt: int | None = None, progress: bool = False, match_options: MatchOptions | None = None,
+              **matching) -> Result:
         """Match every video of ``videos`` to an audio of ``audios`` (one-to-one, or each video's best
-        with ``greedy``); a timing model also gives each pair's offset; ``min_confidence`` leaves a video
-        whose pair is less sure than that unmatched; ``adapt`` rounds of adaptation to these clips
-        (None: :data:`avmatch.adapt.ROUNDS`; 0: none; ``progress``: their bars). See ``avmatch match --help``
-        for the options; ``retriever`` is a Model or a run for two-stage retrieval; ``shards`` indexes of
-        the audios searched as Dask tasks on ``cluster`` (a scheduler's address; None: a local cluster
-        of ``workers`` processes)."""
+        with ``greedy``); a timing model also gives each pair's offset. ``matching``: any field of
+        :class:`avmatch.matching.MatchOptions`, the options of ``avmatch match`` (``greedy``,
+        ``normalise``, ``max_offset_s``, ``min_confidence``, ``mode``, ``candidates``, ``retrieval``,
+        ``shards``, ``cluster``, ...), over ``match_options`` where given. ``retriever``: a Model or a run
+        for two-stage retrieval; ``workers``: extraction processes for media and (without
+        ``match_options``) the local Dask cluster's for shards; ``options``: the extractor's;
+        ``adapt`` rounds of adaptation to these clips (None: :data:`avmatch.adapt.ROUNDS`; 0: none;
+        ``progress``: their bars)."""
+        import dataclasses
+
         from avmatch.adapt import ROUNDS, match_adapted
+        from avmatch.matching import MatchOptions
 
         _source(videos, "videos")
         _source(audios, "audios")
+        known = [f.name for f in dataclasses.fields(MatchOptions)]
+        unknown = sorted(set(matching) - set(known))
+        if unknown:
+            from avmatch.errors import ArgumentTypeError
+
+            raise ArgumentTypeError(f"unknown matching option(s) {', '.join(unknown)}; "
+                                    f"known: {', '.join(known)}")
+        match_options = dataclasses.replace(match_options or MatchOptions(workers=workers), **matching)
         if isinstance(videos, (str, Path)):
             from avmatch.features.cache import check_holds_videos
 
             check_holds_videos(videos, "VIDEOS", "avmatch match VIDEOS AUDIOS")
         if retriever is not None and not isinstance(retriever, Model):
             retriever = load(retriever)
+        rounds = ROUNDS if adapt is None else adapt
         return match_adapted(self.trained, self.features(videos, options, workers),
-                             self.features(audios, options, workers), ROUNDS if adapt is None else adapt, progress,
-                             method="greedy" if greedy else "hungarian", normalisation=normalise,
-                             max_offset_s=max_offset_s, mode=mode, candidates=candidates,
-                             retriever=retriever.trained if retriever else None, retrieval=retrieval,
-                             min_confidence=min_confidence, shards=shards, cluster=cluster, workers=workers)
-
+                             self.features(audios, options, workers), match_options, rounds, progress,
+                             retriever.trained if retriever else None)
 
     def locate(self, clips: Corpus | str | Path, recordings: Corpus | str | Path, *,
                min_confidence: float | None = None, reverse: bool = False, workers: int = 1,

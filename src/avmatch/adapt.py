@@ -25,7 +25,7 @@ import numpy as np
 from avmatch.checkpoint import Trained, load_trained
 from avmatch.corpus import Clip, Corpus
 from avmatch.errors import AvmatchError
-from avmatch.matching import MatchResult, match_corpora
+from avmatch.matching import MatchOptions, MatchResult, match_corpora
 from avmatch.matching.locate import Placement, locate
 from avmatch.models import capabilities
 from avmatch.training import ADAPT_FINE_TUNE, recipe, train
@@ -76,15 +76,16 @@ def _check_rounds(rounds: int) -> None:
         raise AvmatchError(f"--adapt {rounds}: give 0 (no adaptation) to 10 rounds")
 
 
-def match_adapted(trained: Trained, videos: Corpus, audios: Corpus, rounds: int = ROUNDS, progress: bool = False,
-                  **options) -> MatchResult:
-    """:func:`avmatch.matching.match_corpora` (``options`` are its own), then up to ``rounds`` times:
-    the model fine-tuned on the pairs of the last match it is sure of, and everything matched again
-    by it. Each round starts from ``trained`` again (taught by the last round's surer pairs), so a
-    round's mistakes are not built upon. ``result.adapted``: the sure pairs of each round.
+def match_adapted(trained: Trained, videos: Corpus, audios: Corpus, options: MatchOptions | None = None,
+                  rounds: int = ROUNDS, progress: bool = False,
+                  retriever: Trained | None = None) -> MatchResult:
+    """:func:`avmatch.matching.match_corpora` (``options`` and ``retriever`` are its own), then up to
+    ``rounds`` times: the model fine-tuned on the pairs of the last match it is sure of, and everything
+    matched again by it. Each round starts from ``trained`` again (taught by the last round's surer
+    pairs), so a round's mistakes are not built upon. ``result.adapted``: the sure pairs of each round.
     ``progress``: each round's fine-tune shows its bar."""
     _check_rounds(rounds)
-    result, taught = match_corpora(trained, videos, audios, **options), []
+    result, taught = match_corpora(trained, videos, audios, options, retriever), []
     if not capabilities(trained.model).timing:
         return result
     v_clips = [c for c in videos.clips if c.video is not None]
@@ -94,7 +95,8 @@ def match_adapted(trained: Trained, videos: Corpus, audios: Corpus, rounds: int 
         if len(pairs) < MIN_PAIRS:
             break
         taught.append(len(pairs))
-        result = match_corpora(adapted(trained, pairs, videos, audios, progress=progress), videos, audios, **options)
+        taught_model = adapted(trained, pairs, videos, audios, progress=progress)
+        result = match_corpora(taught_model, videos, audios, options, retriever)
     result.adapted = taught
     return result
 

@@ -7,9 +7,13 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from avmatch.errors import AvmatchError
 from avmatch.options import parse_options
+
+if TYPE_CHECKING:
+    from avmatch.matching import MatchOptions
 
 
 def note(text: str) -> None:
@@ -144,17 +148,26 @@ def cmd_train(args) -> None:
                   f"a gain of more than {result['clear_gain']:.3f}): best.pt keeps the starting weights")
 
 
+def match_options(args: argparse.Namespace) -> MatchOptions:
+    """The :class:`avmatch.matching.MatchOptions` that ``avmatch match``'s arguments give: each option
+    is stored under its field's name, so they are copied by name."""
+    import dataclasses
+
+    from avmatch.matching import MatchOptions
+
+    names = [f.name for f in dataclasses.fields(MatchOptions)]
+    return MatchOptions(**{name: getattr(args, name) for name in names if hasattr(args, name)})
+
+
 def cmd_match(args) -> None:
     import numpy as np
 
     import avmatch
 
+    settings = match_options(args)  # a bad combination is said before the model loads
     model = avmatch.load(args.model, args.device)
-    result = model.match(
-        args.videos, args.audios, greedy=args.greedy, normalise=args.normalise, max_offset_s=args.max_offset,
-        mode=args.mode, candidates=args.candidates, retriever=args.retriever, retrieval=args.retrieval,
-        workers=args.workers, options=_options(args.option), min_confidence=args.min_confidence, adapt=args.adapt,
-        progress=True, shards=args.shards, cluster=args.cluster)
+    result = model.match(args.videos, args.audios, match_options=settings, retriever=args.retriever,
+                         workers=args.workers, options=_options(args.option), adapt=args.adapt, progress=True)
     if args.output == "-":  # the pairs on standard output (no score file or heat map to go with them)
         sys.stdout.write(result.csv_text())
         return
@@ -492,8 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--greedy", action="store_true", help="each video's best audio instead of a one-to-one assignment")
     p.add_argument("--normalise", default="dual-softmax", choices=["dual-softmax", "none"],
                    help="score normalisation before assigning (counters 'hub' audios)")
-    p.add_argument("--max-offset", type=float, default=None, help="seconds of lag searched by timing models, a lag counting only where the clips overlap by 65%% of the shorter "
-                        "(default: 5 s; up to 20 minutes)")
+    p.add_argument("--max-offset", type=float, default=None, dest="max_offset_s", metavar="MAX_OFFSET",
+                   help="seconds of lag searched by timing models, a lag counting only where the clips "
+                        "overlap by 65%% of the shorter (default: 5 s; up to 20 minutes)")
     p.add_argument("--no-heatmap", action="store_true", help="do not draw the heat map")
     p.add_argument("--report", default=None, metavar="HTML",
                    help="also write a report: pairs sortable, doubtful first, each playable with its audio at the offset")

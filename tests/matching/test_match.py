@@ -234,7 +234,7 @@ def test_fit_temperature_makes_the_confidence_honest_on_known_pairs():
 def test_match_abstains_below_min_confidence(tmp_path):
     """--min-confidence: a video no audio fits stays unmatched rather than forced onto one."""
     from avmatch.corpus import Clip, Corpus
-    from avmatch.matching import match_corpora
+    from avmatch.matching import MatchOptions, match_corpora
 
     class Fixed:  # stands in for a trained model: match_corpora only needs its scores
         pass
@@ -253,11 +253,11 @@ def test_match_abstains_below_min_confidence(tmp_path):
         trained = type("T", (), {"model": type("M", (), {"loss": "infonce"})(), "temperature": 1.0})()  # scores, not logits
         forced = match_corpora(trained, videos, audios)
         assert list(forced.chosen[:2]) == [0, 1] and forced.chosen[2] in (2, 3) and forced.confidence[2] < 0.6
-        sure = match_corpora(trained, videos, audios, min_confidence=0.9)
+        sure = match_corpora(trained, videos, audios, MatchOptions(min_confidence=0.9))
         assert list(sure.chosen) == [0, 1, -1] and np.isnan(sure.confidence[2])
         assert sure.rows()[2]["audio"] == "" and "confidence" in sure.rows()[0]
         with pytest.raises(AvmatchError, match="min-confidence"):
-            match_corpora(trained, videos, audios, min_confidence=1.5)
+            MatchOptions(min_confidence=1.5)
     finally:
         m.match_dense, m.check_fits, m.capabilities = original
 

@@ -2,6 +2,7 @@
 the dense exact matching on planted data."""
 
 import csv
+import dataclasses
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from avmatch.checkpoint import Trained
 from avmatch.corpus import Clip, Corpus
 from avmatch.errors import AvmatchError
 from avmatch.features.record import ExtractorRecord
-from avmatch.matching import MatchResult, assign, choose_mode, margins, match_corpora, normalise
+from avmatch.matching import MatchOptions, MatchResult, assign, margins, match_corpora, normalise
 from avmatch.matching.two_stage import (
     assign_sparse,
     candidate_matrix,
@@ -311,22 +312,23 @@ def planted_corpora(n, dim=16, noise=3.0, seed=0):
     return Corpus(videos, extractor=dict(test)), Corpus(audios, extractor=dict(test))
 
 
-def test_choose_mode():
-    assert choose_mode(100, 100) == "dense"
-    assert choose_mode(6000, 6000) == "two-stage"
-    assert choose_mode(6000, 6000, "dense") == "dense"
-    assert choose_mode(10, 10, "two-stage") == "two-stage"
-    assert choose_mode(300, 300, "auto", dense_max=200) == "two-stage"
+def test_mode_for():
+    assert MatchOptions().mode_for(100, 100) == "dense"
+    assert MatchOptions().mode_for(6000, 6000) == "two-stage"
+    assert MatchOptions(mode="dense").mode_for(6000, 6000) == "dense"
+    assert MatchOptions(mode="two-stage").mode_for(10, 10) == "two-stage"
+    assert MatchOptions(dense_max=200).mode_for(300, 300) == "two-stage"
     with pytest.raises(AvmatchError, match="unknown matching mode"):
-        choose_mode(1, 1, "fast")
+        MatchOptions(mode="fast")
 
 
 def test_match_corpora_two_stage_agrees_with_dense():
     videos, audios = planted_corpora(600)
     trained = trained_of("test-mean-embed")
-    dense = match_corpora(trained, videos, audios, mode="dense")
-    two = match_corpora(trained, videos, audios, mode="two-stage", candidates=8)
-    auto = match_corpora(trained, videos, audios, candidates=8, dense_max=100)  # above the threshold: two-stage
+    dense = match_corpora(trained, videos, audios, MatchOptions(mode="dense"))
+    two = match_corpora(trained, videos, audios, MatchOptions(mode="two-stage", candidates=8))
+    above = MatchOptions(candidates=8, dense_max=100)  # auto, above the threshold: two-stage
+    auto = match_corpora(trained, videos, audios, above)
     assert not issparse(dense.scores) and issparse(two.scores) and issparse(auto.scores)
     acc = {name: np.mean([r["video"][1:] == r["audio"][1:] for r in res.rows()])
            for name, res in (("dense", dense), ("two", two))}
@@ -340,12 +342,13 @@ def test_pair_model_rescores_candidates_from_a_retriever():
     videos, audios = planted_corpora(300)
     pair, embed = trained_of("test-mean-pair"), trained_of("test-mean-embed")
     with pytest.raises(AvmatchError, match="retriever"):
-        match_corpora(pair, videos, audios, mode="two-stage")
-    rescored = match_corpora(pair, videos, audios, mode="two-stage", candidates=8, retriever=embed)
-    direct = match_corpora(embed, videos, audios, mode="two-stage", candidates=8, normalisation="none")
+        match_corpora(pair, videos, audios, MatchOptions(mode="two-stage"))
+    two_stage = MatchOptions(mode="two-stage", candidates=8)
+    rescored = match_corpora(pair, videos, audios, two_stage, retriever=embed)
+    direct = match_corpora(embed, videos, audios, dataclasses.replace(two_stage, normalise="none"))
     # the pair model's score is the embedding model's: the same candidates, the same raw scores
     assert np.allclose(rescored.raw_scores.toarray(), direct.raw_scores.toarray(), atol=1e-4)
-    dense = match_corpora(pair, videos, audios, mode="dense")
+    dense = match_corpora(pair, videos, audios, MatchOptions(mode="dense"))
     assert (rescored.chosen == dense.chosen).mean() > 0.95
 
 
@@ -380,8 +383,9 @@ def test_timing_model_retrieves_by_mean_frame_and_rescores_with_offsets():
     videos, audios = planted_corpora(60, noise=0.5)
     sync = trained_of("sync")  # untrained: this checks the plumbing, not the accuracy
     sync.model.max_lag = 2
-    dense = match_corpora(sync, videos, audios, mode="dense")
-    two = match_corpora(sync, videos, audios, mode="two-stage", candidates=60)  # every audio a candidate
+    dense = match_corpora(sync, videos, audios, MatchOptions(mode="dense"))
+    every = MatchOptions(mode="two-stage", candidates=60)  # every audio a candidate
+    two = match_corpora(sync, videos, audios, every)
     assert issparse(two.scores) and two.offset_s is not None and np.isfinite(two.offset_s).all()
     check_one_to_one(two.chosen, 60)
     rows = np.repeat(np.arange(60), 60)

@@ -1,7 +1,8 @@
 """Matching videos to audios: the dense path (:mod:`.dense`), the two-stage path for large sets
 (:mod:`.two_stage`, with the FAISS index of :mod:`.index`) and the result files (:mod:`.results`).
 
-:func:`match_corpora` picks the path, and for a timing model estimates each matched pair's offset.
+:func:`match_corpora` picks the path as its :class:`MatchOptions` (:mod:`.options`) say, and for a
+timing model estimates each matched pair's offset.
 """
 
 from __future__ import annotations
@@ -13,56 +14,35 @@ from avmatch.corpus import Corpus
 from avmatch.errors import AvmatchError
 from avmatch.inference import check_fits, estimate_offsets, frame_embeddings, lag_range
 from avmatch.losses import objective
-from avmatch.matching.dense import (
-    assign,
-    assignment_confidence,
-    check_min_confidence,
-    margins,
-    match_dense,
-    normalise,
-)
+from avmatch.matching.dense import assign, assignment_confidence, margins, match_dense, normalise
 from avmatch.matching.locate import DRIFT_MIN_S, drift
+from avmatch.matching.options import DENSE_MAX, MODES, MatchOptions
 from avmatch.matching.results import MatchResult, check_same_run, load_scores, scores_path
 from avmatch.matching.two_stage import DEFAULT_CANDIDATES, match_two_stage, sparse_lookup
 from avmatch.models import capabilities
 from avmatch.progress import stage
 
-__all__ = ["DENSE_MAX", "MODES", "MatchResult", "assign", "check_same_run", "choose_mode", "load_scores",
+__all__ = ["DENSE_MAX", "MODES", "MatchOptions", "MatchResult", "assign", "check_same_run", "load_scores",
            "margins", "match_corpora", "normalise", "scores_path"]
 
-DENSE_MAX = 5000  # mode "auto": dense exact matching up to DENSE_MAX x DENSE_MAX pairs
-MODES = ("auto", "dense", "two-stage")
 
-
-def choose_mode(n_videos: int, n_audios: int, mode: str = "auto", dense_max: int = DENSE_MAX) -> str:
-    """"dense" or "two-stage": as asked, or for "auto" dense up to ``dense_max`` squared pairs."""
-    if mode not in MODES:
-        raise AvmatchError(f"unknown matching mode {mode!r}; use one of: {', '.join(MODES)}")
-    if mode != "auto":
-        return mode
-    return "dense" if n_videos * n_audios <= dense_max * dense_max else "two-stage"
-
-
-def match_corpora(trained: Trained, videos: Corpus, audios: Corpus, method: str = "hungarian",
-                  normalisation: str = "dual-softmax", max_offset_s: float | None = None, mode: str = "auto",
-                  candidates: int | None = None, retriever: Trained | None = None, retrieval: str = "auto",
-                  dense_max: int | None = None, min_confidence: float = 0.0, shards: int = 0,
-                  cluster: str | None = None, workers: int = 2) -> MatchResult:
+def match_corpora(trained: Trained, videos: Corpus, audios: Corpus, options: MatchOptions | None = None,
+                  retriever: Trained | None = None) -> MatchResult:
     """Score every video clip of ``videos`` against every audio clip of ``audios``, normalise the
-    scores, assign, and (timing models) estimate each matched pair's offset.
+    scores, assign, and (timing models) estimate each matched pair's offset, as ``options`` say
+    (None: the defaults of :class:`MatchOptions`).
 
-    ``mode`` "dense" scores all pairs; "two-stage" scores only each video's top-``candidates``
-    audios, retrieved with an embedding model (``retriever``, by default the trained model) from a
-    FAISS index of kind ``retrieval``; "auto" is dense up to ``dense_max`` x ``dense_max`` pairs
-    (defaults: DEFAULT_CANDIDATES, DENSE_MAX); with ``shards`` the index is cut into that many,
-    searched as Dask tasks on ``cluster`` (an address; None: a local cluster of ``workers``
-    processes). Dense matching gives each pair a confidence
-    (:func:`~avmatch.matching.dense.assignment_confidence`); with ``min_confidence`` a video whose
-    pair is less sure than that stays unmatched rather than forced onto an audio. A matched pair of
-    a timing model at least ``DRIFT_MIN_S`` long gets its offset measured at several points and the
-    drift between the two clocks (``drift_ppm``), as :func:`~avmatch.matching.locate.locate` does.
-    (:func:`avmatch.adapt.match_adapted` adapts the model to the clips first.)"""
-    check_min_confidence(min_confidence)
+    Mode "dense" scores all pairs; "two-stage" scores only each video's top candidates, retrieved
+    with an embedding model (``retriever``, by default the trained model) from a FAISS index; "auto"
+    is dense up to ``options.dense_max`` squared pairs (:meth:`MatchOptions.mode_for`); with shards
+    the index is cut into that many, searched as Dask tasks. Dense matching gives each pair a
+    confidence (:func:`~avmatch.matching.dense.assignment_confidence`); with ``min_confidence`` a
+    video whose pair is less sure than that stays unmatched rather than forced onto an audio. A
+    matched pair of a timing model at least ``DRIFT_MIN_S`` long gets its offset measured at several
+    points and the drift between the two clocks (``drift_ppm``), as
+    :func:`~avmatch.matching.locate.locate` does. (:func:`avmatch.adapt.match_adapted` adapts the
+    model to the clips first.)"""
+    options = options or MatchOptions()
     v_clips = [c for c in videos.clips if c.video is not None]
     a_clips = [c for c in audios.clips if c.audio is not None]
     if not v_clips:
@@ -75,23 +55,23 @@ def match_corpora(trained: Trained, videos: Corpus, audios: Corpus, method: str 
         check_fits(retriever, videos, "video")
         check_fits(retriever, audios, "audio")
     timing = capabilities(trained.model).timing
-    max_lag = lag_range(trained, max_offset_s) if timing else None
+    max_lag = lag_range(trained, options.max_offset_s) if timing else None
     videos_x, audios_x = [c.video for c in v_clips], [c.audio for c in a_clips]
-    two_stage = choose_mode(len(v_clips), len(a_clips), mode, dense_max or DENSE_MAX) == "two-stage"
-    if (shards or cluster is not None) and not two_stage:
+    two_stage = options.mode_for(len(v_clips), len(a_clips)) == "two-stage"
+    if options.shards and not two_stage:  # (a cluster comes only with shards)
         raise AvmatchError(f"--shards/--cluster cut the index of two-stage matching; {len(v_clips)} x {len(a_clips)} "
                            "pairs are matched densely, with no index (--mode two-stage to use one)")
-    if cluster is not None and not shards:
-        raise AvmatchError("--cluster runs the index's shards: give their number with --shards")
+    method = "greedy" if options.greedy else "hungarian"
     if two_stage:
-        sharding = {"shards": shards, "cluster": cluster or "", "workers": workers} if shards else {}
-        scores, raw, chosen = match_two_stage(trained, videos_x, audios_x, method, normalisation,
-                                              candidates or DEFAULT_CANDIDATES, retriever, retrieval, max_lag,
-                                              **sharding)
+        sharding = ({"shards": options.shards, "cluster": options.cluster or "", "workers": options.workers}
+                    if options.shards else {})
+        k = options.candidates or DEFAULT_CANDIDATES
+        scores, raw, chosen = match_two_stage(trained, videos_x, audios_x, method, options.normalise, k,
+                                              retriever, options.retrieval, max_lag, **sharding)
     else:
-        scores, raw, chosen = match_dense(trained, videos_x, audios_x, method, normalisation, max_lag)
+        scores, raw, chosen = match_dense(trained, videos_x, audios_x, method, options.normalise, max_lag)
     result = MatchResult([c.id for c in v_clips], [c.id for c in a_clips], scores, chosen, method, raw,
-                         normalisation=normalisation)
+                         normalisation=options.normalise)
     result.sources = {"video": {c.id: c.source for c in v_clips if c.source},
                       "audio": {c.id: c.source for c in a_clips if c.source}}
     if objective(trained.model.loss).logits:  # a pair classifier: its own probability that the pair matches
@@ -100,12 +80,12 @@ def match_corpora(trained: Trained, videos: Corpus, audios: Corpus, method: str 
         result.probability = np.where(chosen >= 0, 1 / (1 + np.exp(-np.asarray(logit, float))), np.nan)
     if not result.sparse:
         result.confidence = assignment_confidence(raw, chosen, temperature=trained.temperature)
-        if min_confidence:  # abstain: a video whose best is not sure enough stays unmatched
-            chosen[~(result.confidence >= min_confidence)] = -1
+        if options.min_confidence:  # abstain: a video whose best is not sure enough stays unmatched
+            chosen[~(result.confidence >= options.min_confidence)] = -1
             result.confidence[chosen < 0] = np.nan
             if result.probability is not None:
                 result.probability[chosen < 0] = np.nan
-    elif min_confidence:
+    elif options.min_confidence:
         raise AvmatchError("--min-confidence needs dense matching (--mode dense): two-stage matching scores "
                            "only candidates, so it has no confidence to judge by")
     # a timing model that compares the clips aligned only (a lag range of 0) has no offset to give

@@ -13,6 +13,23 @@ from avmatch.checkpoint import Trained
 from avmatch.errors import AvmatchError
 from avmatch.inference import score_matrix
 
+NORMALISATIONS = ("dual-softmax", "none")  # what :func:`normalise` can do to the scores
+ASSIGNMENTS = ("hungarian", "greedy")  # how :func:`assign` turns scores into pairs
+
+
+def check_normalisation(method: str) -> str:
+    """A score normalisation that :func:`normalise` knows, or one line."""
+    if method not in NORMALISATIONS:
+        raise AvmatchError(f"unknown score normalisation {method!r}; use {' or '.join(NORMALISATIONS)}")
+    return method
+
+
+def check_assignment(method: str) -> str:
+    """An assignment method that :func:`assign` knows, or one line."""
+    if method not in ASSIGNMENTS:
+        raise AvmatchError(f"unknown assignment method {method!r}; use {' or '.join(ASSIGNMENTS)}")
+    return method
+
 
 def normalise(scores: np.ndarray, method: str = "dual-softmax") -> np.ndarray:
     """Make scores comparable across rows and columns before assigning.
@@ -21,10 +38,8 @@ def normalise(scores: np.ndarray, method: str = "dual-softmax") -> np.ndarray:
     "dual-softmax" a pair's score is its log-probability among its row plus among its column, so a
     hub's column is discounted (as LoFTR and CLIP retrieval do). "none" keeps the raw scores.
     """
-    if method == "none":
+    if check_normalisation(method) == "none":
         return scores
-    if method != "dual-softmax":
-        raise AvmatchError(f"unknown score normalisation {method!r}; use dual-softmax or none")
     from scipy.special import log_softmax
 
     if scores.size == 0:
@@ -59,13 +74,12 @@ def assign(scores: np.ndarray, method: str = "hungarian") -> np.ndarray:
     linear_sum_assignment); with more videos than audios some videos stay unmatched.
     "greedy": each video's best audio, which may repeat.
     """
+    check_assignment(method)
     scores = _real_scores(scores, summed=method != "greedy")
     if method == "greedy":
         if scores.shape[1] == 0:  # no audio at all: every video stays unmatched
             return np.full(scores.shape[0], -1, dtype=np.int64)
         return scores.argmax(1)
-    if method != "hungarian":
-        raise AvmatchError(f"unknown assignment method {method!r}; use hungarian or greedy")
     rows, cols = linear_sum_assignment(scores, maximize=True)
     chosen = np.full(scores.shape[0], -1, dtype=np.int64)
     chosen[rows] = cols

@@ -24,7 +24,7 @@ from avmatch.inference import (
     model_pair_scores,
     retrieval_metric,
 )
-from avmatch.matching.dense import _real_scores, assign, normalise
+from avmatch.matching.dense import _real_scores, assign, check_assignment, check_normalisation, normalise
 from avmatch.progress import stage
 
 DEFAULT_CANDIDATES = 10  # K, audios retrieved per video
@@ -208,10 +208,8 @@ def normalise_sparse(scores: csr_matrix, method: str = "dual-softmax", row_rest:
     ``row_rest``/``col_rest`` they run over the candidates alone (a hub is then the audio that is a
     candidate of many videos).
     """
-    if method == "none":
+    if check_normalisation(method) == "none":
         return scores
-    if method != "dual-softmax":
-        raise AvmatchError(f"unknown score normalisation {method!r}; use dual-softmax or none")
     row_lse, col_lse = log_normalisers(scores, row_rest, col_rest)
     values = _real_scores(scores.data, summed=False)
     norm = (values - row_lse[_rows_of(scores)]) + (values - col_lse[scores.indices])
@@ -248,6 +246,7 @@ def assign_sparse(scores: csr_matrix, method: str = "hungarian") -> np.ndarray:
     full matching always exists; should the solver still find none, a greedy one-to-one is used.
     "greedy": each video's best candidate, which may repeat.
     """
+    check_assignment(method)
     nv, na = scores.shape
     chosen = np.full(nv, -1, dtype=np.int64)
     if scores.nnz == 0:
@@ -259,8 +258,6 @@ def assign_sparse(scores: csr_matrix, method: str = "hungarian") -> np.ndarray:
         firsts = order[np.concatenate([[True], rows[order][1:] != rows[order][:-1]])]
         chosen[rows[firsts]] = scores.indices[firsts]
         return chosen
-    if method != "hungarian":
-        raise AvmatchError(f"unknown assignment method {method!r}; use hungarian or greedy")
     if nv > MUTUAL_FIRST_MIN:
         return _mutual_best_first(scores, values, rows)
     return _exact_sparse(scores, values, rows)
@@ -390,10 +387,8 @@ def match_sparse(video_emb: np.ndarray, audio_emb: np.ndarray, pair_scores, k: i
     videos and audios the candidate graph leaves over are matched among themselves (densely once
     they are few, else by another two-stage round).
     """
-    if normalisation not in ("dual-softmax", "none"):
-        raise AvmatchError(f"unknown score normalisation {normalisation!r}; use dual-softmax or none")
-    if method not in ("hungarian", "greedy"):
-        raise AvmatchError(f"unknown assignment method {method!r}; use hungarian or greedy")
+    check_normalisation(normalisation)
+    check_assignment(method)
     nv, na = len(video_emb), len(audio_emb)
     dual = normalisation == "dual-softmax" and outside is not None and outside_sample > 0
     if dual:  # retrieve in dual-softmax order: scale * cosine minus the audio's column bulk
