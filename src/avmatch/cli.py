@@ -163,13 +163,14 @@ def cmd_match(args) -> None:
     import numpy as np
 
     import avmatch
+    from avmatch.outputs import get_writer, match_table
 
     settings = match_options(args)  # a bad combination is said before the model loads
     model = avmatch.load(args.model, args.device)
     result = model.match(args.videos, args.audios, match_options=settings, retriever=args.retriever,
                          workers=args.workers, options=_options(args.option), adapt=args.adapt, progress=True)
     if args.output == "-":  # the pairs on standard output (no score file or heat map to go with them)
-        sys.stdout.write(result.csv_text())
+        sys.stdout.write(get_writer("csv").text(match_table(result)))
         return
     written = result.to_csv(args.output, heatmap=not args.no_heatmap)
     if args.report:
@@ -200,14 +201,14 @@ def cmd_match(args) -> None:
 
 def cmd_locate(args) -> None:
     import avmatch
-    from avmatch.matching.locate import placements_text, write_placements
+    from avmatch.outputs import get_writer, placements_table, write_placements
 
     placements = avmatch.load(args.model, args.device).locate(args.clips, args.recordings, min_confidence=args.min_confidence,
                                                   reverse=args.reverse, workers=args.workers, progress=True,
                                                   camera=False if args.camera == "none" else args.camera,
                                                   adapt=args.adapt)
     if args.output == "-":
-        sys.stdout.write(placements_text(placements))
+        sys.stdout.write(get_writer("csv").text(placements_table(placements)))
         return
     write_placements(placements, args.output)
     if args.report:

@@ -392,6 +392,35 @@ def test_timing_model_retrieves_by_mean_frame_and_rescores_with_offsets():
     assert np.allclose(two.raw_scores.toarray()[rows, np.tile(np.arange(60), 60)], dense.raw_scores.ravel(), atol=1e-3)
 
 
+def test_evaluate_on_arrays_equals_evaluate_on_the_written_files(tmp_path):
+    """avmatch.evaluate(result, key) judges the result in memory, with no file written: it gives what
+    evaluating its written set gives, for dense and two-stage matching and a timing model's offsets."""
+    import avmatch
+
+    videos, audios = planted_corpora(60)
+    embed = trained_of("test-mean-embed")
+    results = {"dense": match_corpora(embed, videos, audios, MatchOptions(mode="dense", min_confidence=0.3)),
+               "two-stage": match_corpora(embed, videos, audios, MatchOptions(mode="two-stage", candidates=8)),
+               "timing": match_corpora(embed, videos, audios, MatchOptions(mode="dense"))}
+    timing = results["timing"]  # offsets as a timing model gives them, to more digits than pairs.csv keeps
+    timing.offset_s = np.random.default_rng(0).normal(scale=0.05, size=60)
+    timing.offset_conf = np.full(60, 0.5)
+    assert (results["dense"].chosen < 0).any() and (timing.chosen == np.arange(60)).mean() > 0.5
+    key = {f"v{i}": f"a{i}" for i in range(55)} | {"v55.mp4": "a56.wav"}  # file names, a wrong pair
+    (tmp_path / "key.csv").write_text("video,audio,offset_s\n" + "".join(f"v{i},a{i},0.0\n" for i in range(60)))
+    for name, result in results.items():
+        result.write(tmp_path / f"{name}.csv", heatmap=False)
+        for k, key_file in ((key, key), (tmp_path / "key.csv", tmp_path / "key.csv")):
+            in_memory = avmatch.evaluate(result, k)
+            assert in_memory == evaluate_pairs(tmp_path / f"{name}.csv", key_file), name
+            assert "top1" in in_memory and (name != "timing" or k is key or "offset_mae_s" in in_memory)
+    assert "in_candidates" in avmatch.evaluate(results["two-stage"], key)
+    with pytest.raises(AvmatchError, match="not one-to-one"):
+        avmatch.evaluate(results["dense"], {"v0": "a0", "v1": "a0"})
+    with pytest.raises(AvmatchError, match="names none of the videos of the result"):
+        avmatch.evaluate(results["dense"], {"w0": "a0"})
+
+
 @pytest.mark.parametrize("kind", ["flat", "ivf"])
 def test_an_extreme_score_bias_does_not_overflow_the_index(kind):
     """A bias of -1.8e308 made the retrieval key +inf in float32: an internal error (ivf) or an
