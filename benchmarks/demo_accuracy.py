@@ -28,7 +28,8 @@ def ablations(out: Path) -> None:
     from avmatch.checkpoint import load_trained
     from avmatch.corpus import load_corpus
     from avmatch.matching import MatchOptions, match_corpora
-    from avmatch.metrics import evaluate_pairs, read_pairs
+    from avmatch.metrics import evaluate_pairs
+    from avmatch.outputs import read_rows
 
     trained = load_trained(out / "run")
     videos, audios = load_corpus(out / "features" / "test_videos"), load_corpus(out / "features" / "test_audios")
@@ -44,10 +45,10 @@ def ablations(out: Path) -> None:
                   f"{m.get('offset_within_40ms', float('nan')):.3f}")
     scenes_of = {json.loads(line)["file"]: json.loads(line)["family"]
                  for line in (out / "media" / "test_clips" / "scenes.jsonl").read_text().splitlines()}
-    family = {r["video"]: scenes_of[r["source"]] for r in read_pairs(out / "key.csv", ("video", "source"))}
-    key = {r["video"]: r["audio"] for r in read_pairs(out / "key.csv")}
+    family = {r["video"]: scenes_of[r["source"]] for r in read_rows(out / "key.csv", ("video", "source"))}
+    key = {r["video"]: r["audio"] for r in read_rows(out / "key.csv")}
     tally: dict[str, list[int]] = {}
-    for r in read_pairs(out / "pairs.csv"):
+    for r in read_rows(out / "pairs.csv"):
         right = tally.setdefault(family[r["video"]], [0, 0])
         right[0] += r["audio"] == key[r["video"]]
         right[1] += 1

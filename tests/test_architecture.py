@@ -16,6 +16,7 @@ LAYERS = [
     {"models"},
     {"losses", "checkpoint", "shipped"},
     {"inference"},
+    {"outputs"},  # writers and readers by format: know a result by its fields, never how it was made
     {"matching", "training", "metrics"},
     {"adapt"},
     {"report", "mux"},

@@ -201,7 +201,7 @@ def test_in_a_browser_a_wrong_pair_leads_to_its_red_cross_in_the_judged_heat_map
     pair and the cell's own colour for a right one."""
     import numpy as np
 
-    from avmatch.matching.results import heatmap_png
+    from avmatch.outputs import heatmap_png
 
     videos, audios = ["v0", "v1", "v2"], ["a0", "a1", "a2"]
     truth, chosen = np.array([0, 1, 2]), np.array([0, 2, 1])  # v1 and v2 swapped

@@ -208,20 +208,11 @@ def train(corpus: Corpus | str | Path, run: str | Path, *, resume: bool = False,
 def evaluate(result: Result | str | Path, key: str | Path | dict[str, str]) -> dict:
     """Metrics of a matching against the true key: one-to-one accuracy, top-k, MRR and (when the key
     has offsets) the offset error. ``result``: a Result or a pairs.csv written by a match; ``key``: a
-    CSV file (columns video,audio[,offset_s]) or a {video: audio} dict."""
-    import tempfile
+    CSV file (columns video,audio[,offset_s]) or a {video: audio} dict. A Result is judged in memory,
+    as its written set would be."""
+    from avmatch.metrics import evaluate_pairs, evaluate_result
 
-    from avmatch.metrics import evaluate_pairs
-
-    with tempfile.TemporaryDirectory(prefix="avmatch-evaluate-") as tmp:
-        if isinstance(key, dict):  # the same checks as a key file: written as one
-            import csv
-
-            with open(Path(tmp) / "key.csv", "w", newline="", encoding="utf-8") as f:
-                csv.writer(f).writerows([("video", "audio"), *key.items()])
-            key = Path(tmp) / "key.csv"
-        if not isinstance(result, (str, Path)):  # a result is judged exactly as its written set would be
-            result.to_csv(Path(tmp) / "pairs.csv", heatmap=False)
-            result = Path(tmp) / "pairs.csv"
+    if isinstance(result, (str, Path)):
         return evaluate_pairs(result, key)
+    return evaluate_result(result, key)
 

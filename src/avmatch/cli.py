@@ -160,28 +160,25 @@ def match_options(args: argparse.Namespace) -> MatchOptions:
 
 
 def cmd_match(args) -> None:
-    import numpy as np
-
     import avmatch
+    from avmatch.outputs import JsonWriter, get_writer, match_table
 
     settings = match_options(args)  # a bad combination is said before the model loads
     model = avmatch.load(args.model, args.device)
     result = model.match(args.videos, args.audios, match_options=settings, retriever=args.retriever,
                          workers=args.workers, options=_options(args.option), adapt=args.adapt, progress=True)
-    if args.output == "-":  # the pairs on standard output (no score file or heat map to go with them)
-        sys.stdout.write(result.csv_text())
+    output = args.output or f"pairs.{args.format}"
+    if output == "-":  # the pairs on standard output (no score file or heat map to go with them)
+        sys.stdout.write(get_writer(args.format).text(match_table(result)))
         return
-    written = result.to_csv(args.output, heatmap=not args.no_heatmap)
+    written = result.write(output, heatmap=not args.no_heatmap, format=args.format)
     if args.report:
         from avmatch.report import match_report
 
         written.append(match_report(args.report, result, {"model": f"{model.name} ({args.model})",
                                                           "extractor": model.trained.extractor.name or ""}))
-    if args.json:  # the same rows for a program to read; NaN (no offset) as null
-        rows = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
-                for r in sorted(result.rows(), key=lambda r: r["video"])]
-        print(json.dumps({"method": result.method, "two_stage": result.sparse, "written": [str(p) for p in written],
-                          "unmatched_audios": [] if args.greedy else result.unmatched_audios(), "pairs": rows},
+    if args.json:  # the pairs as --format json writes them, and the files written, for a program to read
+        print(json.dumps({**JsonWriter().document(match_table(result)), "written": [str(p) for p in written]},
                          indent=2))
         return
     print(f"matched {len(result.video_ids)} videos against {len(result.audio_ids)} audios "
@@ -193,30 +190,31 @@ def cmd_match(args) -> None:
         return
     unmatched_videos, unmatched_audios = int((result.chosen < 0).sum()), result.unmatched_audios()
     if unmatched_videos or unmatched_audios:
-        print(f"left unmatched: {unmatched_videos} videos (empty audio in {args.output}), {len(unmatched_audios)} audios"
+        print(f"left unmatched: {unmatched_videos} videos (empty audio in {output}), {len(unmatched_audios)} audios"
               + (f": {', '.join(unmatched_audios[:10])}{' ...' if len(unmatched_audios) > 10 else ''}"
                  if unmatched_audios else ""))
 
 
 def cmd_locate(args) -> None:
     import avmatch
-    from avmatch.matching.locate import placements_text, write_placements
+    from avmatch.outputs import get_writer, placements_table, write_placements
 
     placements = avmatch.load(args.model, args.device).locate(args.clips, args.recordings, min_confidence=args.min_confidence,
                                                   reverse=args.reverse, workers=args.workers, progress=True,
                                                   camera=False if args.camera == "none" else args.camera,
                                                   adapt=args.adapt)
-    if args.output == "-":
-        sys.stdout.write(placements_text(placements))
+    output = args.output or f"placements.{args.format}"
+    if output == "-":
+        sys.stdout.write(get_writer(args.format).text(placements_table(placements)))
         return
-    write_placements(placements, args.output)
+    write_placements(placements, output, args.format)
     if args.report:
         from avmatch.report import placements_report
 
         placements_report(args.report, placements)
     refused = [p for p in placements if not p.recording]
     adapted = max((p.adapted_on for p in placements), default=0)
-    print(f"placed {len(placements) - len(refused)} of {len(placements)} clips in {args.output}"
+    print(f"placed {len(placements) - len(refused)} of {len(placements)} clips in {output}"
           + (f" (the model adapted on the {adapted} it placed surely first; --adapt 0: not)" if adapted else "")
           + (f"; refused {len(refused)}:" if refused else ""))
     for p in refused[:10]:  # a refusal names the best place, so a person can look
@@ -224,7 +222,7 @@ def cmd_locate(args) -> None:
             else "no place"
         print(f"  {p.clip}: {p.why or 'refused'} ({where})")
     if len(refused) > 10:
-        print(f"  ... and {len(refused) - 10} more (the 'why' column of {args.output})")
+        print(f"  ... and {len(refused) - 10} more (the 'why' column of {output})")
 
 
 def cmd_mux(args) -> None:
@@ -469,7 +467,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("locate", help="place short silent clips inside long audio recordings (which one, where)")
     p.add_argument("clips", help="silent videos (media file/folder or feature corpus); with --reverse, audio snippets")
     p.add_argument("recordings", help="long audio recordings; with --reverse, long silent videos")
-    p.add_argument("-o", "--output", default="placements.csv", help="placements.csv to write; '-': standard output")
+    p.add_argument("-o", "--output", default=None,
+                   help="placements file to write (default: placements.csv, or .json with --format json); "
+                        "'-': standard output")
+    p.add_argument("--format", default="csv", choices=["csv", "json"],
+                   help="csv (default) or json (the same rows, NaN as null)")
     p.add_argument("--model", default="default", help="run folder or checkpoint of a timing model (default: shipped)")
     p.add_argument("--min-confidence", type=share, default=None,
                    help="refuse placements less sure than this (default 0.9)")
@@ -500,8 +502,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=count, default=1, help="extraction processes for media input")
     p.add_argument("--model", default="default",
                    help="run folder or checkpoint (default: the model shipped with avmatch, no training needed)")
-    p.add_argument("-o", "--output", default="pairs.csv",
-                   help="pairs.csv to write, with its score file and heat map beside it; '-': the pairs on standard output")
+    p.add_argument("-o", "--output", default=None,
+                   help="pairs file to write (default: pairs.csv, or .json with --format json), with its score file "
+                        "and heat map beside it; '-': the pairs on standard output")
+    p.add_argument("--format", default="csv", choices=["csv", "json"],
+                   help="csv (default) or json (the same rows, NaN as null, with the method and the audios left "
+                        "unmatched)")
     p.add_argument("--greedy", action="store_true", help="each video's best audio instead of a one-to-one assignment")
     p.add_argument("--normalise", default="dual-softmax", choices=["dual-softmax", "none"],
                    help="score normalisation before assigning (counters 'hub' audios)")
@@ -511,7 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-heatmap", action="store_true", help="do not draw the heat map")
     p.add_argument("--report", default=None, metavar="HTML",
                    help="also write a report: pairs sortable, doubtful first, each playable with its audio at the offset")
-    p.add_argument("--json", action="store_true", help="print the pairs as JSON (the files are written too)")
+    p.add_argument("--json", action="store_true",
+                   help="print the pairs as JSON (as --format json writes them) and the files written")
     p.add_argument("--min-confidence", type=share, default=0.0, metavar="P",
                    help="leave a video unmatched when its pair's confidence is below P (default 0: match every video)")
     p.add_argument("--adapt", type=whole, default=None, metavar="N",

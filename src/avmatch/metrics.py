@@ -7,12 +7,13 @@ differ. One-to-one accuracy is the assignment's, made on the normalised scores."
 
 from __future__ import annotations
 
-import csv
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from avmatch.errors import AvmatchError
+from avmatch.outputs import check_same_run, csv_cell, heatmap_png, load_scores, read_rows, scores_path
 
 SCORES = {"": "the model's own scores (as the report ranked them)",
           "normalised_": "the scores after the matching's normalisation (what the assignment used)"}
@@ -99,24 +100,6 @@ def candidate_retrieval_metrics(scores, truth: np.ndarray, ks: tuple[int, ...] =
     return out
 
 
-def read_pairs(path: str | Path, required: tuple[str, ...] = ("video", "audio")) -> list[dict]:
-    """The rows of a CSV file as dicts, names and values stripped of spaces (a UTF-8 BOM and spaces
-    after commas, as spreadsheets write them, change nothing); a regular file only."""
-    from avmatch.atomic import regular
-
-    path = regular(path)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f, skipinitialspace=True)
-            header = [h.strip() for h in next(reader, [])]
-            missing = [c for c in required if c not in header]
-            if missing:
-                raise AvmatchError(f"CSV lacks column(s) {', '.join(missing)} (has: {', '.join(header)})", path)
-            return [dict(zip(header, (v.strip() for v in row), strict=False)) for row in reader if any(v.strip() for v in row)]
-    except (UnicodeDecodeError, csv.Error) as err:
-        raise AvmatchError(f"not a readable UTF-8 CSV file ({type(err).__name__}: {str(err)[:100]})", path) from None
-
-
 def _one_per_video(rows: list[dict], path: str | Path, audio_once: bool) -> dict[str, dict]:
     """Rows by video; a video listed twice (and, with ``audio_once``, an audio given to two videos)
     is refused: which of the two would count is anyone's guess."""
@@ -136,12 +119,13 @@ def _one_per_video(rows: list[dict], path: str | Path, audio_once: bool) -> dict
     return by_video
 
 
-def _named_as(key_rows: list[dict], pairs: dict[str, dict]) -> list[dict]:
+def _named_as(key_rows: list[dict], videos: set[str], audios: set[str]) -> list[dict]:
     """The key's rows with file names turned into the clip ids the pairs use: a key may name the files
-    as the user has them (``v1.mp4``, ``a7.flac``) where ``pairs.csv`` names clips (``v1``, ``a7``)."""
+    as the user has them (``v1.mp4``, ``a7.flac``) where ``pairs.csv`` names clips (``v1``, ``a7``).
+    ``videos``: the pairs' videos; ``audios``: the audios they chose."""
     from avmatch.features.job import MEDIA_SUFFIXES
 
-    ids = {"video": set(pairs), "audio": {r.get("audio") for r in pairs.values() if r.get("audio")}}
+    ids = {"video": videos, "audio": audios}
 
     def as_id(name: str, column: str) -> str:
         stem, dot, suffix = name.rpartition(".")
@@ -190,84 +174,143 @@ def reliability(confidence: np.ndarray, right: np.ndarray, bins: int = 10) -> di
             "right_when_sure": float(ok[sure].mean()) if sure.any() else float("nan")}
 
 
-def evaluate_pairs(pairs_csv: str | Path, key_csv: str | Path, heatmap: str | Path | None = None) -> dict:
-    """Compare a ``pairs.csv`` written by ``avmatch match`` with a key (columns ``video,audio``).
+def read_key(key: str | Path | dict[str, str]) -> tuple[list[dict], str | Path | None]:
+    """A key's rows (columns video, audio[, offset_s]) and the file they came from: a CSV (or JSON) file,
+    refused when it is a pairs file (the arguments swapped), or a {video: audio} dict (no file: None)."""
+    if isinstance(key, dict):
+        return [{"video": str(v).strip(), "audio": str(a).strip()} for v, a in key.items()], None
+    rows = read_rows(key)
+    if rows and {"score", "margin"} <= set(rows[0]):
+        raise AvmatchError("is a pairs file written by avmatch match (it has score and margin columns), not a key; "
+                           "the arguments are: avmatch evaluate PAIRS --key KEY", key)
+    return rows, key
+
+
+def _key(rows: list[dict], where: str | Path | None, videos: list[str], chosen: set[str],
+         pairs_name: str) -> tuple[dict[str, str], dict[str, float] | None]:
+    """The key as {video: audio} (file names turned into the pairs' clip ids, one-to-one, every row with
+    an audio) and, when it has an ``offset_s`` column, {video: offset_s}; refused when empty or when it
+    names none of ``videos`` (every video "unmatched" would be a wrong answer, not a score)."""
+    rows = _named_as(rows, set(videos), chosen)
+    by_video = _one_per_video(rows, where, audio_once=True)
+    if any(not r.get("audio") for r in rows):
+        raise AvmatchError("a row names no audio", where)
+    # a NaN offset would make every offset metric NaN: refused where it is
+    offsets = {v: _seconds(r, where) for v, r in by_video.items() if "offset_s" in r} \
+        if rows and "offset_s" in rows[0] else None
+    key = {v: r["audio"] for v, r in by_video.items()}
+    if not key:
+        raise AvmatchError("key is empty", where)
+    if videos and not set(videos) & set(key):
+        raise AvmatchError(f"names none of the videos of {pairs_name} (the key has e.g. {next(iter(key))!r}, the "
+                           f"pairs {min(videos)!r})", where)
+    return key, offsets
+
+
+def evaluate_matching(video_ids: Sequence[str], audio_ids: Sequence[str], chosen: np.ndarray, key: dict[str, str], *,
+                      key_offset_s: dict[str, float] | None = None, offset_s: np.ndarray | None = None,
+                      confidence: np.ndarray | None = None, scores=None, raw_scores=None) -> dict:
+    """Metrics of a matching given as arrays against a key ({video: audio id}, checked as :func:`evaluate_pairs`
+    checks a key file): ``chosen`` (Nv,) is each video's audio, an index into ``audio_ids`` (-1: unmatched);
+    ``offset_s`` and ``confidence`` (Nv,) each pair's (NaN: none); ``key_offset_s`` the key's offsets; ``scores``
+    (Nv, Na) (dense, or sparse candidates) the normalised scores the matching chose on and ``raw_scores`` the
+    model's own (default: ``scores``). The keys are :func:`evaluate_pairs`'s."""
+    index = {v: i for i, v in enumerate(video_ids)}
+    audio = {v: audio_ids[j] if j >= 0 else "" for v, j in zip(video_ids, chosen, strict=True)}
+    wrong = [{"video": v, "chosen": audio.get(v, ""), "true": a} for v, a in sorted(key.items()) if audio.get(v, "") != a]
+    out: dict = {"pairs": len(key), "one_to_one": 1.0 - len(wrong) / len(key), "wrong": wrong,
+                 "not_in_key": sorted(set(video_ids) - set(key))}
+    if confidence is not None:
+        judged = [v for v in key if audio.get(v) and np.isfinite(confidence[index[v]])]
+        if judged:
+            trust = reliability(np.array([confidence[index[v]] for v in judged]),
+                                np.array([audio[v] == key[v] for v in judged]))
+            out.update({f"confidence_{k}": v for k, v in trust.items() if v == v})  # no NaN: none at >= 0.9
+    right = [v for v, a in key.items() if audio.get(v) == a]
+    if key_offset_s is not None and offset_s is not None and right \
+            and all(v in key_offset_s and np.isfinite(offset_s[index[v]]) for v in right):
+        err = np.array([abs(float(offset_s[index[v]]) - key_offset_s[v]) for v in right])
+        out.update(offset_mae_s=float(err.mean()), offset_median_s=float(np.median(err)),
+                   offset_within_40ms=float((err <= 0.040 + 1e-9).mean()))
+    if scores is not None:
+        from scipy.sparse import issparse
+
+        raw = scores if raw_scores is None else raw_scores
+        col = {a: j for j, a in enumerate(audio_ids)}
+        truth = np.array([col.get(key.get(v, ""), -1) for v in video_ids])
+        out.update(labelled_metrics(raw, scores, truth))
+        within = None if issparse(raw) else top5_within(raw, truth)
+        if within is not None:
+            out[f"top5_within_{GROUP}"] = within
+    return out
+
+
+def evaluate_result(result, key: str | Path | dict[str, str]) -> dict:
+    """:func:`evaluate_matching` of a :class:`avmatch.matching.MatchResult` against a key (a file, or a
+    {video: audio} dict), with no file written. Its offsets and confidences are judged as pairs.csv
+    holds them (6 significant digits), so a result scores what its written set scores."""
+    rows, where = read_key(key)
+    chosen = {result.audio_ids[j] for j in result.chosen if j >= 0}
+    key, key_offsets = _key(rows, where, list(result.video_ids), chosen, "the result")
+    return evaluate_matching(result.video_ids, result.audio_ids, result.chosen, key, key_offset_s=key_offsets,
+                             offset_s=_as_written(result.offset_s), confidence=_as_written(result.confidence),
+                             scores=result.scores, raw_scores=result.raw_scores)
+
+
+def _as_written(values: np.ndarray | None) -> np.ndarray | None:
+    """Values as a CSV file holds them and reads them back: 6 significant digits, NaN as NaN."""
+    return None if values is None else np.array([float(csv_cell(float(x)) or "nan") for x in values])
+
+
+def evaluate_pairs(pairs_csv: str | Path, key_csv: str | Path | dict[str, str],
+                   heatmap: str | Path | None = None) -> dict:
+    """Compare a ``pairs.csv`` written by ``avmatch match`` with a key (columns ``video,audio``; or a
+    {video: audio} dict): :func:`evaluate_matching` of the pairs read back.
 
     One-to-one accuracy comes from the pairs; top-k and MRR from the score matrix saved beside them
     (from the candidates of a two-stage match: lower bounds, see :func:`candidate_retrieval_metrics`),
-    once it is known to be of the same run (:func:`avmatch.matching.results.check_same_run`); when the key has
+    once it is known to be of the same run (:func:`avmatch.outputs.check_same_run`); when the key has
     ``offset_s``, the offset error over the correctly matched pairs. Top-k and MRR come twice, on
     the raw and on the normalised scores (:data:`SCORES`). A key must be one-to-one; so
     must the pairs, unless the run matched greedily. With a ``confidence`` column, how far it can be
     trusted (:func:`reliability`: ``confidence_ece``, ``confidence_n_sure``, ``confidence_right_when_sure``).
     ``heatmap``: also draw the score matrix there with each video's true audio on the diagonal and
     the wrong choices marked (dense scores only)."""
-    from scipy.sparse import issparse
-
-    from avmatch.matching import check_same_run, load_scores, scores_path
-
     npz = scores_path(pairs_csv)
     run = check_same_run(pairs_csv, npz) if npz.exists() or npz.is_symlink() else {}
-    pairs = _one_per_video(read_pairs(pairs_csv), pairs_csv, audio_once=run.get("method") != "greedy")
-    key_rows = read_pairs(key_csv)
-    if key_rows and {"score", "margin"} <= set(key_rows[0]):
-        raise AvmatchError("is a pairs file written by avmatch match (it has score and margin columns), not a key; "
-                           "the arguments are: avmatch evaluate PAIRS --key KEY", key_csv)
-    key_rows = _named_as(key_rows, pairs)
-    key_by_video = _one_per_video(key_rows, key_csv, audio_once=True)
-    if any(not r.get("audio") for r in key_rows):
-        raise AvmatchError("a row names no audio", key_csv)
-    key = {v: r["audio"] for v, r in key_by_video.items()}
-    for rows, where in ((key_rows, key_csv), ([r for r in pairs.values() if r.get("audio")], pairs_csv)):
-        for r in rows:  # a NaN offset would make every offset metric NaN: refused where it is
-            if "offset_s" in r:
-                _seconds(r, where)
-    unknown = sorted(set(pairs) - set(key))
-    if not key:
-        raise AvmatchError("key is empty", key_csv)
-    if pairs and not set(pairs) & set(key):  # every video "unmatched" would be a wrong answer, not a score
-        raise AvmatchError(f"names none of the videos of {Path(pairs_csv).name} (the key has e.g. "
-                           f"{next(iter(key))!r}, the pairs {next(iter(pairs))!r})", key_csv)
-    wrong = [{"video": v, "chosen": pairs[v]["audio"] if v in pairs else "", "true": a}
-             for v, a in sorted(key.items()) if v not in pairs or pairs[v]["audio"] != a]
-    out: dict = {"pairs": len(key), "one_to_one": 1.0 - len(wrong) / len(key), "wrong": wrong,
-                 "not_in_key": unknown}
-    rows = [pairs[v] for v in key if pairs.get(v, {}).get("audio") and pairs[v].get("confidence")]
-    if rows:
-        conf = np.array([_confidence(r, pairs_csv) for r in rows])
-        trust = reliability(conf, np.array([r["audio"] == key[r["video"]] for r in rows]))
-        out.update({f"confidence_{k}": v for k, v in trust.items() if v == v})  # no NaN: none at >= 0.9
-    right_rows = [r for r in key_rows if r["audio"] and pairs.get(r["video"], {}).get("audio") == r["audio"]]
-    if key_rows and "offset_s" in key_rows[0] and all(pairs[r["video"]].get("offset_s") for r in right_rows):
-        err = np.array([abs(_seconds(pairs[r["video"]], pairs_csv) - _seconds(r, key_csv)) for r in right_rows])
-        if len(err):
-            out.update(offset_mae_s=float(err.mean()), offset_median_s=float(np.median(err)),
-                       offset_within_40ms=float((err <= 0.040 + 1e-9).mean()))
+    pairs = _one_per_video(read_rows(pairs_csv), pairs_csv, audio_once=run.get("method") != "greedy")
+    matched = {v: r for v, r in pairs.items() if r.get("audio")}
+    key_rows, where = read_key(key_csv)
+    key, key_offsets = _key(key_rows, where, list(pairs), {r["audio"] for r in matched.values()},
+                            Path(pairs_csv).name)
+    offsets = {v: _seconds(r, pairs_csv) for v, r in matched.items() if "offset_s" in r}
+    confidence = {v: _confidence(r, pairs_csv) for v, r in matched.items() if v in key and r.get("confidence")}
     if run:
         scores, vids, aids = load_scores(npz)
-        col = {a: j for j, a in enumerate(aids)}
-        truth = np.array([col.get(key.get(v, ""), -1) for v in vids])
         raw = load_scores(npz, raw=True)[0]
-        out.update(labelled_metrics(raw, scores, truth))
-        within = None if issparse(raw) else top5_within(raw, truth)
-        if within is not None:
-            out[f"top5_within_{GROUP}"] = within
-        if heatmap is not None:
-            _judged_heatmap(heatmap, npz, scores, vids, aids, pairs, truth)
-    elif heatmap is not None:
-        raise AvmatchError(f"no score matrix beside it ({npz.name}) to draw", pairs_csv)
+    else:
+        scores = raw = None
+        vids, aids = list(pairs), sorted({r["audio"] for r in matched.values()})
+    col = {a: j for j, a in enumerate(aids)}
+    chosen = np.array([col.get(matched[v]["audio"], -1) if v in matched else -1 for v in vids], dtype=int)
+    out = evaluate_matching(vids, aids, chosen, key, key_offset_s=key_offsets, scores=scores, raw_scores=raw,
+                            offset_s=np.array([offsets.get(v, np.nan) for v in vids]),
+                            confidence=np.array([confidence.get(v, np.nan) for v in vids]))
+    if heatmap is not None:
+        if not run:
+            raise AvmatchError(f"no score matrix beside it ({npz.name}) to draw", pairs_csv)
+        _judged_heatmap(heatmap, npz, scores, vids, aids, chosen, key)
     return out
 
 
-def _judged_heatmap(path, npz, scores, vids: list[str], aids: list[str], pairs: dict, truth: np.ndarray) -> None:
+def _judged_heatmap(path, npz, scores, vids: list[str], aids: list[str], chosen: np.ndarray,
+                    key: dict[str, str]) -> None:
     from scipy.sparse import issparse
-
-    from avmatch.matching.results import heatmap_png
 
     if issparse(scores):
         raise AvmatchError("a two-stage match keeps only candidate scores: no heat map to draw", npz)
     with np.load(npz, allow_pickle=False) as z:
         normalisation = str(z["normalisation"]) if "normalisation" in z else "dual-softmax"
     col = {a: j for j, a in enumerate(aids)}
-    chosen = np.array([col.get(pairs.get(v, {}).get("audio", ""), -1) for v in vids])
+    truth = np.array([col.get(key.get(v, ""), -1) for v in vids])
     heatmap_png(scores, path, vids, aids, chosen, truth=truth, probability=normalisation == "dual-softmax")

@@ -30,7 +30,7 @@ from avmatch.corpus import source_identity
 from avmatch.errors import AvmatchError
 from avmatch.features.job import find_media
 from avmatch.media import encode_audio, iter_audio, probe
-from avmatch.metrics import read_pairs
+from avmatch.outputs import read_rows
 from avmatch.progress import bar as progress_bar
 
 AUDIO_CODEC = {".webm": ("libopus", 48000)}  # by container; any other: AAC at the audio's own rate
@@ -50,7 +50,7 @@ def read_jobs(result_csv: str | Path) -> tuple[list[Job], list[str]]:
     """The rows of a pairs.csv or placements.csv that name an audio, as jobs; and the ids of the rows
     that name none (a video left unmatched, a refused take), which have nothing to be written with."""
     path = Path(result_csv)
-    rows = read_pairs(path, ())
+    rows = read_rows(path, ())
     header = set(rows[0]) if rows else set()
     if not rows:
         return [], []

@@ -1,5 +1,5 @@
 """What a person looks at: Markdown tables and the HTML report (the score heat map is written with
-the match's other files, by :mod:`avmatch.matching.results`)."""
+the match's other files, by :mod:`avmatch.outputs`)."""
 
 from __future__ import annotations
 
@@ -126,7 +126,7 @@ def html_report(path: str | Path, title: str, summary: list[dict], pairs: list[d
     ``media`` (one dict per row: video, audio, video_src, audio_src as URLs relative to the page,
     offset_s) each row has a play button: the silent video plays with its audio at the offset. With
     ``places`` (video id -> its pair's box in the image as shares of it: left, top, width, height;
-    :func:`avmatch.matching.results.heatmap_png` fills them) a row's video name links to its place in
+    :func:`avmatch.outputs.heatmap_png` fills them) a row's video name links to its place in
     the heat map, which the link outlines, and each place names its pair when pointed at."""
     img, anchors = "", {}
     if heatmap and Path(heatmap).exists():
@@ -234,7 +234,7 @@ def match_report(path: str | Path, result, context: dict | None = None) -> Path:
     import numpy as np
 
     from avmatch import __version__
-    from avmatch.matching.results import heatmap_png
+    from avmatch.outputs import heatmap_png
 
     path = Path(path)
     rows = result.rows()

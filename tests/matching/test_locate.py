@@ -92,6 +92,31 @@ def test_locate_places_clips_and_refuses_a_clip_nothing_recorded(recorded, tmp_p
     assert table.index("decoy") < min(table.index(c) for c in truth) and "(refused)" in table
 
 
+def test_locate_format_json_writes_the_placements_rows_as_json(recorded, tmp_path, monkeypatch, capsys):
+    """`avmatch locate --format json`: placements.json (by default) holds placements.csv's rows, floats as
+    computed and NaN as null; the readers (mux's) take it as they take the CSV; `-o -` prints it."""
+    import json
+
+    from avmatch.cli import main
+    from avmatch.outputs import read_rows
+
+    root, truth = recorded
+    common = [str(root / "clips"), str(root / "recordings"), "--min-confidence", "0"]
+    monkeypatch.chdir(tmp_path)
+    assert main(["locate", *common, "--format", "json"]) == 0
+    doc = json.loads((tmp_path / "placements.json").read_text())
+    assert list(doc) == ["placements"] and [r["clip"] for r in doc["placements"]] == sorted(set(truth) | {"decoy"})
+    assert all(r["drift_ppm"] is None for r in doc["placements"])  # 5 s takes: too short to measure
+    assert main(["locate", *common]) == 0  # placements.csv: the same rows
+    as_json, as_csv = read_rows(tmp_path / "placements.json", ("clip",)), read_rows(tmp_path / "placements.csv", ("clip",))
+    for got, want in zip(as_json, as_csv, strict=True):
+        assert list(got) == list(want) and all(got[k] == want[k] or float(got[k]) == pytest.approx(float(want[k]), rel=1e-5)
+                                               for k in got)
+    assert list(csv.DictReader(open(tmp_path / "placements.csv")))[0]["drift_ppm"] == ""
+    capsys.readouterr()
+    assert main(["locate", *common, "--format", "json", "-o", "-"]) == 0
+    assert capsys.readouterr().out == (tmp_path / "placements.json").read_text()
+
 def test_recordings_searched_a_group_at_a_time_give_the_same_placements(recorded):
     """An archive too large for memory is searched in groups of recordings: one recording a group
     places every clip exactly where one group of all of them does."""

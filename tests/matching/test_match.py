@@ -137,7 +137,7 @@ def test_evaluate_ranks_the_raw_and_the_normalised_scores_apart(tmp_path, capsys
 
 
 def test_the_heat_map_puts_every_choice_on_the_diagonal(tmp_path):
-    from avmatch.matching.results import heatmap_layout, heatmap_png
+    from avmatch.outputs import heatmap_layout, heatmap_png
 
     rng = np.random.default_rng(0)
     scores = rng.random((5, 7))
@@ -159,7 +159,7 @@ def test_the_heat_map_says_where_each_pair_is_in_the_picture(tmp_path):
     cross), and an unmatched video's place is its whole row."""
     import matplotlib.image
 
-    from avmatch.matching.results import heatmap_png
+    from avmatch.outputs import heatmap_png
 
     chosen = np.array([2, 0, 5, -1])
     scores = np.full((4, 6), np.log(1e-3))
@@ -183,7 +183,7 @@ def test_the_heat_map_says_where_each_pair_is_in_the_picture(tmp_path):
 
 
 def test_with_the_key_the_true_audio_is_on_the_diagonal_and_a_wrong_choice_off_it():
-    from avmatch.matching.results import heatmap_layout
+    from avmatch.outputs import heatmap_layout
 
     videos, audios = ["v0", "v1", "v2"], ["a0", "a1", "a2", "a3"]
     truth = np.array([0, 1, 2])
@@ -324,7 +324,8 @@ def test_top5_within_30_against_a_brute_force_count():
 def test_values_not_measured_are_empty_cells_and_read_back_as_none(tmp_path):
     """An unmatched video's score, confidence and offset are NaN in memory; pairs.csv and
     placements.csv leave those cells empty (not 'nan'), and evaluate reads the file as written."""
-    from avmatch.matching.locate import Placement, placements_text
+    from avmatch.matching.locate import Placement
+    from avmatch.outputs import get_writer, placements_table
 
     result = MatchResult(["v0", "v1"], ["a0", "a1", "a2"], np.eye(2, 3), np.array([0, -1]), "hungarian",
                          confidence=np.array([0.97, np.nan]), offset_s=np.array([0.25, np.nan]),
@@ -338,7 +339,7 @@ def test_values_not_measured_are_empty_cells_and_read_back_as_none(tmp_path):
     metrics = evaluate_pairs(tmp_path / "pairs.csv", tmp_path / "key.csv")
     assert metrics["one_to_one"] == 0.5 and metrics["offset_within_40ms"] == 1.0
     refused = Placement("take", "", float("nan"), float("nan"), float("nan"), float("nan"), 0.0, "")
-    text = placements_text([refused])
+    text = get_writer("csv").text(placements_table([refused]))
     assert "nan" not in text and text.splitlines()[1].startswith("take,,,,,,0,,")
     from avmatch.report import html_report, markdown_table, placements_report
 

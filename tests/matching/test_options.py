@@ -8,6 +8,7 @@ from avmatch.cli import build_parser, match_options
 from avmatch.errors import AvmatchError
 from avmatch.matching import MODES, MatchOptions
 from avmatch.matching.dense import NORMALISATIONS
+from avmatch.outputs import FORMATS
 
 
 @pytest.mark.parametrize("fields, says", [
@@ -46,3 +47,6 @@ def test_the_command_lines_choices_are_the_registries():
     choices = {a.dest: tuple(a.choices) for a in sub._actions if a.choices}
     assert choices["mode"] == MODES
     assert choices["normalise"] == NORMALISATIONS
+    for command in ("match", "locate"):  # --format: the output writers' formats
+        sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+        assert next(tuple(a.choices) for a in sub._actions if a.dest == "format") == FORMATS

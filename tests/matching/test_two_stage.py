@@ -392,6 +392,79 @@ def test_timing_model_retrieves_by_mean_frame_and_rescores_with_offsets():
     assert np.allclose(two.raw_scores.toarray()[rows, np.tile(np.arange(60), 60)], dense.raw_scores.ravel(), atol=1e-3)
 
 
+def test_cli_match_format_json_writes_the_csv_rows_as_json_with_its_score_file(tmp_path, capsys, monkeypatch):
+    """`avmatch match --format json`: pairs.json (by default) holds pairs.csv's rows (floats as computed,
+    NaN as null) with the method and the audios left unmatched; its score file and heat map beside it
+    belong to it, evaluate and mux read it as they read pairs.csv; `-o -` prints the same text."""
+    import json
+
+    from avmatch.cli import main
+    from avmatch.corpus import write_corpus
+    from avmatch.outputs import check_same_run, read_rows
+
+    videos, audios = planted_corpora(40)
+    audios.clips += [Clip(f"x{c.id}", audio=c.audio) for c in planted_corpora(3, seed=9)[1].clips]
+    write_corpus(videos, tmp_path / "videos")
+    write_corpus(audios, tmp_path / "audios")
+    trained_of("test-mean-embed").save(tmp_path / "run.pt")
+    (tmp_path / "key.csv").write_text("video,audio\n" + "".join(f"v{i},a{i}\n" for i in range(40)))
+    common = [str(tmp_path / "videos"), str(tmp_path / "audios"), "--model", str(tmp_path / "run.pt"),
+              "--min-confidence", "0.5"]  # some videos left unmatched: NaN cells
+    monkeypatch.chdir(tmp_path)
+    assert main(["match", *common, "--format", "json"]) == 0
+    assert main(["match", *common, "-o", "table.csv"]) == 0  # (pairs.csv would share pairs.json's score file)
+    capsys.readouterr()
+    doc = json.loads((tmp_path / "pairs.json").read_text())
+    assert doc["method"] == "hungarian" and doc["two_stage"] is False
+    assert {"xa0", "xa1", "xa2"} <= set(doc["unmatched_audios"])
+    as_csv = list(csv.DictReader(open(tmp_path / "table.csv")))
+    assert [r["video"] for r in doc["pairs"]] == [r["video"] for r in as_csv] and len(as_csv) == 40
+    assert any(r["audio"] is None or r["confidence"] is None for r in doc["pairs"]) or \
+        all(r["audio"] for r in as_csv)
+    for got, want in zip(doc["pairs"], as_csv, strict=True):
+        assert list(got) == list(want)
+        assert {k: "" if v is None else v if isinstance(v, str) else f"{v:.6g}" for k, v in got.items()} == want
+    assert read_rows(tmp_path / "pairs.json") == read_rows(tmp_path / "table.csv")
+    assert (tmp_path / "pairs.heatmap.png").exists()
+    assert check_same_run(tmp_path / "pairs.json", tmp_path / "pairs.scores.npz")["method"] == "hungarian"
+    assert evaluate_pairs(tmp_path / "pairs.json", tmp_path / "key.csv") == \
+        evaluate_pairs(tmp_path / "table.csv", tmp_path / "key.csv")
+    assert main(["match", *common, "--format", "json", "-o", "-"]) == 0
+    assert capsys.readouterr().out == (tmp_path / "pairs.json").read_text()
+    assert main(["match", *common, "-o", "table.csv", "--json"]) == 0  # the same document printed, with the files
+    printed = json.loads(capsys.readouterr().out)
+    assert printed.pop("written") == ["table.csv", "table.scores.npz", "table.heatmap.png"] and printed == doc
+
+
+def test_evaluate_on_arrays_equals_evaluate_on_the_written_files(tmp_path):
+    """avmatch.evaluate(result, key) judges the result in memory, with no file written: it gives what
+    evaluating its written set gives, for dense and two-stage matching and a timing model's offsets."""
+    import avmatch
+
+    videos, audios = planted_corpora(60)
+    embed = trained_of("test-mean-embed")
+    results = {"dense": match_corpora(embed, videos, audios, MatchOptions(mode="dense", min_confidence=0.3)),
+               "two-stage": match_corpora(embed, videos, audios, MatchOptions(mode="two-stage", candidates=8)),
+               "timing": match_corpora(embed, videos, audios, MatchOptions(mode="dense"))}
+    timing = results["timing"]  # offsets as a timing model gives them, to more digits than pairs.csv keeps
+    timing.offset_s = np.random.default_rng(0).normal(scale=0.05, size=60)
+    timing.offset_conf = np.full(60, 0.5)
+    assert (results["dense"].chosen < 0).any() and (timing.chosen == np.arange(60)).mean() > 0.5
+    key = {f"v{i}": f"a{i}" for i in range(55)} | {"v55.mp4": "a56.wav"}  # file names, a wrong pair
+    (tmp_path / "key.csv").write_text("video,audio,offset_s\n" + "".join(f"v{i},a{i},0.0\n" for i in range(60)))
+    for name, result in results.items():
+        result.write(tmp_path / f"{name}.csv", heatmap=False)
+        for k, key_file in ((key, key), (tmp_path / "key.csv", tmp_path / "key.csv")):
+            in_memory = avmatch.evaluate(result, k)
+            assert in_memory == evaluate_pairs(tmp_path / f"{name}.csv", key_file), name
+            assert "top1" in in_memory and (name != "timing" or k is key or "offset_mae_s" in in_memory)
+    assert "in_candidates" in avmatch.evaluate(results["two-stage"], key)
+    with pytest.raises(AvmatchError, match="not one-to-one"):
+        avmatch.evaluate(results["dense"], {"v0": "a0", "v1": "a0"})
+    with pytest.raises(AvmatchError, match="names none of the videos of the result"):
+        avmatch.evaluate(results["dense"], {"w0": "a0"})
+
+
 @pytest.mark.parametrize("kind", ["flat", "ivf"])
 def test_an_extreme_score_bias_does_not_overflow_the_index(kind):
     """A bias of -1.8e308 made the retrieval key +inf in float32: an internal error (ivf) or an

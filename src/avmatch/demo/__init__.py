@@ -37,9 +37,9 @@ from avmatch.atomic import write_text
 from avmatch.corpus import Corpus, load_corpus
 from avmatch.errors import AvmatchError
 from avmatch.matching import assign, normalise
-from avmatch.matching.results import heatmap_png
-from avmatch.metrics import evaluate_pairs, read_pairs
+from avmatch.metrics import evaluate_pairs
 from avmatch.metrics import reliability as confidence_reliability
+from avmatch.outputs import heatmap_png, read_rows
 from avmatch.report import html_report
 
 HOLDOUT = ("scenes:lamps", "worlds:keys")  # never trained on: the demo's unseen families
@@ -130,7 +130,7 @@ def _fresh_folder(out: Path) -> None:
 
 
 def _read_key(path: Path) -> dict[str, tuple[str, float]]:
-    return {r["video"]: (r["audio"], float(r["offset_s"])) for r in read_pairs(path, ("video", "audio", "offset_s"))}
+    return {r["video"]: (r["audio"], float(r["offset_s"])) for r in read_rows(path, ("video", "audio", "offset_s"))}
 
 
 def floor_metrics(videos: Corpus, audios: Corpus, key: dict[str, tuple[str, float]], max_lag: int) -> dict:
@@ -243,7 +243,7 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
     # the floor reads the default extractor's motion and onset columns
     floor = (floor_metrics(videos, audios, key, trained.model.max_lag) if cfg.extractor == "default"
              else {"one_to_one": float("nan"), "offset_within_40ms": float("nan")})
-    sources = {r["video"]: r["source"] for r in read_pairs(out / "key.csv", ("video", "source"))}
+    sources = {r["video"]: r["source"] for r in read_rows(out / "key.csv", ("video", "source"))}
     family = {v: family_of.get(sources.get(v, ""), "") for v in key}
     rows = match.rows()
     wrong = {w["video"] for w in metrics["wrong"]}  # evaluate already judged every video of the key

@@ -1,5 +1,6 @@
 """Matching videos to audios: the dense path (:mod:`.dense`), the two-stage path for large sets
-(:mod:`.two_stage`, with the FAISS index of :mod:`.index`) and the result files (:mod:`.results`).
+(:mod:`.two_stage`, with the FAISS index of :mod:`.index`) and the result (:mod:`.results`; its files
+are written by :mod:`avmatch.outputs`).
 
 :func:`match_corpora` picks the path as its :class:`MatchOptions` (:mod:`.options`) say, and for a
 timing model estimates each matched pair's offset.
@@ -17,13 +18,12 @@ from avmatch.losses import objective
 from avmatch.matching.dense import assign, assignment_confidence, margins, match_dense, normalise
 from avmatch.matching.locate import DRIFT_MIN_S, drift
 from avmatch.matching.options import DENSE_MAX, MODES, MatchOptions
-from avmatch.matching.results import MatchResult, check_same_run, load_scores, scores_path
+from avmatch.matching.results import MatchResult
 from avmatch.matching.two_stage import DEFAULT_CANDIDATES, match_two_stage, sparse_lookup
 from avmatch.models import capabilities
 from avmatch.progress import stage
 
-__all__ = ["DENSE_MAX", "MODES", "MatchOptions", "MatchResult", "assign", "check_same_run", "load_scores",
-           "margins", "match_corpora", "normalise", "scores_path"]
+__all__ = ["DENSE_MAX", "MODES", "MatchOptions", "MatchResult", "assign", "margins", "match_corpora", "normalise"]
 
 
 def match_corpora(trained: Trained, videos: Corpus, audios: Corpus, options: MatchOptions | None = None,

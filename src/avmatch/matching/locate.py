@@ -28,21 +28,16 @@ stretches placed again near where the whole clip sits, a line through them (:fun
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from avmatch.atomic import write_text
 from avmatch.checkpoint import Trained
 from avmatch.corpus import Corpus
 from avmatch.errors import ArgumentError, AvmatchError
 from avmatch.inference import check_fits, frame_embeddings, peak_between_frames
 from avmatch.matching.dense import check_min_confidence
-from avmatch.matching.results import csv_cell
 from avmatch.progress import bar as progress_bar
 from avmatch.progress import stage
 
@@ -294,22 +289,3 @@ def _choose(c_clips, r_clips, clip_emb, options, rate, min_confidence, camera) -
         out[i] = Placement(c.id, "" if why else r_clips[r].id, start, start + duration, peak, z, confidence,
                            r_clips[r].id, why=why)
     return [out[i] for i in range(len(c_clips))]
-
-
-FIELDS = ("clip", "recording", "start_s", "end_s", "score", "z", "confidence", "best_recording", "drift_ppm", "why")
-
-
-def placements_text(placements: list[Placement]) -> str:
-    """placements.csv as text, sorted by clip id."""
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(FIELDS)
-    for p in sorted(placements, key=lambda p: p.clip):
-        writer.writerow([csv_cell(getattr(p, f)) for f in FIELDS])
-    return buf.getvalue()
-
-
-def write_placements(placements: list[Placement], path: str | Path) -> Path:
-    """Write placements.csv atomically."""
-    write_text(path, placements_text(placements))
-    return Path(path)

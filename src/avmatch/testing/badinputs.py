@@ -604,7 +604,7 @@ def _checkpoint_readers(cli: Cli) -> dict[str, Callable[[Case, Path], object]]:
 
 
 def _score_readers(cli: Cli) -> dict[str, Callable[[Case, Path], object]]:
-    from avmatch.matching import load_scores
+    from avmatch.outputs import load_scores
 
     return {"load_scores": lambda c, w: load_scores(c.path)[0].shape}
 
