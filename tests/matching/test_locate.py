@@ -78,6 +78,8 @@ def test_locate_places_clips_and_refuses_a_clip_nothing_recorded(recorded, tmp_p
     for clip, (recording, start_s) in truth.items():
         assert rows[clip]["recording"] == recording, rows[clip]
         assert abs(float(rows[clip]["start_s"]) - start_s) <= 0.04, rows[clip]
+        # every number to 6 significant digits, as pairs.csv writes them (start_s is numpy's float32)
+        assert all(len(rows[clip][k].lstrip("-").replace(".", "").lstrip("0")) <= 6 for k in ("start_s", "end_s"))
         assert float(rows[clip]["confidence"]) > float(rows["decoy"]["confidence"])
     between = (float(rows["decoy"]["confidence"]) + min(float(rows[c]["confidence"]) for c in truth)) / 2
     capsys.readouterr()

@@ -29,8 +29,8 @@ PLACEMENT_COLUMNS = ("clip", "recording", "start_s", "end_s", "score", "z", "con
 def csv_cell(value):
     """A value as the CSV files write it: floats to 6 significant digits, a value not measured (NaN)
     as an empty cell (which spreadsheets and avmatch's readers take as "none"), anything else as is."""
-    if isinstance(value, float):
-        return "" if value != value else f"{value:.6g}"
+    if isinstance(value, (float, np.floating)):  # numpy's float32 too (locate's start_s), which is no float
+        return "" if value != value else f"{float(value):.6g}"
     return value
 
 
