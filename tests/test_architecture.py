@@ -22,7 +22,7 @@ LAYERS = [
     {"report", "mux"},
     {"__init__"},
     {"testing"},  # fixtures on the library: generated media and features, formats, the robustness harness
-    {"speech", "demo"},  # the demo and its scene generators (which use the fixtures' writers)
+    {"speech", "demo"},  # the demo and its scene generators (media written by media.write_media)
     {"cli", "__main__"},
 ]
 
