@@ -60,7 +60,7 @@ FORMATS = [(".wav", None, None), (".flac", None, None), (".mp3", None, 24000), (
 
 def generate(root: Path, n_rec: int, minutes: tuple[float, float], per_rec: int, n_decoys: int, seed: int) -> dict:
     from avmatch.demo import scenes, worlds
-    from avmatch.demo.scenes import write_media
+    from avmatch.media import write_media
 
     gens = {"scenes": scenes, "worlds": worlds}
     rng = np.random.default_rng(seed)
@@ -127,7 +127,7 @@ def generate_drift(root: Path, minutes: float, ppm: float, seed: int) -> dict:
     """Takes of ``minutes`` cut from scenes whose recorder's clock runs ``ppm`` fast, slow and half as
     fast: a sound at scene time s lies at recording time s * (1 + ppm * 1e-6)."""
     from avmatch.demo import scenes, worlds
-    from avmatch.demo.scenes import write_media
+    from avmatch.media import write_media
 
     gens = {"scenes": scenes, "worlds": worlds}
     truth = {}

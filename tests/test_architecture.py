@@ -22,7 +22,7 @@ LAYERS = [
     {"report", "mux"},
     {"__init__"},
     {"testing"},  # fixtures on the library: generated media and features, formats, the robustness harness
-    {"speech", "demo"},  # the demo and its scene generators (which use the fixtures' writers)
+    {"speech", "demo"},  # the demo and its scene generators (media written by media.write_media)
     {"cli", "__main__"},
 ]
 
@@ -158,3 +158,72 @@ def test_only_the_features_package_reads_the_extractor_record(tmp_path):
     planted = tmp_path / "m.py"
     planted.write_text("def f(corpus):\n    return corpus.extractor.get('name'), corpus.extractor['version']\n")
     assert record_reads(planted) == [2, 2]
+
+
+# What avmatch/demo/ may import of the library: the public API (``avmatch``) and the names declared here,
+# each for a reason ARCHITECTURE.md gives ("The demo's declared dependencies"); the demo's own modules,
+# eSpeak NG (``speech``) and the fixtures (``testing``) freely.
+PUBLIC_API = {"extract", "train", "load", "evaluate", "Model", "Result", "__version__"}
+DEMO_OWN = ("avmatch.demo", "avmatch.speech", "avmatch.testing")
+DEMO_USES = {
+    "avmatch": PUBLIC_API,
+    "avmatch.atomic": {"atomic_path", "write_text"},  # files written whole
+    "avmatch.errors": {"AvmatchError"},  # the one-line error
+    "avmatch.progress": {"bar"},  # the generators' progress bars
+    "avmatch.corpus": {"Corpus", "load_corpus"},  # the feature corpus, a type of the public API
+    "avmatch.media": {"FPS", "SAMPLE_RATE", "read_audio", "write_media"},  # media read and written
+    "avmatch.features.job": {"default_workers"},  # the demo's processes: as many as extraction's default
+    "avmatch.features.record": {"ExtractorRecord"},  # whether the shipped model reads the demo's features
+    "avmatch.training": {"DEMO_FINE_TUNE"},  # the demo's fine-tune settings (avmatch.train(fine_tune=...))
+    "avmatch.matching": {"assign", "normalise"},  # the untrained floor's scores matched like a model's
+    "avmatch.metrics": {"reliability"},  # the confidence's calibration, on the unrounded confidences
+    "avmatch.report": {"html_report"},  # the report page
+}
+# ``avmatch compare`` (demo/compare.py) tabulates models on raw score matrices of aligned test pairs
+COMPARE_USES = {
+    **DEMO_USES,
+    "avmatch.checkpoint": {"load_trained"},
+    "avmatch.inference": {"score_matrix"},
+    "avmatch.matching": {"assign"},
+    "avmatch.metrics": {"GROUP", "retrieval_metrics", "top5_within"},
+    "avmatch.models.base": {"parameter_table"},
+    "avmatch.options": {"parse_options"},
+    "avmatch.report": {"markdown_table"},
+    "avmatch.training": {"recipe", "train"},
+}
+
+
+def library_uses(path: Path, allowed: dict[str, set[str]]) -> list[str]:
+    """What ``path`` imports of the library beyond ``allowed`` ({module: names}) and ``DEMO_OWN``, as
+    "line: module.name"; with ``import avmatch``, every ``avmatch.X`` it reads must be public."""
+    def own(module: str) -> bool:
+        return any(module == p or module.startswith(p + ".") for p in DEMO_OWN)
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "avmatch" and not node.level:
+            for a in node.names:
+                if not (own(node.module) or own(f"{node.module}.{a.name}") or a.name in allowed.get(node.module, ())):
+                    found.append(f"{node.lineno}: {node.module}.{a.name}")
+        elif isinstance(node, ast.ImportFrom) and node.level:
+            found.append(f"{node.lineno}: a relative import (name the module)")
+        elif isinstance(node, ast.Import):
+            found += [f"{node.lineno}: {a.name}" for a in node.names
+                      if a.name.split(".")[0] == "avmatch" and a.name != "avmatch" and not own(a.name)]
+        elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "avmatch"
+              and node.attr not in PUBLIC_API):
+            found.append(f"{node.lineno}: avmatch.{node.attr}")
+    return found
+
+
+def test_the_demo_uses_the_public_api_and_its_declared_dependencies(tmp_path):
+    """The demo is an application on the library: it imports the public API and the names declared in
+    ``DEMO_USES`` (``COMPARE_USES`` for demo/compare.py), nothing else, so it cannot drift back."""
+    beyond = [f"{module_name(p)}:{use}" for p in sorted((PACKAGE / "demo").rglob("*.py"))
+              for use in library_uses(p, COMPARE_USES if p.name == "compare.py" else DEMO_USES)]
+    assert not beyond, "the demo imports library internals it has not declared:\n" + "\n".join(beyond)
+    planted = tmp_path / "m.py"
+    planted.write_text("import avmatch\nfrom avmatch.demo import scenes\nfrom avmatch.matching import match_corpora\n\n"
+                       "def f():\n    from avmatch.checkpoint import load_trained\n    return avmatch.adapt, avmatch.load\n")
+    assert library_uses(planted, DEMO_USES) == ["3: avmatch.matching.match_corpora",
+                                                "6: avmatch.checkpoint.load_trained", "7: avmatch.adapt"]

@@ -6,9 +6,9 @@ import pytest
 
 from avmatch.cli import main
 from avmatch.demo import scenes
-from avmatch.demo.scenes import shift_audio, write_media
 from avmatch.errors import AvmatchError
-from avmatch.media import read_audio
+from avmatch.media import read_audio, write_media
+from avmatch.testing.mediagen import shift_audio
 
 RATE = scenes.SAMPLE_RATE
 

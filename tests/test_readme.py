@@ -102,7 +102,7 @@ def _scenes(folder: Path, names: list[str], seconds: float, video: bool, audio: 
     """Generated scenes of four families written as ``folder/NAME.mp4`` (with ``audio``: its sound
     too) or, for audio alone, ``folder/NAME.wav``; the scenes, in order."""
     from avmatch.demo import scenes
-    from avmatch.demo.scenes import write_media
+    from avmatch.media import write_media
 
     made = []
     for i, name in enumerate(names):
@@ -117,7 +117,7 @@ def _scenes(folder: Path, names: list[str], seconds: float, video: bool, audio: 
 def test_the_quick_start_runs_as_written(tmp_path, monkeypatch):
     """Both *Quick start* blocks, in order, on footage of one's own: four silent videos and their audios
     under other names, twelve paired clips, the key."""
-    from avmatch.demo.scenes import write_media
+    from avmatch.media import write_media
 
     shown = _scenes(tmp_path / "silent_videos", [f"v{i}" for i in range(4)], 4.0, video=True, audio=False)
     for i, scene in enumerate(shown):
@@ -134,7 +134,7 @@ def test_the_quick_start_runs_as_written(tmp_path, monkeypatch):
 def test_the_locate_block_runs_as_written(tmp_path, monkeypatch):
     """*Short clips inside long recordings*, in order: takes cut from two long recordings (one camera
     folder each), then audio snippets cut from two long silent videos."""
-    from avmatch.demo.scenes import write_media
+    from avmatch.media import write_media
 
     long = _scenes(tmp_path / "recordings", ["day", "night"], 40.0, video=False, audio=True)
     for r, scene in enumerate(long):

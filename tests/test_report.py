@@ -52,7 +52,7 @@ def matched(tmp_path_factory):
     """match --report on three generated scenes (silent videos in a sub-folder, wav audios)."""
     from avmatch.cli import main
     from avmatch.demo import scenes
-    from avmatch.demo.scenes import write_media
+    from avmatch.media import write_media
 
     root = tmp_path_factory.mktemp("report")
     for i, family in enumerate(("bounce", "lamps", "talker")):

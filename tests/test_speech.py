@@ -10,7 +10,7 @@ import pytest
 
 from avmatch import speech
 from avmatch.demo import scenes
-from avmatch.media import read_audio, read_video
+from avmatch.media import read_audio, read_video, write_media
 
 SR = 16000
 
@@ -131,7 +131,7 @@ def test_speech_scene_renders_to_a_file_that_decodes_with_its_words(tmp_path):
     sr = scene.sample_rate
     for t in scene.events_s:  # each word sounds where the scene says it starts
         assert np.abs(scene.audio[int(t * sr) : int((t + 0.05) * sr)]).max() > 0.02
-    path = scenes.write_media(tmp_path / "speech.mp4", scene.frames, scene.audio, scene.fps, sr)
+    path = write_media(tmp_path / "speech.mp4", scene.frames, scene.audio, scene.fps, sr)
     audio, frames = read_audio(path, sr), read_video(path, scene.fps)
     assert len(frames) == len(scene.frames)
     n = min(len(audio), len(scene.audio))

@@ -175,18 +175,21 @@ def load(run: str | Path = "default", device: str | None = "auto") -> Model:
 
 
 def train(corpus: Corpus | str | Path, run: str | Path, *, resume: bool = False, force: bool = False,
-          progress: bool = True, device: str | None = "auto", recipe: str = "", **config) -> Model:
+          progress: bool = True, device: str | None = "auto", recipe: str = "", fine_tune: dict | None = None,
+          **config) -> Model:
     """Train on the paired clips of ``corpus`` (a Corpus or a corpus folder) into the run folder
     ``run`` and return the best model. ``config``: any field of :class:`avmatch.training.TrainConfig`
     (model, epochs, batch_size, lr, window_s, init, model_options, ...) over the model's recipe, or
     over the named ``recipe`` ("report"; ``avmatch.training.RECIPES``); by default the model that suits
     the corpus: the shipped model fine-tuned where it fits the corpus's features, else a new model
-    (``init="none"``: a new model in any case). ``device`` as for :func:`load`."""
+    (``init="none"``: a new model in any case). ``fine_tune``: the settings over the started model's
+    recipe when fine-tuning (None: ``avmatch.training.FINE_TUNE``; the demo's: ``DEMO_FINE_TUNE``).
+    ``device`` as for :func:`load`."""
     import dataclasses
 
     from avmatch.errors import ArgumentTypeError
     from avmatch.features.cache import training_features
-    from avmatch.training import TrainConfig, check_resume_settings, resolve
+    from avmatch.training import FINE_TUNE, TrainConfig, check_resume_settings, resolve
     from avmatch.training import train as run_training
 
     _source(corpus, "corpus")
@@ -198,7 +201,7 @@ def train(corpus: Corpus | str | Path, run: str | Path, *, resume: bool = False,
     corpus = corpus if not isinstance(corpus, (str, Path)) else training_features(corpus)
     if resume:
         check_resume_settings(run, config)
-    settings = resolve(corpus, recipe, **config)
+    settings = resolve(corpus, recipe, fine_tune=FINE_TUNE if fine_tune is None else fine_tune, **config)
     metrics = run_training(corpus, run, settings, resume=resume, progress=progress, force=force, device=device)
     model = load(run, device)
     model.metrics = metrics

@@ -1,4 +1,5 @@
-"""PyAV decoding: video frames and audio samples as numpy arrays, streamed and resampled.
+"""PyAV decoding: video frames and audio samples as numpy arrays, streamed and resampled; and the
+one writer of arrays as media files (:func:`write_media`).
 
 Nothing here holds a whole file: frames come out in chunks at a fixed frame rate and size, audio in
 chunks of mono float32 at a fixed sample rate. Every problem with a file a user could hit (missing,
@@ -22,6 +23,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from avmatch.atomic import atomic_path
 from avmatch.errors import AvmatchError
 
 OPEN_TIMEOUT_S = 20.0  # a local file never needs this; it bounds a stalled network mount or pipe
@@ -32,6 +34,8 @@ TIMESTAMP_SLACK_S = 5.0  # frames this far past the header's duration are corrup
 # Two frames further apart than this are a damaged timestamp, not a still picture: filling the gap would
 # make hours of frames out of a few bytes (a 1.6 KB mkv whose fourth frame claimed 5 h took 4.4 GB)
 MAX_FRAME_GAP_S = 60.0
+FPS = 25.0  # write_media's default frame rate (the demo's generated scenes use it)
+SAMPLE_RATE = 16000  # ... and its default sample rate
 
 Size = tuple[int, int] | int | None
 
@@ -436,3 +440,51 @@ def encode_audio(container, stream, audio: np.ndarray) -> None:
         frame.sample_rate, frame.pts, frame.time_base = rate, i, Fraction(1, rate)
         container.mux(stream.encode(frame))
     container.mux(stream.encode(None))
+
+
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    """Frames (float in [0, 1]) as 8-bit pixels."""
+    return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def write_media(path: str | Path, frames: np.ndarray | None, audio: np.ndarray | None, fps: float = FPS,
+                sample_rate: int = SAMPLE_RATE, audio_codec: str | None = None, audio_bit_rate: int | None = None) -> Path:
+    """Write frames ((N, H, W, 3) float in [0, 1]) and/or mono audio to ``path`` (atomically).
+
+    .mp4: H.264 (ultrafast) + AAC; .wav: 16-bit PCM; .m4a: AAC; .flac: FLAC; .mp3: MP3 (LAME);
+    .opus: Opus. ``audio_codec`` (``pcm_mulaw`` in a .wav) and ``audio_bit_rate`` (bit/s) override those.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    with atomic_path(path) as tmp, av.open(str(tmp), "w", format={".m4a": "mp4", ".mp4": "mp4"}.get(suffix)) as out:
+        vstream = astream = None
+        if frames is not None:
+            if frames.shape[1] % 2 or frames.shape[2] % 2:
+                raise ValueError(f"H.264 (4:2:0) needs an even width and height, got {frames.shape[2]}x{frames.shape[1]}")
+            vstream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+            vstream.height, vstream.width = frames.shape[1:3]
+            vstream.pix_fmt = "yuv420p"
+            vstream.options = {"preset": "ultrafast", "tune": "zerolatency"}
+            vstream.thread_count = 1
+        if audio is not None:
+            codec = audio_codec or {".wav": "pcm_s16le", ".flac": "flac", ".mp3": "libmp3lame",
+                                    ".opus": "libopus"}.get(suffix, "aac")
+            astream = out.add_stream(codec, rate=sample_rate)
+            astream.layout = "mono"
+            if codec == "aac":
+                astream.bit_rate = 64000
+                astream.options = {"aac_coder": "fast"}
+            if codec == "libmp3lame":
+                astream.format = "fltp"  # LAME's default, s32p, is not a format encode_audio writes
+            if audio_bit_rate:
+                astream.bit_rate = audio_bit_rate
+        if vstream is not None:
+            pixels = to_uint8(frames)
+            for i, img in enumerate(pixels):
+                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+                frame.pts = i
+                out.mux(vstream.encode(frame))
+            out.mux(vstream.encode(None))
+        if astream is not None:
+            encode_audio(out, astream, audio)
+    return path

@@ -149,8 +149,8 @@ def test_classic_rows_keep_when_within_the_second_things_happen(tmp_path, at_s):
     """A flash and a click a quarter or three quarters into second 1: the row of that second says
     which tenth they fell in, the same tenth in both (the audio's per-tenth onsets; the video's
     per-frame motion, read back through the fixed projection)."""
-    from avmatch.demo.scenes import write_media
     from avmatch.features.classic import PER_FRAME
+    from avmatch.media import write_media
 
     fps, sr = 25.0, 16000
     frames = np.full((75, 32, 32, 3), 0.2, np.float32)
@@ -221,7 +221,7 @@ def test_speed_against_bare_decode(media):
 
 def test_default_motion_maps_say_where(tmp_path):
     """A square that moves in the left half lights up the left half of the 16x16 motion map only."""
-    from avmatch.demo.scenes import write_media
+    from avmatch.media import write_media
 
     frames = np.full((20, 64, 64, 3), 0.12, np.float32)
     for k in range(20):
@@ -236,7 +236,7 @@ def test_default_motion_maps_say_where(tmp_path):
 
 def test_default_lighting_is_not_motion(tmp_path):
     """The whole picture brightening is lighting: the signed map stays flat, the lighting column moves."""
-    from avmatch.demo.scenes import write_media
+    from avmatch.media import write_media
 
     frames = np.stack([np.full((32, 32, 3), (40 + 6 * k) / 255, np.float32) for k in range(12)])
     video = get_extractor("default").video(write_media(tmp_path / "fade.mp4", frames, None))

@@ -47,7 +47,7 @@ def recorded(tmp_path_factory):
     """Two 60 s recordings of two generators, three clips cut from them, and a clip of a scene
     that was never recorded."""
     from avmatch.demo import scenes, worlds
-    from avmatch.demo.scenes import write_media
+    from avmatch.media import write_media
 
     root = tmp_path_factory.mktemp("locate")
     truth = {}
@@ -197,7 +197,7 @@ def test_reverse_places_audio_snippets_inside_long_silent_videos(tmp_path):
     """--reverse: a sound snippet found in the long silent video it was recorded with."""
     from avmatch.cli import main
     from avmatch.demo import worlds
-    from avmatch.demo.scenes import write_media
+    from avmatch.media import write_media
 
     scene = worlds.make_scene([3, 3], "drums", duration_s=60.0, size=(48, 48))
     write_media(tmp_path / "videos" / "long.mp4", scene.frames, None, fps=scene.fps)
@@ -215,8 +215,7 @@ def test_a_long_take_gets_its_drift_measured_and_mux_corrects_it(tmp_path):
     measures the drift; mux stretches the recording's audio so the take's end is in sync too."""
     from avmatch.cli import main
     from avmatch.demo import scenes
-    from avmatch.demo.scenes import write_media
-    from avmatch.media import read_audio
+    from avmatch.media import read_audio, write_media
 
     ppm = 1000.0
     scene = scenes.make_scene([8, 2], "bounce", duration_s=150.0, size=(48, 48))
@@ -249,7 +248,7 @@ def test_match_finds_an_offset_of_a_minute_and_the_drift_of_long_pairs(tmp_path)
     at the start of the take and measures the drift; mux reads the drift from pairs.csv."""
     from avmatch.cli import main
     from avmatch.demo import scenes
-    from avmatch.demo.scenes import write_media
+    from avmatch.media import write_media
 
     ppm, k = 1000.0, 1.001
     for n, seed in enumerate((3, 4)):

@@ -347,3 +347,17 @@ def test_values_not_measured_are_empty_cells_and_read_back_as_none(tmp_path):
     assert "drift_ppm" in page and ">nan<" not in page
     assert html_report(tmp_path / "m.html", "m", [{"n": 2}], result.rows()).read_text().count(">nan<") == 0
     assert "nan" not in markdown_table(result.rows())
+
+
+def test_a_results_heat_map_with_the_key_places_every_pair(tmp_path):
+    """Result.heatmap: the heat map beside pairs.csv, or with a key the judged one (the demo's)."""
+    rng = np.random.default_rng(1)
+    raw = rng.standard_normal((6, 6)) + 4 * np.eye(6)
+    raw[[1, 4]] = raw[[4, 1]]  # two videos that prefer each other's audio
+    scores = normalise(raw)
+    result = MatchResult([f"v{i}" for i in range(6)], [f"a{i}" for i in range(6)], scores, assign(scores),
+                         "hungarian", raw)
+    places: dict = {}
+    png = result.heatmap(tmp_path / "judged.png", key={f"v{i}": f"a{i}" for i in range(6)}, places=places)
+    assert png.stat().st_size > 1000 and sorted(places) == result.video_ids
+    assert result.heatmap(tmp_path / "plain.png").stat().st_size > 1000

@@ -141,7 +141,7 @@ def test_bad_requests_are_one_clear_line(tmp_path):
 
 
 def _silent_video(path) -> None:
-    from avmatch.demo.scenes import write_media
+    from avmatch.media import write_media
 
     write_media(path, np.zeros((5, 16, 16, 3), np.float32), None)
 

@@ -25,6 +25,7 @@ Layout of the output folder::
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import time
@@ -33,13 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
+import avmatch
 from avmatch.atomic import write_text
 from avmatch.corpus import Corpus, load_corpus
 from avmatch.errors import AvmatchError
 from avmatch.matching import assign, normalise
-from avmatch.metrics import evaluate_pairs
 from avmatch.metrics import reliability as confidence_reliability
-from avmatch.outputs import heatmap_png, read_rows
 from avmatch.report import html_report
 
 HOLDOUT = ("scenes:lamps", "worlds:keys")  # never trained on: the demo's unseen families
@@ -129,8 +129,14 @@ def _fresh_folder(out: Path) -> None:
     (out / MARKER).write_text("made by avmatch demo; a rerun clears media/, features/ and run/ here\n")
 
 
+def _key_rows(path: Path) -> list[dict]:
+    """The rows of the key the demo wrote (video,audio,offset_s,source)."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def _read_key(path: Path) -> dict[str, tuple[str, float]]:
-    return {r["video"]: (r["audio"], float(r["offset_s"])) for r in read_rows(path, ("video", "audio", "offset_s"))}
+    return {r["video"]: (r["audio"], float(r["offset_s"])) for r in _key_rows(path)}
 
 
 def floor_metrics(videos: Corpus, audios: Corpus, key: dict[str, tuple[str, float]], max_lag: int) -> dict:
@@ -163,11 +169,9 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
 
     ``config`` (or the preset: ``DemoConfig.quick()`` / ``DemoConfig()``) sets sizes and training;
     ``n_train``, ``n_test`` and ``epochs`` override it."""
-    from avmatch.checkpoint import load_trained
     from avmatch.demo import scenes, worlds
-    from avmatch.features.job import default_workers, extract
-    from avmatch.matching import match_corpora
-    from avmatch.training import DEMO_FINE_TUNE, resolve, train
+    from avmatch.features.job import default_workers
+    from avmatch.training import DEMO_FINE_TUNE
 
     cfg = replace(config or (DemoConfig.quick() if quick else DemoConfig()))
     cfg.n_train, cfg.n_test, cfg.epochs = n_train or cfg.n_train, n_test or cfg.n_test, epochs or cfg.epochs
@@ -214,7 +218,7 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
     for name, src, paired in (("train", out / "media" / "train", True),
                               ("test_videos", out / "media" / "test" / "videos", False),
                               ("test_audios", out / "media" / "test" / "audios", False)):
-        summary = extract([src], feats / name, cfg.extractor, options=cfg.extractor_options, workers=workers,
+        summary = avmatch.extract([src], feats / name, cfg.extractor, options=cfg.extractor_options, workers=workers,
                           paired=paired, progress=progress)
         if summary.failed:
             raise RuntimeError(f"extraction failed for {len(summary.failed)} generated files; see {feats / name / 'failed.csv'}")
@@ -224,26 +228,27 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
          f"{len(train_set.clips) + len(videos.clips) + len(audios.clips)} files in {stage['extract']:.0f} s")
 
     given = {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "window_s", "patience") if getattr(cfg, k) is not None}
-    train_cfg = resolve(train_set, model="sync" if cfg.init == "none" else "",
-                        init="" if cfg.init in ("auto", "none") else cfg.init, fine_tune=DEMO_FINE_TUNE, seed=seed,
-                        max_shift_s=cfg.max_offset_s, histograms=False, model_options=dict(cfg.model_options), **given)
-    init = train_cfg.init
-    result = train(train_set, out / "run", train_cfg, progress=progress)
+    result = avmatch.train(train_set, out / "run", model="sync" if cfg.init == "none" else "",
+                           init="" if cfg.init in ("auto", "none") else cfg.init, fine_tune=DEMO_FINE_TUNE, seed=seed,
+                           max_shift_s=cfg.max_offset_s, histograms=False, model_options=dict(cfg.model_options),
+                           progress=progress, **given).metrics
+    # fine-tuned (a start measured) from the run given, or with "auto" from the shipped model
+    init = ("default" if cfg.init == "auto" else cfg.init) if "start_top1" in result else ""
     t0 = lap("train", t0)
     how = f"fine-tuned {'the shipped model' if init == 'default' else init}" if init else "trained a new model"
-    _say(progress, f"[3/5] {how} ({train_cfg.model}): validation top-1 {result['val_top1']:.3f} at epoch "
+    _say(progress, f"[3/5] {how} ({result['model']}): validation top-1 {result['val_top1']:.3f} at epoch "
          f"{result['best_epoch']} of {result['epochs']} in {stage['train']:.0f} s"
          + (f"; not clearly better than the {result['start_top1']:.3f} it started from, so it keeps the starting "
             "weights" if result.get("kept_start") else ""))
 
-    trained = load_trained(out / "run")
-    match = match_corpora(trained, videos, audios)
-    match.write(out / "pairs.csv")
-    metrics = evaluate_pairs(out / "pairs.csv", out / "key.csv")
+    trained = avmatch.load(out / "run", device="cpu")
+    match = trained.match(videos, audios, adapt=0)
+    match.to_csv(out / "pairs.csv")
+    metrics = avmatch.evaluate(out / "pairs.csv", out / "key.csv")
     # the floor reads the default extractor's motion and onset columns
-    floor = (floor_metrics(videos, audios, key, trained.model.max_lag) if cfg.extractor == "default"
+    floor = (floor_metrics(videos, audios, key, trained.trained.model.max_lag) if cfg.extractor == "default"
              else {"one_to_one": float("nan"), "offset_within_40ms": float("nan")})
-    sources = {r["video"]: r["source"] for r in read_rows(out / "key.csv", ("video", "source"))}
+    sources = {r["video"]: r["source"] for r in _key_rows(out / "key.csv")}
     family = {v: family_of.get(sources.get(v, ""), "") for v in key}
     rows = match.rows()
     wrong = {w["video"] for w in metrics["wrong"]}  # evaluate already judged every video of the key
@@ -274,11 +279,9 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
     _say(progress, f"      untrained floor (motion energy vs onset strength): one-to-one {floor['one_to_one']:.3f}, "
          f"offset within 40 ms {floor['offset_within_40ms']:.3f}")
 
-    from avmatch import __version__
-
     summary = {
-        "avmatch": __version__, "run": time.strftime("%Y-%m-%d %H:%M:%S"), "seed": seed,
-        "model": f"{trained.model.name} ({out / 'run'})", "started from": init or "a new model",
+        "avmatch": avmatch.__version__, "run": time.strftime("%Y-%m-%d %H:%M:%S"), "seed": seed,
+        "model": f"{trained.name} ({out / 'run'})", "started from": init or "a new model",
         "extractor": cfg.extractor,
         "test pairs": n, "training clips": cfg.n_train, "one-to-one": metrics["one_to_one"],
         **{f"one-to-one, {g}": x for g, x in by_group.items()},
@@ -302,11 +305,8 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, config: De
                       "margin": r["margin"], "confidence": r.get("confidence", float("nan")), "offset_s": r.get("offset_s", float("nan")), "true audio": true_audio,
                       "true offset_s": true_offset, "right": r["audio"] == true_audio})
     # the heat map again, now that the key says which choices are right (the match's own stays as written)
-    column = {a: j for j, a in enumerate(match.audio_ids)}
-    truth = np.array([column.get(key.get(v, ("",))[0], -1) for v in match.video_ids])
     places: dict = {}
-    judged = heatmap_png(match.scores, out / "pairs.judged.png", match.video_ids, match.audio_ids, match.chosen,
-                         truth=truth, probability=match.normalisation == "dual-softmax", places=places)
+    judged = match.heatmap(out / "pairs.judged.png", key={v: a for v, (a, _) in key.items()}, places=places)
     html_report(out / "report.html", "avmatch demo", [summary], pairs, judged,
                 image_title="Score matrix (each video's true audio on the diagonal; x: a wrong choice)",
                 rows_title="Pairs (a video's name links to its place in the score matrix)", places=places)
@@ -328,18 +328,16 @@ def _share(right: dict[str, bool], videos: list[str]) -> float:
 def _shipped_one_to_one(videos: Corpus, audios: Corpus, key: dict) -> float | None:
     """One-to-one of the model shipped in the package on the same features (None if there is none,
     or it reads other features)."""
-    from avmatch.checkpoint import load_trained
     from avmatch.features.record import ExtractorRecord
-    from avmatch.matching import match_corpora
-    from avmatch.shipped import NAMES
 
-    if not NAMES["default"].is_file():
+    try:
+        shipped = avmatch.load("default", device="cpu")
+    except AvmatchError:  # this installation has no shipped model
         return None
-    shipped = load_trained(NAMES["default"])
     made = ExtractorRecord.from_dict(videos.extractor)
-    if (shipped.extractor.name, shipped.extractor.version) != (made.name, made.version):
+    if (shipped.trained.extractor.name, shipped.trained.extractor.version) != (made.name, made.version):
         return None
-    result = match_corpora(shipped, videos, audios)
+    result = shipped.match(videos, audios, adapt=0)
     chosen = {r["video"]: r["audio"] for r in result.rows()}
     return _share({v: chosen.get(v) == a for v, (a, _) in key.items()}, list(key))
 

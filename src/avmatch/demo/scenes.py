@@ -40,7 +40,8 @@ from scipy.signal import lfilter
 from avmatch import speech
 from avmatch.atomic import atomic_path, write_text
 from avmatch.demo import recordings
-from avmatch.testing.mediagen import FPS, SAMPLE_RATE, random_names, shift_audio, write_media
+from avmatch.media import FPS, SAMPLE_RATE, write_media
+from avmatch.testing.mediagen import random_names, shift_audio
 
 # ------------------------------------------------------------------------------------------ a scene
 

@@ -11,7 +11,7 @@ from scipy.sparse import csr_matrix, issparse
 
 from avmatch.matching.dense import margins
 from avmatch.matching.two_stage import margins_sparse, sparse_lookup
-from avmatch.outputs import PAIR_COLUMNS, write_match
+from avmatch.outputs import PAIR_COLUMNS, heatmap_png, write_match
 
 
 @dataclass
@@ -81,6 +81,18 @@ class MatchResult:
                 row["drift_ppm"] = float(self.drift_ppm[i])
             rows.append(row)
         return rows
+
+    def heatmap(self, path: str | Path, key: dict[str, str] | None = None, places: dict | None = None) -> Path:
+        """The heat map of the scores as a PNG at ``path`` (the one :meth:`write` puts beside pairs.csv);
+        with ``key`` ({video: its true audio}), each video's true audio on the diagonal and each choice
+        marked right or wrong. ``places`` (a dict) is filled with where each video's pair is in the
+        picture (:func:`avmatch.outputs.heatmap_png`), so a report can point at it."""
+        truth = None
+        if key is not None:
+            column = {a: j for j, a in enumerate(self.audio_ids)}
+            truth = np.array([column.get(key.get(v, ""), -1) for v in self.video_ids])
+        return heatmap_png(self.scores, path, self.video_ids, self.audio_ids, self.chosen, truth=truth,
+                           probability=self.normalisation == "dual-softmax", places=places)
 
     def write(self, path: str | Path, heatmap: bool = True, format: str = "csv") -> list[Path]:
         """Write pairs.csv (``format``: one of :data:`avmatch.outputs.FORMATS`), the score matrix beside it

@@ -6,7 +6,7 @@
 
 Each :class:`AudioFormat` says how the signal is changed first (band, level, noise; as a phone line
 or a recorder would) and then how it is encoded (container, codec, bit rate), with PyAV through
-:func:`avmatch.testing.mediagen.write_media`.
+:func:`avmatch.media.write_media`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ import scipy.signal
 from scipy.signal import butter, resample_poly, sosfilt
 
 from avmatch.errors import AvmatchError
-from avmatch.media import probe, read_audio
-from avmatch.testing.mediagen import write_media
+from avmatch.media import probe, read_audio, write_media
 
 Degrade = Callable[[np.ndarray, int, np.random.Generator], tuple[np.ndarray, int]]
 

@@ -2,6 +2,7 @@
 known event times, so a test can check that decoding and features keep the timing.
 
 Import from a test or a benchmark as ``from avmatch.testing.mediagen import make_clip, make_audio``.
+Generated frames and sound are written to files by :func:`avmatch.media.write_media`.
 """
 
 from __future__ import annotations
@@ -13,11 +14,6 @@ from pathlib import Path
 import av
 import numpy as np
 
-from avmatch.atomic import atomic_path
-from avmatch.media import encode_audio
-
-FPS = 25.0  # the generated scenes' frame rate (avmatch.demo) and write_media's default
-SAMPLE_RATE = 16000  # ... and their sound's
 EVENTS = (0.48, 1.28)  # default event times: on frame boundaries at 25 fps (frames 12 and 32)
 FLASH_S = 0.12  # how long a flash / tone burst lasts
 TONE_HZ = 1000.0
@@ -157,55 +153,7 @@ def faststart(src: str | Path, dst: str | Path) -> Path:
     return Path(dst)
 
 
-# ---------------------------------------------- generated frames and sound as files, and shifted test audio
-
-def to_uint8(frames: np.ndarray) -> np.ndarray:
-    """Frames (float in [0, 1]) as 8-bit pixels."""
-    return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def write_media(path: str | Path, frames: np.ndarray | None, audio: np.ndarray | None, fps: float = FPS,
-                sample_rate: int = SAMPLE_RATE, audio_codec: str | None = None, audio_bit_rate: int | None = None) -> Path:
-    """Write frames ((N, H, W, 3) float in [0, 1]) and/or mono audio to ``path`` (atomically).
-
-    .mp4: H.264 (ultrafast) + AAC; .wav: 16-bit PCM; .m4a: AAC; .flac: FLAC; .mp3: MP3 (LAME);
-    .opus: Opus. ``audio_codec`` (``pcm_mulaw`` in a .wav) and ``audio_bit_rate`` (bit/s) override those.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    with atomic_path(path) as tmp, av.open(str(tmp), "w", format={".m4a": "mp4", ".mp4": "mp4"}.get(suffix)) as out:
-        vstream = astream = None
-        if frames is not None:
-            if frames.shape[1] % 2 or frames.shape[2] % 2:
-                raise ValueError(f"H.264 (4:2:0) needs an even width and height, got {frames.shape[2]}x{frames.shape[1]}")
-            vstream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-            vstream.height, vstream.width = frames.shape[1:3]
-            vstream.pix_fmt = "yuv420p"
-            vstream.options = {"preset": "ultrafast", "tune": "zerolatency"}
-            vstream.thread_count = 1
-        if audio is not None:
-            codec = audio_codec or {".wav": "pcm_s16le", ".flac": "flac", ".mp3": "libmp3lame",
-                                    ".opus": "libopus"}.get(suffix, "aac")
-            astream = out.add_stream(codec, rate=sample_rate)
-            astream.layout = "mono"
-            if codec == "aac":
-                astream.bit_rate = 64000
-                astream.options = {"aac_coder": "fast"}
-            if codec == "libmp3lame":
-                astream.format = "fltp"  # LAME's default, s32p, is not a format encode_audio writes
-            if audio_bit_rate:
-                astream.bit_rate = audio_bit_rate
-        if vstream is not None:
-            pixels = to_uint8(frames)
-            for i, img in enumerate(pixels):
-                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-                frame.pts = i
-                out.mux(vstream.encode(frame))
-            out.mux(vstream.encode(None))
-        if astream is not None:
-            encode_audio(out, astream, audio)
-    return path
-
+# ---------------------------------------------- shifted test audio, random names
 
 def _noise_pad(audio: np.ndarray, n: int, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
     """``n`` samples of the track's own background: pieces of its quietest stretch, in random order."""

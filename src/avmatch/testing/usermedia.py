@@ -26,7 +26,8 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from avmatch.atomic import atomic_path, write_text
-from avmatch.testing.mediagen import random_names, shift_audio, to_uint8
+from avmatch.media import to_uint8
+from avmatch.testing.mediagen import random_names, shift_audio
 
 # container suffix -> (video codec, pixel format)
 CONTAINERS = {".mp4": ("libx264", "yuv420p"), ".mkv": ("libx264", "yuv420p"), ".webm": ("libvpx", "yuv420p"),
