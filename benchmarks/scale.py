@@ -45,6 +45,10 @@ import numpy as np
 job = json.loads(sys.argv[1])
 peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux: KiB)
 cpu = lambda: (lambda r: r.ru_utime + r.ru_stime)(resource.getrusage(resource.RUSAGE_SELF))
+# with --shards the search runs in Dask worker processes: their CPU time (once they have ended) and the
+# largest one's peak are reported beside the run's own
+child_cpu = lambda: (lambda r: r.ru_utime + r.ru_stime)(resource.getrusage(resource.RUSAGE_CHILDREN))
+child_peak = lambda: resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def planted(n, dim, noise, hubs, seed, decay=0.0, chunk=16384):
@@ -108,6 +112,8 @@ elif job["mode"] == "floor":
     chosen = np.zeros(0, np.int64)
 else:
     options = {"nprobe": job["nprobe"]} if job.get("nprobe") else {}
+    if job.get("shards"):  # the index cut into shards, each built and searched by a local Dask worker
+        options.update(shards=job["shards"], workers=job["workers"])
     with recording_stages() as stages:
         scores, raw, chosen = match_embeddings(video, audio, job["k"], job["scale"], 0.0, job["method"],
                                                job["normalisation"], job["kind"], job["outside_sample"], **options)
@@ -120,7 +126,8 @@ else:
     out["partner_in_candidates"] = float(np.isin(np.arange(len(video)) * len(audio) + np.arange(len(video)),
                                                  rows.astype(np.int64) * len(audio) + raw.indices).mean())
 out["wall_s"] = time.perf_counter() - t
-out["cpu_s"] = cpu() - c
+out["cpu_s"] = cpu() - c + child_cpu()
+out["workers_peak_mib"] = child_peak()
 # a stage resets the peak as it starts (/proc/self/clear_refs), so the run's peak is the largest stage's
 out["peak_mib"] = max([peak()] + [st["peak_mib"] for st in out.get("stages", {}).values()])
 out["accuracy"] = float((chosen == np.arange(len(chosen))).mean()) if len(chosen) else None
@@ -160,7 +167,7 @@ def job_of(args, n: int, mode: str, **extra) -> dict:
     return {"n": n, "dim": args.dim, "noise": args.noise, "hubs": 0.0, "seed": args.seed, "mode": mode,
             "scale": 10.0, "k": args.candidates, "method": "hungarian", "normalisation": "dual-softmax",
             "kind": args.retrieval, "outside_sample": 1024, "decay": args.decay, "nprobe": args.nprobe,
-            "exact_sample": args.exact_sample, **extra}
+            "exact_sample": args.exact_sample, "shards": args.shards, "workers": args.workers, **extra}
 
 
 def line(n, what, r, extra=""):
@@ -186,6 +193,8 @@ def scale_table(args, tmp: str) -> None:
         if dense:
             agree = (np.load(f"{tmp}/two{n}.npy") == np.load(f"{tmp}/dense{n}.npy")).mean()
             extra = f"{100 * two['accuracy'] / dense['accuracy']:.2f}% of its accuracy, same pair for {100 * agree:.2f}%"
+        if args.shards:
+            extra += f"; {args.shards} shards on {args.workers} Dask workers (largest worker's peak {two['workers_peak_mib']:.0f} MiB)"
         line(n, f"two-stage K={args.candidates}", two, extra)
         stage_lines(two)
         exact = ""
@@ -276,6 +285,9 @@ def main() -> None:
     p.add_argument("--decay", type=float, default=0.0,
                    help="planted videos' variance along axis j falls as j**-DECAY (0: isotropic, the worst case "
                         "for an index; a trained model's embeddings are far from isotropic)")
+    p.add_argument("--shards", type=int, default=0,
+                   help="two-stage retrieval from this many index shards searched by local Dask workers (0: one index)")
+    p.add_argument("--workers", type=int, default=2, help="with --shards: the local Dask workers")
     p.add_argument("--nprobe", type=int, default=0, help="IVF cells searched (0: tuned for the recall target)")
     p.add_argument("--exact-sample", type=int, default=10_000,
                    help="videos whose exact top K is searched to compare with the retrieved candidates")

@@ -184,6 +184,26 @@ def test_the_search_depth_is_tuned_for_a_recall_target_not_a_share_of_the_cells(
     assert tune_search(build_index(audio, "flat"), video) == {}
 
 
+def test_a_shard_tunes_its_depth_on_the_queries_whose_kept_rows_it_holds():
+    """One shard of two: a query whose best row lies in the other shard needs nothing from this one,
+    and finding this shard's best for it (a far row, in no particular cell) is no recall at all."""
+    from avmatch.matching.index import build_index, tune_search
+
+    rng = np.random.default_rng(4)
+    audio = rng.standard_normal((4000, 16)).astype(np.float32)
+    audio /= np.linalg.norm(audio, axis=1, keepdims=True)
+    video = audio + 0.1 * rng.standard_normal(audio.shape).astype(np.float32)
+    sample = video[::8]  # 500 queries, half with their partner in the first shard (audio[:2000])
+    floor = (sample @ audio.T).max(axis=1)  # each query's best score over both shards
+    shard = build_index(audio[:2000], "ivf", nlist=48)
+    got = tune_search(shard, sample, k=10, target=0.95, floor=floor)
+    held = (sample @ audio[:2000].T).max(axis=1) >= floor
+    assert got["queries"] == held.sum() and 200 < got["queries"] < 300
+    assert got["best_in_top10"] >= 0.95 and shard.nprobe == got["nprobe"]
+    every = tune_search(build_index(audio[:2000], "ivf", nlist=48), sample, k=10, target=0.95, sample=500)
+    assert every["queries"] == 500 and every["nprobe"] >= got["nprobe"]
+
+
 def test_ivfpq_keeps_codes_and_reranks_with_the_full_vectors(tmp_path):
     """A compressed index: far fewer bytes a vector than float32, recall back near exact once its
     candidates are re-ranked with the full vectors, which a saved index keeps on disk (memory-mapped)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 from avmatch.cluster import dask_client
@@ -29,10 +30,13 @@ from avmatch.matching.index import (
     tune_search,
 )
 
+TUNE_SAMPLE = 500  # queries each shard tunes its search depth on
 
 def search_shard(folder: str, shard: int, lo: int, hi: int, k: int, kind: str, options: dict) -> dict:
     """One task: index base rows ``lo:hi`` of ``folder``/base.npy, search every query of queries.npy,
-    and write the (Q, k) scores and (global) row numbers as shard{N}.sims.npy and shard{N}.rows.npy."""
+    and write the (Q, k) scores and (global) row numbers as shard{N}.sims.npy and shard{N}.rows.npy.
+    The search depth is tuned on the sample of queries in tune.npz, counting a query only where this
+    shard holds its best row over all shards (see :func:`tune_search`'s ``floor``)."""
     folder_path = Path(folder)
     base = np.ascontiguousarray(np.load(folder_path / "base.npy", mmap_mode="r")[lo:hi], dtype=np.float32)
     queries = np.load(folder_path / "queries.npy", mmap_mode="r")
@@ -41,7 +45,9 @@ def search_shard(folder: str, shard: int, lo: int, hi: int, k: int, kind: str, o
     full = base if kind in COMPRESSED else None
     tuned = {}
     if not {"nprobe", "ef_search"} & set(options):
-        tuned = tune_search(index, np.asarray(queries[: 64 * SEARCH_ROWS]), k, MATCH_RECALL_TARGET, full=full)
+        sample = np.load(folder_path / "tune.npz")
+        tuned = tune_search(index, np.asarray(queries[sample["rows"]]), k, MATCH_RECALL_TARGET, full=full,
+                            floor=sample["floor"])
     k = min(k, hi - lo)
     sims = np.lib.format.open_memmap(folder_path / f"shard{shard}.sims.npy", "w+", np.float32, (len(queries), k))
     rows = np.lib.format.open_memmap(folder_path / f"shard{shard}.rows.npy", "w+", np.int64, (len(queries), k))
@@ -68,6 +74,7 @@ def sharded_top_k(queries: np.ndarray, base: np.ndarray, k: int, kind: str = "au
     with tempfile.TemporaryDirectory(prefix="avmatch-shards-", dir=workdir) as folder:
         np.save(Path(folder) / "base.npy", np.ascontiguousarray(base, dtype=np.float32))
         np.save(Path(folder) / "queries.npy", np.ascontiguousarray(queries, dtype=np.float32))
+        np.savez(Path(folder) / "tune.npz", **_tuning_sample(queries, base, l2))
         with dask_client(cluster, workers) as client:
             futures = [client.submit(search_shard, folder, s, int(bounds[s]), int(bounds[s + 1]), k, kind, options,
                                      pure=False) for s in range(shards)]
@@ -86,3 +93,14 @@ def sharded_top_k(queries: np.ndarray, base: np.ndarray, k: int, kind: str = "au
             rows[s : s + SEARCH_ROWS] = np.take_along_axis(i, best, 1)
         del parts
     return sims, rows, records
+
+
+def _tuning_sample(queries: np.ndarray, base: np.ndarray, l2: bool, sample: int = TUNE_SAMPLE) -> dict:
+    """The queries each shard tunes its search depth on (a seeded sample) and, for each, the score of
+    its best row over the whole base (exact: sample x N products): a shard counts a query only where it
+    holds that row."""
+    rows = np.sort(np.random.default_rng(0).choice(len(queries), min(sample, len(queries)), replace=False))
+    scores, _ = faiss.knn(np.ascontiguousarray(queries[rows], dtype=np.float32),
+                          np.ascontiguousarray(base, dtype=np.float32), 1,
+                          faiss.METRIC_L2 if l2 else faiss.METRIC_INNER_PRODUCT)
+    return {"rows": rows, "floor": scores[:, 0]}
