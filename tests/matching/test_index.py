@@ -3,6 +3,7 @@ recall, indexes survive a save/load round trip, and ``avmatch index`` / ``avmatc
 
 import json
 
+import faiss
 import numpy as np
 import pytest
 
@@ -183,6 +184,25 @@ def test_the_search_depth_is_tuned_for_a_recall_target_not_a_share_of_the_cells(
         assert (shallow == exact).any(axis=1).mean() < 0.97
     assert tune_search(build_index(audio, "flat"), video) == {}
 
+
+def test_a_target_the_codes_cannot_reach_does_not_make_the_search_scan_every_cell():
+    """Coarse codes miss some exact bests at any depth: the depth is tuned for what searching every
+    cell reaches, not escalated to every cell chasing a target no depth reaches."""
+    from avmatch.matching.index import build_index, search, tune_search
+
+    rng = np.random.default_rng(0)
+    n, dim = 4000, 36
+    audio = (rng.standard_normal((n, dim)) * np.arange(1, dim + 1) ** -0.5).astype(np.float32)
+    audio /= np.linalg.norm(audio, axis=1, keepdims=True)
+    video = audio + 0.6 * rng.standard_normal((n, dim)).astype(np.float32) / np.sqrt(dim)
+    pq = build_index(audio, "ivfpq", pq_bytes=2)  # 2 bytes a vector: far from exact
+    ivf = faiss.extract_index_ivf(pq)
+    nlist = ivf.nlist
+    tuned = tune_search(pq, video, 1, 0.999, full=audio)
+    ivf.nprobe = nlist
+    every = (search(pq, video, 1, full=audio)[1][:, 0] == (video @ audio.T).argmax(axis=1)).mean()
+    assert every < 0.9 and tuned["nprobe"] < nlist  # the target is out of reach; the search stays shallow
+    assert tuned["best_in_top1"] >= every - 0.05  # and finds about what every cell would
 
 def test_a_shard_tunes_its_depth_on_the_queries_whose_kept_rows_it_holds():
     """One shard of two: a query whose best row lies in the other shard needs nothing from this one,
