@@ -109,8 +109,7 @@ def build_index(emb: np.ndarray, kind: str = "flat", *, metric: str = "ip", nlis
             ivf.pq.cp.seed = seed
             index = faiss.IndexPreTransform(faiss.RemapDimensionsTransform(dim, padded, True), ivf)
         ivf.cp.seed = seed
-        rng = np.random.default_rng(seed)
-        train = emb if n <= 256 * nlist else emb[np.sort(rng.choice(n, 256 * nlist, replace=False))]
+        train = emb if n <= 256 * nlist else emb[sample_rows(n, 256 * nlist, seed)]
         index.train(train)
         ivf.nprobe = nprobe
     elif kind == "hnsw":
@@ -131,6 +130,11 @@ def build_index(emb: np.ndarray, kind: str = "flat", *, metric: str = "ip", nlis
 DEFAULT_NPROBE = 16
 RECALL_TARGET = 0.95  # what tune_search aims at: the share of queries whose exact best is in the approximate top k
 MATCH_RECALL_TARGET = 0.98  # two-stage matching loses every partner retrieval misses: it asks for more
+
+
+def sample_rows(n: int, most: int, seed: int = 0) -> np.ndarray:
+    """Up to ``most`` of rows 0..n-1, drawn without replacement by ``seed``, in order."""
+    return np.sort(np.random.default_rng(seed).choice(n, min(most, n), replace=False))
 
 
 def tune_search(index: faiss.Index, queries: np.ndarray, k: int = 10, target: float = RECALL_TARGET,
@@ -155,8 +159,7 @@ def tune_search(index: faiss.Index, queries: np.ndarray, k: int = 10, target: fl
         return {}
     k = max(1, min(k, index.ntotal))
     if floor is None:
-        rng = np.random.default_rng(seed)
-        queries = queries[np.sort(rng.choice(len(queries), min(sample, len(queries)), replace=False))]
+        queries = queries[sample_rows(len(queries), sample, seed)]
     q = np.ascontiguousarray(queries, dtype=np.float32)
     if ivf is not None:  # every cell searched: an IVF-Flat index's exact answer, with no second copy of the rows
         ivf.nprobe = ivf.nlist
@@ -176,18 +179,21 @@ def tune_search(index: faiss.Index, queries: np.ndarray, k: int = 10, target: fl
         if not len(q):
             set_to(1)
             return {name: 1, f"best_in_top{k}": float("nan"), "queries": 0}
-    def recall_at(depth: int) -> float:
+    recalls = {}  # depth -> share of the sample whose exact best is in the approximate top k
+    depth = 1
+    while True:
         set_to(depth)
         _, found = search(index, q, k, full)
-        return float((found == exact).any(axis=1).mean())
-
-    # a compressed index's codes may miss some exact bests at any depth: then the goal is what searching
-    # every cell reaches, not a target no depth reaches (which made a shard scan every cell, 30 min)
-    goal = min(target, recall_at(top))
-    value = 1
-    while (recall := recall_at(min(value, top))) < goal and value < top:
-        value *= 2
-    return {name: int(min(value, top)), f"best_in_top{k}": recall, "queries": int(len(q))}
+        recalls[depth] = float((found == exact).any(axis=1).mean())
+        if recalls[depth] >= target or depth >= top:
+            break
+        depth = min(2 * depth, top)
+    if recalls[depth] < target:
+        # a compressed index's codes miss some exact bests at any depth: the shallowest depth that finds
+        # what every cell finds, not every cell chasing a target no depth reaches (a shard scanned all)
+        depth = min(d for d, r in recalls.items() if r >= recalls[depth])
+        set_to(depth)
+    return {name: depth, f"best_in_top{k}": recalls[depth], "queries": int(len(q))}
 
 
 def index_bytes(index: faiss.Index) -> int:
@@ -282,13 +288,11 @@ def measure_recall(index: faiss.Index, base: np.ndarray, queries: np.ndarray, k:
     ``max_queries`` sampled queries: ``recall@1`` (the exact best row found first) and ``recall@k``
     (share of the exact top-k found in the index's top-k)."""
     k = max(1, min(k, len(base)))
-    rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(len(queries), min(max_queries, len(queries)), replace=False))
-    q = np.ascontiguousarray(queries[pick], dtype=np.float32)
+    q = np.ascontiguousarray(queries[sample_rows(len(queries), max_queries, seed)], dtype=np.float32)
     _, exact = faiss.knn(q, np.ascontiguousarray(base, dtype=np.float32), k, index.metric_type)
     _, found = search(index, q, k, base)  # as the index is searched: a compressed one re-ranked by the vectors
     hits = [len(np.intersect1d(e, f[f >= 0])) for e, f in zip(exact, found, strict=True)]
-    return {"queries": int(len(pick)), "recall@1": float((found[:, 0] == exact[:, 0]).mean()),
+    return {"queries": int(len(q)), "recall@1": float((found[:, 0] == exact[:, 0]).mean()),
             f"recall@{k}": float(np.mean(hits) / k)}
 
 

@@ -26,6 +26,7 @@ from avmatch.matching.index import (
     SEARCH_ROWS,
     build_index,
     resolve_kind,
+    sample_rows,
     search,
     tune_search,
 )
@@ -99,7 +100,7 @@ def _tuning_sample(queries: np.ndarray, base: np.ndarray, l2: bool, sample: int 
     """The queries each shard tunes its search depth on (a seeded sample) and, for each, the score of
     its best row over the whole base (exact: sample x N products): a shard counts a query only where it
     holds that row."""
-    rows = np.sort(np.random.default_rng(0).choice(len(queries), min(sample, len(queries)), replace=False))
+    rows = sample_rows(len(queries), sample)
     scores, _ = faiss.knn(np.ascontiguousarray(queries[rows], dtype=np.float32),
                           np.ascontiguousarray(base, dtype=np.float32), 1,
                           faiss.METRIC_L2 if l2 else faiss.METRIC_INNER_PRODUCT)
