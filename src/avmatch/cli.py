@@ -474,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="csv (default) or json (the same rows, NaN as null)")
     p.add_argument("--model", default="default", help="run folder or checkpoint of a timing model (default: shipped)")
     p.add_argument("--min-confidence", type=share, default=None,
-                   help="refuse placements less sure than this (default 0.9)")
+                   help="refuse placements less likely right than this (default 0.5)")
     p.add_argument("--reverse", action="store_true", help="short audio snippets inside long silent videos")
     p.add_argument("--adapt", type=whole, default=0, metavar="N",
                    help="rounds of adaptation: the model fine-tuned on the clips it placed surely (each with its stretch "

@@ -169,7 +169,8 @@ def test_two_takes_of_one_camera_are_never_placed_on_top_of_each_other(recorded,
     shutil.copy(root / "clips" / "c00.mp4", tmp_path / "takes" / "cam1" / "b.mp4")
     shutil.copy(root / "clips" / "c00.mp4", tmp_path / "takes" / "cam2" / "c.mp4")
     model = avmatch.load("default")
-    placed = {p.clip: p for p in model.locate(tmp_path / "takes", root / "recordings", min_confidence=0.5)}
+    # every take at its best place (a minute of recording is little evidence: the confidences are modest)
+    placed = {p.clip: p for p in model.locate(tmp_path / "takes", root / "recordings", min_confidence=0.0)}
     a, b = placed["cam1/a"], placed["cam1/b"]
     at_truth = [p for p in (a, b) if p.recording == "rec0" and abs(p.start_s - truth["c00"][1]) <= 0.04]
     assert len(at_truth) == 1  # one camera, one place at a time
@@ -178,7 +179,7 @@ def test_two_takes_of_one_camera_are_never_placed_on_top_of_each_other(recorded,
     assert other.recording == "" and other.why.startswith("camera cam1 busy there")
     assert other.best_recording == "rec0" and abs(other.start_s - truth["c00"][1]) <= 0.04
     assert placed["cam2/c"].recording == "rec0" and abs(placed["cam2/c"].start_s - truth["c00"][1]) <= 0.04
-    free = {p.clip: p for p in model.locate(tmp_path / "takes", root / "recordings", camera=False, min_confidence=0.5)}
+    free = {p.clip: p for p in model.locate(tmp_path / "takes", root / "recordings", camera=False, min_confidence=0.0)}
     assert all(free[c].recording == "rec0" for c in ("cam1/a", "cam1/b", "cam2/c"))
 
 
@@ -205,7 +206,7 @@ def test_reverse_places_audio_snippets_inside_long_silent_videos(tmp_path):
     write_media(tmp_path / "snippets" / "s1.wav", None, scene.audio[int(21.0 * rate) : int(27.0 * rate)], sample_rate=rate)
     out = tmp_path / "placements.csv"
     assert main(["locate", str(tmp_path / "snippets"), str(tmp_path / "videos"), "--reverse", "-o", str(out),
-                 "--min-confidence", "0.5"]) == 0
+                 "--min-confidence", "0"]) == 0  # its best place (one snippet in a minute: modest confidence)
     (row,) = csv.DictReader(open(out))
     assert row["clip"] == "s1" and row["recording"] == "long" and abs(float(row["start_s"]) - 21.0) <= 0.04, row
 
@@ -270,3 +271,39 @@ def test_match_finds_an_offset_of_a_minute_and_the_drift_of_long_pairs(tmp_path)
 
     assert [round(j.stretch, 4) for j in read_jobs(out)[0]] == [round(1 + float(rows[f"v{n}"]["drift_ppm"]) * 1e-6, 4)
                                                              for n in (0, 1)]
+
+
+def test_lead_confidences_are_the_chance_the_best_place_is_right():
+    """Leads of wrong best places are standard exponentials (by construction); right ones lie far
+    out. Over a run of both the confidence is a probability: of those at >= 0.9 nearly all right,
+    and a run of unrecorded takes alone is refused; one take alone is judged by the prior."""
+    from avmatch.matching.locate import lead_confidences
+
+    rng = np.random.default_rng(0)
+    wrong, right = rng.exponential(1.0, 300), rng.gamma(4.0, 3.0, 300)
+    conf = lead_confidences(np.r_[wrong, right])
+    truth = np.r_[np.zeros(300), np.ones(300)]
+    sure = conf >= 0.9
+    assert sure.sum() > 200 and truth[sure].mean() >= 0.97
+    for lo, hi in ((0.0, 0.1), (0.1, 0.5), (0.5, 0.9), (0.9, 1.01)):  # calibrated band by band
+        band = (conf >= lo) & (conf < hi)
+        if band.sum() >= 20:
+            assert abs(truth[band].mean() - conf[band].mean()) < 0.15, (lo, truth[band].mean(), conf[band].mean())
+    assert (lead_confidences(wrong) >= 0.5).mean() < 0.03  # a run of unrecorded takes alone
+    assert lead_confidences(np.array([15.0]))[0] > 0.95 and lead_confidences(np.array([0.5]))[0] < 0.1
+    assert lead_confidences(np.array([np.nan, 15.0]))[0] == 0.0  # too few places to tell: refused
+
+
+def test_a_refusal_says_whether_the_take_is_unsure_or_like_nothing_recorded():
+    """Below --min-confidence a take is "not sure"; far below (UNLIKE) nothing recorded resembles it;
+    either way its best place is kept for a person to look at."""
+    from types import SimpleNamespace
+
+    from avmatch.matching.locate import UNLIKE, _choose
+
+    clips = [SimpleNamespace(id=f"t{i}") for i in range(3)]
+    recs = [SimpleNamespace(id="day")]
+    best = [(0, 10.0, 0.5, 6.0, 0.97), (0, 30.0, 0.3, 4.0, 0.3), (0, 50.0, 0.2, 3.0, UNLIKE / 2)]
+    got = _choose(clips, recs, [np.zeros((100, 4))] * 3, best, 25.0, 0.5, False)
+    assert [(p.recording, p.why) for p in got] == [("day", ""), ("", "not sure"), ("", "nothing recorded resembles it")]
+    assert [p.best_recording for p in got] == ["day"] * 3 and got[2].start_s == 50.0

@@ -14,12 +14,14 @@ Whether the best place is believable is a question about the other places: nearl
 wrong. Each place is written as a robust z-score against the other places of its recording
 (median, 1.4826 x MAD: a scene like the clip's scores high all along its recording, and only a
 place that stands out from the rest of it is timing evidence); the best place is the one of highest
-z, and its ``confidence`` is the chance that its lead over the next best place is more than a wrong
-place's would be, judged from the gaps between the clip's next best places (its own null, see
-:func:`_best_places`). A clip whose best place does not stand out is refused (``recording`` empty)
-rather than forced onto the nearest recording: ``min_confidence``. Clips of one camera may not
-overlap in time: settled surest first, a clip whose best place a surer take of its camera holds
-gets its next best free place (of its few best) or is refused.
+z, and its lead over the next best place is measured in units of the gaps between the clip's next
+best places (its own null, see :func:`_best_place`): a wrong best place's lead is then a standard
+exponential. The ``confidence`` is the chance that the best place is right given that lead, from a
+two-group model fitted to the leads of all the clips located together (:func:`lead_confidences`),
+so that it is a probability: of placements at confidence 0.9, about nine in ten are right. A clip
+whose best place is less likely right than ``min_confidence`` is refused (``recording`` empty)
+rather than forced onto the nearest recording. Clips of one camera may not overlap in time:
+settled surest first, a clip whose best place a surer take of its camera holds is refused.
 
 ``reverse``: short audio snippets inside long silent videos, the same search with the roles swapped.
 Clips must lie wholly inside a recording. A clip of a minute or more has its drift measured: its
@@ -41,13 +43,17 @@ from avmatch.matching.dense import check_min_confidence
 from avmatch.progress import bar as progress_bar
 from avmatch.progress import stage
 
-MIN_CONFIDENCE = 0.9  # placements less sure than this are refused
+MIN_CONFIDENCE = 0.5  # placements less likely right than wrong are refused
+UNLIKE = 0.1  # a refused clip less likely right than this: "nothing recorded resembles it" rather than "not sure"
 MIN_FRAMES = 8  # a clip this short has no timing to place it by
-CANDIDATES = 5  # best places kept per clip, for when a surer clip of its camera took the best
 NULL_PEAKS = 16  # best places kept per recording (the top of the clip's null)
 NULL_GAPS = 15  # gaps below the top that measure the scale of the null's tail
 NULL_SPACING_S = 2.0  # places this far apart (or a clip's length, if shorter) are separate peaks
 DRIFT_MIN_S = 60.0  # clips this long get their drift measured (shorter: too little to measure it by)
+# the two-group model's prior (lead_confidences), worth PRIOR_CLIPS clips: half the clips recorded, a
+# right place's lead gamma-distributed with mean 10 and variance 50 null gaps (benchmarks/locate.py's
+# fitted ones: means 9-12, shapes 3-5); a run of many clips outweighs it
+PRIOR_RECORDED, PRIOR_LEAD_MEAN, PRIOR_LEAD_VAR, PRIOR_CLIPS = 0.5, 10.0, 50.0, 2.0
 GROUP_FRAMES = 1 << 20  # recordings searched this many frames at a time (11.6 h at 25 Hz; 64-dim embeddings
 # and their transforms: about 0.6 GiB)
 
@@ -60,10 +66,11 @@ class Placement:
     end_s: float
     score: float  # mean cosine of the clip's frames with the recording's there
     z: float  # the score against the clip's scores at the other places of its recording, robust z
-    confidence: float  # how unlike a wrong place's the best place's lead over the next is (see _best_places)
+    confidence: float  # the chance the best place is right, from its lead over the next (see lead_confidences)
     best_recording: str  # the best place's recording, refused or not
     drift_ppm: float = float("nan")  # recording clock against the clip's, for clips of DRIFT_MIN_S or more
-    why: str = ""  # why a clip was refused: "not sure", "camera CAM busy there" (see _choose), "longer than every recording"
+    why: str = ""  # why refused: "not sure", "nothing recorded resembles it", "camera CAM busy there" (see _choose),
+    # "longer than every recording"
     recording_s: float = float("nan")  # best_recording's length in seconds (the report draws its whole timeline)
     adapted_on: int = 0  # sure placements the model was adapted on before this one (locate's adapt)
 
@@ -143,8 +150,10 @@ def locate(trained: Trained, clips: Corpus, recordings: Corpus, min_confidence: 
         del index
     bar.close()
     with stage("choose places, confidence"):
-        options = [_best_places(found) for found in peaks]
-        placements = _choose(c_clips, r_clips, clip_emb, options, rate, min_confidence, camera)
+        best = [_best_place(found) for found in peaks]
+        confidence = lead_confidences(np.array([b[4] if b else np.nan for b in best]))
+        best = [b and (*b[:4], c) for b, c in zip(best, confidence, strict=True)]
+        placements = _choose(c_clips, r_clips, clip_emb, best, rate, min_confidence, camera)
     by_id = {r.id: k for k, r in enumerate(r_clips)}
     for p in placements:
         if p.best_recording:
@@ -222,28 +231,61 @@ def _peaks(curves: list[np.ndarray], frames: int, rate: float, first: int = 0) -
     return tops
 
 
-def _best_places(tops: list[tuple], keep: int = CANDIDATES) -> list[tuple]:
-    """The clip's ``keep`` best places of its :func:`_peaks` over all recordings, as (recording
-    index, start_s, score, z, confidence), best first; [] if it fits in no recording.
+def _best_place(tops: list[tuple]) -> tuple | None:
+    """The clip's best place of its :func:`_peaks` over all recordings, as (recording index, start_s,
+    score, z, lead); None if it fits in no recording.
 
-    confidence: how unlike a wrong place's the best place's lead over the next is. The best few wrong
+    lead: the best place's lead in z over the next, in units of the null's gaps. The best few wrong
     places of a clip are the top of its null; by the Renyi representation of the top order statistics
     of a null with an exponential tail, their gaps times their rank are independent exponentials of
-    one scale, estimated from the gaps below the top, so P(a wrong place leads by g or more) =
-    exp(-g / scale) and confidence = 1 - that; each clip calibrates itself, whatever its null."""
+    one scale, estimated from the gaps below the top (``NULL_GAPS``); so if the best place is wrong
+    too, its lead over the next divided by that scale is a standard exponential, whatever the clip's
+    null (nan: too few places to tell)."""
     if not tops:
-        return []
+        return None
     tops = sorted(tops, reverse=True)
     z = np.array([t[0] for t in tops])
-    gaps = z[:-1] - z[1:]  # gaps[i]: lead of place i over place i + 1
-    ranks = np.arange(1, len(gaps) + 1)
-    below = (gaps * ranks)[1:NULL_GAPS + 1]  # the null's own gaps nearest the top, scaled by rank (not the top one)
+    gaps = (z[:-1] - z[1:]) * np.arange(1, len(z))  # gaps[i]: lead of place i over place i + 1, times i + 1
+    below = gaps[1 : NULL_GAPS + 1]  # the null's own gaps nearest the top (not the top one)
     scale = float(below.mean()) if len(below) >= 3 else float("nan")
-    out = []
-    for i, (zi, peak, r, start) in enumerate(tops[:keep]):
-        lead = gaps[i] * (i + 1) if i < len(gaps) else 0.0
-        confidence = float(1.0 - np.exp(-lead / scale)) if np.isfinite(scale) and scale > 0 else 0.0
-        out.append((r, start, peak, zi, confidence))
+    lead = float(gaps[0] / scale) if len(gaps) and scale > 0 else float("nan")
+    zi, peak, r, start = tops[0]
+    return r, start, peak, zi, lead
+
+
+def lead_confidences(leads: np.ndarray, iterations: int = 500) -> np.ndarray:
+    """The chance that each clip's best place is right, given its :func:`_best_place` lead, from the
+    leads of all the clips located together (empirical Bayes). Two groups: a wrong best place's lead
+    is a standard exponential (known, by construction); a right one's is gamma-distributed, its mean
+    and variance and the share of clips in it fitted to the run by expectation-maximisation, with the
+    prior (``PRIOR_*``) worth ``PRIOR_CLIPS`` clips, so that one clip alone is judged by the prior and
+    hundreds by themselves. Then confidence = P(right group | lead): a probability, where 1 - P(a
+    wrong place leads by this much) let one unrecorded take in ten through 0.9 by construction. nan
+    lead: 0."""
+    from scipy import special, stats
+
+    leads = np.asarray(leads, dtype=np.float64)
+    known = np.isfinite(leads)
+    x = np.maximum(leads[known], 0.0)
+    share, mean, var = PRIOR_RECORDED, PRIOR_LEAD_MEAN, PRIOR_LEAD_VAR
+
+    def right_given(x):  # in log odds: a lead of thousands (a degenerate null) underflows neither density
+        shape, scale = max(mean * mean / var, 1.0), var / mean
+        odds = np.log(share / (1.0 - share)) + stats.gamma.logpdf(x, shape, scale=scale) + x
+        return special.expit(odds)
+
+    for _ in range(iterations):
+        w = right_given(x)
+        weight = w.sum() + PRIOR_CLIPS
+        new = ((w.sum() + PRIOR_CLIPS * PRIOR_RECORDED) / (len(x) + PRIOR_CLIPS),
+               (w @ x + PRIOR_CLIPS * PRIOR_LEAD_MEAN) / weight)
+        new_var = max((w @ (x - new[1]) ** 2 + PRIOR_CLIPS * PRIOR_LEAD_VAR) / weight, 1e-3)
+        done = abs(new[0] - share) < 1e-7 and abs(new[1] - mean) < 1e-6 and abs(new_var - var) < 1e-6
+        (share, mean), var = new, new_var
+        if done:
+            break
+    out = np.zeros(len(leads))
+    out[known] = right_given(x)
     return out
 
 
@@ -266,24 +308,27 @@ def _camera(clip_id: str, pattern: str | None) -> str:
     return clip_id.rpartition("/")[0]
 
 
-def _choose(c_clips, r_clips, clip_emb, options, rate, min_confidence, camera) -> list[Placement]:
-    """Each clip at its best place, or refused: below ``min_confidence``, or where a surer clip of the
-    same camera already sits there (one camera cannot film two takes at once). A clip is never moved
-    to another place: a place that is not the best has no confidence of its own to trust (its lead is
-    over worse places only). Clips are settled surest first."""
+def _choose(c_clips, r_clips, clip_emb, best, rate, min_confidence, camera) -> list[Placement]:
+    """Each clip at its best place ((recording index, start_s, score, z, confidence) or None), or
+    refused: below ``min_confidence``, or where a surer clip of the same camera already sits there
+    (one camera cannot film two takes at once). A clip is never moved to another place: a place that
+    is not the best has no confidence of its own to trust (its lead is over worse places only).
+    Clips are settled surest first."""
     taken: dict[tuple[str, int], list[tuple[float, float, str]]] = {}  # (camera, recording) -> spans placed
     out: dict[int, Placement] = {}
-    surest_first = sorted(range(len(c_clips)), key=lambda i: -(options[i][0][4] if options[i] else 0.0))
+    surest_first = sorted(range(len(c_clips)), key=lambda i: -(best[i][4] if best[i] else 0.0))
     for i in surest_first:
         c, duration = c_clips[i], len(clip_emb[i]) / rate
-        if not options[i]:
+        if not best[i]:
             out[i] = Placement(c.id, "", float("nan"), float("nan"), float("nan"), float("nan"), 0.0, "",
                                why="longer than every recording")
             continue
         cam = _camera(c.id, camera) if camera is not False else ""
-        r, start, peak, z, confidence = options[i][0]
+        r, start, peak, z, confidence = best[i]
         busy = [other for s0, end, other in taken.get((cam, r), []) if start < end and s0 < start + duration] if cam else []
-        why = "not sure" if confidence < min_confidence else f"camera {cam} busy there ({busy[0]})" if busy else ""
+        why = ("" if confidence >= min_confidence else "not sure" if confidence >= UNLIKE
+               else "nothing recorded resembles it")
+        why = why or (f"camera {cam} busy there ({busy[0]})" if busy else "")
         if not why and cam:
             taken.setdefault((cam, r), []).append((start, start + duration, c.id))
         out[i] = Placement(c.id, "" if why else r_clips[r].id, start, start + duration, peak, z, confidence,
