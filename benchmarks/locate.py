@@ -2,7 +2,7 @@
 
     python benchmarks/locate.py [-o DIR [--reuse]] [--recordings 16] [--minutes 0.67,5] [--clips-per-recording 8]
                                 [--decoys 16] [--models default[,RUN,...]] [--tune 400] [--sources a,b] [--adapt 1]
-                                [--drift-minutes 10 --drift-ppm 150] [--scale-hours 100 --scale-clips 1000]
+                                [--single 16] [--drift-minutes 10 --drift-ppm 150] [--scale-hours 100 --scale-clips 1000]
 
 Accuracy: ``--recordings`` long scenes (40 s to 5 minutes by default; the issue's four kinds first:
 bouncing-ball impacts, a blinking lamp, a lit keyboard, a face speaking real recorded voices, then
@@ -24,6 +24,11 @@ on the takes it placed surely, then every take placed again.
 Long offsets: one take of up to 60 s cut from each recording's picture; ``avmatch match`` pairs the
 takes with the recordings with ``--max-offset`` as long as the longest recording (an FFT search over
 minutes of lag): the share paired right and whose offset is within 40 ms.
+
+A new user's first try (``--single N``, default 16): one recording of 40 s, three 6 s takes cut from it
+and one take of a scene nobody recorded, located on their own, N times (the families in turn): the
+takes placed right and the unrecorded takes refused. So few places are little null to judge a place
+by: locate searches shuffled copies of each take as well (see ``matching/locate.py``).
 
 Drift: takes of ``--drift-minutes`` from recorders whose clocks run ``--drift-ppm`` fast, as fast
 backwards and half as fast; the drift locate measures against the truth.
@@ -118,6 +123,46 @@ def tune(root: Path, n: int, seed: int, start: str = "") -> Path:
         raise SystemExit(f"avmatch train failed: {done.stderr[-400:]}")
     print(done.stdout.strip(), flush=True)
     return run
+
+
+def generate_single(root: Path, trials: int, seed: int) -> dict:
+    """A new user's first try, ``trials`` times (the families in turn): one recording of 40 s, three
+    6 s takes cut from it and one take of a scene nobody recorded, in a folder of their own."""
+    from avmatch.demo import scenes, worlds
+    from avmatch.media import write_media
+
+    gens = {"scenes": scenes, "worlds": worlds}
+    rng = np.random.default_rng(seed + 2)
+    truth = {}
+    for t in range(trials):
+        gen, family = FAMILIES[t % len(FAMILIES)]
+        scene = gens[gen].make_scene([seed + 2, t], family, duration_s=40.0, size=(64, 64))
+        folder = root / "single" / f"trial{t:02d}"
+        write_media(folder / "recordings" / "day.wav", None, scene.audio, sample_rate=scene.sample_rate)
+        takes = {}
+        for j in range(3):
+            first = int(rng.integers(0, len(scene.frames) - int(6 * scene.fps)))
+            write_media(folder / "takes" / f"t{j}.mp4", scene.frames[first : first + int(6 * scene.fps)], None)
+            takes[f"t{j}"] = first / scene.fps
+        other = gens[gen].make_scene([seed + 3, t], family, duration_s=6.0, size=(64, 64))
+        write_media(folder / "takes" / "other.mp4", other.frames, None)
+        truth[f"trial{t:02d}"] = {"family": f"{gen}:{family}", "takes": takes}
+    return truth
+
+
+def single_runs(model, root: Path, truth: dict) -> dict:
+    """Each trial of :func:`generate_single` located on its own, at the default threshold."""
+    right, refused, families = 0, 0, {}
+    for trial, v in truth.items():
+        folder = root / "single" / trial
+        placed = {p.clip: p for p in model.locate(folder / "takes", folder / "recordings")}
+        ok = sum(placed[k].recording == "day" and abs(placed[k].start_s - s) <= 0.040 + 1e-9 for k, s in v["takes"].items())
+        right += ok
+        refused += not placed["other"].recording
+        families.setdefault(v["family"], []).append(ok / len(v["takes"]))
+    return {"trials": len(truth), "takes placed right": right / (3 * len(truth)),
+            "unrecorded refused": refused / len(truth),
+            "placed right by family": {f: float(np.mean(x)) for f, x in sorted(families.items())}}
 
 
 DRIFT_FAMILIES = [("scenes", "bounce"), ("worlds", "keys"), ("scenes", "voices")]
@@ -246,6 +291,8 @@ if __name__ == "__main__":
     ap.add_argument("--tune-from", default="", metavar="RUN",
                     help="--tune starts from this run (avmatch train --init RUN) instead of the shipped model")
     ap.add_argument("--scale-clips", type=int, default=1000, help="clips located in --scale-hours of recordings")
+    ap.add_argument("--single", type=int, default=16,
+                    help="trials of one 40 s recording with three takes cut from it and one unrecorded take (0: skip)")
     ap.add_argument("--drift-minutes", type=float, default=10.0, help="takes this long from drifting recorders; 0: skip")
     ap.add_argument("--drift-ppm", type=float, default=150.0, help="how fast the recorders' clocks run")
     ap.add_argument("--seed", type=int, default=0)
@@ -307,6 +354,13 @@ if __name__ == "__main__":
         got["match long takes"] = {"takes": len(takes), "max_offset_s": round(longest_s, 1),
                                    "paired right": float(np.mean(paired)), "offset within 40 ms": float(np.mean(on_time)),
                                    "seconds": round(time.perf_counter() - t0, 1)}
+        if args.single:
+            if not (root / "single" / "truth.json").is_file():
+                (root / "single").mkdir(parents=True, exist_ok=True)
+                (root / "single" / "truth.json").write_text(json.dumps(generate_single(root, args.single, args.seed)))
+            t0 = time.perf_counter()
+            got["single recording"] = {**single_runs(model, root, json.loads((root / "single" / "truth.json").read_text())),
+                                       "seconds": round(time.perf_counter() - t0, 1)}
         if args.drift_minutes > 0:
             if not (root / "drift" / "truth.json").is_file():
                 (root / "drift" / "truth.json").write_text(json.dumps(generate_drift(root, args.drift_minutes,

@@ -87,6 +87,9 @@ def test_locate_places_clips_and_refuses_a_clip_nothing_recorded(recorded, tmp_p
                  f"{between:.6f}", "--report", str(tmp_path / "report.html")]) == 0
     refused = {r["clip"]: r for r in csv.DictReader(open(out))}
     assert refused["decoy"]["recording"] == "" and all(refused[c]["recording"] == truth[c][0] for c in truth)
+    # two minutes of recording are too few places to be a take's null: shuffled copies of each take fill it
+    # in (_surrogates), and against them the unrecorded scene's best place is nothing
+    assert refused["decoy"]["why"] == "nothing recorded resembles it", refused["decoy"]
     assert "refused" in capsys.readouterr().out
     page = (tmp_path / "report.html").read_text()  # a timeline, every clip, the refused one first
     assert "Timeline per recording" in page and "data:image/png;base64," in page
@@ -307,3 +310,24 @@ def test_a_refusal_says_whether_the_take_is_unsure_or_like_nothing_recorded():
     got = _choose(clips, recs, [np.zeros((100, 4))] * 3, best, 25.0, 0.5, False)
     assert [(p.recording, p.why) for p in got] == [("day", ""), ("", "not sure"), ("", "nothing recorded resembles it")]
     assert [p.best_recording for p in got] == ["day"] * 3 and got[2].start_s == 50.0
+
+
+def test_surrogates_fill_in_the_null_only_where_the_recordings_are_too_short():
+    """A take's surrogates are its own frames in shuffled blocks, no block in its place; as many as
+    bring its null to NULL_MIN places (at most SURROGATES), and none against an hour of recordings."""
+    from avmatch.matching.locate import NULL_MIN, SURROGATES, _places, _surrogates
+
+    clip = np.random.default_rng(0).standard_normal((150, 8)).astype(np.float32)  # 6 s at 25 Hz
+    assert _places(150, [25 * 3600], 25.0) > NULL_MIN and _surrogates(clip, _places(150, [25 * 3600], 25.0), 25.0, 0) == []
+    assert _places(150, [100], 25.0) == 0 and _surrogates(clip, 0, 25.0, seed=0) == []  # shorter than the take
+    places = _places(150, [25 * 40], 25.0)  # 40 s: 850 starts, a peak every 99 frames at most
+    assert places == 9
+    short = _surrogates(clip, places, 25.0, seed=0)
+    assert len(short) == min(SURROGATES, -(-NULL_MIN // places))
+    blocks = np.linspace(0, 150, 7).astype(int)  # 6 blocks of a second
+    for x in short:
+        assert x.shape == clip.shape
+        np.testing.assert_array_equal(np.sort(x, axis=0), np.sort(clip, axis=0))  # the same frames
+        for a, b in zip(blocks[:-1], blocks[1:], strict=True):
+            assert not np.array_equal(x[a:b], clip[a:b])  # no block where it was
+    assert not np.array_equal(short[0], short[1])

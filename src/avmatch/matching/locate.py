@@ -48,6 +48,8 @@ UNLIKE = 0.1  # a refused clip less likely right than this: "nothing recorded re
 MIN_FRAMES = 8  # a clip this short has no timing to place it by
 NULL_PEAKS = 16  # best places kept per recording (the top of the clip's null)
 NULL_GAPS = 15  # gaps below the top that measure the scale of the null's tail
+NULL_MIN = 64  # a clip whose recordings give its null fewer separate places than this gets surrogates too
+SURROGATES = 16  # at most this many shuffled copies of a clip searched as its null (see _surrogates)
 NULL_SPACING_S = 2.0  # places this far apart (or a clip's length, if shorter) are separate peaks
 DRIFT_MIN_S = 60.0  # clips this long get their drift measured (shorter: too little to measure it by)
 # the two-group model's prior (lead_confidences), worth PRIOR_CLIPS clips: half the clips recorded, a
@@ -137,20 +139,27 @@ def locate(trained: Trained, clips: Corpus, recordings: Corpus, min_confidence: 
         clip_emb = frame_embeddings(trained, [getattr(c, short) for c in c_clips], short)
     longest = max(len(e) for e in clip_emb)
     peaks = [[] for _ in c_clips]  # per clip: the best few places of every recording
-    groups = _groups([len(getattr(r, long)) for r in r_clips], group_frames)
+    lengths = [len(getattr(r, long)) for r in r_clips]
+    places = [_places(len(emb), lengths, rate) for emb in clip_emb]
+    surrogates = [_surrogates(emb, n, rate, seed=i) for i, (emb, n) in enumerate(zip(clip_emb, places, strict=True))]
+    nulls = [[] for _ in c_clips]  # per clip: its surrogates' best places (all wrong), where the recordings are few
+    groups = _groups(lengths, group_frames)
     bar = progress_bar(len(c_clips) * len(groups), "locate", "clip", enabled=progress)
     for first, stop in groups:  # recordings a group at a time: memory is one group's, however long the archive
         with stage("embed recordings + transform"):
             index = RecordingIndex(frame_embeddings(trained, [getattr(r, long) for r in r_clips[first:stop]], long),
                                    longest)
         with stage("search every place"):
-            for found, emb in zip(peaks, clip_emb, strict=True):
+            for found, null, emb, shuffled in zip(peaks, nulls, clip_emb, surrogates, strict=True):
                 found.extend(_peaks(index.place_scores(emb), len(emb), rate, first))
+                for x in shuffled:
+                    null.extend(_peaks(index.place_scores(x), len(x), rate, first))
                 bar.update(1)
         del index
     bar.close()
     with stage("choose places, confidence"):
-        best = [_best_place(found) for found in peaks]
+        best = [_best_place(found, null, n * (1 + len(x)))
+                for found, null, n, x in zip(peaks, nulls, places, surrogates, strict=True)]
         confidence = lead_confidences(np.array([b[4] if b else np.nan for b in best]))
         best = [b and (*b[:4], c) for b, c in zip(best, confidence, strict=True)]
         placements = _choose(c_clips, r_clips, clip_emb, best, rate, min_confidence, camera)
@@ -231,24 +240,55 @@ def _peaks(curves: list[np.ndarray], frames: int, rate: float, first: int = 0) -
     return tops
 
 
-def _best_place(tops: list[tuple]) -> tuple | None:
+def _places(frames: int, lengths: list[int], rate: float) -> int:
+    """About how many separate places (peaks ``NULL_SPACING_S`` apart, see :func:`_peaks`) a clip of
+    ``frames`` frames has in recordings of ``lengths`` frames: the size of its null."""
+    reach = min(frames, int(NULL_SPACING_S * rate))
+    return sum(max(0, n - frames + 1) // (2 * reach - 1) + (n >= frames) for n in lengths)
+
+
+def _surrogates(clip: np.ndarray, places: int, rate: float, seed: int) -> list[np.ndarray]:
+    """Where the recordings hold too few ``places`` to be a clip's null (under ``NULL_MIN``: a minute
+    of recording has about 28 for a 5 s clip), copies of the clip with its frames in shuffled blocks
+    of about a second, no block in its own place: the clip's own look and movement with its timing
+    broken, so every place of theirs is wrong, and searched as the clip is they give its null the
+    places the recordings lack (up to ``SURROGATES`` copies). Otherwise none."""
+    frames = len(clip)
+    blocks = int(min(max(4, frames // max(1, int(rate))), frames))
+    if places >= NULL_MIN or places == 0:
+        return []
+    rng = np.random.default_rng(seed)
+    cuts = np.linspace(0, frames, blocks + 1).astype(int)
+    out = []
+    for _ in range(min(SURROGATES, -(-NULL_MIN // places))):
+        order = rng.permutation(blocks)
+        while (order == np.arange(blocks)).any():  # a derangement: no block where it was
+            order = rng.permutation(blocks)
+        out.append(np.concatenate([clip[cuts[b] : cuts[b + 1]] for b in order]))
+    return out
+
+
+def _best_place(tops: list[tuple], null: list[tuple] = (), population: int = 0) -> tuple | None:
     """The clip's best place of its :func:`_peaks` over all recordings, as (recording index, start_s,
-    score, z, lead); None if it fits in no recording.
+    score, z, lead); None if it fits in no recording. ``null``: its surrogates' peaks (all wrong);
+    ``population``: how many separate places those peaks are the top of (:func:`_places`), 0: unknown.
 
     lead: the best place's lead in z over the next, in units of the null's gaps. The best few wrong
     places of a clip are the top of its null; by the Renyi representation of the top order statistics
     of a null with an exponential tail, their gaps times their rank are independent exponentials of
-    one scale, estimated from the gaps below the top (``NULL_GAPS``); so if the best place is wrong
-    too, its lead over the next divided by that scale is a standard exponential, whatever the clip's
-    null (nan: too few places to tell)."""
+    one scale, estimated from the gaps below the top (``NULL_GAPS`` of them, at most a quarter of the
+    places: beyond the tail the gaps widen); so if the best place is wrong too, its lead over the next
+    divided by that scale is a standard exponential (nearly: the scale is estimated), whatever the
+    clip's null (nan: too few places to tell, under 12; see also :func:`_surrogates`)."""
     if not tops:
         return None
     tops = sorted(tops, reverse=True)
-    z = np.array([t[0] for t in tops])
+    z = np.array([tops[0][0]] + sorted([t[0] for t in tops[1:]] + [t[0] for t in null], reverse=True))
     gaps = (z[:-1] - z[1:]) * np.arange(1, len(z))  # gaps[i]: lead of place i over place i + 1, times i + 1
-    below = gaps[1 : NULL_GAPS + 1]  # the null's own gaps nearest the top (not the top one)
-    scale = float(below.mean()) if len(below) >= 3 else float("nan")
-    lead = float(gaps[0] / scale) if len(gaps) and scale > 0 else float("nan")
+    gaps[:1] = np.maximum(gaps[:1], 0.0)  # a surrogate's place above the best: no lead
+    # the null's own gaps nearest the top (not the top one), from its tail only: a quarter of the places
+    below = gaps[1 : 1 + min(NULL_GAPS, (population or len(z)) // 4)]
+    lead = float(gaps[0] / below.mean()) if len(below) >= 3 and below.mean() > 0 else float("nan")
     zi, peak, r, start = tops[0]
     return r, start, peak, zi, lead
 
