@@ -18,7 +18,9 @@ z, and its lead over the next best place is measured in units of the gaps betwee
 best places (its own null, see :func:`_best_place`): a wrong best place's lead is then a standard
 exponential. The ``confidence`` is the chance that the best place is right given that lead, from a
 two-group model fitted to the leads of all the clips located together (:func:`lead_confidences`),
-so that it is a probability: of placements at confidence 0.9, about nine in ten are right. A clip
+so that it is a probability: of placements at confidence 0.9 or more, at least nine in ten are right.
+Where the recordings are too short to hold a null (a few minutes), shuffled copies of the clip are
+searched too and their places complete it (:func:`_surrogates`). A clip
 whose best place is less likely right than ``min_confidence`` is refused (``recording`` empty)
 rather than forced onto the nearest recording. Clips of one camera may not overlap in time:
 settled surest first, a clip whose best place a surer take of its camera holds is refused.
@@ -299,9 +301,8 @@ def lead_confidences(leads: np.ndarray, iterations: int = 500) -> np.ndarray:
     is a standard exponential (known, by construction); a right one's is gamma-distributed, its mean
     and variance and the share of clips in it fitted to the run by expectation-maximisation, with the
     prior (``PRIOR_*``) worth ``PRIOR_CLIPS`` clips, so that one clip alone is judged by the prior and
-    hundreds by themselves. Then confidence = P(right group | lead): a probability, where 1 - P(a
-    wrong place leads by this much) let one unrecorded take in ten through 0.9 by construction. nan
-    lead: 0."""
+    hundreds by themselves. Then confidence = P(right group | lead), a probability (1 - P(a wrong
+    place leads this much) would let one unrecorded take in ten through 0.9). nan lead: 0."""
     from scipy import special, stats
 
     leads = np.asarray(leads, dtype=np.float64)
