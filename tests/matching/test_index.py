@@ -204,6 +204,18 @@ def test_a_target_the_codes_cannot_reach_does_not_make_the_search_scan_every_cel
     assert every < 0.9 and tuned["nprobe"] < nlist  # the target is out of reach; the search stays shallow
     assert tuned["best_in_top1"] >= every - 0.05  # and finds about what every cell would
 
+
+def test_the_depth_for_a_target_out_of_reach_is_the_shallowest_that_finds_its_share_of_the_ceiling():
+    """Recall creeping up a query at a time towards a ceiling below the target: the depth that finds
+    0.98 of what the deepest finds, not the one that finds all of it."""
+    from avmatch.matching.index import shallowest_depth
+
+    creeping = {1: 0.5, 2: 0.8, 4: 0.9, 8: 0.955, 16: 0.962, 32: 0.966, 64: 0.968, 128: 0.969, 2828: 0.969}
+    assert shallowest_depth(creeping, 0.98) == 8  # 0.98 x 0.969 = 0.950
+    assert shallowest_depth(creeping, 0.95) == 8  # reachable: the first depth that reaches it
+    assert shallowest_depth(creeping, 0.9) == 4
+    assert shallowest_depth({1: 0.2, 2: 0.99}, 0.98) == 2
+
 def test_a_shard_tunes_its_depth_on_the_queries_whose_kept_rows_it_holds():
     """One shard of two: a query whose best row lies in the other shard needs nothing from this one,
     and finding this shard's best for it (a far row, in no particular cell) is no recall at all."""

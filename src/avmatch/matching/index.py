@@ -188,12 +188,20 @@ def tune_search(index: faiss.Index, queries: np.ndarray, k: int = 10, target: fl
         if recalls[depth] >= target or depth >= top:
             break
         depth = min(2 * depth, top)
-    if recalls[depth] < target:
-        # a compressed index's codes miss some exact bests at any depth: the shallowest depth that finds
-        # what every cell finds, not every cell chasing a target no depth reaches (a shard scanned all)
-        depth = min(d for d, r in recalls.items() if r >= recalls[depth])
-        set_to(depth)
+    depth = shallowest_depth(recalls, target)
+    set_to(depth)
     return {name: depth, f"best_in_top{k}": recalls[depth], "queries": int(len(q))}
+
+
+def shallowest_depth(recalls: dict[int, float], target: float) -> int:
+    """The shallowest search depth of ``recalls`` (depth -> recall, the deepest searched last) whose
+    recall reaches ``target``; where none does (a compressed index's codes miss some exact bests at any
+    depth), the shallowest that reaches the target's share of the deepest one's recall, not every cell
+    chasing a target no depth reaches, nor all of that ceiling: near it recall creeps up a query at a
+    time, and a shard of 500,000 codes reaching 0.978 there searched 2,048 of its 2,828 cells for it."""
+    ceiling = recalls[max(recalls)]
+    aim = target if ceiling >= target else target * ceiling
+    return min(d for d, r in recalls.items() if r >= aim)
 
 
 def index_bytes(index: faiss.Index) -> int:
