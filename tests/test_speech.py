@@ -1,5 +1,6 @@
 """Speech from the bundled eSpeak NG: real words, the same samples every time and in every process."""
 
+import gc
 import multiprocessing
 import threading
 import time
@@ -37,6 +38,9 @@ def _median_f0_hz(x: np.ndarray) -> float:
 
 
 def _say_in(context: str) -> np.ndarray | None:
+    # garbage left by earlier tests (a PyAV filter graph) freed in a forked child can deadlock there: its
+    # threads did not come along; collect it here first (the package's own pools use forkserver)
+    gc.collect()
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context(context)) as pool:
         return pool.submit(speech.say, "yellow paper", SR, "en+m3", 150, 40).result()
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import multiprocessing
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from fractions import Fraction
@@ -148,7 +149,8 @@ def make_user_test_set(makers: dict[str, Callable], families: list[str], out_dir
                      "size": f"{size[0] * scale}x{size[1] * scale}",
                      "audio_format": f"{suffix.lstrip('.')} {AUDIO[suffix][1] // 1000:g} kHz stereo"})
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # forkserver, not fork: a forked child can deadlock freeing the parent's PyAV objects (see demo.scenes)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
             list(pool.map(_make_pair, *zip(*jobs, strict=True)))
     else:
         for job in jobs:
