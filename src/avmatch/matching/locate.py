@@ -139,26 +139,11 @@ def locate(trained: Trained, clips: Corpus, recordings: Corpus, min_confidence: 
     rate = trained.audio_rate_hz
     with stage("embed clips"):
         clip_emb = frame_embeddings(trained, [getattr(c, short) for c in c_clips], short)
-    longest = max(len(e) for e in clip_emb)
-    peaks = [[] for _ in c_clips]  # per clip: the best few places of every recording
     lengths = [len(getattr(r, long)) for r in r_clips]
     places = [_places(len(emb), lengths, rate) for emb in clip_emb]
     surrogates = [_surrogates(emb, n, rate, seed=i) for i, (emb, n) in enumerate(zip(clip_emb, places, strict=True))]
-    nulls = [[] for _ in c_clips]  # per clip: its surrogates' best places (all wrong), where the recordings are few
-    groups = _groups(lengths, group_frames)
-    bar = progress_bar(len(c_clips) * len(groups), "locate", "clip", enabled=progress)
-    for first, stop in groups:  # recordings a group at a time: memory is one group's, however long the archive
-        with stage("embed recordings + transform"):
-            index = RecordingIndex(frame_embeddings(trained, [getattr(r, long) for r in r_clips[first:stop]], long),
-                                   longest)
-        with stage("search every place"):
-            for found, null, emb, shuffled in zip(peaks, nulls, clip_emb, surrogates, strict=True):
-                found.extend(_peaks(index.place_scores(emb), len(emb), rate, first))
-                for x in shuffled:
-                    null.extend(_peaks(index.place_scores(x), len(x), rate, first))
-                bar.update(1)
-        del index
-    bar.close()
+    peaks, nulls = _search(trained, [getattr(r, long) for r in r_clips], long, clip_emb, surrogates, rate,
+                           group_frames, progress)
     with stage("choose places, confidence"):
         best = [_best_place(found, null, n * (1 + len(x)))
                 for found, null, n, x in zip(peaks, nulls, places, surrogates, strict=True)]
@@ -177,6 +162,32 @@ def locate(trained: Trained, clips: Corpus, recordings: Corpus, min_confidence: 
             p.start_s, p.drift_ppm = drift(emb, embedded[p.recording], p.start_s * rate, rate)
             p.end_s = p.start_s + len(emb) / rate * (1 + p.drift_ppm * 1e-6)
     return placements
+
+
+def _search(trained: Trained, recordings: list[np.ndarray], modality: str, clip_emb: list[np.ndarray],
+            surrogates: list[list[np.ndarray]], rate: float, group_frames: int, progress: bool
+            ) -> tuple[list[list[tuple]], list[list[tuple]]]:
+    """Every place of every recording (features of ``modality``) for each clip and each of its
+    surrogates: per clip, the :func:`_peaks` of the clip (over all recordings) and of its surrogates.
+    The recordings are embedded and transformed ``group_frames`` frames at a time: memory is one
+    group's, however long the archive."""
+    longest = max(len(e) for e in clip_emb)
+    peaks = [[] for _ in clip_emb]
+    nulls = [[] for _ in clip_emb]
+    groups = _groups([len(r) for r in recordings], group_frames)
+    bar = progress_bar(len(clip_emb) * len(groups), "locate", "clip", enabled=progress)
+    for first, stop in groups:
+        with stage("embed recordings + transform"):
+            index = RecordingIndex(frame_embeddings(trained, recordings[first:stop], modality), longest)
+        with stage("search every place"):
+            for found, null, emb, shuffled in zip(peaks, nulls, clip_emb, surrogates, strict=True):
+                found.extend(_peaks(index.place_scores(emb), len(emb), rate, first))
+                for x in shuffled:
+                    null.extend(_peaks(index.place_scores(x), len(x), rate, first))
+                bar.update(1)
+        del index
+    bar.close()
+    return peaks, nulls
 
 
 def _groups(lengths: list[int], frames: int) -> list[tuple[int, int]]:
