@@ -236,7 +236,7 @@ def _peaks(curves: list[np.ndarray], frames: int, rate: float, first: int = 0) -
     its recording (robust z): a scene like the clip's scores high at every place of its recording, and
     only a place that stands out from the rest of that recording is timing evidence."""
     tops = []
-    reach = min(frames, int(NULL_SPACING_S * rate))  # places nearer than this share the peak
+    reach = _reach(frames, rate)
     for r, curve in enumerate(curves):
         if not len(curve) or not np.isfinite(curve).any():
             continue
@@ -253,10 +253,16 @@ def _peaks(curves: list[np.ndarray], frames: int, rate: float, first: int = 0) -
     return tops
 
 
+def _reach(frames: int, rate: float) -> int:
+    """How near two places of a clip of ``frames`` frames are when they share one peak, in frames:
+    ``NULL_SPACING_S``, or the clip's length if shorter."""
+    return min(frames, int(NULL_SPACING_S * rate))
+
+
 def _places(frames: int, lengths: list[int], rate: float) -> int:
-    """About how many separate places (peaks ``NULL_SPACING_S`` apart, see :func:`_peaks`) a clip of
+    """About how many separate places (peaks :func:`_reach` apart, see :func:`_peaks`) a clip of
     ``frames`` frames has in recordings of ``lengths`` frames: the size of its null."""
-    reach = min(frames, int(NULL_SPACING_S * rate))
+    reach = _reach(frames, rate)
     return sum(max(0, n - frames + 1) // (2 * reach - 1) + (n >= frames) for n in lengths)
 
 
@@ -266,10 +272,10 @@ def _surrogates(clip: np.ndarray, places: int, rate: float, seed: int) -> list[n
     of about a second, no block in its own place: the clip's own look and movement with its timing
     broken, so every place of theirs is wrong, and searched as the clip is they give its null the
     places the recordings lack (up to ``SURROGATES`` copies). Otherwise none."""
-    frames = len(clip)
-    blocks = int(min(max(4, frames // max(1, int(rate))), frames))
     if places >= NULL_MIN or places == 0:
         return []
+    frames = len(clip)
+    blocks = int(min(max(4, frames // max(1, int(rate))), frames))
     rng = np.random.default_rng(seed)
     cuts = np.linspace(0, frames, blocks + 1).astype(int)
     out = []
@@ -281,10 +287,10 @@ def _surrogates(clip: np.ndarray, places: int, rate: float, seed: int) -> list[n
     return out
 
 
-def _best_place(tops: list[tuple], null: list[tuple] = (), population: int = 0) -> tuple | None:
+def _best_place(tops: list[tuple], null: list[tuple], population: int) -> tuple | None:
     """The clip's best place of its :func:`_peaks` over all recordings, as (recording index, start_s,
     score, z, lead); None if it fits in no recording. ``null``: its surrogates' peaks (all wrong);
-    ``population``: how many separate places those peaks are the top of (:func:`_places`), 0: unknown.
+    ``population``: how many separate places those peaks are the top of (:func:`_places`).
 
     lead: the best place's lead in z over the next, in units of the null's gaps. The best few wrong
     places of a clip are the top of its null; by the Renyi representation of the top order statistics
@@ -300,7 +306,7 @@ def _best_place(tops: list[tuple], null: list[tuple] = (), population: int = 0) 
     gaps = (z[:-1] - z[1:]) * np.arange(1, len(z))  # gaps[i]: lead of place i over place i + 1, times i + 1
     gaps[:1] = np.maximum(gaps[:1], 0.0)  # a surrogate's place above the best: no lead
     # the null's own gaps nearest the top (not the top one), from its tail only: a quarter of the places
-    below = gaps[1 : 1 + min(NULL_GAPS, (population or len(z)) // 4)]
+    below = gaps[1 : 1 + min(NULL_GAPS, population // 4)]
     lead = float(gaps[0] / below.mean()) if len(below) >= 3 and below.mean() > 0 else float("nan")
     zi, peak, r, start = tops[0]
     return r, start, peak, zi, lead
