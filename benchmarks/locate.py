@@ -125,6 +125,11 @@ def tune(root: Path, n: int, seed: int, start: str = "") -> Path:
     return run
 
 
+def on_time(found_s: float, true_s: float) -> bool:
+    """A place (or offset) right to within 40 ms of the truth (and a float's rounding)."""
+    return abs(found_s - true_s) <= 0.040 + 1e-9
+
+
 def generate_single(root: Path, trials: int, seed: int) -> dict:
     """A new user's first try, ``trials`` times (the families in turn): one recording of 40 s, three
     6 s takes cut from it and one take of a scene nobody recorded, in a folder of their own."""
@@ -156,7 +161,7 @@ def single_runs(model, root: Path, truth: dict) -> dict:
     for trial, v in truth.items():
         folder = root / "single" / trial
         placed = {p.clip: p for p in model.locate(folder / "takes", folder / "recordings")}
-        ok = sum(placed[k].recording == "day" and abs(placed[k].start_s - s) <= 0.040 + 1e-9 for k, s in v["takes"].items())
+        ok = sum(placed[k].recording == "day" and on_time(placed[k].start_s, s) for k, s in v["takes"].items())
         right += ok
         refused += not placed["other"].recording
         families.setdefault(v["family"], []).append(ok / len(v["takes"]))
@@ -193,13 +198,13 @@ def accuracy(placements, truth: dict) -> dict:
     truth = {k: v for k, v in truth.items() if not v.get("take")}
     placeable = {k: v for k, v in truth.items() if v["recording"]}
     by = {p.clip: p for p in placements}
-    right = {k: by[k].recording == v["recording"] and abs(by[k].start_s - v["start_s"]) <= 0.040 + 1e-9
+    right = {k: by[k].recording == v["recording"] and on_time(by[k].start_s, v["start_s"])
              for k, v in placeable.items()}
     decoys = [k for k, v in truth.items() if not v["recording"]]
     conf = np.array([by[k].confidence for k in truth])
     ok = np.array([right.get(k, not by[k].recording) for k in truth])  # a decoy is right when refused
     sure = conf >= 0.9
-    best_right = {k: by[k].best_recording == v["recording"] and abs(by[k].start_s - v["start_s"]) <= 0.040 + 1e-9
+    best_right = {k: by[k].best_recording == v["recording"] and on_time(by[k].start_s, v["start_s"])
                   for k, v in placeable.items()}  # the best place, whether placed or refused
     bands = {}
     for lo, hi in ((0.0, 0.5), (0.5, 0.9), (0.9, 0.99), (0.99, 1.01)):
@@ -349,10 +354,10 @@ if __name__ == "__main__":
         matched = model.match(root / "feats" / "takes", root / "feats" / "recordings", max_offset_s=longest_s)
         rows = {r["video"]: r for r in matched.rows()}
         paired = [rows[k]["audio"] == v["recording"] for k, v in takes.items()]
-        on_time = [rows[k]["audio"] == v["recording"] and abs(-rows[k]["offset_s"] - v["start_s"]) <= 0.040 + 1e-9
+        in_time = [rows[k]["audio"] == v["recording"] and on_time(-rows[k]["offset_s"], v["start_s"])
                    for k, v in takes.items()]
         got["match long takes"] = {"takes": len(takes), "max_offset_s": round(longest_s, 1),
-                                   "paired right": float(np.mean(paired)), "offset within 40 ms": float(np.mean(on_time)),
+                                   "paired right": float(np.mean(paired)), "offset within 40 ms": float(np.mean(in_time)),
                                    "seconds": round(time.perf_counter() - t0, 1)}
         if args.single:
             if not (root / "single" / "truth.json").is_file():
