@@ -72,9 +72,11 @@ def sharded_top_k(queries: np.ndarray, base: np.ndarray, k: int, kind: str = "au
         raise AvmatchError(f"--shards {shards}: give 1 to {max(1, n)} (the rows to index)")
     bounds = np.linspace(0, n, shards + 1).astype(int)
     l2 = options.get("metric", "ip") == "l2"
+    # as float32 once, for the shards' files and the tuning sample both
+    base, queries = (np.ascontiguousarray(x, dtype=np.float32) for x in (base, queries))
     with tempfile.TemporaryDirectory(prefix="avmatch-shards-", dir=workdir) as folder:
-        np.save(Path(folder) / "base.npy", np.ascontiguousarray(base, dtype=np.float32))
-        np.save(Path(folder) / "queries.npy", np.ascontiguousarray(queries, dtype=np.float32))
+        np.save(Path(folder) / "base.npy", base)
+        np.save(Path(folder) / "queries.npy", queries)
         np.savez(Path(folder) / "tune.npz", **_tuning_sample(queries, base, l2))
         with dask_client(cluster, workers) as client:
             futures = [client.submit(search_shard, folder, s, int(bounds[s]), int(bounds[s + 1]), k, kind, options,
@@ -99,9 +101,7 @@ def sharded_top_k(queries: np.ndarray, base: np.ndarray, k: int, kind: str = "au
 def _tuning_sample(queries: np.ndarray, base: np.ndarray, l2: bool, sample: int = TUNE_SAMPLE) -> dict:
     """The queries each shard tunes its search depth on (a seeded sample) and, for each, the score of
     its best row over the whole base (exact: sample x N products): a shard counts a query only where it
-    holds that row."""
+    holds that row. ``queries`` and ``base``: contiguous float32."""
     rows = sample_rows(len(queries), sample)
-    scores, _ = faiss.knn(np.ascontiguousarray(queries[rows], dtype=np.float32),
-                          np.ascontiguousarray(base, dtype=np.float32), 1,
-                          faiss.METRIC_L2 if l2 else faiss.METRIC_INNER_PRODUCT)
+    scores, _ = faiss.knn(queries[rows], base, 1, faiss.METRIC_L2 if l2 else faiss.METRIC_INNER_PRODUCT)
     return {"rows": rows, "floor": scores[:, 0]}
