@@ -99,6 +99,9 @@ if job["mode"] == "embed":  # a dual model's clip embeddings of n generated feat
     sys.exit()
 
 video, audio = planted(job["n"], job["dim"], job["noise"], job["hubs"], job["seed"], job["decay"])
+if job["mode"] == "sample":  # retrieval only, for a sample of the videos against every audio
+    pick = np.sort(np.random.default_rng(1).choice(len(video), job["query_sample"], replace=False))
+    video = video[pick]
 out["base_mib"] = peak()
 t, c = time.perf_counter(), cpu()
 if job["mode"] == "dense":
@@ -109,6 +112,17 @@ elif job["mode"] == "floor":
         t = time.perf_counter()
         video @ audio.T
         out.setdefault("runs_s", []).append(time.perf_counter() - t)
+    chosen = np.zeros(0, np.int64)
+elif job["mode"] == "sample":  # the first stage of two-stage matching: DUAL_DEPTH x K by cosine (the dual
+    # softmax's key, which needs every video, left out), built and searched as the whole run would be
+    from avmatch.matching.two_stage import DUAL_DEPTH, top_k_candidates
+    options = {"nprobe": job["nprobe"]} if job.get("nprobe") else {}
+    if job.get("shards"):
+        options.update(shards=job["shards"], workers=job["workers"])
+    depth = DUAL_DEPTH * job["k"]
+    with recording_stages() as stages:
+        _, rows = top_k_candidates(video, audio, depth, job["kind"], **options)
+    out.update(stages=stages, depth=depth, partner_in_candidates=float((rows == pick[:, None]).any(axis=1).mean()))
     chosen = np.zeros(0, np.int64)
 else:
     options = {"nprobe": job["nprobe"]} if job.get("nprobe") else {}
@@ -132,14 +146,13 @@ out["workers_peak_mib"] = child_peak()
 out["peak_mib"] = max([peak()] + [st["peak_mib"] for st in out.get("stages", {}).values()])
 out["accuracy"] = float((chosen == np.arange(len(chosen))).mean()) if len(chosen) else None
 out["unmatched"] = int((chosen < 0).sum())
-if job["mode"] == "two-stage" and job.get("exact_sample"):
+if job["mode"] in ("two-stage", "sample") and job.get("exact_sample"):
     import faiss
-    pick = np.sort(np.random.default_rng(1).choice(len(video), min(job["exact_sample"], len(video)), replace=False))
-    flat = faiss.IndexFlatIP(video.shape[1])
-    flat.add(audio)
-    _, top = flat.search(video[pick], job["k"])
-    out["exact_sample"] = len(pick)
-    out["partner_in_exact_top_k"] = float((top == pick[:, None]).any(axis=1).mean())
+    some = np.sort(np.random.default_rng(1).choice(len(video), min(job["exact_sample"], len(video)), replace=False))
+    partner = pick[some] if job["mode"] == "sample" else some
+    _, top = faiss.knn(video[some], audio, out.get("depth", job["k"]), faiss.METRIC_INNER_PRODUCT)
+    out["exact_sample"] = len(some)
+    out["partner_in_exact_top_k"] = float((top == partner[:, None]).any(axis=1).mean())
 if job.get("save"):
     np.save(job["save"], chosen)
 print(json.dumps(out))
@@ -184,6 +197,9 @@ def scale_table(args, tmp: str) -> None:
     print(f"{'N':>7s}  {'matching':<28s} {'wall s':>8s}  {'CPU s':>8s}  {'peak MiB':>8s}  {'base MiB':>8s}  {'accuracy':>8s}  "
           "vs dense exact")
     for n in args.sizes:
+        if args.query_sample and args.query_sample < n:
+            sample_line(args, n)
+            continue
         dense = None
         if n <= args.dense_up_to:
             dense = run_child(job_of(args, n, "dense", save=f"{tmp}/dense{n}.npy"))
@@ -203,6 +219,23 @@ def scale_table(args, tmp: str) -> None:
                      f"({two['exact_sample']} videos sampled)")
         print(f"          true partner among the retrieved candidates: {two['partner_in_candidates']:.4f}{exact}; "
               f"unmatched {two['unmatched']}", flush=True)
+
+
+def sample_line(args, n: int) -> None:
+    """Retrieval at a size whose whole run does not fit the session: every audio indexed as the whole
+    run would, a sample of the videos searched; the whole search's time projected from the sample's."""
+    r = run_child(job_of(args, n, "sample", query_sample=args.query_sample))
+    line(n, f"first stage, {args.query_sample} videos", r, f"{r['depth']} candidates by cosine"
+         + (f"; {args.shards} shards on {args.workers} Dask workers (largest worker's peak "
+            f"{r['workers_peak_mib']:.0f} MiB)" if args.shards else ""))
+    stage_lines(r)
+    retrieve = next(st for name, st in r["stages"].items() if name.startswith("retrieve"))
+    search_s = retrieve.get("shard search_s", retrieve["wall_s"])
+    print(f"          true partner among the {r['depth']} candidates: {r['partner_in_candidates']:.4f}; in an exact "
+          f"search's top {r['depth']}: {r['partner_in_exact_top_k']:.4f} ({r['exact_sample']} videos sampled); "
+          f"all {n} videos searched at the sample's rate: {search_s * n / args.query_sample:.0f} s "
+          f"({search_s * n / args.query_sample / 3600:.1f} h) of searching"
+          + (" in each shard's worker" if args.shards else ""), flush=True)
 
 
 def embed_table(args, tmp: str) -> None:
@@ -291,6 +324,9 @@ def main() -> None:
     p.add_argument("--nprobe", type=int, default=0, help="IVF cells searched (0: tuned for the recall target)")
     p.add_argument("--exact-sample", type=int, default=10_000,
                    help="videos whose exact top K is searched to compare with the retrieved candidates")
+    p.add_argument("--query-sample", type=int, default=0, metavar="Q",
+                   help="at sizes above Q: only the first stage, every audio indexed and Q sampled videos searched, "
+                        "the whole search's time projected from theirs (a size whose whole run does not fit)")
     p.add_argument("--embed", default="", help="also time embedding N clips from features, e.g. 100000,1000000")
     p.add_argument("--embed-rows", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)

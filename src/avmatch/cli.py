@@ -589,6 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="compare", help="folder for the runs and the table")
     p.add_argument("--test-fraction", type=float, default=0.3, help="share of clips kept out of training as the test set")
     p.add_argument("--inputs", default="global", choices=("global", "clip", "global,clip"),
+                   metavar="global|clip|global,clip",
                    help="input normalisations offered to every model: global z-scores, per-clip centring "
                         "(--centre-clips) or both, each model keeping the one of the better validation top-1")
     _add_train_options(p, epochs="the compare recipe's, avmatch.training.COMPARE, every model alike")

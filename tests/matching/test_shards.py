@@ -61,6 +61,7 @@ def test_sharded_exact_search_equals_one_index(scheduler):
     sims, rows, records = sharded_top_k(video, audio, 10, "flat", shards=3, cluster=scheduler)
     want_sims, want_rows = search(build_index(audio, "flat"), video, 10)
     assert [r["rows"] for r in records] == [1000, 1000, 1000]
+    assert all(r["queries"] == 3000 and min(r["build_s"], r["tune_s"], r["search_s"]) >= 0 for r in records)
     assert np.allclose(sims, want_sims, atol=1e-5)
     assert (rows == want_rows).mean() > 0.999  # only float ties may swap
     assert set(np.unique(rows)) <= set(range(3000)) and (rows // 1000 != 0).any()  # rows of every shard, numbered globally

@@ -13,6 +13,7 @@ same path: one host, or a shared filesystem (``workdir``).
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
 import faiss
@@ -37,18 +38,22 @@ def search_shard(folder: str, shard: int, lo: int, hi: int, k: int, kind: str, o
     """One task: index base rows ``lo:hi`` of ``folder``/base.npy, search every query of queries.npy,
     and write the (Q, k) scores and (global) row numbers as shard{N}.sims.npy and shard{N}.rows.npy.
     The search depth is tuned on the sample of queries in tune.npz, counting a query only where this
-    shard holds its best row over all shards (see :func:`tune_search`'s ``floor``)."""
+    shard holds its best row over all shards (see :func:`tune_search`'s ``floor``). Returns the shard's
+    record: its rows, the depth it tuned and the seconds it spent building, tuning and searching."""
+    clock = time.perf_counter()
     folder_path = Path(folder)
     base = np.ascontiguousarray(np.load(folder_path / "base.npy", mmap_mode="r")[lo:hi], dtype=np.float32)
     queries = np.load(folder_path / "queries.npy", mmap_mode="r")
     kind = resolve_kind(kind, len(base))
     index = build_index(base, kind, **options)
     full = base if kind in COMPRESSED else None
+    seconds = {"build_s": time.perf_counter() - clock}
     tuned = {}
     if not {"nprobe", "ef_search"} & set(options):
         sample = np.load(folder_path / "tune.npz")
         tuned = tune_search(index, np.asarray(queries[sample["rows"]]), k, MATCH_RECALL_TARGET, full=full,
                             floor=sample["floor"])
+    seconds["tune_s"] = time.perf_counter() - clock - seconds["build_s"]
     k = min(k, hi - lo)
     sims = np.lib.format.open_memmap(folder_path / f"shard{shard}.sims.npy", "w+", np.float32, (len(queries), k))
     rows = np.lib.format.open_memmap(folder_path / f"shard{shard}.rows.npy", "w+", np.int64, (len(queries), k))
@@ -57,7 +62,8 @@ def search_shard(folder: str, shard: int, lo: int, hi: int, k: int, kind: str, o
         sims[s : s + SEARCH_ROWS], rows[s : s + SEARCH_ROWS] = d, np.where(i >= 0, i + lo, -1)
     sims.flush()
     rows.flush()
-    return {"shard": shard, "rows": hi - lo, **tuned}
+    seconds["search_s"] = time.perf_counter() - clock - seconds["build_s"] - seconds["tune_s"]
+    return {"shard": shard, "rows": hi - lo, "queries": len(queries), **tuned, **seconds}
 
 
 def sharded_top_k(queries: np.ndarray, base: np.ndarray, k: int, kind: str = "auto", *, shards: int = 2,

@@ -68,6 +68,8 @@ def top_k_candidates(video_emb: np.ndarray, audio_emb: np.ndarray, k: int = DEFA
             sims, rows, records = sharded_top_k(video_emb, audio_emb, k, kind, shards=shards, cluster=cluster,
                                                 workers=workers, **index_options)
             note.update(shards=len(records), nprobe=max((r.get("nprobe", 0) for r in records), default=0))
+            for phase in ("build_s", "tune_s", "search_s"):  # the slowest shard's, in its worker
+                note[f"shard {phase}"] = max(r[phase] for r in records)
         return sims, rows
 
     with stage("index build") as note:
