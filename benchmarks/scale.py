@@ -4,9 +4,13 @@ stage by stage, against the dense exact matching where it fits. Prints numbers o
     python benchmarks/scale.py [--sizes 1000,10000,100000] [--dim 128] [--noise 2.0] [--decay 0] [--candidates 10]
                                [--retrieval auto|flat|ivf|ivfpq|hnsw] [--nprobe N] [--exact-sample 10000]
                                [--dense-up-to 10000] [--hubs 0.5] [--norm-n 5000] [--dual 2000] [--embed 100000]
+                               [--shards 2 --workers 2] [--query-sample 50000]
 
     # the 10^6 run of the README:
     python benchmarks/scale.py --sizes 1000000 --dense-up-to 0 --hubs 0 --decay 1 --noise 1.0 --embed 1000000
+    # 10^7's first stage (every audio indexed in two shards, 50,000 videos searched; about 20 minutes):
+    python benchmarks/scale.py --sizes 10000000 --query-sample 50000 --shards 2 --workers 2 --dense-up-to 0 \
+        --hubs 0 --decay 1 --noise 1.0 --exact-sample 2000
 
 Data: synthetic embeddings with a planted matching, video_i a random unit vector in ``--dim``
 dimensions (its variance along axis j falling as j^-decay: 0 is isotropic, the worst case for any
