@@ -122,7 +122,7 @@ elif job["mode"] == "sample":  # the first stage of two-stage matching: DUAL_DEP
     from avmatch.matching.two_stage import DUAL_DEPTH, top_k_candidates
     options = {"nprobe": job["nprobe"]} if job.get("nprobe") else {}
     if job.get("shards"):
-        options.update(shards=job["shards"], workers=job["workers"])
+        options.update(shards=job["shards"], workers=job["workers"], workdir=job.get("shard_dir"))
     depth = DUAL_DEPTH * job["k"]
     with recording_stages() as stages:
         _, rows = top_k_candidates(video, audio, depth, job["kind"], **options)
@@ -131,7 +131,7 @@ elif job["mode"] == "sample":  # the first stage of two-stage matching: DUAL_DEP
 else:
     options = {"nprobe": job["nprobe"]} if job.get("nprobe") else {}
     if job.get("shards"):  # the index cut into shards, each built and searched by a local Dask worker
-        options.update(shards=job["shards"], workers=job["workers"])
+        options.update(shards=job["shards"], workers=job["workers"], workdir=job.get("shard_dir"))
     with recording_stages() as stages:
         scores, raw, chosen = match_embeddings(video, audio, job["k"], job["scale"], 0.0, job["method"],
                                                job["normalisation"], job["kind"], job["outside_sample"], **options)
@@ -184,7 +184,8 @@ def job_of(args, n: int, mode: str, **extra) -> dict:
     return {"n": n, "dim": args.dim, "noise": args.noise, "hubs": 0.0, "seed": args.seed, "mode": mode,
             "scale": 10.0, "k": args.candidates, "method": "hungarian", "normalisation": "dual-softmax",
             "kind": args.retrieval, "outside_sample": 1024, "decay": args.decay, "nprobe": args.nprobe,
-            "exact_sample": args.exact_sample, "shards": args.shards, "workers": args.workers, **extra}
+            "exact_sample": args.exact_sample, "shards": args.shards, "workers": args.workers,
+            "shard_dir": args.shard_dir, **extra}
 
 
 def line(n, what, r, extra=""):
@@ -325,6 +326,9 @@ def main() -> None:
     p.add_argument("--shards", type=int, default=0,
                    help="two-stage retrieval from this many index shards searched by local Dask workers (0: one index)")
     p.add_argument("--workers", type=int, default=2, help="with --shards: the local Dask workers")
+    p.add_argument("--shard-dir", default=None,
+                   help="with --shards: keep each shard's answer here as it finishes; the same command run again "
+                        "after a kill searches only the shards that had not finished (their seconds are the first run's)")
     p.add_argument("--nprobe", type=int, default=0, help="IVF cells searched (0: tuned for the recall target)")
     p.add_argument("--exact-sample", type=int, default=10_000,
                    help="videos whose exact top K is searched to compare with the retrieved candidates")

@@ -538,6 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="two-stage with --shards: the Dask scheduler that runs them (tcp://host:8786; with no "
                         "address a local cluster of --workers processes)")
+    p.add_argument("--shard-dir", default=None, metavar="DIR",
+                   help="with --shards: a folder the workers share, keeping each shard's answer as it finishes, so "
+                        "the same match run again after a crash searches only the rest (default: a temporary folder)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="extractor option for media input (e.g. weights=PATH: the network the run's features came from)")
     p.add_argument("--device", default="auto", help="where the model runs: auto (CUDA where present), cpu, cuda, cuda:N")

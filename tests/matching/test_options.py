@@ -16,7 +16,8 @@ from avmatch.outputs import FORMATS
     ({"normalise": "softmax"}, "unknown score normalisation 'softmax'; use dual-softmax or none"),
     ({"min_confidence": 1.5}, "--min-confidence must be in [0, 1], got 1.5"),
     ({"retrieval": "lsh"}, "unknown index kind 'lsh'"),
-    ({"cluster": "tcp://127.0.0.1:1"}, "--cluster runs the index's shards: give their number with --shards"),
+    ({"cluster": "tcp://127.0.0.1:1"}, "--cluster is for the index's shards: give their number with --shards"),
+    ({"shard_dir": "keep"}, "--shard-dir is for the index's shards: give their number with --shards"),
 ])
 def test_a_bad_option_is_one_line_when_made(fields, says):
     with pytest.raises(AvmatchError, match=says.replace("[", r"\[").replace("]", r"\]")):

@@ -77,6 +77,40 @@ def test_sharded_matching_equals_one_machine(scheduler):
     assert (approximate == np.arange(4000)).mean() >= 0.98 * (one == np.arange(4000)).mean()
 
 
+def test_a_sharded_search_cut_short_resumes_with_the_shards_it_had_finished(scheduler, tmp_path, monkeypatch):
+    """With a folder to keep them in, the shards that finished before a crash are not searched again;
+    other inputs are another job; a second run of the same job at once is refused; the folder goes
+    once the answer is merged."""
+    import fcntl
+
+    from avmatch.matching import shards
+
+    video, audio = planted(3000)
+    want_sims, want_rows = search(build_index(audio, "flat"), video, 10)
+    merge = shards._merge
+    monkeypatch.setattr(shards, "_merge", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))  # killed at the end
+    with pytest.raises(KeyboardInterrupt):
+        sharded_top_k(video, audio, 10, "flat", shards=3, cluster=scheduler, workdir=tmp_path)
+    monkeypatch.setattr(shards, "_merge", merge)
+    (job,) = tmp_path.glob("avmatch-shards-*")
+    assert sorted(p.name for p in job.glob("shard*.json")) == ["shard0.json", "shard1.json", "shard2.json"]
+    (job / "shard1.json").unlink()  # as if the run had died while shard 1 was being searched
+
+    with open(job / "lock", "w") as lock:  # a run of the same job going on
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with pytest.raises(AvmatchError, match="another run is searching these shards"):
+            sharded_top_k(video, audio, 10, "flat", shards=3, cluster=scheduler, workdir=tmp_path)
+
+    other = audio[::-1].copy()  # other inputs: another job, nothing of this one taken
+    got = sharded_top_k(video, other, 10, "flat", shards=3, cluster=scheduler, workdir=tmp_path)
+    assert not any(r.get("kept") for r in got[2]) and np.allclose(got[0], search(build_index(other, "flat"), video, 10)[0], atol=1e-5)
+
+    sims, rows, records = sharded_top_k(video, audio, 10, "flat", shards=3, cluster=scheduler, workdir=tmp_path)
+    assert [bool(r.get("kept")) for r in records] == [True, False, True]  # only shard 1 searched again
+    assert np.allclose(sims, want_sims, atol=1e-5) and (rows == want_rows).mean() > 0.999
+    assert list(tmp_path.iterdir()) == []  # both jobs merged: their folders removed
+
+
 def test_shards_are_checked_and_an_unreachable_scheduler_is_one_line():
     video, audio = planted(50)
     with pytest.raises(AvmatchError, match="--shards 51: give 1 to 50"):
@@ -116,3 +150,9 @@ def test_cli_match_with_shards_on_the_cluster_writes_the_one_machine_pairs(sched
     assert "cut the index of two-stage matching" in capsys.readouterr().err
     assert main(["match", *common, "-o", str(tmp_path / "c.csv"), "--cluster", scheduler]) == 2
     assert "give their number with --shards" in capsys.readouterr().err
+    assert main(["match", *common, "-o", str(tmp_path / "c.csv"), "--shard-dir", str(tmp_path / "keep")]) == 2
+    assert "--shard-dir is for the index's shards" in capsys.readouterr().err
+    kept = ["--shards", "3", "--cluster", scheduler, "--shard-dir", str(tmp_path / "keep")]
+    assert main(["match", *common, "-o", str(tmp_path / "kept.csv"), *kept]) == 0
+    assert (tmp_path / "kept.csv").read_text() == (tmp_path / "one.csv").read_text()
+    assert list((tmp_path / "keep").iterdir()) == []

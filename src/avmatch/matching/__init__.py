@@ -63,8 +63,8 @@ def match_corpora(trained: Trained, videos: Corpus, audios: Corpus, options: Mat
                            "pairs are matched densely, with no index (--mode two-stage to use one)")
     method = "greedy" if options.greedy else "hungarian"
     if two_stage:
-        sharding = ({"shards": options.shards, "cluster": options.cluster or "", "workers": options.workers}
-                    if options.shards else {})
+        sharding = ({"shards": options.shards, "cluster": options.cluster or "", "workers": options.workers,
+                     "workdir": options.shard_dir} if options.shards else {})
         k = options.candidates or DEFAULT_CANDIDATES
         scores, raw, chosen = match_two_stage(trained, videos_x, audios_x, method, options.normalise, k,
                                               retriever, options.retrieval, max_lag, **sharding)

@@ -30,6 +30,8 @@ class MatchOptions:
     shards: int = 0  # two-stage: the index cut into this many, searched as Dask tasks (0: one index here)
     cluster: str | None = None  # with shards: the Dask scheduler's address ("" or None: a local cluster)
     workers: int = 2  # with shards and no cluster address: the local cluster's processes
+    shard_dir: str | None = None  # with shards: a folder the workers share, keeping the shards' answers until
+    # the search is merged, so the same match resumes after a crash (None: a temporary folder)
 
     def __post_init__(self) -> None:
         check_normalisation(self.normalise)
@@ -40,8 +42,9 @@ class MatchOptions:
             from avmatch.matching.index import resolve_kind
 
             resolve_kind(self.retrieval, 0)
-        if self.cluster is not None and not self.shards:
-            raise AvmatchError("--cluster runs the index's shards: give their number with --shards")
+        for name, given in (("--cluster", self.cluster is not None), ("--shard-dir", self.shard_dir is not None)):
+            if given and not self.shards:
+                raise AvmatchError(f"{name} is for the index's shards: give their number with --shards")
 
     def mode_for(self, n_videos: int, n_audios: int) -> str:
         """"dense" or "two-stage" for this many clips: as asked, or for "auto" dense up to

@@ -8,17 +8,30 @@ writes its (Q, K) scores and row numbers beside the inputs. The client merges th
 score: with an exact kind (flat) this is exactly one index's answer over all the rows; an approximate
 kind searches each shard as deep as its own recall target needs. The workers need the folder at the
 same path: one host, or a shared filesystem (``workdir``).
+
+A search of millions against millions takes hours (10^7 x 10^7 about 7 core-hours, benchmarks/scale.py),
+so with a ``workdir`` nothing finished is lost: the job's folder is named by a fingerprint of its inputs
+and settings, each shard's answer is kept as it finishes (written whole or not at all), and the same
+call after a crash or a kill searches only the shards that had not finished. Other inputs or settings
+make another folder: a finished shard is never taken for a job it was not made for.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import json
+import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import faiss
 import numpy as np
 
+from avmatch.atomic import atomic_path, write_text
 from avmatch.cluster import dask_client
 from avmatch.errors import AvmatchError
 from avmatch.matching.index import (
@@ -55,15 +68,20 @@ def search_shard(folder: str, shard: int, lo: int, hi: int, k: int, kind: str, o
                             floor=sample["floor"])
     seconds["tune_s"] = time.perf_counter() - clock - seconds["build_s"]
     k = min(k, hi - lo)
-    sims = np.lib.format.open_memmap(folder_path / f"shard{shard}.sims.npy", "w+", np.float32, (len(queries), k))
-    rows = np.lib.format.open_memmap(folder_path / f"shard{shard}.rows.npy", "w+", np.int64, (len(queries), k))
-    for s in range(0, len(queries), SEARCH_ROWS):
-        d, i = search(index, np.asarray(queries[s : s + SEARCH_ROWS]), k, full)
-        sims[s : s + SEARCH_ROWS], rows[s : s + SEARCH_ROWS] = d, np.where(i >= 0, i + lo, -1)
-    sims.flush()
-    rows.flush()
+    with (atomic_path(folder_path / f"shard{shard}.sims.npy") as sims_path,
+          atomic_path(folder_path / f"shard{shard}.rows.npy") as rows_path):
+        sims = np.lib.format.open_memmap(sims_path, "w+", np.float32, (len(queries), k))
+        rows = np.lib.format.open_memmap(rows_path, "w+", np.int64, (len(queries), k))
+        for s in range(0, len(queries), SEARCH_ROWS):
+            d, i = search(index, np.asarray(queries[s : s + SEARCH_ROWS]), k, full)
+            sims[s : s + SEARCH_ROWS], rows[s : s + SEARCH_ROWS] = d, np.where(i >= 0, i + lo, -1)
+        sims.flush()
+        rows.flush()
+        del sims, rows
     seconds["search_s"] = time.perf_counter() - clock - seconds["build_s"] - seconds["tune_s"]
-    return {"shard": shard, "rows": hi - lo, "queries": len(queries), **tuned, **seconds}
+    record = {"shard": shard, "rows": hi - lo, "queries": len(queries), **tuned, **seconds}
+    write_text(folder_path / f"shard{shard}.json", json.dumps(record))  # last: the shard is done
+    return record
 
 
 def sharded_top_k(queries: np.ndarray, base: np.ndarray, k: int, kind: str = "auto", *, shards: int = 2,
@@ -72,7 +90,10 @@ def sharded_top_k(queries: np.ndarray, base: np.ndarray, k: int, kind: str = "au
     """Each query's ``k`` best base rows, as :func:`~avmatch.matching.index.search` gives them
     ((Q, k) scores best first, (Q, k) rows, -1 past the last), from ``shards`` indexes of the base
     rows searched as Dask tasks on ``cluster`` (an address, or "" for a local cluster of ``workers``
-    processes). Also returns each shard's record (rows, the search depth it tuned)."""
+    processes). Also returns each shard's record (rows, the search depth it tuned, its seconds; "kept":
+    True for a shard an earlier run had finished). ``workdir``: the folder, shared with the workers,
+    that keeps the job's files until the answer is merged, so that the same call resumes after a crash
+    (see the module); without it a temporary folder."""
     n = len(base)
     if not 1 <= shards <= max(1, n):
         raise AvmatchError(f"--shards {shards}: give 1 to {max(1, n)} (the rows to index)")
@@ -80,28 +101,66 @@ def sharded_top_k(queries: np.ndarray, base: np.ndarray, k: int, kind: str = "au
     l2 = options.get("metric", "ip") == "l2"
     # as float32 once, for the shards' files and the tuning sample both
     base, queries = (np.ascontiguousarray(x, dtype=np.float32) for x in (base, queries))
-    with tempfile.TemporaryDirectory(prefix="avmatch-shards-", dir=workdir) as folder:
-        np.save(Path(folder) / "base.npy", base)
-        np.save(Path(folder) / "queries.npy", queries)
-        np.savez(Path(folder) / "tune.npz", **_tuning_sample(queries, base, l2))
-        with dask_client(cluster, workers) as client:
-            futures = [client.submit(search_shard, folder, s, int(bounds[s]), int(bounds[s + 1]), k, kind, options,
-                                     pure=False) for s in range(shards)]
-            records = client.gather(futures)
-        parts = [(np.load(Path(folder) / f"shard{s}.sims.npy", mmap_mode="r"),
-                  np.load(Path(folder) / f"shard{s}.rows.npy", mmap_mode="r")) for s in range(shards)]
-        k = min(k, n)
-        sims = np.empty((len(queries), k), np.float32)
-        rows = np.empty((len(queries), k), np.int64)
-        for s in range(0, len(queries), SEARCH_ROWS):
-            d = np.hstack([np.asarray(p[0][s : s + SEARCH_ROWS]) for p in parts])
-            i = np.hstack([np.asarray(p[1][s : s + SEARCH_ROWS]) for p in parts])
-            key = np.where(i >= 0, d if l2 else -d, np.inf)  # best first; a missing row last
-            best = np.argsort(key, axis=1, kind="stable")[:, :k]
-            sims[s : s + SEARCH_ROWS] = np.take_along_axis(d, best, 1)
-            rows[s : s + SEARCH_ROWS] = np.take_along_axis(i, best, 1)
-        del parts
+    settings = {"k": k, "kind": kind, "shards": shards, "options": options}
+    with _job_folder(workdir, base, queries, settings) as folder:
+        if not (folder / "job.json").exists():  # the inputs, whole, before the shards read them
+            for name, array in (("base", base), ("queries", queries)):
+                with atomic_path(folder / f"{name}.npy") as tmp:
+                    np.save(tmp, array)
+            with atomic_path(folder / "tune.npz") as tmp:
+                np.savez(tmp, **_tuning_sample(queries, base, l2))
+            write_text(folder / "job.json", json.dumps(settings))
+        kept = {s: {**json.loads((folder / f"shard{s}.json").read_text()), "kept": True}
+                for s in range(shards) if (folder / f"shard{s}.json").exists()}
+        todo = [s for s in range(shards) if s not in kept]
+        if todo:
+            with dask_client(cluster, workers) as client:
+                futures = [client.submit(search_shard, str(folder), s, int(bounds[s]), int(bounds[s + 1]), k, kind,
+                                         options, pure=False) for s in todo]
+                kept.update(zip(todo, client.gather(futures), strict=True))
+        records = [kept[s] for s in range(shards)]
+        sims, rows = _merge(folder, shards, len(queries), min(k, n), l2)
     return sims, rows, records
+
+
+@contextlib.contextmanager
+def _job_folder(workdir: str | Path | None, base: np.ndarray, queries: np.ndarray, settings: dict) -> Iterator[Path]:
+    """The job's folder: a temporary one, or in ``workdir`` one named by the SHA-256 of the inputs and
+    settings, kept if the job fails (to resume) and removed once it has succeeded."""
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix="avmatch-shards-") as folder:
+            yield Path(folder)
+        return
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for array in (base, queries):
+        digest.update(repr((array.shape, array.dtype.str)).encode())
+        digest.update(memoryview(array).cast("B"))
+    folder = Path(workdir) / f"avmatch-shards-{digest.hexdigest()[:20]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "lock", "w") as lock:  # one run a job: the first to finish would remove the other's files
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AvmatchError("another run is searching these shards now; wait for it, or give it another folder",
+                               folder) from None
+        yield folder
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _merge(folder: Path, shards: int, n_queries: int, k: int, l2: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's ``k`` best over the shards' answers in ``folder``."""
+    parts = [(np.load(folder / f"shard{s}.sims.npy", mmap_mode="r"), np.load(folder / f"shard{s}.rows.npy", mmap_mode="r"))
+             for s in range(shards)]
+    sims = np.empty((n_queries, k), np.float32)
+    rows = np.empty((n_queries, k), np.int64)
+    for s in range(0, n_queries, SEARCH_ROWS):
+        d = np.hstack([np.asarray(p[0][s : s + SEARCH_ROWS]) for p in parts])
+        i = np.hstack([np.asarray(p[1][s : s + SEARCH_ROWS]) for p in parts])
+        key = np.where(i >= 0, d if l2 else -d, np.inf)  # best first; a missing row last
+        best = np.argsort(key, axis=1, kind="stable")[:, :k]
+        sims[s : s + SEARCH_ROWS] = np.take_along_axis(d, best, 1)
+        rows[s : s + SEARCH_ROWS] = np.take_along_axis(i, best, 1)
+    return sims, rows
 
 
 def _tuning_sample(queries: np.ndarray, base: np.ndarray, l2: bool, sample: int = TUNE_SAMPLE) -> dict:

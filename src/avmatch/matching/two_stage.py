@@ -67,7 +67,8 @@ def top_k_candidates(video_emb: np.ndarray, audio_emb: np.ndarray, k: int = DEFA
         with stage("retrieve top K (shards on Dask)") as note:
             sims, rows, records = sharded_top_k(video_emb, audio_emb, k, kind, shards=shards, cluster=cluster,
                                                 workers=workers, **index_options)
-            note.update(shards=len(records), nprobe=max((r.get("nprobe", 0) for r in records), default=0))
+            note.update(shards=len(records), nprobe=max((r.get("nprobe", 0) for r in records), default=0),
+                        kept=sum(bool(r.get("kept")) for r in records))
             for phase in ("build_s", "tune_s", "search_s"):  # the slowest shard's, in its worker
                 note[f"shard {phase}"] = max(r[phase] for r in records)
         return sims, rows
@@ -407,8 +408,13 @@ def match_sparse(video_emb: np.ndarray, audio_emb: np.ndarray, pair_scores, k: i
         else:  # an approximate index's cells follow direction, which such a coordinate would swamp (at 3 x 10^5
             # clips ivfpq then needed 1,024 of 2,191 cells): DUAL_DEPTH x k by cosine, the best k of them by the key
             cos, deep = top_k_candidates(video_emb, audio_emb, DUAL_DEPTH * k, kind, **index_options)
-            order = np.where(deep >= 0, outside[0] * cos - key[np.maximum(deep, 0)], -np.inf)
-            idx = np.take_along_axis(deep, np.argsort(-order, axis=1, kind="stable")[:, :k], 1)
+            idx = np.empty((nv, min(k, deep.shape[1])), np.int64)
+            step = max(1, _BLOCK // deep.shape[1])  # in blocks: at 10^7 videos each (N, 3K) temporary is 1.2 GB
+            for s in range(0, nv, step):
+                c, d = cos[s : s + step], deep[s : s + step]
+                order = np.where(d >= 0, outside[0] * c - key[np.maximum(d, 0)], -np.inf)
+                idx[s : s + step] = np.take_along_axis(d, np.argsort(-order, axis=1, kind="stable")[:, :k], 1)
+            del cos, deep
     else:
         _, idx = top_k_candidates(video_emb, audio_emb, k, kind, **index_options)
     vi = np.repeat(np.arange(nv), idx.shape[1])
