@@ -78,8 +78,8 @@ def test_sharded_matching_equals_one_machine(scheduler):
 
 
 def test_a_sharded_search_cut_short_resumes_with_the_shards_it_had_finished(scheduler, tmp_path, monkeypatch):
-    """With a folder to keep them in, the shards that finished before a crash are not searched again;
-    other inputs are another job; a second run of the same job at once is refused; the folder goes
+    """With a folder to keep them in, the shards that finished before a crash are not searched again
+    (one whose answer is no longer whole is); other inputs are another job; a second run of the same job at once is refused; the folder goes
     once the answer is merged."""
     import fcntl
 
@@ -95,6 +95,8 @@ def test_a_sharded_search_cut_short_resumes_with_the_shards_it_had_finished(sche
     (job,) = tmp_path.glob("avmatch-shards-*")
     assert sorted(p.name for p in job.glob("shard*.json")) == ["shard0.json", "shard1.json", "shard2.json"]
     (job / "shard1.json").unlink()  # as if the run had died while shard 1 was being searched
+    with open(job / "shard2.rows.npy", "r+b") as f:  # and shard 2's answer were cut short since
+        f.truncate(1000)
 
     with open(job / "lock", "w") as lock:  # a run of the same job going on
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -106,7 +108,7 @@ def test_a_sharded_search_cut_short_resumes_with_the_shards_it_had_finished(sche
     assert not any(r.get("kept") for r in got[2]) and np.allclose(got[0], search(build_index(other, "flat"), video, 10)[0], atol=1e-5)
 
     sims, rows, records = sharded_top_k(video, audio, 10, "flat", shards=3, cluster=scheduler, workdir=tmp_path)
-    assert [bool(r.get("kept")) for r in records] == [True, False, True]  # only shard 1 searched again
+    assert [bool(r.get("kept")) for r in records] == [True, False, False]  # only shards 1 and 2 searched again
     assert np.allclose(sims, want_sims, atol=1e-5) and (rows == want_rows).mean() > 0.999
     assert list(tmp_path.iterdir()) == []  # both jobs merged: their folders removed
 

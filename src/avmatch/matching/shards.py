@@ -110,8 +110,11 @@ def sharded_top_k(queries: np.ndarray, base: np.ndarray, k: int, kind: str = "au
             with atomic_path(folder / "tune.npz") as tmp:
                 np.savez(tmp, **_tuning_sample(queries, base, l2))
             write_text(folder / "job.json", json.dumps(settings))
-        kept = {s: {**json.loads((folder / f"shard{s}.json").read_text()), "kept": True}
-                for s in range(shards) if (folder / f"shard{s}.json").exists()}
+        kept = {}
+        for s in range(shards):
+            record = _kept(folder, s, len(queries), min(k, int(bounds[s + 1] - bounds[s])))
+            if record is not None:
+                kept[s] = record
         todo = [s for s in range(shards) if s not in kept]
         if todo:
             with dask_client(cluster, workers) as client:
@@ -145,6 +148,17 @@ def _job_folder(workdir: str | Path | None, base: np.ndarray, queries: np.ndarra
                                folder) from None
         yield folder
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _kept(folder: Path, shard: int, n_queries: int, k: int) -> dict | None:
+    """The record of a shard an earlier run finished, with "kept": True; None where it did not finish,
+    or where its answer is not whole (a file missing, unreadable or of another shape): search it again."""
+    try:
+        record = json.loads((folder / f"shard{shard}.json").read_text())
+        shapes = [np.load(folder / f"shard{shard}.{part}.npy", mmap_mode="r").shape for part in ("sims", "rows")]
+    except (OSError, ValueError):
+        return None
+    return {**record, "kept": True} if shapes == [(n_queries, k)] * 2 else None
 
 
 def _merge(folder: Path, shards: int, n_queries: int, k: int, l2: bool) -> tuple[np.ndarray, np.ndarray]:
