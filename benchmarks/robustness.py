@@ -24,7 +24,8 @@
    folder, ``--concurrent-trials`` times; clean when both exit 0, every clip is there, nothing is left.
 Issue 24's cases (family ``trust-ii``: mux into an input folder, offsets and drifts out of bounds, keys
 that name files, a run folder with metrics but no checkpoint, option values, a frame stamped at 5 h, a
-sparse .npy claiming 4 GiB) run with the trust cases.
+sparse .npy claiming 4 GiB) run with the trust cases, and two sharded matches of one set at once keeping
+their shards in one ``--shard-dir`` (scenario ``two-sharded-matches``).
 Exit status 1 if any case is not handled, a resumed job differs, any trust case gives a silent wrong
 answer, a traceback or an internal error, or any hostile file takes 1 GiB or more.
 """

@@ -1479,6 +1479,43 @@ def _umask(work: Path, cli: Callable) -> tuple:
     return [oct(0o644)], modes if rc == 0 else None, rc
 
 
+def _two_sharded_matches(work: Path, cli: Callable) -> tuple:
+    """Two ``match --shards 2 --shard-dir KEPT`` of one set at once (a local cluster each): every run that
+    exits 0 must give the answer of a run with no kept folder; a refused one must say why."""
+    import threading
+
+    from avmatch.corpus import write_corpus
+    from avmatch.testing.featuregen import make_feature_corpus, shuffle_for_matching
+    from avmatch.training import TrainConfig, train
+
+    dims = {"video_dim": 32, "audio_dim": 16, "min_len": 6, "max_len": 10}
+    train(make_feature_corpus(200, seed=1, **dims), work / "run", TrainConfig(
+        model="dual", epochs=2, batch_size=32, histograms=False, model_options={"hidden": 32, "embed_dim": 16}),
+        progress=False)
+    videos, audios, _ = shuffle_for_matching(make_feature_corpus(300, seed=2, **dims), seed=3)
+    write_corpus(videos, work / "videos")
+    write_corpus(audios, work / "audios")
+    common = ["match", work / "videos", work / "audios", "--model", work / "run", "--mode", "two-stage", "--adapt",
+              "0", "--no-heatmap", "--shards", "2", "--cluster"]
+    _must(cli, [*common, "-o", work / "clean.csv"])
+    runs: list = [None, None]
+
+    def one(i: int) -> None:
+        runs[i] = cli([str(a) for a in (*common, "--shard-dir", work / "kept", "-o", work / f"run{i}.csv")])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for rc, _, err in runs:
+        if rc and "another run is searching these shards" not in err:
+            raise RuntimeError(f"a concurrent run failed (exit {rc}): {err.strip()[-300:]}")
+    clean = _pairs(work / "clean.csv")
+    answers = [_pairs(work / f"run{i}.csv") for i, (rc, _, _) in enumerate(runs) if rc == 0]
+    return clean, next((a for a in answers if a != clean), answers[0]), 0
+
+
 def _failed_history(work: Path, cli: Callable) -> tuple:
     a, b = _sounds(work / "dirA", 1), _sounds(work / "dirB", 1, first=1)
     (a / "badA.wav").write_bytes(b"junk" * 100)
@@ -1512,6 +1549,8 @@ def identity_scenarios() -> list[Scenario]:
         Scenario("umask-022", "files", "extract under umask 022: every file 0644", _umask),
         Scenario("failed-csv-history", "files", "extract dirA (one bad file), then dirB (another): both listed",
                  _failed_history),
+        Scenario("two-sharded-matches", "files", "two sharded matches of one set at once, their shards kept in one "
+                 "--shard-dir", _two_sharded_matches),
     ]
 
 
