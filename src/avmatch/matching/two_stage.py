@@ -155,22 +155,30 @@ def column_log_mass(video_emb: np.ndarray, audio_emb: np.ndarray, scale: float =
     audios) left out, and scaled up.
 
     Without candidates it is the "bulk" of each column: large for a hub audio, one that scores
-    high against videos in general, and not inflated by the one video an audio belongs to."""
+    high against videos in general, and not inflated by the one video an audio belongs to.
+
+    The audios are taken in blocks against the whole sample (a (sample, block) product each), the
+    sampled videos' own top k found by FAISS first: one video's row at a time, each of the 1,024 a
+    product with every audio, took 22 minutes at 10^7 audios."""
+    import faiss
+
     nv, na = len(video_emb), len(audio_emb)
     V, A = torch.from_numpy(np.ascontiguousarray(video_emb)), torch.from_numpy(np.ascontiguousarray(audio_emb))
-    pick = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(nv, min(sample, nv), replace=False)))
-    out = torch.full((na,), -np.inf, dtype=torch.float64)
-    step = max(1, _BLOCK // max(1, na))
-    for s in range(0, len(pick), step):
-        rows = pick[s : s + step]
-        block = (scale * (V[rows] @ A.T) + bias).double()  # (b, Na)
-        if cand_idx is not None:
-            cand = torch.from_numpy(np.asarray(cand_idx[rows.numpy()], dtype=np.int64))
-        else:
-            cand = torch.topk(block, min(k, na), dim=1).indices
-        r, c = torch.nonzero(cand >= 0, as_tuple=True)
-        block[r, cand[r, c]] = -np.inf
-        out = torch.logaddexp(out, _log_mass(block, 0))
+    pick = np.sort(np.random.default_rng(seed).choice(nv, min(sample, nv), replace=False))
+    sampled = V[torch.from_numpy(pick)]
+    if cand_idx is not None:
+        cand = torch.from_numpy(np.asarray(cand_idx[pick], dtype=np.int64))
+    else:  # each sampled video's top k by its score, which follows the cosine (against it if scale < 0)
+        ip = np.ascontiguousarray(np.sign(scale or 1.0) * sampled.numpy(), dtype=np.float32)
+        cand = torch.from_numpy(faiss.knn(ip, np.ascontiguousarray(audio_emb, dtype=np.float32), min(k, na),
+                                          faiss.METRIC_INNER_PRODUCT)[1])
+    out = torch.empty(na, dtype=torch.float64)
+    step = max(1, _BLOCK // len(pick))
+    for s in range(0, na, step):
+        block = (scale * (sampled @ A[s : s + step].T) + bias).double()  # (sample, b)
+        r, c = torch.nonzero((cand >= s) & (cand < s + step), as_tuple=True)
+        block[r, cand[r, c] - s] = -np.inf
+        out[s : s + step] = _log_mass(block, 0)
     return torch.nan_to_num(out + np.log(nv / len(pick)), nan=-np.inf).numpy()
 
 
