@@ -159,7 +159,7 @@ def column_log_mass(video_emb: np.ndarray, audio_emb: np.ndarray, scale: float =
 
     The audios are taken in blocks against the whole sample (a (sample, block) product each), the
     sampled videos' own top k found by FAISS first: one video's row at a time, each of the 1,024 a
-    product with every audio, took 22 minutes at 10^7 audios."""
+    product with every audio, took about 20 minutes at 10^7 audios."""
     import faiss
 
     nv, na = len(video_emb), len(audio_emb)
