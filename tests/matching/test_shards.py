@@ -113,6 +113,43 @@ def test_a_sharded_search_cut_short_resumes_with_the_shards_it_had_finished(sche
     assert list(tmp_path.iterdir()) == []  # both jobs merged: their folders removed
 
 
+def test_a_shard_cut_short_goes_on_from_its_last_mark(tmp_path, monkeypatch):
+    """One shard's task killed in its search: run again, it reads back its index and its partial answer
+    and searches only the queries past the last mark; the answer is the uninterrupted one."""
+    from avmatch.matching import shards
+
+    video, audio = planted(3000)
+    for folder in (tmp_path / "cut", tmp_path / "whole"):
+        folder.mkdir()
+        np.save(folder / "base.npy", audio)
+        np.save(folder / "queries.npy", video)
+        np.savez(folder / "tune.npz", **shards._tuning_sample(video, audio, False))
+    monkeypatch.setattr(shards, "SEARCH_ROWS", 500)  # six chunks, a mark every two
+    monkeypatch.setattr(shards, "SAVE_EVERY", 2)
+    want = shards.search_shard(str(tmp_path / "whole"), 0, 1000, 3000, 10, "ivf", {"nlist": 16})
+    calls, search = [], shards.search
+
+    def dies_in_fifth_chunk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return search(*args, **kwargs)
+
+    monkeypatch.setattr(shards, "search", dies_in_fifth_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        shards.search_shard(str(tmp_path / "cut"), 0, 1000, 3000, 10, "ivf", {"nlist": 16})
+    assert json.loads((tmp_path / "cut" / "shard0.part.json").read_text())["done"] == 2000
+    assert (tmp_path / "cut" / "shard0.faiss").exists()
+    calls.clear()
+    monkeypatch.setattr(shards, "build_index", lambda *a, **kw: pytest.fail("the saved index was built again"))
+    got = shards.search_shard(str(tmp_path / "cut"), 0, 1000, 3000, 10, "ivf", {"nlist": 16})
+    assert len(calls) == 2  # chunks 2000..3000 only
+    for name in ("sims", "rows"):
+        assert np.array_equal(np.load(tmp_path / "cut" / f"shard0.{name}.npy"), np.load(tmp_path / "whole" / f"shard0.{name}.npy"))
+    assert got["nprobe"] == want["nprobe"] and got["rows"] == 2000 and got["queries"] == 3000
+    assert sorted(p.name for p in (tmp_path / "cut").glob("shard0*")) == ["shard0.json", "shard0.rows.npy", "shard0.sims.npy"]
+
+
 def test_shards_are_checked_and_an_unreachable_scheduler_is_one_line():
     video, audio = planted(50)
     with pytest.raises(AvmatchError, match="--shards 51: give 1 to 50"):

@@ -10,10 +10,11 @@ kind searches each shard as deep as its own recall target needs. The workers nee
 same path: one host, or a shared filesystem (``workdir``).
 
 A search of millions against millions takes hours (10^7 x 10^7 about 7 core-hours, benchmarks/scale.py),
-so with a ``workdir`` nothing finished is lost: the job's folder is named by a fingerprint of its inputs
-and settings, each shard's answer is kept as it finishes (written whole or not at all), and the same
-call after a crash or a kill searches only the shards that had not finished. Other inputs or settings
-make another folder: a finished shard is never taken for a job it was not made for.
+so with a ``workdir`` little is lost: the job's folder is named by a fingerprint of its inputs and
+settings, each shard's answer is kept as it finishes (written whole or not at all), a shard's built index
+and its progress are kept as it goes, and the same call after a crash or a kill searches only what had not
+been searched. Other inputs or settings make another folder: nothing kept is ever taken for a job it was
+not made for.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -35,10 +37,10 @@ from avmatch.atomic import atomic_path, write_text
 from avmatch.cluster import dask_client
 from avmatch.errors import AvmatchError
 from avmatch.matching.index import (
-    COMPRESSED,
     MATCH_RECALL_TARGET,
     SEARCH_ROWS,
     build_index,
+    is_compressed,
     resolve_kind,
     sample_rows,
     search,
@@ -47,41 +49,96 @@ from avmatch.matching.index import (
 
 TUNE_SAMPLE = 500  # queries each shard tunes its search depth on
 
+SAVE_EVERY = 4  # search chunks between marks of progress: a crash loses at most this many (80 s at 10^7)
+
+
 def search_shard(folder: str, shard: int, lo: int, hi: int, k: int, kind: str, options: dict) -> dict:
     """One task: index base rows ``lo:hi`` of ``folder``/base.npy, search every query of queries.npy,
     and write the (Q, k) scores and (global) row numbers as shard{N}.sims.npy and shard{N}.rows.npy.
     The search depth is tuned on the sample of queries in tune.npz, counting a query only where this
     shard holds its best row over all shards (see :func:`tune_search`'s ``floor``). Returns the shard's
-    record: its rows, the depth it tuned and the seconds it spent building, tuning and searching."""
-    clock = time.perf_counter()
+    record: its rows, the depth it tuned and the seconds it spent building, tuning and searching.
+
+    Nothing done is lost to a crash: the built and tuned index is saved (unless flat: rebuilt in no
+    time), the answers are written into partial files whose progress is marked every SAVE_EVERY chunks,
+    once flushed, and the same task run again goes on from the mark."""
     folder_path = Path(folder)
     base = np.ascontiguousarray(np.load(folder_path / "base.npy", mmap_mode="r")[lo:hi], dtype=np.float32)
     queries = np.load(folder_path / "queries.npy", mmap_mode="r")
+    index, record = _shard_index(folder_path, shard, base, queries, k, kind, options)
+    full = base if is_compressed(index) else None
+    k = min(k, hi - lo)
+    part = {name: folder_path / f"shard{shard}.{name}.part.npy" for name in ("sims", "rows")}
+    mark = folder_path / f"shard{shard}.part.json"
+    sims, rows, progress = _open_parts(part, mark, (len(queries), k))
+    clock = time.perf_counter() - progress["search_s"]
+    for n, s in enumerate(range(progress["done"], len(queries), SEARCH_ROWS), 1):
+        d, i = search(index, np.asarray(queries[s : s + SEARCH_ROWS]), k, full)
+        sims[s : s + SEARCH_ROWS], rows[s : s + SEARCH_ROWS] = d, np.where(i >= 0, i + lo, -1)
+        if n % SAVE_EVERY == 0 or s + SEARCH_ROWS >= len(queries):
+            sims.flush()
+            rows.flush()
+            write_text(mark, json.dumps({"done": min(s + SEARCH_ROWS, len(queries)),
+                                         "search_s": time.perf_counter() - clock}))
+    del sims, rows
+    record["search_s"] = time.perf_counter() - clock
+    for name, path in part.items():
+        os.replace(path, folder_path / f"shard{shard}.{name}.npy")
+    write_text(folder_path / f"shard{shard}.json", json.dumps(record))  # last: the shard is done
+    for path in (mark, folder_path / f"shard{shard}.faiss", folder_path / f"shard{shard}.index.json"):
+        path.unlink(missing_ok=True)
+    return record
+
+
+def _shard_index(folder: Path, shard: int, base: np.ndarray, queries: np.ndarray, k: int, kind: str,
+                 options: dict) -> tuple[faiss.Index, dict]:
+    """The shard's index, built and tuned (and saved, unless flat), or as an earlier run of the task saved
+    it; and the shard's record so far (rows, queries, its depth, build and tuning seconds)."""
+    saved, about = folder / f"shard{shard}.faiss", folder / f"shard{shard}.index.json"
+    try:
+        record, index = json.loads(about.read_text()), faiss.read_index(str(saved))
+        if index.ntotal == len(base):
+            _set_depth(index, {**record, **options})
+            return index, record
+    except (OSError, ValueError, RuntimeError):  # none saved, or not whole: built again
+        pass
+    clock = time.perf_counter()
     kind = resolve_kind(kind, len(base))
     index = build_index(base, kind, **options)
-    full = base if kind in COMPRESSED else None
-    seconds = {"build_s": time.perf_counter() - clock}
-    tuned = {}
+    record = {"shard": shard, "rows": len(base), "queries": len(queries), "build_s": time.perf_counter() - clock}
     if not {"nprobe", "ef_search"} & set(options):
-        sample = np.load(folder_path / "tune.npz")
-        tuned = tune_search(index, np.asarray(queries[sample["rows"]]), k, MATCH_RECALL_TARGET, full=full,
-                            floor=sample["floor"])
-    seconds["tune_s"] = time.perf_counter() - clock - seconds["build_s"]
-    k = min(k, hi - lo)
-    with (atomic_path(folder_path / f"shard{shard}.sims.npy") as sims_path,
-          atomic_path(folder_path / f"shard{shard}.rows.npy") as rows_path):
-        sims = np.lib.format.open_memmap(sims_path, "w+", np.float32, (len(queries), k))
-        rows = np.lib.format.open_memmap(rows_path, "w+", np.int64, (len(queries), k))
-        for s in range(0, len(queries), SEARCH_ROWS):
-            d, i = search(index, np.asarray(queries[s : s + SEARCH_ROWS]), k, full)
-            sims[s : s + SEARCH_ROWS], rows[s : s + SEARCH_ROWS] = d, np.where(i >= 0, i + lo, -1)
-        sims.flush()
-        rows.flush()
-        del sims, rows
-    seconds["search_s"] = time.perf_counter() - clock - seconds["build_s"] - seconds["tune_s"]
-    record = {"shard": shard, "rows": hi - lo, "queries": len(queries), **tuned, **seconds}
-    write_text(folder_path / f"shard{shard}.json", json.dumps(record))  # last: the shard is done
-    return record
+        sample = np.load(folder / "tune.npz")
+        tuned = tune_search(index, np.asarray(queries[sample["rows"]]), k, MATCH_RECALL_TARGET,
+                            full=base if is_compressed(index) else None, floor=sample["floor"])
+        record.update(tuned, queries=len(queries), tuned_on=tuned.get("queries", 0))  # sample queries it holds
+    record["tune_s"] = time.perf_counter() - clock - record["build_s"]
+    if kind != "flat":
+        with atomic_path(saved) as tmp:
+            faiss.write_index(index, str(tmp))
+        write_text(about, json.dumps(record))
+    return index, record
+
+
+def _set_depth(index: faiss.Index, values: dict) -> None:
+    """An IVF index's nprobe or an HNSW index's efSearch as ``values`` give it (a read-back index)."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None and "nprobe" in values:
+        ivf.nprobe = int(values["nprobe"])
+    if isinstance(index, faiss.IndexHNSW) and "ef_search" in values:
+        index.hnsw.efSearch = int(values["ef_search"])
+
+
+def _open_parts(part: dict, mark: Path, shape: tuple) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The partial (Q, k) scores and rows of an earlier run of the task and its progress, or new ones."""
+    try:
+        progress = json.loads(mark.read_text())
+        sims, rows = (np.lib.format.open_memmap(part[name], "r+") for name in ("sims", "rows"))
+        if sims.shape == rows.shape == shape and (sims.dtype, rows.dtype) == (np.float32, np.int64):
+            return sims, rows, {"done": int(progress["done"]), "search_s": float(progress["search_s"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return (np.lib.format.open_memmap(part["sims"], "w+", np.float32, shape),
+            np.lib.format.open_memmap(part["rows"], "w+", np.int64, shape), {"done": 0, "search_s": 0.0})
 
 
 def sharded_top_k(queries: np.ndarray, base: np.ndarray, k: int, kind: str = "auto", *, shards: int = 2,
