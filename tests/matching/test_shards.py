@@ -166,25 +166,15 @@ def test_shards_are_checked_and_an_unreachable_scheduler_is_one_line():
 
 def test_cli_match_with_shards_on_the_cluster_writes_the_one_machine_pairs(scheduler, tmp_path, capsys):
     from avmatch.cli import main
-    from avmatch.corpus import write_corpus
-    from avmatch.testing.featuregen import make_feature_corpus, shuffle_for_matching
-    from avmatch.training import TrainConfig, train
+    from avmatch.testing.badinputs import dual_matching_set
 
-    dims = {"video_dim": 32, "audio_dim": 16, "min_len": 6, "max_len": 10}
-    train(make_feature_corpus(200, seed=1, **dims), tmp_path / "run", TrainConfig(
-        model="dual", epochs=2, batch_size=32, histograms=False, model_options={"hidden": 32, "embed_dim": 16}),
-        progress=False)
-    videos, audios, _ = shuffle_for_matching(make_feature_corpus(300, seed=2, **dims), seed=3)
-    write_corpus(videos, tmp_path / "videos")
-    write_corpus(audios, tmp_path / "audios")
-    common = [str(tmp_path / "videos"), str(tmp_path / "audios"), "--model", str(tmp_path / "run"), "--mode",
-              "two-stage", "--adapt", "0", "--no-heatmap"]
+    data = dual_matching_set(tmp_path)
+    common = [*data, "--mode", "two-stage", "--adapt", "0", "--no-heatmap"]
     assert main(["match", *common, "-o", str(tmp_path / "one.csv")]) == 0
     assert main(["match", *common, "-o", str(tmp_path / "sharded.csv"), "--shards", "3", "--cluster", scheduler]) == 0
     assert (tmp_path / "sharded.csv").read_text() == (tmp_path / "one.csv").read_text()
     capsys.readouterr()
-    dense = [str(tmp_path / "videos"), str(tmp_path / "audios"), "--model", str(tmp_path / "run"), "-o",
-             str(tmp_path / "d.csv")]
+    dense = [*data, "-o", str(tmp_path / "d.csv")]
     assert main(["match", *dense, "--shards", "2"]) == 2  # 300 x 300 pairs: dense, no index to cut
     assert "cut the index of two-stage matching" in capsys.readouterr().err
     assert main(["match", *common, "-o", str(tmp_path / "c.csv"), "--cluster", scheduler]) == 2

@@ -1479,24 +1479,30 @@ def _umask(work: Path, cli: Callable) -> tuple:
     return [oct(0o644)], modes if rc == 0 else None, rc
 
 
-def _two_sharded_matches(work: Path, cli: Callable) -> tuple:
-    """Two ``match --shards 2 --shard-dir KEPT`` of one set at once (a local cluster each): every run that
-    exits 0 must give the answer of a run with no kept folder; a refused one must say why."""
-    import threading
-
+def dual_matching_set(folder: Path) -> list:
+    """A small dual model trained in ``folder`` (seconds) and 300 shuffled generated clips of each
+    modality written as corpora: the arguments ``VIDEOS AUDIOS --model RUN`` of a match."""
     from avmatch.corpus import write_corpus
     from avmatch.testing.featuregen import make_feature_corpus, shuffle_for_matching
     from avmatch.training import TrainConfig, train
 
     dims = {"video_dim": 32, "audio_dim": 16, "min_len": 6, "max_len": 10}
-    train(make_feature_corpus(200, seed=1, **dims), work / "run", TrainConfig(
+    train(make_feature_corpus(200, seed=1, **dims), folder / "run", TrainConfig(
         model="dual", epochs=2, batch_size=32, histograms=False, model_options={"hidden": 32, "embed_dim": 16}),
         progress=False)
     videos, audios, _ = shuffle_for_matching(make_feature_corpus(300, seed=2, **dims), seed=3)
-    write_corpus(videos, work / "videos")
-    write_corpus(audios, work / "audios")
-    common = ["match", work / "videos", work / "audios", "--model", work / "run", "--mode", "two-stage", "--adapt",
-              "0", "--no-heatmap", "--shards", "2", "--cluster"]
+    write_corpus(videos, folder / "videos")
+    write_corpus(audios, folder / "audios")
+    return [str(folder / "videos"), str(folder / "audios"), "--model", str(folder / "run")]
+
+
+def _two_sharded_matches(work: Path, cli: Callable) -> tuple:
+    """Two ``match --shards 2 --shard-dir KEPT`` of one set at once (a local cluster each): every run that
+    exits 0 must give the answer of a run with no kept folder; a refused one must say why."""
+    import threading
+
+    common = ["match", *dual_matching_set(work), "--mode", "two-stage", "--adapt", "0", "--no-heatmap", "--shards",
+              "2", "--cluster"]
     _must(cli, [*common, "-o", work / "clean.csv"])
     runs: list = [None, None]
 
