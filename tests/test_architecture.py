@@ -171,7 +171,8 @@ DEMO_USES = {
     "avmatch.errors": {"AvmatchError"},  # the one-line error
     "avmatch.progress": {"bar"},  # the generators' progress bars
     "avmatch.corpus": {"Corpus", "load_corpus"},  # the feature corpus, a type of the public API
-    "avmatch.media": {"FPS", "SAMPLE_RATE", "read_audio", "write_media"},  # media read and written
+    "avmatch.media": {"FPS", "SAMPLE_RATE", "read_audio", "write_media", "process_pool"},  # media read and
+    # written, and the process pool for making it
     "avmatch.features.job": {"default_workers"},  # the demo's processes: as many as extraction's default
     "avmatch.features.record": {"ExtractorRecord"},  # whether the shipped model reads the demo's features
     "avmatch.training": {"DEMO_FINE_TUNE"},  # the demo's fine-tune settings (avmatch.train(fine_tune=...))

@@ -1,5 +1,6 @@
-"""PyAV decoding: video frames and audio samples as numpy arrays, streamed and resampled; and the
-one writer of arrays as media files (:func:`write_media`).
+"""PyAV decoding: video frames and audio samples as numpy arrays, streamed and resampled; the one
+writer of arrays as media files (:func:`write_media`); and the one process pool for media work
+(:func:`process_pool`).
 
 Nothing here holds a whole file: frames come out in chunks at a fixed frame rate and size, audio in
 chunks of mono float32 at a fixed sample rate. Every problem with a file a user could hit (missing,
@@ -12,9 +13,11 @@ file stay in sync; for a file with one stream, that stream's start is time zero.
 from __future__ import annotations
 
 import errno
+import multiprocessing
 import os
 import stat
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -60,6 +63,13 @@ class MediaInfo:
     channels: int | None = None
     audio_codec: str | None = None
     start_s: float = 0.0  # time zero in the container's clock
+
+
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes started fresh by a fork server, not forked from this one: a
+    forked child inherits this process's state and can deadlock in it (after torch's threads have run;
+    freeing a PyAV filter graph whose slice threads did not come along, seen in CI)."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))
 
 
 def _check_file(path: str | Path) -> str:

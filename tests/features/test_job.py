@@ -15,7 +15,6 @@ import pytest
 from avmatch.cli import main
 from avmatch.corpus import load_corpus, read_manifest
 from avmatch.errors import AvmatchError
-from avmatch.features import job
 from avmatch.features.job import extract
 from avmatch.testing.mediagen import make_audio, make_clip
 
@@ -83,7 +82,9 @@ def test_dead_worker_processes_stop_the_batch_with_one_line_not_a_failure_per_fi
             fut.set_exception(BrokenProcessPool("A process in the process pool was terminated abruptly"))
             return fut
 
-    monkeypatch.setattr(job, "ProcessPoolExecutor", DeadPool)
+    import avmatch.media
+
+    monkeypatch.setattr(avmatch.media, "process_pool", DeadPool)  # the pool extraction's workers run in
     with pytest.raises(AvmatchError, match="worker processes died.*rerun resumes"):
         extract([batch], tmp_path / "c", workers=2, progress=False)
     assert not (tmp_path / "c" / "failed.csv").exists() or not failed_rows(tmp_path / "c")

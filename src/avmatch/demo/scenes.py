@@ -28,9 +28,7 @@ import contextlib
 import csv
 import io
 import json
-import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +39,7 @@ from scipy.signal import lfilter
 from avmatch import speech
 from avmatch.atomic import atomic_path, write_text
 from avmatch.demo import recordings
-from avmatch.media import FPS, SAMPLE_RATE, write_media
+from avmatch.media import FPS, SAMPLE_RATE, process_pool, write_media
 from avmatch.testing.mediagen import random_names, shift_audio
 
 # ------------------------------------------------------------------------------------------ a scene
@@ -630,11 +628,7 @@ def write_corpus(make: Callable[..., Scene], generator: str, out_dir: str | Path
     jobs = [(make, generator, str(out / f"clip{first + i:0{width}d}.mp4"), [seed, first + i], duration_s, tuple(size),
              families) for i in range(n)]
     shown, rows = bar(n, f"generate {generator}", "clip", enabled=progress), []
-    # forkserver, not fork: a forked child inherits the parent's PyAV objects and can deadlock freeing
-    # one (a filter graph's slice threads, which do not exist in the child; seen in CI)
-    parallel = workers > 1 and n > 1
-    with (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) if parallel
-          else contextlib.nullcontext()) as pool:
+    with process_pool(workers) if workers > 1 and n > 1 else contextlib.nullcontext() as pool:
         made = (pool.map(_make_one, *zip(*jobs, strict=True), chunksize=max(1, n // (8 * workers))) if pool
                 else (_make_one(*job) for job in jobs))
         for row in made:

@@ -19,11 +19,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import multiprocessing
 import os
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -368,8 +367,9 @@ def _results(todo: list[tuple[Path, str]], args: tuple, workers: int, cluster: s
             except Exception as err:  # one bad file must not end the batch
                 yield path, clip_id, None, err
     else:
-        # forkserver, not fork: a forked child of a process whose torch threads already ran deadlocks
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        from avmatch.media import process_pool
+
+        with process_pool(workers) as pool:
             futures = {pool.submit(extract_file, str(p), *args): (p, cid) for p, cid in todo}
             for fut in as_completed(futures):
                 err = fut.exception()

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
-import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 
@@ -27,7 +25,7 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from avmatch.atomic import atomic_path, write_text
-from avmatch.media import to_uint8
+from avmatch.media import process_pool, to_uint8
 from avmatch.testing.mediagen import random_names, shift_audio
 
 # container suffix -> (video codec, pixel format)
@@ -149,8 +147,7 @@ def make_user_test_set(makers: dict[str, Callable], families: list[str], out_dir
                      "size": f"{size[0] * scale}x{size[1] * scale}",
                      "audio_format": f"{suffix.lstrip('.')} {AUDIO[suffix][1] // 1000:g} kHz stereo"})
     if workers > 1:
-        # forkserver, not fork: a forked child can deadlock freeing the parent's PyAV objects (see demo.scenes)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        with process_pool(workers) as pool:
             list(pool.map(_make_pair, *zip(*jobs, strict=True)))
     else:
         for job in jobs:
