@@ -107,6 +107,9 @@ if job["mode"] == "sample":  # retrieval only, for a sample of the videos agains
     pick = np.sort(np.random.default_rng(1).choice(len(video), job["query_sample"], replace=False))
     video = video[pick]
 out["base_mib"] = peak()
+options = {"nprobe": job["nprobe"]} if job.get("nprobe") else {}
+if job.get("shards"):  # the index cut into shards, each built and searched by a local Dask worker
+    options.update(shards=job["shards"], workers=job["workers"], workdir=job.get("shard_dir"))
 t, c = time.perf_counter(), cpu()
 if job["mode"] == "dense":
     scores = job["scale"] * (video @ audio.T)  # (N, N) float32
@@ -120,18 +123,12 @@ elif job["mode"] == "floor":
 elif job["mode"] == "sample":  # the first stage of two-stage matching: DUAL_DEPTH x K by cosine (the dual
     # softmax's key, which needs every video, left out), built and searched as the whole run would be
     from avmatch.matching.two_stage import DUAL_DEPTH, top_k_candidates
-    options = {"nprobe": job["nprobe"]} if job.get("nprobe") else {}
-    if job.get("shards"):
-        options.update(shards=job["shards"], workers=job["workers"], workdir=job.get("shard_dir"))
     depth = DUAL_DEPTH * job["k"]
     with recording_stages() as stages:
         _, rows = top_k_candidates(video, audio, depth, job["kind"], **options)
     out.update(stages=stages, depth=depth, partner_in_candidates=float((rows == pick[:, None]).any(axis=1).mean()))
     chosen = np.zeros(0, np.int64)
 else:
-    options = {"nprobe": job["nprobe"]} if job.get("nprobe") else {}
-    if job.get("shards"):  # the index cut into shards, each built and searched by a local Dask worker
-        options.update(shards=job["shards"], workers=job["workers"], workdir=job.get("shard_dir"))
     with recording_stages() as stages:
         scores, raw, chosen = match_embeddings(video, audio, job["k"], job["scale"], 0.0, job["method"],
                                                job["normalisation"], job["kind"], job["outside_sample"], **options)
@@ -327,8 +324,8 @@ def main() -> None:
                    help="two-stage retrieval from this many index shards searched by local Dask workers (0: one index)")
     p.add_argument("--workers", type=int, default=2, help="with --shards: the local Dask workers")
     p.add_argument("--shard-dir", default=None,
-                   help="with --shards: keep each shard's answer here as it finishes; the same command run again "
-                        "after a kill searches only the shards that had not finished (their seconds are the first run's)")
+                   help="with --shards: keep the shards' indexes, marked progress and answers here; the same command "
+                        "run again after a kill goes on from them (kept shards' seconds are the first run's)")
     p.add_argument("--nprobe", type=int, default=0, help="IVF cells searched (0: tuned for the recall target)")
     p.add_argument("--exact-sample", type=int, default=10_000,
                    help="videos whose exact top K is searched to compare with the retrieved candidates")
