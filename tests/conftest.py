@@ -51,3 +51,24 @@ def media(tmp_path_factory) -> MediaFiles:
 def clip_mp4(media) -> Path:
     """2 s, 64x48, 25 fps H.264 + stereo 44.1 kHz AAC; flash and tone burst at mediagen.EVENTS."""
     return media.clip("clip.mp4")
+
+
+@pytest.fixture
+def killed_on_call(monkeypatch):
+    """``killed_on_call(owner, name, n)``: ``owner.name`` replaced by a function that passes each call to
+    the real one but raises KeyboardInterrupt (a kill) on the ``n``-th; returns the list its calls are
+    counted in. ``monkeypatch.undo()`` puts the real one back."""
+
+    def patch(owner, name: str, n: int) -> list:
+        real, calls = getattr(owner, name), []
+
+        def dies_on_nth_call(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == n:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, dies_on_nth_call)
+        return calls
+
+    return patch

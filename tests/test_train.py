@@ -63,20 +63,12 @@ def test_match_recovers_a_shuffled_test_set(dual_run, split):
     assert len({r["audio"] for r in result.rows()}) == len(key)  # one-to-one
 
 
-def test_resume_ends_like_an_uninterrupted_run(small, tmp_path, monkeypatch):
+def test_resume_ends_like_an_uninterrupted_run(small, tmp_path, monkeypatch, killed_on_call):
     train_module = importlib.import_module("avmatch.training.loop")
 
     cfg = TrainConfig(model="gru", epochs=4, batch_size=16, seed=5, histograms=False, patience=99)
     straight = train(small, tmp_path / "a", cfg, progress=False)
-    real_validate, calls = train_module.validate, []
-
-    def crash_in_third_epoch(*args, **kwargs):  # after its training steps, before its checkpoint
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_validate(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "validate", crash_in_third_epoch)
+    killed_on_call(train_module, "validate", 3)  # in the third epoch: after its training steps, before its checkpoint
     with pytest.raises(KeyboardInterrupt):
         train(small, tmp_path / "b", cfg, progress=False)
     monkeypatch.undo()

@@ -113,7 +113,7 @@ def test_a_sharded_search_cut_short_resumes_with_the_shards_it_had_finished(sche
     assert list(tmp_path.iterdir()) == []  # both jobs merged: their folders removed
 
 
-def test_a_shard_cut_short_goes_on_from_its_last_mark(tmp_path, monkeypatch):
+def test_a_shard_cut_short_goes_on_from_its_last_mark(tmp_path, monkeypatch, killed_on_call):
     """One shard's task killed in its search: run again, it reads back its index and its partial answer
     and searches only the queries past the last mark; the answer is the uninterrupted one."""
     from avmatch.matching import shards
@@ -127,15 +127,7 @@ def test_a_shard_cut_short_goes_on_from_its_last_mark(tmp_path, monkeypatch):
     monkeypatch.setattr(shards, "SEARCH_ROWS", 500)  # six chunks, a mark every two
     monkeypatch.setattr(shards, "SAVE_EVERY", 2)
     want = shards.search_shard(str(tmp_path / "whole"), 0, 1000, 3000, 10, "ivf", {"nlist": 16})
-    calls, search = [], shards.search
-
-    def dies_in_fifth_chunk(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 5:
-            raise KeyboardInterrupt
-        return search(*args, **kwargs)
-
-    monkeypatch.setattr(shards, "search", dies_in_fifth_chunk)
+    calls = killed_on_call(shards, "search", 5)  # in the fifth chunk
     with pytest.raises(KeyboardInterrupt):
         shards.search_shard(str(tmp_path / "cut"), 0, 1000, 3000, 10, "ivf", {"nlist": 16})
     assert json.loads((tmp_path / "cut" / "shard0.part.json").read_text())["done"] == 2000
